@@ -1,0 +1,482 @@
+"""YOLOv5 detection model: Detect head, Model, and ``parse_model`` that builds a model from a yaml.
+
+Run as a script for a structure check of a model yaml::
+
+    python models/yolo.py --cfg models/yolov5s.yaml [--img 640] [--batch-size 1]
+"""
+
+import argparse
+import math
+import re
+import sys
+from copy import deepcopy
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+import torch.nn as nn
+
+from models import common
+from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
+from utils.torch_utils import initialize_weights, model_info, scale_img
+
+# How each module's yaml arguments take channels. ``c1`` is the input channel count (from the layer(s) in
+# ``from``), ``c2`` the first yaml argument scaled by width_multiple and rounded to a multiple of 8.
+C1_C2 = "c1_c2"  # module(c1, c2, *args[1:])
+C1_C2_N = "c1_c2_n"  # module(c1, c2, n, *args[1:]): the repeat count goes inside the module
+KEEP = "keep"  # module(c1, *args[1:]); channels in = out; args[0], if given, must scale to c1
+BATCHNORM = "batchnorm"  # module(c1)
+CONCAT = "concat"  # c2 = sum of the inputs' channels
+DETECT = "detect"  # Detect(nc, anchors, [channels of each input])
+PLAIN = "plain"  # module(*args), channels unchanged (nn.Upsample, nn.MaxPool2d, ...)
+
+MODULE_CHANNELS = {
+    "Conv": C1_C2,
+    "DWConv": C1_C2,
+    "Bottleneck": C1_C2,
+    "SPP": C1_C2,
+    "SPPF": C1_C2,
+    "Focus": C1_C2,
+    "C3": C1_C2_N,
+    "Concat": CONCAT,
+    "Detect": DETECT,
+    "SPDConv": C1_C2,
+    "ScConv": KEEP,
+    "SRU": KEEP,
+    "CRU": KEEP,
+    "C3_ScConv": C1_C2_N,
+    "AKConv": C1_C2,
+    "GSConv": C1_C2,
+    "GSConvns": C1_C2,
+    "GSBottleneck": C1_C2,
+    "GSBottleneckC": C1_C2,
+    "VoVGSCSP": C1_C2_N,
+    "VoVGSCSPC": C1_C2_N,
+    "ACConv": C1_C2,
+    "FocalModulation": KEEP,
+    "nn.BatchNorm2d": BATCHNORM,
+}
+
+# depth_multiple, width_multiple of the five official scales
+SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
+
+
+class Detect(nn.Module):
+    """YOLOv5 detection head: one 1x1 conv per level to na * (5 + nc) channels.
+
+    Training: returns the raw maps, each (N, na, ny, nx, 5 + nc).
+    Inference: returns ``(pred, raw)`` with pred (N, na * sum(ny * nx), 5 + nc) decoded to pixels as
+    xy = (2 sigmoid - 0.5 + grid) * stride, wh = (2 sigmoid) ** 2 * anchor, and sigmoid scores.
+    ``anchors`` is a buffer in grid units (pixels / stride), as in official state dicts.
+    """
+
+    export = False  # export: return only the decoded predictions
+
+    def __init__(self, nc=80, anchors=(), ch=(), inplace=True):
+        super().__init__()
+        self.nc = nc
+        self.no = nc + 5
+        self.nl = len(anchors)
+        self.na = len(anchors[0]) // 2
+        self.inplace = inplace
+        self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(self.nl, -1, 2))
+        self.register_buffer("stride", torch.ones(self.nl), persistent=False)
+        self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
+        self._grids = {}  # (level, ny, nx, device, dtype) -> (grid, anchor_grid); rebuilt when shapes change
+
+    def forward(self, x):
+        z = []
+        for i in range(self.nl):
+            x[i] = self.m[i](x[i])
+            bs, _, ny, nx = x[i].shape
+            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            if not self.training:
+                grid, anchor_grid = self._grid(i, ny, nx, x[i])
+                xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
+                xy = (xy * 2 + grid) * self.stride[i]
+                wh = (wh * 2) ** 2 * anchor_grid
+                z.append(torch.cat((xy, wh, conf), 4).view(bs, self.na * ny * nx, self.no))
+        if self.training:
+            return x
+        return torch.cat(z, 1) if self.export else (torch.cat(z, 1), x)
+
+    def _grid(self, i, ny, nx, like):
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self._make_grid(i, ny, nx, like)  # keep grids in the traced graph, never cached constants
+        key = (i, ny, nx, like.device, like.dtype)
+        if key not in self._grids:
+            self._grids = {k: v for k, v in self._grids.items() if k[0] != i}
+            self._grids[key] = self._make_grid(i, ny, nx, like)
+        return self._grids[key]
+
+    def _make_grid(self, i, ny, nx, like):
+        d, t = like.device, like.dtype
+        shape = 1, self.na, ny, nx, 2
+        yv, xv = torch.meshgrid(torch.arange(ny, device=d, dtype=t), torch.arange(nx, device=d, dtype=t), indexing="ij")
+        grid = torch.stack((xv, yv), 2).expand(shape) - 0.5  # the -0.5 folds the "2 * s - 0.5" offset
+        anchor_grid = (self.anchors[i] * self.stride[i]).to(t).view(1, self.na, 1, 1, 2).expand(shape)
+        return grid, anchor_grid
+
+
+class Model(nn.Module):
+    """YOLOv5 detection model built from a yaml file or dict.
+
+    Args:
+        cfg: yaml path (see ``load_model_yaml`` for scale letters) or an already loaded dict.
+        ch: input channels; nc: number of classes and anchors: anchors, overriding the yaml's (logged).
+    Input (N, ch, H, W) with H, W multiples of the largest stride (32). Output as ``Detect``.
+    """
+
+    def __init__(self, cfg="yolov5s.yaml", ch=3, nc=None, anchors=None):
+        super().__init__()
+        if isinstance(cfg, dict):
+            self.yaml = deepcopy(cfg)
+            self.yaml_file = self.yaml.get("yaml_file", "")
+        else:
+            self.yaml_file = Path(cfg).name
+            self.yaml = load_model_yaml(cfg)
+        ch = self.yaml["ch"] = self.yaml.get("ch", ch)
+        if nc and nc != self.yaml.get("nc"):
+            LOGGER.info(f"Overriding model.yaml nc={self.yaml.get('nc')} with nc={nc}")
+            self.yaml["nc"] = nc
+        if anchors:
+            LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
+            self.yaml["anchors"] = round(anchors) if isinstance(anchors, float) else anchors
+        self.model, self.save = parse_model(deepcopy(self.yaml), ch=[ch])
+        self.names = {i: f"{i}" for i in range(self.yaml["nc"])}
+        self.inplace = self.yaml.get("inplace", True)
+
+        m = self.model[-1]
+        if isinstance(m, Detect):
+            m.inplace = self.inplace
+            s = 256  # 2x the largest stride: a dry run gives each level's stride and checks the structure
+            m.stride.copy_(torch.tensor([s / x.shape[-2] for x in self._dry_run(torch.zeros(1, ch, s, s))]))
+            check_anchor_order(m)
+            m.anchors /= m.stride.view(-1, 1, 1)
+            self.stride = m.stride.clone()
+            self._initialize_biases()
+        else:
+            self.stride = torch.tensor([32.0])
+        initialize_weights(self)
+
+    @property
+    def nc(self):
+        return self.yaml["nc"]
+
+    def forward(self, x, augment=False, visualize=False):
+        if augment:
+            return self._forward_augment(x)
+        return self._forward_once(x, visualize=visualize)
+
+    def _forward_once(self, x, visualize=False):
+        y = []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            y.append(x if m.i in self.save else None)
+            if visualize:
+                from utils.plots import feature_visualization
+
+                feature_visualization(x, m.type, m.i, save_dir=visualize)
+        return x
+
+    def _dry_run(self, x):
+        """Forward layer by layer in train mode, turning a failure into an error that names the layer."""
+        y = []
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            if isinstance(m, common.Concat):
+                sizes = [tuple(t.shape[2:]) for t in x]
+                if len(set(sizes)) > 1:
+                    raise UserError(
+                        f"layer {m.i} Concat: inputs from {m.f} have different spatial sizes {sizes} "
+                        f"(at a {tuple(x[0].shape[2:])} input); check the 'from' indices"
+                    )
+            try:
+                x = m(x)
+            except Exception as e:
+                shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
+                raise UserError(f"layer {m.i} {m.type} (from {m.f}) fails on input of shape {shapes}: {e}") from e
+            y.append(x)
+        return x
+
+    def _forward_augment(self, x):
+        """Test-time augmentation: scales 1, 0.83, 0.67 with a left-right flip at 0.83; merged predictions."""
+        img_size = x.shape[-2:]
+        gs = int(self.stride.max())
+        y = []
+        for scale, flip in ((1.0, None), (0.83, 3), (0.67, None)):
+            xi = scale_img(x.flip(flip) if flip else x, scale, gs=gs)
+            yi = self._forward_once(xi)[0]
+            y.append(self._descale_pred(yi, flip, scale, img_size))
+        return torch.cat(self._clip_augmented(y), 1), None
+
+    @staticmethod
+    def _descale_pred(p, flip, scale, img_size):
+        xy, wh, rest = p[..., :2] / scale, p[..., 2:4] / scale, p[..., 4:]
+        if flip == 2:
+            xy = torch.stack((xy[..., 0], img_size[0] - xy[..., 1]), -1)
+        elif flip == 3:
+            xy = torch.stack((img_size[1] - xy[..., 0], xy[..., 1]), -1)
+        return torch.cat((xy, wh, rest), -1)
+
+    def _clip_augmented(self, y):
+        """Drop the largest-stride predictions of the upscaled pass and the smallest of the downscaled one."""
+        nl = self.model[-1].nl
+        cells = sum(4**k for k in range(nl))  # cells per level relative to the coarsest level
+        y[0] = y[0][:, : -(y[0].shape[1] // cells)]  # first pass: drop the coarsest level
+        y[-1] = y[-1][:, (y[-1].shape[1] // cells) * 4 ** (nl - 1):]  # last pass: drop the finest level
+        return y
+
+    def _initialize_biases(self):
+        """Objectness prior of 8 objects per 640 image and class prior 0.6 / nc (Focal loss paper, sec. 3.3)."""
+        m = self.model[-1]
+        for mi, s in zip(m.m, m.stride):
+            b = mi.bias.view(m.na, -1)
+            b.data[:, 4] += math.log(8 / (640 / s) ** 2)
+            b.data[:, 5 : 5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
+
+    def fuse(self):
+        """Fold BatchNorm into convolutions (and multi-branch blocks into one conv) for inference."""
+        LOGGER.info("Fusing layers... ")
+        for m in self.model.modules():
+            if m is not self and callable(getattr(m, "fuse", None)):
+                m.fuse()
+        self.info()
+        return self
+
+    def info(self, verbose=False, img_size=640):
+        return model_info(self, verbose, img_size)
+
+
+DetectionModel = Model  # the name v7.0 uses
+
+
+def check_anchor_order(m):
+    """Reverse the anchors when their order (small to large) disagrees with the order of the strides."""
+    a = m.anchors.prod(-1).mean(-1).view(-1)
+    da, ds = a[-1] - a[0], m.stride[-1] - m.stride[0]
+    if da and da.sign() != ds.sign():
+        LOGGER.info("AutoAnchor: reversing anchor order")
+        m.anchors[:] = m.anchors.flip(0)
+
+
+def resolve_cfg(cfg):
+    """Find a model yaml: as given, under models/, or a variant at another scale letter.
+
+    Returns (path, scale) where scale is the letter requested in the file name (yolov5n_ScConv.yaml -> 'n') when
+    that file does not exist itself and another scale's file of the same variant does, else None.
+    """
+    p = Path(cfg)
+    if p.suffix not in (".yaml", ".yml"):
+        p = p.with_suffix(".yaml")
+    candidates = [p, ROOT / "models" / p.name, ROOT / p]
+    for c in candidates:
+        if c.is_file():
+            return c, None
+    match = re.fullmatch(r"(yolov5)([nsmlx])(.*\.ya?ml)", p.name)
+    if match:
+        prefix, scale, rest = match.groups()
+        for letter in "snmlx":
+            for folder in (p.parent, ROOT / "models"):
+                c = folder / f"{prefix}{letter}{rest}"
+                if c.is_file():
+                    return c, scale
+    raise UserError(
+        f"model yaml '{cfg}' not found (looked in {', '.join(str(c.parent) for c in candidates)}); "
+        f"available: {', '.join(sorted(x.name for x in (ROOT / 'models').glob('*.yaml')))}"
+    )
+
+
+def load_model_yaml(cfg):
+    """Load a model yaml; ``yolov5{n,s,m,l,x}<variant>.yaml`` gets that scale's depth and width multiples when only
+    another scale's file of the variant exists."""
+    path, scale = resolve_cfg(cfg)
+    d = yaml_load(path)
+    if scale:
+        d["depth_multiple"], d["width_multiple"] = SCALES[scale]
+    d["yaml_file"] = Path(cfg).name if scale else path.name
+    return d
+
+
+def _resolve_module(name, layer):
+    """The class a yaml module name refers to: models.common.<name> or torch.nn.<name> for 'nn.<name>'."""
+    if not isinstance(name, str):
+        raise UserError(f"layer {layer}: module must be a name, got {name!r}")
+    if name.startswith("nn."):
+        cls = getattr(nn, name[3:], None)
+        ok = isinstance(cls, type) and issubclass(cls, nn.Module)
+    else:
+        cls = getattr(common, name, None) if name in MODULE_CHANNELS else None
+        if cls is None and name == "Detect":
+            cls = Detect
+        ok = cls is not None
+    if not ok:
+        known = ", ".join(sorted(MODULE_CHANNELS))
+        raise UserError(f"layer {layer}: unknown module '{name}'. Known modules: {known}, and nn.<Module>")
+    return cls
+
+
+def _parse_arg(a, nc, anchors):
+    """Resolve the symbolic yaml arguments (nc, anchors, None, True, False); other values stay as written."""
+    if isinstance(a, str):
+        return {"nc": nc, "anchors": anchors, "None": None, "True": True, "False": False}.get(a, a)
+    return a
+
+
+def parse_model(d, ch):
+    """Build ``nn.Sequential`` of the layers in model dict ``d``; ``ch`` = [input channels].
+
+    Each layer gets ``.i`` (index), ``.f`` (from), ``.type`` (module name) and ``.np`` (parameters).
+    Returns (model, save) where save lists the layer indices whose outputs later layers read.
+    """
+    for key in ("nc", "backbone", "head"):
+        if key not in d:
+            raise UserError(f"model yaml has no '{key}' entry")
+    nc, gd, gw = d["nc"], d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
+    anchors = d.get("anchors", [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]])
+    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
+    no = na * (nc + 5)
+    LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
+    layers, save, c2 = [], [], ch[-1]
+    consumed = set()
+    rows = d["backbone"] + d["head"]
+    for i, row in enumerate(rows):
+        if not isinstance(row, (list, tuple)) or len(row) != 4:
+            raise UserError(f"layer {i}: expected [from, number, module, args], got {row!r}")
+        f, n, name, args = row
+        cls = _resolve_module(name, i)
+        rule = MODULE_CHANNELS.get(name, BATCHNORM if cls is nn.BatchNorm2d else PLAIN)
+        args = [_parse_arg(a, nc, anchors) for a in (args or [])]
+        sources = _check_from(f, i, name)
+        consumed.update(sources)
+        if not isinstance(n, int) or n < 1:
+            raise UserError(f"layer {i} {name}: number of repeats must be a positive integer, got {n!r}")
+        n = n_ = max(round(n * gd), 1) if n > 1 else n
+        c1 = ch[f] if isinstance(f, int) else None
+        if rule in (C1_C2, C1_C2_N, KEEP, BATCHNORM) and not isinstance(f, int):
+            raise UserError(f"layer {i} {name}: takes one input, but 'from' is {f}")
+        if rule in (C1_C2, C1_C2_N):
+            if not args or not isinstance(args[0], int):
+                raise UserError(f"layer {i} {name}: first argument must be the output channels, got {args}")
+            c2 = args[0] if args[0] == no else make_divisible(args[0] * gw, 8)
+            args = [c1, c2, *args[1:]]
+            if rule == C1_C2_N:
+                args.insert(2, n)
+                n = 1
+        elif rule == KEEP:
+            if args and isinstance(args[0], int):
+                c2 = make_divisible(args[0] * gw, 8)
+                if c2 != c1:
+                    raise UserError(
+                        f"layer {i} {name}: keeps channels, but its argument {args[0]} scales to {c2} while its "
+                        f"input (from {f}) has {c1} channels"
+                    )
+                args = args[1:]
+            args, c2 = [c1, *args], c1
+        elif rule == BATCHNORM:
+            args, c2 = [c1], c1
+        elif rule == CONCAT:
+            c2 = sum(ch[x] for x in ([f] if isinstance(f, int) else f))
+        elif rule == DETECT:
+            f_list = [f] if isinstance(f, int) else list(f)
+            if len(args) < 2:
+                raise UserError(f"layer {i} Detect: arguments must be [nc, anchors]")
+            if isinstance(args[1], int):  # number of anchors per level: placeholders until AutoAnchor
+                args[1] = [list(range(args[1] * 2))] * len(f_list)
+            if len(args[1]) != len(f_list):
+                raise UserError(f"layer {i} Detect: {len(args[1])} anchor levels but {len(f_list)} inputs in 'from'")
+            args.append([ch[x] for x in f_list])
+        else:
+            c2 = c1 if c1 is not None else ch[-1]
+        try:
+            m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
+        except Exception as e:
+            raise UserError(f"layer {i} {name}: cannot build with arguments {args}: {e}") from e
+        m_.i, m_.f, m_.type = i, f, name
+        m_.np = sum(x.numel() for x in m_.parameters())
+        LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {name:<40}{str(args):<30}")
+        save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
+        layers.append(m_)
+        if i == 0:
+            ch = []
+        ch.append(c2)
+    unused = [j for j in range(len(rows) - 1) if j not in consumed]
+    if unused:
+        names = ", ".join(f"{j} ({rows[j][2]})" for j in unused)
+        raise UserError(
+            f"the output of layer(s) {names} is never used by a later layer; a layer was probably inserted or "
+            f"removed without updating the 'from' indices after it"
+        )
+    return nn.Sequential(*layers), sorted(save)
+
+
+def _check_from(f, i, name):
+    """Validate a layer's 'from' and return the absolute indices it reads (-1 at layer 0 is the input)."""
+    items = [f] if isinstance(f, int) else f
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(x, int) for x in items):
+        raise UserError(f"layer {i} {name}: 'from' must be an int or a list of ints, got {f!r}")
+    out = set()
+    for x in items:
+        j = i + x if x < 0 else x
+        if x == -1 and i == 0:
+            continue
+        if j >= i:
+            raise UserError(f"layer {i} {name}: 'from' index {x} points to layer {j}, which is not before it")
+        if j < 0:
+            raise UserError(f"layer {i} {name}: 'from' index {x} is out of range")
+        out.add(j)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Build a model yaml, print its layers, parameters and GFLOPs.")
+    parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
+    parser.add_argument("--batch-size", type=int, default=1, help="batch size of the test forward pass")
+    parser.add_argument("--img", "--img-size", dest="img", type=int, default=640, help="inference size (pixels)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda device, i.e. 0")
+    parser.add_argument("--line-profile", action="store_true", help="time each layer")
+    opt = parser.parse_args(argv)
+    from utils.torch_utils import select_device
+
+    try:
+        device = select_device(opt.device)
+        model = Model(opt.cfg).to(device)
+        model.info()
+        img = torch.rand(opt.batch_size, model.yaml["ch"], opt.img, opt.img, device=device)
+        model.eval()
+        with torch.inference_mode():
+            pred = model(img)[0]
+        LOGGER.info(f"forward pass OK: input {tuple(img.shape)} -> output {tuple(pred.shape)}")
+        if opt.line_profile:
+            profile_layers(model, img)
+    except UserError as e:
+        LOGGER.error(f"ERROR: {e}")
+        return 1
+    return 0
+
+
+def profile_layers(model, x, runs=5):
+    """Log the time of each layer (ms) for input ``x``."""
+    from utils.torch_utils import time_sync
+
+    y = []
+    LOGGER.info(f"{'layer':>5} {'ms':>10}  module")
+    with torch.inference_mode():
+        for m in model.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            t = time_sync()
+            for _ in range(runs):
+                out = m(x)
+            LOGGER.info(f"{m.i:>5} {(time_sync() - t) / runs * 1e3:10.2f}  {m.type}")
+            x = out
+            y.append(x)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Small shared helpers: logging, paths, yaml files, seeding, rounding to strides."""
+
+import logging
+import math
+import os
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]  # repository root
+NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
+
+
+def _make_logger(name="yolov5"):
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+LOGGER = _make_logger()
+
+
+class UserError(Exception):
+    """A problem with the user's input (files, yamls, flags) whose message says what to do."""
+
+
+def colorstr(*args):
+    """Wrap a string in ANSI colours: colorstr('blue', 'bold', 'text'); plain when not a terminal or in CI."""
+    *styles, text = args if len(args) > 1 else ("blue", "bold", args[0])
+    if os.environ.get("NO_COLOR") or os.environ.get("CI"):
+        return str(text)
+    codes = {
+        "black": "\033[30m", "red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "blue": "\033[34m",
+        "magenta": "\033[35m", "cyan": "\033[36m", "white": "\033[37m", "bold": "\033[1m",
+        "underline": "\033[4m", "end": "\033[0m",
+    }
+    return "".join(codes[s] for s in styles) + f"{text}" + codes["end"]
+
+
+def yaml_load(path):
+    """Read a yaml file into a dict; a missing or malformed file is a UserError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"yaml file not found: {path}")
+    try:
+        with open(path, errors="ignore") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid yaml: {e}") from e
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def yaml_save(path, data):
+    """Write a dict as yaml, turning Paths into strings."""
+    with open(path, "w") as f:
+        yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in data.items()}, f, sort_keys=False)
+
+
+def increment_path(path, exist_ok=False, sep="", mkdir=False):
+    """runs/exp -> runs/exp2, runs/exp3 ... the first that does not exist (or ``path`` itself with exist_ok)."""
+    path = Path(path)
+    if path.exists() and not exist_ok:
+        stem, suffix = (path.with_suffix(""), path.suffix) if path.is_file() else (path, "")
+        n = 2
+        while Path(f"{stem}{sep}{n}{suffix}").exists():
+            n += 1
+        path = Path(f"{stem}{sep}{n}{suffix}")
+    if mkdir:
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def init_seeds(seed=0, deterministic=False):
+    """Seed python, numpy and torch; ``deterministic`` also asks torch for deterministic kernels."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+        os.environ["PYTHONHASHSEED"] = str(seed)
+
+
+def make_divisible(x, divisor):
+    """Smallest multiple of ``divisor`` that is >= x."""
+    return math.ceil(x / int(divisor)) * int(divisor)
+
+
+def check_img_size(imgsz, s=32, floor=0):
+    """Round image size(s) up to a multiple of stride ``s``, warning when it changes."""
+    if isinstance(imgsz, int):
+        new_size = max(make_divisible(imgsz, s), floor)
+    else:
+        imgsz = list(imgsz)
+        new_size = [max(make_divisible(x, s), floor) for x in imgsz]
+    if new_size != imgsz:
+        LOGGER.warning(f"WARNING: --img-size {imgsz} must be a multiple of max stride {s}, updating to {new_size}")
+    return new_size
+
+
+def clean_str(s):
+    """Replace characters that are awkward in file names with '_'."""
+    return re.sub(r"[|@#!¡·$€%&()=?¿^*;:,¨´><+]", "_", s)
+
+
+def print_args(args, name=""):
+    """Log a dict of arguments on one line."""
+    LOGGER.info(colorstr(f"{name}: " if name else "") + ", ".join(f"{k}={v}" for k, v in args.items()))

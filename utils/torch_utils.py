@@ -1,0 +1,159 @@
+"""PyTorch helpers: device selection, model summaries and FLOPs, EMA, timing."""
+
+import math
+import os
+import time
+from contextlib import contextmanager
+from copy import deepcopy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from utils.general import LOGGER, UserError
+
+LOCAL_RANK = int(os.getenv("LOCAL_RANK", -1))
+RANK = int(os.getenv("RANK", -1))
+WORLD_SIZE = int(os.getenv("WORLD_SIZE", 1))
+
+
+def select_device(device="", batch_size=0):
+    """'' or None -> first CUDA device if any else CPU; 'cpu'; '0' or '0,1' -> CUDA devices (clear error if absent)."""
+    device = str(device or "").strip().lower().replace("cuda:", "").replace("none", "")
+    if device == "cpu" or (not device and not torch.cuda.is_available()):
+        LOGGER.info(f"torch {torch.__version__} CPU")
+        return torch.device("cpu")
+    if device == "mps":
+        return torch.device("mps")
+    if device:
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+        ids = [int(x) for x in device.split(",") if x.strip()]
+        n = torch.cuda.device_count()
+        bad = [i for i in ids if i >= n]
+        if bad:
+            raise UserError(f"--device {device}: CUDA device(s) {bad} not found ({n} available)")
+        if len(ids) > 1 and batch_size and batch_size % len(ids):
+            raise UserError(f"--batch-size {batch_size} is not a multiple of the number of GPUs {len(ids)}")
+        first = ids[0] if LOCAL_RANK < 0 else LOCAL_RANK
+    else:
+        first = max(LOCAL_RANK, 0)
+    p = torch.cuda.get_device_properties(first)
+    LOGGER.info(f"torch {torch.__version__} CUDA:{first} ({p.name}, {p.total_memory / 1024 ** 2:.0f}MiB)")
+    return torch.device(f"cuda:{first}")
+
+
+def time_sync():
+    """Wall time after waiting for pending CUDA work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def de_parallel(model):
+    """The bare model inside DataParallel / DistributedDataParallel."""
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+@contextmanager
+def torch_distributed_zero_first(local_rank):
+    """Make every process wait for local rank 0 (e.g. while it builds a cache)."""
+    if local_rank not in (-1, 0):
+        torch.distributed.barrier()
+    yield
+    if local_rank == 0:
+        torch.distributed.barrier()
+
+
+def count_flops(model, imgsz=640, ch=None):
+    """GFLOPs (2 x multiply-adds) of one forward pass at ``imgsz`` (int or (h, w)), batch 1.
+
+    Counted with torch.utils.flop_counter at a small stride-multiple size and scaled by the pixel count, which is
+    exact for convolutional networks whose input is a multiple of the largest stride.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    stride = int(max(getattr(model, "stride", torch.tensor([32])).max().item(), 32))
+    probe = 2 * stride
+    ch = ch or getattr(model, "yaml", {}).get("ch", 3)
+    p = next(model.parameters())
+    x = torch.zeros(1, ch, probe, probe, device=p.device, dtype=p.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 1e9 * (h * w) / (probe * probe)
+
+
+def model_info(model, verbose=False, imgsz=640):
+    """Log 'summary: L layers, P parameters, G gradients, F GFLOPs' and return (layers, params, grads, gflops)."""
+    n_p = sum(x.numel() for x in model.parameters())
+    n_g = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    n_l = len(list(model.modules()))
+    if verbose:
+        LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20}")
+        for i, (name, p) in enumerate(model.named_parameters()):
+            LOGGER.info(f"{i:5g} {name:>40} {str(p.requires_grad):>9} {p.numel():12g} {str(list(p.shape)):>20}")
+    try:
+        gflops = count_flops(model, imgsz)
+        fs = f", {gflops:.1f} GFLOPs"
+    except Exception as e:  # FLOPs are informative only; a module the counter cannot trace must not stop a build
+        LOGGER.warning(f"WARNING: FLOPs not computed: {e}")
+        gflops, fs = None, ""
+    name = type(model).__name__
+    LOGGER.info(f"{name} summary: {n_l} layers, {n_p} parameters, {n_g} gradients{fs}")
+    return n_l, n_p, n_g, gflops
+
+
+def initialize_weights(model):
+    """YOLOv5's initial settings: BatchNorm eps 1e-3 and momentum 0.03, in-place activations."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 1e-3
+            m.momentum = 0.03
+        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+            m.inplace = True
+
+
+def scale_img(img, ratio=1.0, same_shape=False, gs=32):
+    """Resize a BCHW batch by ``ratio`` and pad to a multiple of ``gs`` (grey 0.447) unless ``same_shape``."""
+    if ratio == 1.0:
+        return img
+    h, w = img.shape[2:]
+    s = (int(h * ratio), int(w * ratio))
+    img = F.interpolate(img, size=s, mode="bilinear", align_corners=False)
+    if not same_shape:
+        h, w = (math.ceil(x * ratio / gs) * gs for x in (h, w))
+    return F.pad(img, [0, w - s[1], 0, h - s[0]], value=0.447)
+
+
+class ModelEMA:
+    """Exponential moving average of a model's state: decay ramps up as ``decay * (1 - exp(-updates / tau))``.
+
+    Keeps a copy in eval mode; floating-point entries of the state dict (parameters and buffers) are averaged.
+    """
+
+    def __init__(self, model, decay=0.9999, tau=2000, updates=0):
+        self.ema = deepcopy(de_parallel(model)).eval()
+        self.updates = updates
+        self.decay = lambda x: decay * (1 - math.exp(-x / tau))
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model):
+        self.updates += 1
+        d = self.decay(self.updates)
+        msd = de_parallel(model).state_dict()
+        for k, v in self.ema.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+
+    def update_attr(self, model, include=(), exclude=("process_group", "reducer")):
+        for k, v in de_parallel(model).__dict__.items():
+            if (not include or k in include) and not k.startswith("_") and k not in exclude:
+                setattr(self.ema, k, v)
