@@ -316,7 +316,7 @@ def _resolve_module(name, layer):
             cls = Detect
         ok = cls is not None
     if not ok:
-        known = ", ".join(sorted(MODULE_CHANNELS))
+        known = ", ".join(sorted(k for k in MODULE_CHANNELS if k.startswith("nn.") or hasattr(common, k)))
         raise UserError(f"layer {layer}: unknown module '{name}'. Known modules: {known}, and nn.<Module>")
     return cls
 

@@ -1,0 +1,47 @@
+"""Loading trained models: ``attempt_load`` (one checkpoint or an ensemble of several), as in YOLOv5."""
+
+import torch
+import torch.nn as nn
+
+from models.yolo import Detect
+from utils.checkpoints import load_checkpoint, model_from_checkpoint
+from utils.general import LOGGER, UserError
+
+
+class Ensemble(nn.ModuleList):
+    """Several models whose inference outputs are concatenated (NMS then merges them)."""
+
+    def forward(self, x, augment=False, visualize=False):
+        return torch.cat([m(x, augment=augment, visualize=visualize)[0] for m in self], 1), None
+
+
+def attempt_load(weights, device=None, inplace=True, fuse=True):
+    """Load a checkpoint (project format or official YOLOv5 v6.0-v7.0), or a list of them as an ensemble.
+
+    Returns a float model in eval mode on ``device``, BatchNorm folded when ``fuse``, with ``names``, ``stride``
+    and ``nc``. A missing file, a file that is not a checkpoint, or a pickle naming unknown objects raises
+    ``UserError`` with the reason.
+    """
+    paths = weights if isinstance(weights, (list, tuple)) else [weights]
+    if not paths:
+        raise UserError("no weights given")
+    models = []
+    for w in paths:
+        model = model_from_checkpoint(load_checkpoint(w)).to(device or "cpu").float()
+        if fuse:
+            model.fuse()
+        model.eval()
+        for m in model.modules():
+            if isinstance(m, Detect):
+                m.inplace = inplace
+        models.append(model)
+    if len(models) == 1:
+        return models[0]
+    ensemble = Ensemble(models)
+    for attr in ("names", "nc", "yaml"):
+        setattr(ensemble, attr, getattr(models[0], attr))
+    ensemble.stride = models[int(torch.argmax(torch.stack([m.stride.max() for m in models])))].stride
+    if any(m.nc != models[0].nc for m in models):
+        raise UserError(f"ensemble models have different class counts: {[m.nc for m in models]}")
+    LOGGER.info(f"Ensemble created with {paths}")
+    return ensemble

@@ -1,0 +1,31 @@
+"""Shared test set-up: the repository on sys.path, quiet logging, few threads, known fixture paths."""
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils.general import LOGGER  # noqa: E402
+
+LOGGER.setLevel(logging.WARNING)
+torch.set_num_threads(2)
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def official_ckpt():
+    """Path of an official-format YOLOv5n v7.0 checkpoint (random weights, real BatchNorm statistics)."""
+    return FIXTURES / "yolov5n-v7.0.pt"
+
+
+@pytest.fixture(scope="session")
+def official_io():
+    """Reference input and outputs of the official checkpoint, computed by the official v7.0 code."""
+    return torch.load(FIXTURES / "yolov5n-v7.0-io.pt", weights_only=True)

@@ -1,0 +1,169 @@
+"""Model core: parameter counts, official state-dict layout, yaml errors, strides, fusing, the structure check."""
+
+import copy
+
+import pytest
+import torch
+
+from models.yolo import Detect, Model, main, parse_model
+from utils.general import ROOT, UserError, yaml_load
+
+OFFICIAL_PARAMS = {"n": 1872157, "s": 7235389, "m": 21190557, "l": 46563709, "x": 86749405}
+
+
+@pytest.fixture(scope="module")
+def v5n_dict():
+    return yaml_load(ROOT / "models" / "yolov5n.yaml")
+
+
+@pytest.mark.parametrize("scale", "nsmlx")
+def test_parameter_counts_equal_official(scale):
+    model = Model(f"yolov5{scale}.yaml")
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[scale]
+
+
+def test_state_dict_keys_equal_official(official_io):
+    keys = list(Model("yolov5n.yaml").state_dict().keys())
+    assert len(keys) == 349
+    assert keys == official_io["state_dict_keys"]
+
+
+def test_scale_letter_rebuilds_another_scale(tmp_path):
+    """yolov5m.yaml exists, so the n model is built from its own file; a missing scale file borrows another's."""
+    (tmp_path / "yolov5s_Tiny.yaml").write_text((ROOT / "models" / "yolov5s.yaml").read_text())
+    n = Model(tmp_path / "yolov5n_Tiny.yaml")
+    assert n.yaml["width_multiple"] == 0.25 and n.yaml["depth_multiple"] == 0.33
+    assert sum(p.numel() for p in n.parameters()) == OFFICIAL_PARAMS["n"]
+
+
+def test_strides_and_anchor_grid_units():
+    model = Model("yolov5n.yaml")
+    detect = model.model[-1]
+    assert detect.stride.tolist() == [8.0, 16.0, 32.0]
+    assert torch.allclose(detect.anchors[0, 0], torch.tensor([10 / 8, 13 / 8]))
+    assert torch.allclose(detect.anchors[2, 2], torch.tensor([373 / 32, 326 / 32]))
+
+
+def test_rectangular_input_shapes_and_decode():
+    model = Model("yolov5n.yaml").eval()
+    x = torch.rand(2, 3, 256, 320)
+    with torch.no_grad():
+        pred, raw = model(x)
+    assert [tuple(r.shape) for r in raw] == [(2, 3, 32, 40, 85), (2, 3, 16, 20, 85), (2, 3, 8, 10, 85)]
+    assert pred.shape == (2, 3 * (32 * 40 + 16 * 20 + 8 * 10), 85)
+    # decode of one cell by hand: level 1, anchor 2, row 5, col 7
+    p = raw[1][0, 2, 5, 7].sigmoid()
+    detect = model.model[-1]
+    xy = (p[:2] * 2 - 0.5 + torch.tensor([7.0, 5.0])) * 16
+    wh = (p[2:4] * 2) ** 2 * detect.anchors[1, 2] * 16
+    index = 3 * 32 * 40 + 2 * 16 * 20 + 5 * 20 + 7
+    assert torch.allclose(pred[0, index, :4], torch.cat((xy, wh)), atol=1e-4)
+    assert torch.allclose(pred[0, index, 4:], p[4:], atol=1e-6)
+
+
+def test_anchor_order_is_corrected_when_reversed(v5n_dict):
+    d = copy.deepcopy(v5n_dict)
+    d["anchors"] = d["anchors"][::-1]
+    detect = Model(d).model[-1]
+    areas = detect.anchors.prod(-1).mean(-1) * detect.stride**2
+    assert areas[0] < areas[1] < areas[2]
+
+
+def test_fused_equals_unfused():
+    model = Model("yolov5n.yaml")
+    for m in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        before = model(x)[0]
+        after = copy.deepcopy(model).fuse()(x)[0]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in copy.deepcopy(model).fuse().modules())
+    assert (before - after).abs().max() < 1e-3
+
+
+def test_nc_and_anchor_override():
+    model = Model("yolov5n.yaml", nc=3)
+    detect = model.model[-1]
+    assert detect.nc == 3 and detect.m[0].out_channels == 3 * 8 and len(model.names) == 3
+
+
+def test_detect_bias_prior():
+    detect = Model("yolov5n.yaml").model[-1]
+    b = detect.m[0].bias.view(3, -1)
+    assert torch.allclose(b[:, 4], torch.full((3,), torch.log(torch.tensor(8 / (640 / 8) ** 2)).item()), atol=0.2)
+
+
+def _broken(d, where, value):
+    d = copy.deepcopy(d)
+    section, index, field = where
+    d[section][index][field] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    "where,value,message",
+    [
+        (("backbone", 3, 2), "NoSuchBlock", "layer 3: unknown module 'NoSuchBlock'"),
+        (("head", 2, 0), [-1, 30], "points to layer 30, which is not before it"),
+        (("head", 2, 0), [-1, 12], "points to layer 12, which is not before it"),
+        (("head", 2, 0), [-1, -20], "out of range"),
+        (("head", 2, 0), [-1, 4], "Concat: inputs from [-1, 4] have different spatial sizes"),
+        (("head", 0, 3), "oops", "first argument must be the output channels"),
+        (("head", 0, 1), 0, "number of repeats must be a positive integer"),
+        (("head", 14, 3), ["nc"], "arguments must be [nc, anchors]"),
+    ],
+)
+def test_malformed_yaml_errors_name_the_layer(v5n_dict, where, value, message):
+    with pytest.raises(UserError) as e:
+        Model(_broken(v5n_dict, where, value))
+    assert message in str(e.value)
+
+
+def test_channel_mismatch_names_the_layer(v5n_dict):
+    d = copy.deepcopy(v5n_dict)
+    d["backbone"].insert(9, [-1, 1, "nn.Conv2d", [128, 256, 1]])  # input has 256 channels, not 128
+    for row in d["head"]:  # keep the head's absolute indices right after the insert
+        row[0] = [x + 1 if x > 8 else x for x in row[0]] if isinstance(row[0], list) else row[0]
+    with pytest.raises(UserError, match=r"layer 9 nn.Conv2d .* fails on input of shape"):
+        Model(d)
+
+
+def test_channel_preserving_module_with_wrong_width(v5n_dict):
+    d = copy.deepcopy(v5n_dict)
+    d["backbone"].insert(9, [-1, 1, "nn.BatchNorm2d", []])
+    d["head"] = [[[x + 1 if x > 8 else x for x in r[0]] if isinstance(r[0], list) else r[0], *r[1:]] for r in d["head"]]
+    Model(d)  # BatchNorm takes its channels from the input
+    d["backbone"][9] = [-1, 1, "FocalModulation", [512]]
+    with pytest.raises(UserError, match="layer 9 FocalModulation: keeps channels, but its argument 512 scales to 128"):
+        parse_model(d, ch=[3])
+
+
+def test_unused_layer_is_a_structure_error(v5n_dict):
+    """Inserting a layer without shifting the head's indices leaves a layer nobody reads: rejected."""
+    d = copy.deepcopy(v5n_dict)
+    d["backbone"].insert(9, [-1, 1, "C3", [1024]])
+    with pytest.raises(UserError, match="never used by a later layer"):
+        parse_model(d, ch=[3])
+
+
+def test_cli_structure_check(capsys):
+    assert main(["--cfg", "yolov5n.yaml", "--img", "128"]) == 0
+    assert main(["--cfg", "does_not_exist.yaml"]) == 1
+
+
+def test_detect_train_mode_returns_raw_maps():
+    model = Model("yolov5n.yaml").train()
+    out = model(torch.rand(1, 3, 64, 96))
+    assert isinstance(out, list) and len(out) == 3 and out[2].shape == (1, 3, 2, 3, 85)
+    assert isinstance(model.model[-1], Detect)
+
+
+def test_augmented_inference_shape():
+    model = Model("yolov5n.yaml").eval()
+    with torch.no_grad():
+        pred, _ = model(torch.rand(1, 3, 128, 128), augment=True)
+    assert pred.ndim == 3 and pred.shape[-1] == 85 and pred.shape[1] > 0
