@@ -174,3 +174,7 @@ class Concat(nn.Module):
 
 
 # Module families, re-exported so that yamls, parse_model and users find every block here.
+from models.spd import SPDConv  # noqa: E402,F401
+from models.scconv import CRU, SRU, C3_ScConv, ScConv  # noqa: E402,F401
+from models.acnet import ACConv  # noqa: E402,F401
+from models.focal import FocalModulation  # noqa: E402,F401

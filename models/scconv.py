@@ -1,0 +1,112 @@
+"""SCConv: spatial and channel reconstruction convolution.
+
+Li, Wen, Zhao and Zhang, "SCConv: Spatial and Channel Reconstruction Convolution for Feature Redundancy",
+CVPR 2023. A spatial reconstruction unit (SRU) separates informative from less informative positions using the
+GroupNorm scale factors and cross-adds the two parts; a channel reconstruction unit (CRU) splits the channels, treats
+one part with cheap group-wise + point-wise convolutions and the other with a point-wise convolution plus reuse, and
+fuses both with a softmax over their pooled channel statistics.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+from models.common import C3
+
+
+def _check_channels(c, name, **divisors):
+    for what, m in divisors.items():
+        if c % m:
+            raise ValueError(f"{name}: {c} channels must be divisible by {m} ({what})")
+
+
+class SRU(nn.Module):
+    """Spatial reconstruction unit: (N, C, H, W) -> (N, C, H, W), C even.
+
+    ``w = gamma / sum(gamma)`` (GroupNorm scales), ``r = sigmoid(gn(x) * w)``; informative weights
+    ``W1 = where(r > t, 1, r)``, non-informative ``W2 = where(r > t, 0, r)`` (t = ``gate_threshold``);
+    ``X1 = W1 * x``, ``X2 = W2 * x``; output ``cat(X1a + X2b, X1b + X2a)`` over the channel halves a, b.
+    The GroupNorm uses ``gcd(group_num, C)`` groups so that it divides C at every model scale.
+    """
+
+    def __init__(self, c, group_num=16, gate_threshold=0.5):
+        super().__init__()
+        _check_channels(c, "SRU", **{"two halves are cross-added": 2})
+        self.gn = nn.GroupNorm(math.gcd(group_num, c), c)
+        self.gate_threshold = gate_threshold
+
+    def forward(self, x):
+        gamma = self.gn.weight
+        w = (gamma / gamma.sum()).view(1, -1, 1, 1)
+        r = torch.sigmoid(self.gn(x) * w)
+        informative = r > self.gate_threshold
+        x1 = torch.where(informative, torch.ones_like(r), r) * x
+        x2 = torch.where(informative, torch.zeros_like(r), r) * x
+        x1a, x1b = x1.chunk(2, 1)
+        x2a, x2b = x2.chunk(2, 1)
+        return torch.cat((x1a + x2b, x1b + x2a), 1)
+
+
+class CRU(nn.Module):
+    """Channel reconstruction unit: (N, C, H, W) -> (N, C, H, W).
+
+    Split C into an upper part of ``alpha * C`` channels and a lower part; both are squeezed by ``squeeze_ratio``
+    with 1x1 convs. Upper: group-wise k x k conv (``group_size`` groups, bias) + point-wise conv to C (Y1).
+    Lower: point-wise conv to C - C_low/r concatenated with the squeezed lower part (Y2, C channels).
+    Fuse: ``beta1, beta2 = softmax(avgpool(Y1), avgpool(Y2))`` per channel (the paper's beta1 + beta2 = 1;
+    the public code normalises over all 2C channels instead, which shrinks the output by about 1/C);
+    output ``beta1 * Y1 + beta2 * Y2``.
+    """
+
+    def __init__(self, c, alpha=0.5, squeeze_ratio=2, group_size=2, group_kernel_size=3):
+        super().__init__()
+        self.c_up = c_up = int(alpha * c)
+        self.c_low = c_low = c - c_up
+        if not (0 < c_up < c):
+            raise ValueError(f"CRU: alpha={alpha} must split {c} channels into two non-empty parts")
+        _check_channels(c_up, "CRU upper part", squeeze_ratio=squeeze_ratio)
+        _check_channels(c_low, "CRU lower part", squeeze_ratio=squeeze_ratio)
+        s_up, s_low = c_up // squeeze_ratio, c_low // squeeze_ratio
+        _check_channels(s_up, "CRU squeezed upper part", group_size=group_size)
+        _check_channels(c, "CRU", group_size=group_size)
+        self.squeeze_up = nn.Conv2d(c_up, s_up, 1, bias=False)
+        self.squeeze_low = nn.Conv2d(c_low, s_low, 1, bias=False)
+        self.gwc = nn.Conv2d(s_up, c, group_kernel_size, padding=group_kernel_size // 2, groups=group_size)
+        self.pwc_up = nn.Conv2d(s_up, c, 1, bias=False)
+        self.pwc_low = nn.Conv2d(s_low, c - s_low, 1, bias=False)
+
+    def forward(self, x):
+        up, low = x.split((self.c_up, self.c_low), 1)
+        up, low = self.squeeze_up(up), self.squeeze_low(low)
+        y1 = self.gwc(up) + self.pwc_up(up)
+        y2 = torch.cat((self.pwc_low(low), low), 1)
+        return self.fuse_branches(y1, y2)
+
+    @staticmethod
+    def fuse_branches(y1, y2):
+        """Per-channel softmax of the two branches' global averages, then their weighted sum."""
+        beta = torch.stack((y1.mean((2, 3)), y2.mean((2, 3)))).softmax(0)[..., None, None]  # (2, N, C, 1, 1)
+        return beta[0] * y1 + beta[1] * y2
+
+
+class ScConv(nn.Module):
+    """SCConv block, SRU then CRU: (N, c, H, W) -> (N, c, H, W); channels in = out (yaml rule KEEP)."""
+
+    def __init__(self, c, group_num=16, gate_threshold=0.5, alpha=0.5, squeeze_ratio=2, group_size=2,
+                 group_kernel_size=3):
+        super().__init__()
+        self.sru = SRU(c, group_num, gate_threshold)
+        self.cru = CRU(c, alpha, squeeze_ratio, group_size, group_kernel_size)
+
+    def forward(self, x):
+        return self.cru(self.sru(x))
+
+
+class C3_ScConv(C3):
+    """C3 with ``n`` ScConv blocks (on c_ = c2 * e channels) in place of the Bottlenecks: (N, c1, H, W) ->
+    (N, c2, H, W). ``shortcut`` and ``g`` are accepted so that C3 yaml rows work unchanged; ScConv uses neither."""
+
+    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+        super().__init__(c1, c2, n, shortcut, g, e)
+        self.m = nn.Sequential(*(ScConv(int(c2 * e)) for _ in range(n)))
