@@ -59,7 +59,9 @@ def _numpy_globals():
     try:
         import numpy as np
 
-        return [np.core.multiarray.scalar, np.dtype, type(np.dtype("float64"))]
+        multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+        scalar = (multiarray.scalar, "numpy.core.multiarray.scalar")
+        return [scalar, (multiarray.scalar, "numpy._core.multiarray.scalar"), np.dtype, type(np.dtype("float64"))]
     except Exception:  # numpy internals move between versions; without them such files give the clear error
         return []
 

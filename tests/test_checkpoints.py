@@ -1,0 +1,124 @@
+"""Checkpoints: official pickles through the restricted loader, the project's format, transfer, ensembles."""
+
+import pytest
+import torch
+
+from models.experimental import Ensemble, attempt_load
+from models.yolo import Model
+from utils.checkpoints import (
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    strip_optimizer,
+    transfer_weights,
+)
+from utils.general import UserError
+
+
+@pytest.mark.parametrize("fuse", [False, True])
+def test_official_checkpoint_reproduces_reference_outputs(official_ckpt, official_io, fuse):
+    model = attempt_load(official_ckpt, fuse=fuse)
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+    with torch.no_grad():
+        pred = model(official_io["input"])[0]
+    assert pred.shape == official_io["pred_eval"].shape
+    assert (pred - official_io["pred_eval"]).abs().max() < 1e-3
+
+
+def test_official_checkpoint_raw_train_maps(official_ckpt, official_io):
+    model = attempt_load(official_ckpt, fuse=False).train()
+    with torch.no_grad():
+        raw = model(official_io["input"])
+    for ours, ref in zip(raw, official_io["raw_train"]):
+        assert ours.shape == ref.shape and (ours - ref).abs().max() < 1e-3
+
+
+def test_official_metadata(official_ckpt):
+    model = attempt_load(official_ckpt)
+    assert model.nc == 80 and len(model.names) == 80 and model.stride.tolist() == [8.0, 16.0, 32.0]
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="weights file not found.*python train.py"):
+        attempt_load(tmp_path / "nope.pt")
+
+
+def test_not_a_checkpoint(tmp_path):
+    f = tmp_path / "image.pt"
+    f.write_bytes(b"\xff\xd8 this is not a zip archive")
+    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
+        load_checkpoint(f)
+    t = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), t)
+    with pytest.raises(UserError, match="not a YOLOv5 checkpoint"):
+        load_checkpoint(t)
+
+
+class Payload:
+    """A class the restricted loader must refuse to construct."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_unknown_global_is_refused(tmp_path, capsys):
+    f = tmp_path / "evil.pt"
+    torch.save({"model": Payload()}, f)
+    with pytest.raises(UserError, match="does not admit"):
+        load_checkpoint(f)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_truncated_file(tmp_path, official_ckpt):
+    f = tmp_path / "cut.pt"
+    data = official_ckpt.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError):
+        load_checkpoint(f)
+
+
+def test_project_checkpoint_roundtrip_weights_only(tmp_path):
+    model = Model("yolov5n.yaml", nc=3)
+    model.names = {0: "a", 1: "b", 2: "c"}
+    f = save_checkpoint(make_checkpoint(model, epoch=4, opt={"path": tmp_path, "epochs": 5}), tmp_path / "w.pt")
+    raw = torch.load(f, weights_only=True)  # plain data only
+    assert raw["epoch"] == 4 and raw["opt"]["path"] == str(tmp_path) and raw["names"][2] == "c"
+    loaded = model_from_checkpoint(load_checkpoint(f)).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (loaded(x)[0] - model.eval().half().float()(x)[0]).abs().max() < 1e-3
+    assert loaded.names == model.names
+
+
+def test_atomic_save_leaves_no_temp_file(tmp_path):
+    save_checkpoint({"model": {}, "x": 1}, tmp_path / "a.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
+
+
+def test_strip_optimizer(tmp_path):
+    model = Model("yolov5n.yaml", nc=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    f = save_checkpoint(make_checkpoint(model, optimizer=opt, epoch=3), tmp_path / "last.pt")
+    stripped = strip_optimizer(f)
+    assert stripped["optimizer"] is None and stripped["epoch"] == -1
+    assert torch.load(f, weights_only=True)["optimizer"] is None
+
+
+def test_transfer_from_official_into_other_class_count(official_ckpt):
+    sd = attempt_load(official_ckpt, fuse=False).state_dict()
+    model = Model("yolov5n.yaml", nc=3)
+    n, total = transfer_weights(model, sd)
+    assert (n, total) == (343, 349)  # all but the three Detect convs' weights and biases
+    assert torch.equal(model.state_dict()["model.0.conv.weight"], sd["model.0.conv.weight"])
+
+
+def test_ensemble(official_ckpt):
+    ens = attempt_load([official_ckpt, official_ckpt])
+    assert isinstance(ens, Ensemble) and ens.nc == 80
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        pred = ens(x)[0]
+        single = ens[0](x)[0]
+    assert pred.shape[1] == 2 * single.shape[1]
+
