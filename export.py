@@ -160,16 +160,22 @@ def check_export(model, file, im, atol=CHECK_ATOL):
     return diff
 
 
+def check_formats(include):
+    """Lower-cased ``include`` after checking every entry is a known format."""
+    include = [x.lower() for x in include]
+    unknown = [x for x in include if x not in FORMATS]
+    if unknown:
+        raise UserError(f"--include {unknown}: unknown format(s); choose from {list(FORMATS)}")
+    return include
+
+
 def export_model(model, im, file, include=FORMATS, opset=None, dynamic=False, simplify=False, inplace=False,
                  check=True):
     """Export a torch model (fused and prepared here) to each format in ``include`` next to ``file``.
 
     im is the example input (N, 3, H, W). Returns (list of exported paths, {path: max abs diff or None}).
     """
-    include = [x.lower() for x in include]
-    unknown = [x for x in include if x not in FORMATS]
-    if unknown:
-        raise UserError(f"--include {unknown}: unknown format(s); choose from {list(FORMATS)}")
+    include = check_formats(include)
     model = prepare_model(model, inplace=inplace)
     if im.dtype == torch.float16:
         model = model.half()
@@ -209,6 +215,7 @@ def run(
     """Export ``weights`` to the formats in ``include``; returns the list of exported files."""
     from models.experimental import attempt_load
 
+    include = check_formats(include)
     weights = Path(weights)
     if not weights.is_file():
         raise UserError(f"--weights {weights}: file not found")
