@@ -1,0 +1,228 @@
+"""train.py: optimizer groups, schedule and warmup values, an end-to-end run, resume after a kill, transfer."""
+
+import csv
+import logging
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+import train
+from utils.checkpoints import load_checkpoint
+from utils.general import LOGGER, UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
+HYP = dict(lr0=0.01, lrf=0.01, momentum=0.937, warmup_momentum=0.8, warmup_bias_lr=0.1)
+# coco8 (4 train images) at 64 px, batch 2: two batches per epoch, so three train_batch plots over two epochs
+TINY = dict(data=str(ROOT / "data/coco8.yaml"), cfg="yolov5n.yaml", imgsz=64, epochs=2, batch_size=2, workers=0)
+ARTEFACTS = ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "opt.yaml", "hyp.yaml",
+             "labels.jpg", "train_batch0.jpg", "train_batch1.jpg", "train_batch2.jpg")
+
+
+class LogCapture(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger_level = LOGGER.level
+        LOGGER.setLevel(logging.INFO)
+        LOGGER.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        LOGGER.removeHandler(self)
+        LOGGER.setLevel(self.logger_level)
+
+
+def results_rows(save_dir):
+    with open(Path(save_dir) / "results.csv") as f:
+        rows = list(csv.reader(f))
+    return [c.strip() for c in rows[0]], [[float(x) for x in r] for r in rows[1:]]
+
+
+def test_optimizer_groups():
+    """Biases (group 0) and BatchNorm weights (group 2) get no weight decay; conv weights (group 1) do."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1, bias=False))
+    opt = train.build_optimizer(model, "SGD", lr=0.01, momentum=0.9, decay=5e-4)
+    ids = [{id(p) for p in g["params"]} for g in opt.param_groups]
+    assert ids[0] == {id(model[0].bias), id(model[1].bias)}
+    assert ids[1] == {id(model[0].weight), id(model[2].weight)}
+    assert ids[2] == {id(model[1].weight)}
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 5e-4, 0.0]
+    assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
+    adam = train.build_optimizer(model, "AdamW", lr=0.001, momentum=0.937, decay=5e-4)
+    assert isinstance(adam, torch.optim.AdamW) and adam.param_groups[0]["betas"] == (0.937, 0.999)
+    with pytest.raises(UserError):
+        train.build_optimizer(model, "RMSprop")
+
+
+def test_lr_schedules():
+    lin = train.lr_lambda(30, 0.01)
+    assert lin(0) == 1.0 and lin(30) == pytest.approx(0.01) and lin(15) == pytest.approx(0.505)
+    cos = train.lr_lambda(30, 0.01, cos_lr=True)
+    assert cos(0) == 1.0 and cos(30) == pytest.approx(0.01) and cos(15) == pytest.approx(0.505)
+    assert cos(5) == pytest.approx(1 - 0.99 * (1 - math.cos(math.pi / 6)) / 2)  # 0.93368
+    assert cos(5) > lin(5)  # the cosine stays high longer
+
+
+def test_warmup_values():
+    """nw = 100 warmup iterations, batch 16 (accumulation grows from 1 to 64 / 16 = 4), 30 linear epochs."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    opt = train.build_optimizer(model, "SGD", lr=HYP["lr0"], momentum=HYP["momentum"], decay=5e-4)
+    lf = train.lr_lambda(30, HYP["lrf"])
+
+    acc = train.warmup(opt, ni=0, nw=100, epoch=0, lf=lf, hyp=HYP, batch_size=16)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0.0, 0.0])
+    assert [g["momentum"] for g in opt.param_groups] == pytest.approx([0.8] * 3)
+    assert acc == 1
+
+    acc = train.warmup(opt, ni=50, nw=100, epoch=0, lf=lf, hyp=HYP, batch_size=16)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.055, 0.005, 0.005])  # halfway to lr0 * lf(0)
+    assert opt.param_groups[1]["momentum"] == pytest.approx(0.8685)
+    assert acc == 2  # 2.5 rounds to even
+
+    acc = train.warmup(opt, ni=100, nw=100, epoch=1, lf=lf, hyp=HYP, batch_size=16)
+    target = 0.01 * (1 - 1 / 30 * 0.99)  # lr0 * lf(1) = 0.00967
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([target] * 3)
+    assert opt.param_groups[2]["momentum"] == pytest.approx(0.937)
+    assert acc == 4
+
+    train.set_epoch_lr(opt, lf, 15)  # after warmup: the schedule alone
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.00505] * 3)
+
+
+def test_early_stopping():
+    stopper = train.EarlyStopping(patience=2)
+    assert [stopper(e, f) for e, f in enumerate([0.1, 0.2, 0.15, 0.19])] == [False, False, False, True]
+    assert stopper.best_epoch == 1
+    never = train.EarlyStopping(patience=0)
+    assert not any(never(e, 0.0 if e else 1.0) for e in range(50))
+
+
+def test_transfer_into_other_models():
+    """yolov5n with 3 classes: all 349 entries but the anchors (the yaml's win) and the 6 Detect conv tensors
+    (shapes depend on nc) = 342. A variant yaml gets exactly the entries whose key and shape match."""
+    ckpt = load_checkpoint(FIXTURE)
+    with LogCapture() as log:
+        model = train.create_model("yolov5n.yaml", ckpt, nc=3)
+    assert "Transferred 342/349 items from pretrained weights" in log.lines
+    official = {k: v.float() for k, v in train_state_dict(ckpt).items()}
+    assert torch.equal(model.state_dict()["model.0.conv.weight"], official["model.0.conv.weight"])
+    assert not torch.equal(model.state_dict()["model.24.m.0.bias"][:3], official["model.24.m.0.bias"][:3])
+
+    variant = "yolov5n_ScConv.yaml"
+    if not any((ROOT / "models").glob("yolov5?_ScConv.yaml")):
+        pytest.skip("no ScConv variant yaml in models/")
+    with LogCapture() as log:
+        model = train.create_model(variant, ckpt, nc=80)
+    own = model.state_dict()
+    expected = sum(k in own and own[k].shape == v.shape and "anchor" not in k for k, v in official.items())
+    assert 0 < expected < len(own)
+    assert f"Transferred {expected}/{len(own)} items from pretrained weights" in log.lines
+
+
+def train_state_dict(ckpt):
+    from utils.checkpoints import checkpoint_model_parts
+
+    return checkpoint_model_parts(ckpt)[2]
+
+
+def test_missing_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="weights file not found"):
+        train.run(**TINY, weights=str(tmp_path / "yolov5s.pt"), project=str(tmp_path), name="missing")
+
+
+def test_end_to_end_tiny_run(tmp_path):
+    """Two epochs on coco8 from the official fixture: every artefact, 2 result rows, loadable stripped weights."""
+    with LogCapture() as log:
+        opt = train.run(**TINY, weights=str(FIXTURE), project=str(tmp_path), name="exp")
+    save_dir = Path(opt.save_dir)
+    assert save_dir == tmp_path / "exp"
+    missing = [a for a in ARTEFACTS if not (save_dir / a).is_file()]
+    assert not missing, f"missing artefacts: {missing}"
+    assert "Transferred 348/349 items from pretrained weights" in log.lines  # coco8 has 80 classes like the fixture
+    assert any("Results saved to" in line for line in log.lines)
+
+    header, rows = results_rows(save_dir)
+    assert header == list(train.RESULTS_COLUMNS)
+    assert [r[0] for r in rows] == [0, 1]
+    assert all(math.isfinite(x) for r in rows for x in r)
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(save_dir / "weights" / name, map_location="cpu", weights_only=True)
+        assert ckpt["optimizer"] is None and ckpt["epoch"] == -1  # stripped at the end
+        assert ckpt["model"]["model.0.conv.weight"].dtype == torch.float16
+        assert ckpt["names"][0] == "person" and ckpt["hyp"]["lr0"] == 0.01
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+import utils.loss
+original = utils.loss.ComputeLoss.__call__
+calls = [0]
+
+def call(self, p, targets):
+    if p[0].requires_grad:  # training batches only, not validation
+        calls[0] += 1
+        if calls[0] == {kill_at}:  # first batch of epoch 2: die like a power cut
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, p, targets)
+
+utils.loss.ComputeLoss.__call__ = call
+import train
+train.run(**{kwargs!r})
+"""
+
+
+def test_resume_after_kill(tmp_path):
+    kwargs = dict(TINY, project=str(tmp_path), name="exp", noplots=True)
+    script = KILL_SCRIPT.format(root=str(ROOT), kill_at=3, kwargs=kwargs)
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    last = tmp_path / "exp" / "weights" / "last.pt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None and ckpt["updates"] > 0
+
+    with LogCapture() as log:
+        opt = train.run(resume=str(last))
+    assert any("Resuming training from" in line and "at epoch 1 of 2" in line for line in log.lines)
+    assert Path(opt.save_dir) == tmp_path / "exp" and opt.epochs == 2
+    _, rows = results_rows(tmp_path / "exp")
+    assert [r[0] for r in rows] == [0, 1]  # epoch 0 from the killed run, epoch 1 from the resumed one
+    assert load_checkpoint(last)["epoch"] == -1  # finished and stripped
+    with pytest.raises(UserError, match="cannot be resumed"):
+        train.run(resume=str(last))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import utils.loss
+
+    original = utils.loss.ComputeLoss.__call__
+    calls = [0]
+
+    def call(self, p, targets):
+        loss, items = original(self, p, targets)
+        if p[0].requires_grad:
+            calls[0] += 1
+            if calls[0] == 3:  # epoch 2 diverges
+                return loss * float("nan"), items
+        return loss, items
+
+    monkeypatch.setattr(utils.loss.ComputeLoss, "__call__", call)
+    with pytest.raises(UserError, match="NaN/inf at epoch 1, batch 0"):
+        train.run(**TINY, project=str(tmp_path), name="exp", noplots=True)
+    ckpt = load_checkpoint(tmp_path / "exp" / "weights" / "last.pt")
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None  # resumable
