@@ -36,13 +36,16 @@ class SRU(nn.Module):
         self.gn = nn.GroupNorm(math.gcd(group_num, c), c)
         self.gate_threshold = gate_threshold
 
-    def forward(self, x):
+    def gate_weights(self, x):
+        """(W1, W2), each (N, C, H, W): the informative and non-informative weights of every element of x."""
         gamma = self.gn.weight
-        w = (gamma / gamma.sum()).view(1, -1, 1, 1)
-        r = torch.sigmoid(self.gn(x) * w)
+        r = torch.sigmoid(self.gn(x) * (gamma / gamma.sum()).view(1, -1, 1, 1))
         informative = r > self.gate_threshold
-        x1 = torch.where(informative, torch.ones_like(r), r) * x
-        x2 = torch.where(informative, torch.zeros_like(r), r) * x
+        return torch.where(informative, torch.ones_like(r), r), torch.where(informative, torch.zeros_like(r), r)
+
+    def forward(self, x):
+        w1, w2 = self.gate_weights(x)
+        x1, x2 = w1 * x, w2 * x
         x1a, x1b = x1.chunk(2, 1)
         x2a, x2b = x2.chunk(2, 1)
         return torch.cat((x1a + x2b, x1b + x2a), 1)

@@ -1,0 +1,88 @@
+"""SPD-Conv: space-to-depth channel order, odd sizes (zero-padded, nothing dropped), gradients, fusing, yaml."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from models.common import Conv, SPDConv
+from models.yolo import Model
+
+YOLOV5S_SPDCONV_PARAMS = 14147389  # models/yolov5s_SPDConv.yaml, nc=80
+
+
+def identity_spd(c1):
+    """SPDConv whose convolution copies its 4 * c1 input channels: the output is the space-to-depth itself."""
+    m = SPDConv(c1, 4 * c1, k=1, act=False)
+    m.bn = nn.Identity()
+    with torch.no_grad():
+        m.conv.weight.copy_(torch.eye(4 * c1).view(4 * c1, 4 * c1, 1, 1))
+    return m
+
+
+def test_space_to_depth_channel_order_known_answer():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    expected = torch.tensor(
+        [
+            [[0, 2], [8, 10]],  # x[..., ::2, ::2]
+            [[4, 6], [12, 14]],  # x[..., 1::2, ::2]
+            [[1, 3], [9, 11]],  # x[..., ::2, 1::2]
+            [[5, 7], [13, 15]],  # x[..., 1::2, 1::2]
+        ],
+        dtype=torch.float32,
+    )
+    assert torch.equal(identity_spd(1)(x)[0], expected)
+
+
+def test_odd_size_is_zero_padded_bottom_right_known_answer():
+    x = torch.arange(1.0, 10.0).view(1, 1, 3, 3)  # [[1,2,3],[4,5,6],[7,8,9]]
+    expected = torch.tensor(
+        [
+            [[1, 3], [7, 9]],
+            [[4, 6], [0, 0]],
+            [[2, 0], [8, 0]],
+            [[5, 0], [0, 0]],
+        ],
+        dtype=torch.float32,
+    )
+    y = identity_spd(1)(x)[0]
+    assert torch.equal(y, expected)
+    assert y.sum() == x.sum()  # every pixel kept
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (31, 45), (17, 8), (1, 1), (2, 3)])
+def test_output_size_equals_the_stride2_conv_it_replaces(hw):
+    x = torch.randn(1, 4, *hw)
+    y = SPDConv(4, 6, 3).eval()(x)  # eval: train-mode BatchNorm needs more than one value per channel
+    assert y.shape == Conv(4, 6, 3, 2).eval()(x).shape
+    assert y.shape == (1, 6, (hw[0] + 1) // 2, (hw[1] + 1) // 2)
+
+
+def test_gradients_reach_every_parameter_and_every_input_pixel_on_odd_size():
+    m = SPDConv(3, 8, 3).train()
+    x = torch.randn(2, 3, 7, 9, requires_grad=True)
+    m(x).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+    assert (x.grad != 0).all()  # the last (odd) row and column take part
+
+
+def test_eval_batch1_and_fuse_equivalence():
+    torch.manual_seed(0)
+    m = SPDConv(4, 8, 3)
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        m.bn.running_mean.uniform_(-1, 1)
+        m.bn.running_var.uniform_(0.5, 2)
+        m.bn.weight.uniform_(0.5, 1.5)
+        m.bn.bias.uniform_(-0.5, 0.5)
+    m.eval()
+    x = torch.randn(1, 4, 11, 6)
+    y = m(x)
+    m.fuse()
+    assert isinstance(m.bn, nn.Identity)
+    torch.testing.assert_close(m(x), y, atol=1e-5, rtol=1e-5)
+
+
+def test_yaml_param_count_and_strides():
+    model = Model("yolov5s_SPDConv.yaml")
+    assert sum(p.numel() for p in model.parameters()) == YOLOV5S_SPDCONV_PARAMS
+    assert model.stride.tolist() == [8.0, 16.0, 32.0]
+    assert sum(isinstance(m, SPDConv) for m in model.modules()) == 6  # 4 backbone + 2 head stride-2 Convs
