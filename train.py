@@ -215,7 +215,7 @@ def train(hyp, opt, device):
         yaml_save(save_dir / "opt.yaml", vars(opt))
 
     cuda = device.type == "cuda"
-    init_seeds(opt.seed + 1 + RANK, deterministic=True)
+    init_seeds(opt.seed + 1 + RANK, deterministic=cuda)  # CPU kernels are deterministic already
     data_dict = check_dataset(opt.data)
     train_path, val_path = data_dict["train"], data_dict["val"]
     nc = 1 if single_cls else int(data_dict["nc"])
@@ -353,6 +353,7 @@ def train(hyp, opt, device):
         header = ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size")
         LOGGER.info(("\n" + "%11s" * 7) % header)
         pbar = enumerate(train_loader)
+        t_epoch, n_images = time.time(), 0
         if main_process:
             pbar = _progress(pbar, nb)
         optimizer.zero_grad()
@@ -375,6 +376,7 @@ def train(hyp, opt, device):
                 nan_stop = (epoch, i, loss_items.tolist())
                 break
 
+            n_images += imgs.shape[0]
             scaler.scale(loss).backward()
             if ni - last_opt_step >= accumulate:
                 scaler.unscale_(optimizer)
@@ -400,6 +402,7 @@ def train(hyp, opt, device):
             break
 
         lr = [g["lr"] for g in optimizer.param_groups]
+        t_train = time.time() - t_epoch
         stop = False
         if main_process:
             ema.update_attr(model, include=["yaml", "nc", "hyp", "names", "stride", "class_weights"])
@@ -410,6 +413,10 @@ def train(hyp, opt, device):
                     single_cls=single_cls, dataloader=val_loader, save_dir=save_dir, plots=False,
                     compute_loss=compute_loss,
                 )
+            LOGGER.info(
+                f"epoch {epoch}: train {t_train:.1f}s ({n_images / max(t_train, 1e-9):.1f} img/s), "
+                f"val {time.time() - t_epoch - t_train:.1f}s"
+            )
             fi = float(fitness(np.array(results).reshape(1, -1))[0]) if val_loader is not None else 0.0
             stop = stopper(epoch=epoch, fitness=fi)
             if fi > best_fitness:
