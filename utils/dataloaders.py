@@ -26,7 +26,7 @@ from utils.general import LOGGER, NUM_THREADS, ROOT, UserError, yaml_load
 from utils.sources import IMG_FORMATS
 from utils.torch_utils import RANK, torch_distributed_zero_first
 
-CACHE_VERSION = 1  # bump when the label cache layout or the verification rules change
+CACHE_VERSION = 2  # bump when the label cache layout or the verification rules change
 OUTSIDE_TOL = 1e-3  # normalised coordinates this far outside 0..1 are reported, closer ones are just clipped
 MAX_LISTED_WARNINGS = 5  # the summary names this many problem files, then counts the rest
 PIN_MEMORY = torch.cuda.is_available()
@@ -132,6 +132,7 @@ def _repair_labels(labels):
     if not len(labels):
         return labels, notes
     xyxy = xywh2xyxy(labels[:, 1:5])
+    beyond = ((xyxy < 0) | (xyxy > 1)).any(1)
     outside = ((xyxy < -OUTSIDE_TOL) | (xyxy > 1 + OUTSIDE_TOL)).any(1)  # rounding overshoot is clipped silently
     xyxy = xyxy.clip(0, 1)
     no_area = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
@@ -139,7 +140,9 @@ def _repair_labels(labels):
         notes.append(f"dropped {int(no_area.sum())} box(es) with no area inside the image")
     if (outside & ~no_area).any():
         notes.append(f"clipped {int((outside & ~no_area).sum())} box(es) reaching outside the image")
-    labels = np.concatenate((labels[:, :1], xyxy2xywh(xyxy)), 1)[~no_area].astype(np.float32)
+    labels = labels.copy()
+    labels[beyond, 1:5] = xyxy2xywh(xyxy[beyond])  # rows inside the image keep their exact values
+    labels = labels[~no_area]
     _, first = np.unique(labels, axis=0, return_index=True)
     if len(first) < len(labels):
         notes.append(f"removed {len(labels) - len(first)} duplicate row(s)")
@@ -157,7 +160,8 @@ def verify_image_label(args):
     try:
         shape, note = _check_image(im_file)
     except Exception as e:  # any decoder failure means the image is unusable; report it and go on
-        return im_file, None, None, 0, 0, 0, 1, f"{prefix}{im_file}: corrupt image skipped: {e}"
+        found = int(os.path.isfile(lb_file))
+        return im_file, None, None, 1 - found, found, 0, 1, f"{prefix}{im_file}: corrupt image skipped: {e}"
     notes = [note] if note else []
     if not os.path.isfile(lb_file):
         labels, missing, found = np.zeros((0, 5), dtype=np.float32), 1, 0
