@@ -1,0 +1,292 @@
+"""Detection metrics: matching predictions to labels, average precision, confusion matrix, fitness, curve plots.
+
+AP is COCO's 101-point interpolated AP: the precision envelope (precision made non-increasing in recall) sampled
+at recall 0, 0.01, ..., 1 and averaged. mAP50-95 averages it over the IoU thresholds 0.50, 0.55, ..., 0.95.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.boxes import box_iou
+
+IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # COCO's mAP@0.5:0.95
+
+
+def fitness(x):
+    """Model fitness: 0.1 * mAP50 + 0.9 * mAP50-95 of rows [P, R, mAP50, mAP50-95, ...] (n, >=4) -> (n,)."""
+    w = np.array([0.0, 0.0, 0.1, 0.9])
+    return (np.asarray(x)[:, :4] * w).sum(1)
+
+
+def smooth(y, f=0.05):
+    """Box-filter ``y`` with a window of about ``2 * f * len(y)`` points (odd), edges padded with the end values."""
+    nf = round(len(y) * f * 2) // 2 + 1
+    p = np.ones(nf // 2)
+    yp = np.concatenate((p * y[0], y, p * y[-1]), 0)
+    return np.convolve(yp, np.ones(nf) / nf, mode="valid")
+
+
+def greedy_match(iou, iou_thres):
+    """One-to-one matching of rows (labels) to columns (predictions), highest IoU first (confusion matrix).
+
+    iou (m, n) array; pairs with IoU >= iou_thres are taken in descending IoU order (ties: lower prediction index,
+    then lower label index first) and accepted when neither side is matched yet.
+    Returns (label_idx, pred_idx, iou) arrays of the accepted pairs, in acceptance order.
+    """
+    li, pi = np.nonzero(iou >= iou_thres)
+    if li.size == 0:
+        return li, pi, np.zeros(0)
+    values = iou[li, pi]
+    order = np.lexsort((li, pi, -values))
+    used_l, used_p, keep = set(), set(), []
+    for k in order:
+        a, b = li[k], pi[k]
+        if a not in used_l and b not in used_p:
+            used_l.add(a)
+            used_p.add(b)
+            keep.append(k)
+    keep = np.array(keep, dtype=int)
+    return li[keep], pi[keep], values[keep]
+
+
+def match_predictions(detections, labels, iouv=IOU_THRESHOLDS):
+    """Which detections are true positives at each IoU threshold (COCO's matching rule).
+
+    detections (n, 6) [x1, y1, x2, y2, conf, cls]; labels (m, 5) [cls, x1, y1, x2, y2] in the same pixels;
+    iouv (t,) thresholds. At each threshold, detections in descending confidence each take the still unmatched
+    label of their class with the highest IoU (>= the threshold): one label per detection, one detection per label.
+    A duplicate therefore counts as a false positive when a more confident detection already took its label, as in
+    pycocotools, which makes the resulting mAP equal pycocotools' on the same detections.
+    Returns correct (n, t) bool tensor on the detections' device.
+    """
+    iouv = torch.as_tensor(iouv).cpu().numpy()
+    n, m, t = detections.shape[0], labels.shape[0], iouv.size
+    correct = np.zeros((n, t), dtype=bool)
+    if n and m:
+        iou = box_iou(labels[:, 1:].float(), detections[:, :4].float())
+        iou = (iou * (labels[:, 0:1] == detections[:, 5]).to(iou.dtype)).cpu().numpy()  # other classes never match
+        conf = detections[:, 4].float().cpu().numpy()
+        order = np.argsort(-conf, kind="stable")
+        taken = np.zeros((m, t), dtype=bool)  # label already matched, per threshold
+        columns = np.arange(t)
+        for j in order[iou[:, order].max(0) >= iouv.min()]:  # only detections that can match at all
+            ok = (iou[:, j : j + 1] >= iouv[None]) & ~taken  # (m, t) labels this detection may take
+            best = np.where(ok, iou[:, j : j + 1], -1.0).argmax(0)  # (t,) highest-IoU label per threshold
+            hit = ok[best, columns]
+            taken[best[hit], columns[hit]] = True
+            correct[j] = hit
+    return torch.tensor(correct, dtype=torch.bool, device=detections.device)
+
+
+def compute_ap(recall, precision):
+    """101-point interpolated AP of one recall/precision curve (points in descending-confidence order).
+
+    Returns (ap, mpre, mrec): mrec/mpre are the curve with end points (0, 1) and (1, 0) added and mpre replaced by
+    its envelope max(precision at recall >= r).
+    """
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([1.0], precision, [0.0]))
+    mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
+    # envelope at each recall threshold r: precision at the first curve point whose recall reaches r
+    thresholds = np.linspace(0, 1, 101)
+    q = np.zeros_like(thresholds)
+    recall = np.asarray(recall)
+    if recall.size:
+        env = mpre[1:-1]  # envelope at the real curve points
+        idx = np.searchsorted(recall, thresholds, side="left")
+        ok = idx < recall.size
+        q[ok] = env[idx[ok]]
+    return float(q.mean()), mpre, mrec
+
+
+def ap_per_class(tp, conf, pred_cls, target_cls, plot=False, save_dir=".", names=(), eps=1e-16, prefix=""):
+    """Average precision per class, and precision / recall / F1 at the confidence that maximises the mean F1.
+
+    Args:
+        tp: (n, t) bool, true positive at each of t IoU thresholds; conf: (n,) confidences; pred_cls: (n,)
+            predicted classes; target_cls: (m,) classes of all labels.
+        plot: save {prefix}PR_curve.png, F1_curve.png, P_curve.png, R_curve.png to save_dir; names: {id: name}.
+    Returns:
+        tp, fp (c,) counts at that confidence, p, r, f1 (c,), ap (c, t), unique_classes (c,) int, for the c classes
+        that have labels (predicted classes without labels have no AP).
+    """
+    tp, conf, pred_cls, target_cls = (np.asarray(a) for a in (tp, conf, pred_cls, target_cls))
+    tp = tp.reshape(-1, 1) if tp.ndim == 1 else tp
+    order = np.argsort(-conf, kind="stable")
+    tp, conf, pred_cls = tp[order], conf[order], pred_cls[order]
+
+    unique_classes, nt = np.unique(target_cls, return_counts=True)
+    nc = unique_classes.shape[0]
+    px = np.linspace(0, 1, 1000)  # confidence axis of the P, R, F1 curves
+    pr_curves = []  # envelope precision on the px recall axis, per class, at IoU 0.5
+    ap = np.zeros((nc, tp.shape[1]))
+    p, r = np.zeros((nc, 1000)), np.zeros((nc, 1000))
+    for ci, c in enumerate(unique_classes):
+        i = pred_cls == c
+        n_l, n_p = nt[ci], int(i.sum())
+        if n_p == 0 or n_l == 0:
+            if plot:
+                pr_curves.append(np.zeros(1000))
+            continue
+        tpc = tp[i].cumsum(0)
+        fpc = (1 - tp[i]).cumsum(0)
+        recall = tpc / (n_l + eps)
+        precision = tpc / (tpc + fpc)
+        # curves against confidence (conf is decreasing, so interpolate on its negative)
+        r[ci] = np.interp(-px, -conf[i], recall[:, 0], left=0)
+        p[ci] = np.interp(-px, -conf[i], precision[:, 0], left=1)
+        for j in range(tp.shape[1]):
+            ap[ci, j], mpre, mrec = compute_ap(recall[:, j], precision[:, j])
+            if plot and j == 0:
+                pr_curves.append(np.interp(px, mrec, mpre))
+    f1 = 2 * p * r / (p + r + eps)
+
+    if plot:
+        names = names if isinstance(names, dict) else dict(enumerate(names))
+        label_names = {k: names.get(int(c), str(int(c))) for k, c in enumerate(unique_classes)}
+        save_dir = Path(save_dir)
+        plot_pr_curve(px, np.stack(pr_curves, 1) if pr_curves else np.zeros((1000, 0)), ap,
+                      save_dir / f"{prefix}PR_curve.png", label_names)
+        plot_mc_curve(px, f1, save_dir / f"{prefix}F1_curve.png", label_names, ylabel="F1")
+        plot_mc_curve(px, p, save_dir / f"{prefix}P_curve.png", label_names, ylabel="Precision")
+        plot_mc_curve(px, r, save_dir / f"{prefix}R_curve.png", label_names, ylabel="Recall")
+
+    i = int(smooth(f1.mean(0), 0.1).argmax()) if nc else 0  # confidence of the best mean F1
+    p, r, f1 = p[:, i], r[:, i], f1[:, i]
+    tp_count = (r * nt).round()
+    fp_count = (tp_count / (p + eps) - tp_count).round()
+    return tp_count, fp_count, p, r, f1, ap, unique_classes.astype(int)
+
+
+class ConfusionMatrix:
+    """Counts of (predicted class, true class) with an extra 'background' row and column (index nc).
+
+    matrix[pred, true]: a label matched (IoU >= iou_thres, one-to-one, highest IoU first, any class) to a detection
+    of confidence > conf adds at [det class, label class]; an unmatched label adds at [nc, label class] (missed);
+    an unmatched detection at [det class, nc] (false alarm).
+    """
+
+    def __init__(self, nc, conf=0.25, iou_thres=0.45):
+        self.matrix = np.zeros((nc + 1, nc + 1))
+        self.nc = nc
+        self.conf = conf
+        self.iou_thres = iou_thres
+
+    def process_batch(self, detections, labels):
+        """detections (n, 6) [x1, y1, x2, y2, conf, cls] or None; labels (m, 5) [cls, x1, y1, x2, y2]."""
+        gt_classes = labels[:, 0].int().tolist()
+        if detections is None:
+            for gc in gt_classes:
+                self.matrix[self.nc, gc] += 1
+            return
+        detections = detections[detections[:, 4] > self.conf]
+        det_classes = detections[:, 5].int().tolist()
+        matched_det = set()
+        label_to_det = {}
+        if len(gt_classes) and len(det_classes):
+            iou = box_iou(labels[:, 1:].float(), detections[:, :4].float()).cpu().numpy()
+            li, pi, _ = greedy_match(iou, self.iou_thres)
+            label_to_det = dict(zip(li.tolist(), pi.tolist()))
+            matched_det = set(pi.tolist())
+        for i, gc in enumerate(gt_classes):
+            if i in label_to_det:
+                self.matrix[det_classes[label_to_det[i]], gc] += 1
+            else:
+                self.matrix[self.nc, gc] += 1
+        for i, dc in enumerate(det_classes):
+            if i not in matched_det:
+                self.matrix[dc, self.nc] += 1
+
+    def tp_fp(self):
+        """Per-class true positives (diagonal) and false positives (row sum minus diagonal), background excluded."""
+        tp = self.matrix.diagonal()
+        fp = self.matrix.sum(1) - tp
+        return tp[:-1], fp[:-1]
+
+    def plot(self, normalize=True, save_dir="", names=()):
+        """Save confusion_matrix.png (columns normalised to sum 1 with ``normalize``)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        names = list(names.values()) if isinstance(names, dict) else list(names)
+        m = self.matrix / ((self.matrix.sum(0).reshape(1, -1) + 1e-9) if normalize else 1)
+        m[m < 0.005] = np.nan  # leave near-empty cells blank
+        n = self.nc + 1
+        labelled = 0 < len(names) < 99 and len(names) == self.nc
+        ticks = names + ["background"] if labelled else None
+        fig, ax = plt.subplots(1, 1, figsize=(12, 9), tight_layout=True)
+        im = ax.imshow(m, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
+        fig.colorbar(im, ax=ax)
+        if n < 30:
+            for (row, col), v in np.ndenumerate(m):
+                if not np.isnan(v):
+                    ax.text(col, row, f"{v:.2f}" if normalize else f"{v:.0f}", ha="center", va="center", fontsize=8)
+        if ticks:
+            ax.set_xticks(range(n), ticks, rotation=90, fontsize=8)
+            ax.set_yticks(range(n), ticks, fontsize=8)
+        ax.set_xlabel("True")
+        ax.set_ylabel("Predicted")
+        ax.set_title("Confusion Matrix")
+        fig.savefig(Path(save_dir) / "confusion_matrix.png", dpi=250)
+        plt.close(fig)
+
+    def print(self):
+        for row in self.matrix:
+            print(" ".join(f"{int(v):d}" for v in row))
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 1, figsize=(9, 6), tight_layout=True)
+    return plt, fig, ax
+
+
+def plot_pr_curve(px, py, ap, save_file="pr_curve.png", names=None):
+    """Precision-recall curves: py (1000, c) per class on recall axis px, ap (c, t); legend per class if c < 21."""
+    plt, fig, ax = _figure()
+    names = names or {}
+    if 0 < py.shape[1] < 21:
+        for i, y in enumerate(py.T):
+            ax.plot(px, y, linewidth=1, label=f"{names.get(i, i)} {ap[i, 0]:.3f}")
+    else:
+        ax.plot(px, py, linewidth=1, color="grey")
+    if py.shape[1]:
+        ax.plot(px, py.mean(1), linewidth=3, color="blue", label=f"all classes {ap[:, 0].mean():.3f} mAP@0.5")
+    ax.set_xlabel("Recall")
+    ax.set_ylabel("Precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
+    ax.set_title("Precision-Recall Curve")
+    fig.savefig(save_file, dpi=250)
+    plt.close(fig)
+
+
+def plot_mc_curve(px, py, save_file="mc_curve.png", names=None, xlabel="Confidence", ylabel="Metric"):
+    """Metric-confidence curves: py (c, 1000) per class on confidence axis px, plus the smoothed class mean."""
+    plt, fig, ax = _figure()
+    names = names or {}
+    if 0 < len(py) < 21:
+        for i, y in enumerate(py):
+            ax.plot(px, y, linewidth=1, label=f"{names.get(i, i)}")
+    else:
+        ax.plot(px, py.T, linewidth=1, color="grey")
+    if len(py):
+        y = smooth(py.mean(0), 0.05)
+        ax.plot(px, y, linewidth=3, color="blue", label=f"all classes {y.max():.2f} at {px[y.argmax()]:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
+    ax.set_title(f"{ylabel}-Confidence Curve")
+    fig.savefig(save_file, dpi=250)
+    plt.close(fig)
