@@ -22,7 +22,7 @@ from models.backends import DetectMultiBackend, newest_trained_weights
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args
 from utils.plots import Annotator, colors, save_one_box
-from utils.sources import LoadImages, LoadStreams, is_stream_source
+from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
 from utils.torch_utils import select_device, time_sync
 
 
@@ -96,6 +96,7 @@ def run(
         weights = weights[0]
     source = str(source)
     stream = is_stream_source(source)
+    files = None if stream else list_source_files(source)  # a bad source fails before the model loads
     save_img = not nosave
 
     device = select_device(device)
@@ -118,7 +119,7 @@ def run(
     if stream:
         dataset = LoadStreams(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride)
     else:
-        dataset = LoadImages(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride)
+        dataset = LoadImages(files, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
 

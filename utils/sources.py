@@ -70,6 +70,8 @@ def list_source_files(path):
         raise UserError(f"--source {path}: no such file or directory (give an image, video, folder, glob, .txt list, "
                         f"webcam index such as 0, or a stream URL)")
     files = [f for f in candidates if _media_kind(f)]
+    if not files:
+        raise UserError(f"--source {path}: no images or videos found. Supported: {IMG_FORMATS + VID_FORMATS}")
     if len(files) < len(candidates):
         LOGGER.info(f"{path}: ignored {len(candidates) - len(files)} file(s) that are neither images nor videos")
     return files
@@ -87,7 +89,7 @@ class LoadImages:
         images = [f for f in files if _media_kind(f) == "image"]
         videos = [f for f in files if _media_kind(f) == "video"]
         if not files:
-            raise UserError(f"--source {path}: no images or videos found. Supported: {IMG_FORMATS + VID_FORMATS}")
+            raise UserError("--source: no images or videos given")
         if vid_stride < 1:
             raise UserError(f"--vid-stride {vid_stride}: must be 1 or more")
         self.img_size = img_size

@@ -1,0 +1,224 @@
+"""detect.py, utils/sources.py and the weight loading of models/backends.py, with the random-weight v7.0 fixture.
+
+The fixture's top confidences are about 2e-4 (objectness and class priors of an untrained head), so the tests use
+conf_thres 1e-5 and a small max_det to get a known number of boxes per image.
+"""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import detect
+from models.backends import newest_trained_weights
+from models.experimental import attempt_load
+from utils.augmentations import letterbox
+from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
+from utils.general import ROOT, UserError
+from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
+
+FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
+IMAGES = ROOT / "data" / "images"
+CONF = 1e-5
+MAX_DET = 3
+IMGSZ = (160, 160)
+
+
+def run_detect(tmp_path, **kwargs):
+    args = dict(weights=FIXTURE, source=IMAGES, imgsz=IMGSZ, conf_thres=CONF, max_det=MAX_DET, device="cpu",
+                project=tmp_path / "runs", name="exp")
+    args.update(kwargs)
+    return detect.run(**args)
+
+
+def read_labels(file):
+    return np.array([[float(v) for v in line.split()] for line in Path(file).read_text().splitlines()])
+
+
+def expected_labels(model, image_file, classes=None, max_det=MAX_DET):
+    """Reference pipeline written out here: letterbox, RGB 0-1, model, NMS, boxes back to the image, xywhn."""
+    im0 = cv2.imread(str(image_file))
+    im = letterbox(im0, IMGSZ, stride=32, auto=True)[0][:, :, ::-1].transpose(2, 0, 1).copy()
+    x = torch.from_numpy(im).float()[None] / 255
+    with torch.no_grad():
+        det = non_max_suppression(model(x)[0], CONF, 0.45, classes=classes, max_det=max_det)[0]
+    det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], im0.shape).round()
+    h, w = im0.shape[:2]
+    xywhn = xyxy2xywh(det[:, :4]) / torch.tensor([w, h, w, h])
+    return torch.cat((det[:, 5:6], xywhn, det[:, 4:5]), 1).numpy()
+
+
+def sort_rows(a):
+    return a[np.lexsort(a.T[::-1])]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return attempt_load(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    """A 6-frame 128x96 MJPG clip with a moving white square."""
+    file = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(file), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    for i in range(6):
+        frame = np.full((96, 128, 3), 40, np.uint8)
+        frame[20:60, 10 + 10 * i : 50 + 10 * i] = 255
+        writer.write(frame)
+    writer.release()
+    assert cv2.VideoCapture(str(file)).get(cv2.CAP_PROP_FRAME_COUNT) == 6
+    return file
+
+
+def test_images_write_annotated_images_labels_and_crops(tmp_path, model):
+    save_dir = run_detect(tmp_path, save_txt=True, save_conf=True, save_crop=True)
+    assert save_dir == tmp_path / "runs" / "exp"
+    for name in ("bus", "zidane"):
+        original = cv2.imread(str(IMAGES / f"{name}.jpg"))
+        annotated = cv2.imread(str(save_dir / f"{name}.jpg"))
+        assert annotated.shape == original.shape
+        assert np.abs(annotated.astype(int) - original.astype(int)).max() > 100  # boxes were drawn
+        got = read_labels(save_dir / "labels" / f"{name}.txt")
+        want = expected_labels(model, IMAGES / f"{name}.jpg")
+        assert got.shape == want.shape == (MAX_DET, 6)
+        np.testing.assert_allclose(sort_rows(got)[:, :5], sort_rows(want)[:, :5], atol=2e-6)
+        np.testing.assert_allclose(sort_rows(got)[:, 5], sort_rows(want)[:, 5], rtol=1e-4)
+        crops = list((save_dir / "crops").glob(f"*/{name}*.jpg"))
+        assert len(crops) == MAX_DET
+    # a second run does not overwrite the first
+    assert run_detect(tmp_path, nosave=True) == tmp_path / "runs" / "exp2"
+    assert list((tmp_path / "runs" / "exp2").iterdir()) == []
+
+
+def test_classes_filter_keeps_only_those_classes(tmp_path, model):
+    # NMS keeps each box's best class only: filter on classes that win somewhere, other than the strongest one
+    found = expected_labels(model, IMAGES / "bus.jpg", max_det=300)[:, 0].astype(int)
+    wanted = [int(c) for c in np.unique(found) if c != found[0]][:2]
+    assert len(wanted) == 2
+    save_dir = run_detect(tmp_path, classes=wanted, save_txt=True, nosave=True)
+    got = read_labels(save_dir / "labels" / "bus.txt")
+    assert set(got[:, 0].astype(int)) <= set(wanted) and len(got) == MAX_DET
+    want = expected_labels(model, IMAGES / "bus.jpg", classes=wanted)
+    np.testing.assert_allclose(sort_rows(got), sort_rows(want[:, :5]), atol=2e-6)
+    with pytest.raises(UserError, match="classes 0-79"):
+        run_detect(tmp_path, classes=[80])
+
+
+def test_video_writes_annotated_video_and_per_frame_labels(tmp_path, video):
+    save_dir = run_detect(tmp_path, source=video, save_txt=True, vid_stride=2)
+    assert sorted(p.name for p in (save_dir / "labels").iterdir()) == ["clip_1.txt", "clip_2.txt", "clip_3.txt"]
+    assert all(len(read_labels(p)) == MAX_DET for p in (save_dir / "labels").iterdir())
+    out = cv2.VideoCapture(str(save_dir / "clip.mp4"))
+    frames = []
+    while True:
+        ok, frame = out.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 3 and frames[0].shape == (96, 128, 3)
+
+
+def test_load_images_video_stride_and_frames(video):
+    frames = [(im.shape, im0.shape, s) for _, im, im0, cap, s in LoadImages(video, img_size=128, vid_stride=2)]
+    assert len(frames) == 3
+    assert frames[0][0] == (3, 96, 128) and frames[0][1] == (96, 128, 3)  # letterboxed to a stride-32 rectangle
+    assert frames[-1][2].startswith("video 1/1 (3/3)")
+
+
+def test_load_images_letterbox_is_rgb_chw(tmp_path):
+    im0 = np.zeros((40, 80, 3), np.uint8)
+    im0[..., 0] = 255  # blue in BGR
+    cv2.imwrite(str(tmp_path / "blue.png"), im0)
+    path, im, got0, cap, s = next(iter(LoadImages(tmp_path / "blue.png", img_size=64, stride=32, auto=False)))
+    assert im.shape == (3, 64, 64) and cap is None and s == f"image 1/1 {tmp_path / 'blue.png'}: "
+    assert im[2, 32, 32] == 255 and im[0, 32, 32] == 0  # RGB order: blue is the last channel
+    assert im[0, 5, 32] == 114  # grey padding above the 32-pixel-high resized image
+
+
+def test_load_streams_reads_a_video_as_a_stream(video):
+    streams = LoadStreams(str(video), img_size=128, stride=32)
+    batches = list(streams)
+    assert 1 <= len(batches) <= 6
+    sources, im, im0, cap, s = batches[0]
+    assert im.shape == (1, 3, 96, 128) and len(im0) == 1 and im0[0].shape == (96, 128, 3)
+
+
+def test_unreadable_files_in_a_folder_are_skipped(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(IMAGES / "zidane.jpg", folder / "a.jpg")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    (folder / "notes.txt").write_text("ignored")
+    dataset = LoadImages(folder, img_size=64)
+    assert [Path(p).name for p, *_ in dataset] == ["a.jpg"]
+    assert sorted(Path(p).name for p in dataset.skipped) == ["broken.jpg", "broken.mp4"]
+    save_dir = run_detect(tmp_path, source=folder)
+    assert sorted(p.name for p in save_dir.iterdir()) == ["a.jpg"]
+
+
+def test_source_lists_globs_and_kinds(tmp_path):
+    (tmp_path / "list.txt").write_text(f"{IMAGES / 'bus.jpg'}\nzidane.jpg\n")
+    shutil.copy(IMAGES / "zidane.jpg", tmp_path / "zidane.jpg")
+    assert [Path(p).name for p in list_source_files(tmp_path / "list.txt")] == ["bus.jpg", "zidane.jpg"]
+    assert [Path(p).name for p in list_source_files(str(IMAGES / "*.jpg"))] == ["bus.jpg", "zidane.jpg"]
+    assert [is_stream_source(s) for s in ("0", "rtsp://host/live", "http://host/x.mp4", "data/images")] == [
+        True, True, True, False]
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("missing_folder/x.jpg", "no such file or directory"),
+        ("data/images/*.png", "matches no files"),
+        ("README.md", "unsupported file type"),
+        ("https://example.com/bus.jpg", "not downloaded"),
+    ],
+)
+def test_bad_sources_are_user_errors(tmp_path, source, message):
+    with pytest.raises(UserError, match=message):
+        run_detect(tmp_path, source=ROOT / source if "://" not in source else source)
+
+
+def test_all_unreadable_and_cli_errors(tmp_path):
+    (tmp_path / "bad.jpg").write_bytes(b"\x00")
+    with pytest.raises(UserError, match="could be read"):
+        run_detect(tmp_path, source=tmp_path / "bad.jpg")
+    assert detect.main(["--weights", str(FIXTURE), "--source", str(tmp_path / "none.jpg")]) == 1
+    assert detect.main(["--weights", str(tmp_path / "none.pt")]) == 1
+
+
+def test_default_weights_are_the_newest_trained(tmp_path):
+    with pytest.raises(UserError, match="python train.py"):
+        newest_trained_weights(tmp_path)
+    old, new = tmp_path / "exp" / "weights" / "best.pt", tmp_path / "exp2" / "weights" / "best.pt"
+    for i, f in enumerate((new, old)):
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"")
+        os.utime(f, (time.time() - 100 * i, time.time() - 100 * i))
+    assert newest_trained_weights(tmp_path) == new
+
+
+def test_exported_onnx_weights_give_the_same_labels(tmp_path):
+    import export
+
+    pytest.importorskip("onnxruntime")
+    weights = tmp_path / "fixture.pt"
+    shutil.copy(FIXTURE, weights)
+    onnx_file = export.run(weights=weights, imgsz=IMGSZ, include=("onnx",), dynamic=True)[0]
+    pt_dir = run_detect(tmp_path, save_txt=True, save_conf=True, nosave=True)
+    onnx_dir = run_detect(tmp_path, weights=onnx_file, save_txt=True, save_conf=True, nosave=True)
+    for name in ("bus", "zidane"):
+        got, want = read_labels(onnx_dir / "labels" / f"{name}.txt"), read_labels(pt_dir / "labels" / f"{name}.txt")
+        np.testing.assert_allclose(sort_rows(got)[:, :5], sort_rows(want)[:, :5], atol=1e-4)
+
+
+def test_augment_runs_tta(tmp_path):
+    save_dir = run_detect(tmp_path, source=IMAGES / "bus.jpg", augment=True, save_txt=True, nosave=True)
+    assert len(read_labels(save_dir / "labels" / "bus.txt")) == MAX_DET
