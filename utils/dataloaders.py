@@ -121,8 +121,9 @@ def _parse_label_rows(text):
     if not np.isfinite(labels).all():
         raise ValueError("labels contain nan or inf")
     cls = labels[:, 0]
-    if (cls < 0).any() or (cls != np.round(cls)).any():
-        raise ValueError(f"class ids must be non-negative integers, found {sorted(set(cls[(cls < 0) | (cls != np.round(cls))].tolist()))[:5]}")
+    bad = (cls < 0) | (cls != np.round(cls))
+    if bad.any():
+        raise ValueError(f"class ids must be non-negative integers, found {sorted(set(cls[bad].tolist()))[:5]}")
     return labels
 
 
