@@ -30,6 +30,7 @@ CACHE_VERSION = 2  # bump when the label cache layout or the verification rules 
 OUTSIDE_TOL = 1e-3  # normalised coordinates this far outside 0..1 are reported, closer ones are just clipped
 MAX_LISTED_WARNINGS = 5  # the summary names this many problem files, then counts the rest
 PIN_MEMORY = torch.cuda.is_available()
+cv2.setNumThreads(0)  # OpenCV's own thread pool fights the loader workers for the cores
 DEFAULT_HYP_FILE = ROOT / "data" / "hyps" / "hyp.scratch-low.yaml"  # augmentation values when no hyp is given
 
 
@@ -189,7 +190,7 @@ def _save_label_cache(path, cache):
         return True
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        LOGGER.warning(f"WARNING: label cache not saved, {path.parent} is not writeable: {e}")
+        LOGGER.warning(f"WARNING: label cache not saved to {path}: {e}")
         return False
 
 
