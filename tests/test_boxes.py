@@ -85,6 +85,9 @@ def test_scale_boxes_undoes_letterbox():
     # explicit ratio_pad as the dataloader reports it, clipping to the original image
     out = scale_boxes((320, 320), torch.tensor([[0.0, 0.0, 330.0, 100.0]]), (960, 1280), ((0.25, 0.25), (0, 40)))
     assert torch.allclose(out, torch.tensor([[0.0, 0.0, 1280.0, 240.0]]))
+    # per-axis gains: 478x640 resized to 120x160 has gain_h 120/478 and gain_w 0.25
+    out = scale_boxes((128, 160), torch.tensor([[40.0, 14.0, 80.0, 64.0]]), (478, 640), ((120 / 478, 0.25), (0, 4)))
+    assert torch.allclose(out, torch.tensor([[160.0, 10 * 478 / 120, 320.0, 60 * 478 / 120]]))
 
 
 def test_box_iou_hand_computed():

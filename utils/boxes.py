@@ -85,16 +85,21 @@ def clip_boxes(boxes, shape):
 
 def scale_boxes(img1_shape, boxes, img0_shape, ratio_pad=None):
     """Map xyxy boxes (n, 4) in place from a letterboxed image of ``img1_shape`` (h, w) back to the original image of
-    ``img0_shape`` (h, w), then clip to it. ``ratio_pad`` = ((gain_h, gain_w), (padw, padh)) as the letterbox used;
-    without it the gain and centred padding are recomputed from the two shapes. Returns ``boxes``."""
+    ``img0_shape`` (h, w), then clip to it. Returns ``boxes``.
+
+    ``ratio_pad`` = ((gain_h, gain_w), (padw, padh)) as the dataloader reports it (gains of the resize, which differ
+    slightly per axis after rounding to whole pixels); without it one gain and centred padding are recomputed from
+    the two shapes.
+    """
     if ratio_pad is None:
-        gain = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
-        pad = (img1_shape[1] - img0_shape[1] * gain) / 2, (img1_shape[0] - img0_shape[0] * gain) / 2
+        gain_h = gain_w = min(img1_shape[0] / img0_shape[0], img1_shape[1] / img0_shape[1])
+        pad = (img1_shape[1] - img0_shape[1] * gain_w) / 2, (img1_shape[0] - img0_shape[0] * gain_h) / 2
     else:
-        gain, pad = ratio_pad[0][0], ratio_pad[1]
+        (gain_h, gain_w), pad = ratio_pad
     boxes[..., [0, 2]] -= pad[0]
     boxes[..., [1, 3]] -= pad[1]
-    boxes[..., :4] /= gain
+    boxes[..., [0, 2]] /= gain_w
+    boxes[..., [1, 3]] /= gain_h
     return clip_boxes(boxes, img0_shape)
 
 
