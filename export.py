@@ -238,7 +238,7 @@ def run(
     LOGGER.info(
         f"\nExport complete: {', '.join(str(f) for f in files)}\n"
         f"Detect:   python detect.py --weights {files[-1]}" + ("" if dynamic else f" --imgsz {imgsz[0]} {imgsz[1]}") +
-        f"\nValidate: python val.py --weights {files[-1]}"
+        f"\nValidate: python val.py --weights {files[-1]}" + ("" if dynamic else f" --imgsz {max(imgsz)}")
     )
     return [str(f) for f in files]
 

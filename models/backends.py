@@ -99,7 +99,9 @@ class DetectMultiBackend(nn.Module):
             self.imgsz = tuple(int(x) for x in meta["imgsz"])
         names = _names_dict(names)
         if data:  # a dataset yaml names the classes when the weights do not (or use placeholder names)
-            data_names = _names_dict(yaml_load(data).get("names"))
+            from utils.dataset_yaml import find_dataset_yaml
+
+            data_names = _names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
             if data_names and (not names or all(str(k) == v for k, v in names.items())):
                 names = data_names
         self.stride = int(stride)
@@ -139,9 +141,10 @@ class DetectMultiBackend(nn.Module):
         if self.fp16 and im.dtype != torch.float16:
             im = im.half()
         if self.imgsz and tuple(im.shape[2:]) != self.imgsz:
+            h, w = self.imgsz
             raise UserError(
-                f"this exported model takes {self.imgsz[0]}x{self.imgsz[1]} images but got "
-                f"{im.shape[2]}x{im.shape[3]}; run with --imgsz {self.imgsz[0]} {self.imgsz[1]} or export with --dynamic"
+                f"this exported model takes {h}x{w} images but got {im.shape[2]}x{im.shape[3]}; run with "
+                f"--imgsz {h if h == w else f'{h} {w}'} or export with --dynamic"
             )
         if self.pt:
             y = self.model(im, augment=augment, visualize=visualize)

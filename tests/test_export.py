@@ -91,7 +91,7 @@ def test_backends_read_metadata_and_agree(exported_fixture):
 
 def test_static_onnx_rejects_other_sizes_clearly(exported_fixture):
     _, (_, onnx_file) = exported_fixture
-    with pytest.raises(UserError, match="--imgsz 160 160"):
+    with pytest.raises(UserError, match="--imgsz 160 or export with --dynamic"):
         DetectMultiBackend(onnx_file)(torch.zeros(1, 3, 192, 160))
 
 
