@@ -153,7 +153,7 @@ def run(
                     fps = dataset.fps[i]
                 else:
                     p, im0, frame = Path(path), im0s.copy(), dataset.frame
-                    fps = vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 30.0
+                    fps = (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
                 is_image = not stream and dataset.mode == "image"
                 save_path = save_dir / p.name
                 stem = p.stem if is_image else f"{p.stem}_{frame}"

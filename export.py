@@ -149,6 +149,11 @@ def check_export(model, file, im, atol=CHECK_ATOL):
     except ImportError:
         LOGGER.warning(f"WARNING: onnxruntime not installed: {file} not checked against PyTorch")
         return None
+    except Exception as e:  # ONNX Runtime's CPU provider lacks some float16 kernels; float32 failures stay loud
+        if im.dtype != torch.float16:
+            raise
+        LOGGER.warning(f"WARNING: {file} (float16) could not be run for the check: {e}")
+        return None
     if got.shape != expected.shape:
         raise RuntimeError(f"{file}: output shape {tuple(got.shape)} differs from PyTorch's {tuple(expected.shape)}")
     diff = (got - expected).abs().max().item()
@@ -191,12 +196,13 @@ def export_model(model, im, file, include=FORMATS, opset=None, dynamic=False, si
     if "onnx" in include:
         files.append(export_onnx(model, im, file, metadata, opset=opset, dynamic=dynamic, simplify=simplify))
     if check:
+        atol = CHECK_ATOL if im.dtype == torch.float32 else 1.0  # float16 spacing is 0.25-0.5 px at 256-640 px
         for f in files:
-            diffs[f] = check_export(model, f, im)
+            diffs[f] = check_export(model, f, im, atol=atol)
             if dynamic and f.suffix == ".onnx":  # a second batch size and shape exercises the dynamic axes
                 h, w = im.shape[2:]
                 other = torch.rand(im.shape[0] + 1, 3, h + 32, w + 64, dtype=im.dtype, device=im.device)
-                diffs[f] = max(diffs[f], check_export(model, f, other) or 0.0)
+                diffs[f] = max(diffs[f] or 0.0, check_export(model, f, other, atol=atol) or 0.0)
     return files, diffs
 
 

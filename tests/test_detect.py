@@ -222,3 +222,13 @@ def test_exported_onnx_weights_give_the_same_labels(tmp_path):
 def test_augment_runs_tta(tmp_path):
     save_dir = run_detect(tmp_path, source=IMAGES / "bus.jpg", augment=True, save_txt=True, nosave=True)
     assert len(read_labels(save_dir / "labels" / "bus.txt")) == MAX_DET
+
+
+def test_streams_list_runs_through_detect(tmp_path, video):
+    """A .streams file goes to LoadStreams (a video file stands in for a camera): frames, labels, a video out."""
+    streams = tmp_path / "cams.streams"
+    streams.write_text(f"{video}\n")
+    save_dir = run_detect(tmp_path, source=streams, save_txt=True)
+    labels = sorted((save_dir / "labels").iterdir())
+    assert 1 <= len(labels) <= 6 and all(len(read_labels(p)) == MAX_DET for p in labels)
+    assert (save_dir / "clip_0.mp4").stat().st_size > 0
