@@ -106,7 +106,8 @@ def run(
     stride, names = model.stride, model.names
     imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
     if model.imgsz and tuple(imgsz) != model.imgsz:
-        LOGGER.info(f"{Path(str(weights)).name} was exported for {model.imgsz[0]}x{model.imgsz[1]} inputs: using that size")
+        h, w = model.imgsz
+        LOGGER.info(f"{Path(str(weights)).name} was exported for {h}x{w} inputs: using --imgsz {h} {w}")
         imgsz = list(model.imgsz)
     imgsz = check_img_size(imgsz, s=stride)
     if classes is not None:
@@ -169,7 +170,7 @@ def run(
                         n_labels += 1
                     for *xyxy, conf, cls in reversed(det.tolist()):
                         c = int(cls)
-                        if save_img or save_crop or view_img:
+                        if save_img or view_img:
                             label = "" if hide_labels else names[c] if hide_conf else f"{names[c]} {conf:.2f}"
                             annotator.box_label(xyxy, label, color=colors(c, True))
                         if save_crop:

@@ -73,14 +73,18 @@ def export_torchscript(model, im, file, metadata):
 
 def export_onnx(model, im, file, metadata, opset=None, dynamic=False, simplify=False):
     """Export ``model`` to ONNX (input 'images', output 'output0') with metadata in metadata_props."""
-    import onnx
+    try:
+        import onnx
+    except ImportError as e:
+        raise UserError("ONNX export needs the onnx package: pip install onnx onnxruntime") from e
 
     prefix = colorstr("ONNX:")
     file = Path(file).with_suffix(".onnx")
     need = required_opset(model)
     opset = opset or max(DEFAULT_OPSET, need)
     if opset < need:
-        used = sorted(k for k, v in MODULE_MIN_OPSET.items() if v > opset and k in {type(m).__name__ for m in model.modules()})
+        present = {type(m).__name__ for m in model.modules()}
+        used = sorted(k for k, v in MODULE_MIN_OPSET.items() if v > opset and k in present)
         raise UserError(f"--opset {opset} cannot express {', '.join(used)}; use --opset {need} or higher")
     LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} opset {opset}...")
     dynamic_axes = None

@@ -14,6 +14,7 @@ from models.experimental import attempt_load
 from models.yolo import Model
 from utils.general import ROOT, UserError
 
+pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
