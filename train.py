@@ -11,6 +11,7 @@ labels.jpg, train_batch{0,1,2}.jpg and the final validation plots.
 """
 
 import argparse
+import logging
 import math
 import os
 import random
@@ -258,6 +259,8 @@ def train(hyp, opt, device):
     if opt.sync_bn and cuda and RANK != -1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
         LOGGER.info("Using SyncBatchNorm()")
+    elif opt.sync_bn:  # torch's SyncBatchNorm runs on GPUs only
+        LOGGER.warning("WARNING: --sync-bn needs CUDA devices and DDP (torchrun); training with BatchNorm2d")
 
     # Data
     train_loader, dataset = create_dataloader(
@@ -576,6 +579,8 @@ def parse_opt(argv=None, known=False):
 def main(opt):
     if RANK in (-1, 0):
         print_args(vars(opt), "train")
+    else:  # DDP: only rank 0 logs; the other ranks report errors only
+        LOGGER.setLevel(logging.ERROR)
 
     if opt.resume:
         ckpt_path = Path(opt.resume) if isinstance(opt.resume, (str, Path)) else get_latest_run()
@@ -613,7 +618,7 @@ def main(opt):
             raise UserError("--image-weights is not supported with multi-GPU (DDP) training")
         if opt.batch_size % WORLD_SIZE:
             raise UserError(f"--batch-size {opt.batch_size} must be a multiple of WORLD_SIZE {WORLD_SIZE}")
-        if torch.cuda.is_available():
+        if device.type == "cuda":  # --device cpu keeps DDP on the CPU even where GPUs exist
             torch.cuda.set_device(LOCAL_RANK)
             device = torch.device("cuda", LOCAL_RANK)
         backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
