@@ -143,28 +143,6 @@ def test_missing_weights_is_a_clear_error(tmp_path):
         train.run(**TINY, weights=str(tmp_path / "yolov5s.pt"), project=str(tmp_path), name="missing")
 
 
-def test_end_to_end_tiny_run(tmp_path):
-    """Two epochs on coco8 from the official fixture: every artefact, 2 result rows, loadable stripped weights."""
-    with LogCapture() as log:
-        opt = train.run(**TINY, weights=str(FIXTURE), project=str(tmp_path), name="exp")
-    save_dir = Path(opt.save_dir)
-    assert save_dir == tmp_path / "exp"
-    missing = [a for a in ARTEFACTS if not (save_dir / a).is_file()]
-    assert not missing, f"missing artefacts: {missing}"
-    assert "Transferred 348/349 items from pretrained weights" in log.lines  # coco8 has 80 classes like the fixture
-    assert any("Results saved to" in line for line in log.lines)
-
-    header, rows = results_rows(save_dir)
-    assert header == list(train.RESULTS_COLUMNS)
-    assert [r[0] for r in rows] == [0, 1]
-    assert all(math.isfinite(x) for r in rows for x in r)
-    for name in ("last.pt", "best.pt"):
-        ckpt = torch.load(save_dir / "weights" / name, map_location="cpu", weights_only=True)
-        assert ckpt["optimizer"] is None and ckpt["epoch"] == -1  # stripped at the end
-        assert ckpt["model"]["model.0.conv.weight"].dtype == torch.float16
-        assert ckpt["names"][0] == "person" and ckpt["hyp"]["lr0"] == 0.01
-
-
 KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
@@ -185,24 +163,38 @@ train.run(**{kwargs!r})
 """
 
 
-def test_resume_after_kill(tmp_path):
-    kwargs = dict(TINY, project=str(tmp_path), name="exp", noplots=True)
+def test_end_to_end_run_killed_and_resumed(tmp_path):
+    """Two epochs on coco8 from the official fixture, killed (SIGKILL) at the first batch of epoch 2, then
+    --resume: the run finishes its 2 epochs in the same folder with every artefact and stripped weights."""
+    kwargs = dict(TINY, weights=str(FIXTURE), project=str(tmp_path), name="exp")
     script = KILL_SCRIPT.format(root=str(ROOT), kill_at=3, kwargs=kwargs)
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-3000:]
-    last = tmp_path / "exp" / "weights" / "last.pt"
+    assert "Transferred 348/349 items from pretrained weights" in proc.stderr  # 80 classes like the fixture
+    save_dir = tmp_path / "exp"
+    last = save_dir / "weights" / "last.pt"
     ckpt = load_checkpoint(last)
     assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None and ckpt["updates"] > 0
+    assert ckpt["names"][0] == "person" and ckpt["hyp"]["lr0"] == 0.01
 
     with LogCapture() as log:
         opt = train.run(resume=str(last))
     assert any("Resuming training from" in line and "at epoch 1 of 2" in line for line in log.lines)
-    assert Path(opt.save_dir) == tmp_path / "exp" and opt.epochs == 2
-    _, rows = results_rows(tmp_path / "exp")
+    assert any("Results saved to" in line for line in log.lines)
+    assert Path(opt.save_dir) == save_dir and opt.epochs == 2
+    missing = [a for a in ARTEFACTS if not (save_dir / a).is_file()]
+    assert not missing, f"missing artefacts: {missing}"
+
+    header, rows = results_rows(save_dir)
+    assert header == list(train.RESULTS_COLUMNS)
     assert [r[0] for r in rows] == [0, 1]  # epoch 0 from the killed run, epoch 1 from the resumed one
-    assert load_checkpoint(last)["epoch"] == -1  # finished and stripped
+    assert all(math.isfinite(x) for r in rows for x in r)
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(save_dir / "weights" / name, map_location="cpu", weights_only=True)
+        assert ckpt["optimizer"] is None and ckpt["epoch"] == -1  # finished and stripped
+        assert ckpt["model"]["model.0.conv.weight"].dtype == torch.float16
     with pytest.raises(UserError, match="cannot be resumed"):
         train.run(resume=str(last))
 
@@ -223,6 +215,6 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(utils.loss.ComputeLoss, "__call__", call)
     with pytest.raises(UserError, match="NaN/inf at epoch 1, batch 0"):
-        train.run(**TINY, project=str(tmp_path), name="exp", noplots=True)
+        train.run(**TINY, project=str(tmp_path), name="exp", noplots=True, noval=True, noautoanchor=True)
     ckpt = load_checkpoint(tmp_path / "exp" / "weights" / "last.pt")
     assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None  # resumable
