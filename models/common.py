@@ -178,3 +178,5 @@ from models.spd import SPDConv  # noqa: E402,F401
 from models.scconv import CRU, SRU, C3_ScConv, ScConv  # noqa: E402,F401
 from models.acnet import ACConv  # noqa: E402,F401
 from models.focal import FocalModulation  # noqa: E402,F401
+from models.akconv import AKConv  # noqa: E402,F401
+from models.gsconv import GSBottleneck, GSBottleneckC, GSConv, GSConvns, VoVGSCSP, VoVGSCSPC  # noqa: E402,F401
