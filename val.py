@@ -172,16 +172,19 @@ def run(
         from models.backends import DetectMultiBackend, newest_trained_weights
 
         weights = weights or newest_trained_weights()
+        data = _check_dataset(data)
+        split = task if task in ("train", "val", "test") else "val"
+        if not data.get(split):
+            raise UserError(f"--task {task}: the dataset yaml has no '{split}' split; add it or use --task val")
         device = select_device(device, batch_size=batch_size)
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-        model = DetectMultiBackend(weights, device=device, dnn=dnn, data=_dataset_yaml_path(data), fp16=half)
+        model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data.get("yaml_file"), fp16=half)
         stride, pt = model.stride, model.pt
         imgsz = check_img_size(imgsz, s=stride)
         half = model.fp16
         if not pt:
             batch_size = 1
             LOGGER.info(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for exported models")
-        data = _check_dataset(data)
         names = _names_dict(model.names)
     model.eval()
     save_dir = Path(save_dir)
@@ -199,9 +202,6 @@ def run(
             )
         model.warmup(imgsz=(1 if pt else batch_size, 3, imgsz, imgsz))
         pad, rect = (0.0, False) if task == "speed" else (0.5, pt)
-        split = task if task in ("train", "val", "test") else "val"
-        if not data.get(split):
-            raise UserError(f"--task {task}: the dataset yaml has no '{split}' split; add it or use --task val")
         from utils.dataloaders import create_dataloader
 
         dataloader = create_dataloader(data[split], imgsz, batch_size, stride, single_cls, pad=pad, rect=rect,
@@ -348,11 +348,6 @@ def _report_nms(nms_stats, training):
     elif not training:
         LOGGER.info(f"NMS: {nms_stats['candidates'] / images:.0f} candidates per image on average, none capped "
                     f"(cap {MAX_NMS}), no time limit")
-
-
-def _dataset_yaml_path(data):
-    """The dataset yaml path DetectMultiBackend reads class names from (None for a dict)."""
-    return None if isinstance(data, dict) else data
 
 
 def _check_dataset(data):

@@ -187,9 +187,14 @@ def test_non_max_suppression_overlap_confidence_and_classes():
     # agnostic: the class-1 box overlaps A too and goes
     det = non_max_suppression(pred, 0.25, 0.45, agnostic=True)[0]
     assert det[:, 5].tolist() == [0.0]
-    # class filter
+    # class filter, single- and multi-label
     det = non_max_suppression(pred, 0.25, 0.45, classes=[1])[0]
     assert det[:, 5].tolist() == [1.0]
+    det = non_max_suppression(pred, 0.25, 0.45, classes=[1], multi_label=True)[0]
+    assert det[:, 5].tolist() == [1.0] and det[0, 4].item() == pytest.approx(0.63)
+    # multi-label without a filter adds the class-1 reading of the first box (0.9 * 0.1 = 0.09 < 0.25: not)
+    # and of the second (0.8 * 0.2 = 0.16: not), so the same detections as single-label here
+    assert torch.equal(non_max_suppression(pred, 0.25, 0.45, multi_label=True)[0], non_max_suppression(pred)[0])
     # IoU threshold above their overlap: the two class-0 boxes both stay
     det = non_max_suppression(pred, 0.25, 0.9)[0]
     assert det[:, 5].tolist() == [0.0, 0.0, 1.0]

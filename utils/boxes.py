@@ -295,27 +295,31 @@ def non_max_suppression(
             x = torch.cat((x, v), 0)
         if not x.shape[0]:
             continue
-        scores = x[:, 5:] * x[:, 4:5]
-        box = xywh2xyxy(x[:, :4])
-        if multi_label:
-            i, j = (scores > conf_thres).nonzero(as_tuple=False).T
-            x = torch.cat((box[i], scores[i, j, None], j[:, None].float()), 1)
-        else:
-            conf, j = scores.max(1, keepdim=True)
-            x = torch.cat((box, conf, j.float()), 1)[conf.view(-1) > conf_thres]
-        if classes is not None:
-            x = x[(x[:, 5:6] == torch.tensor(classes, device=device, dtype=x.dtype)).any(1)]
-        n = x.shape[0]
+        scores = x[:, 5:] * x[:, 4:5]  # (n, nc) confidence = obj * cls
+        allowed = None if classes is None else torch.tensor(classes, device=device).long()
+        if multi_label:  # one candidate per (box, class) above the threshold
+            if allowed is not None:
+                scores = torch.zeros_like(scores).index_copy_(1, allowed, scores.index_select(1, allowed))
+            flat = scores.flatten()
+        else:  # the best class of each box
+            flat, best = scores.max(1)
+            if allowed is not None:
+                flat = flat * torch.isin(best, allowed)
+        above = flat > conf_thres
+        n = int(above.sum())
         if not n:
             continue
+        if n > max_nms:  # only the max_nms most confident enter NMS; counted so callers can report it
+            conf, idx = flat.topk(max_nms)
+        else:
+            idx = above.nonzero().squeeze(1)
+            conf, order = flat[idx].sort(descending=True, stable=True)
+            idx = idx[order]
         if stats is not None:
             stats["candidates"] += n
-        order = x[:, 4].argsort(descending=True, stable=True)
-        if n > max_nms:
-            order = order[:max_nms]
-            if stats is not None:
-                stats["capped"] += 1
-        x = x[order]
+            stats["capped"] += int(n > max_nms)
+        rows, cls = (idx // scores.shape[1], idx % scores.shape[1]) if multi_label else (idx, best[idx])
+        x = torch.cat((xywh2xyxy(x[rows, :4]), conf[:, None], cls[:, None].float()), 1)
         boxes = x[:, :4]
         if not agnostic:
             # shift each class into its own region so boxes of different classes never overlap
