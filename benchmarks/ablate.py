@@ -256,7 +256,8 @@ def replace_readme_block(readme, block):
 
 
 def settings_note(settings, latency_img, latency_runs):
-    return (f"data {Path(settings['data']).name}, {settings['epochs']} epochs, image size {settings['imgsz']}, batch "
+    epochs = settings["epochs"]
+    return (f"data {Path(settings['data']).name}, {epochs} epoch{'s' if epochs > 1 else ''}, image size {settings['imgsz']}, batch "
             f"{settings['batch_size']}, seed {settings['seed']}, from {settings['weights'] or 'scratch'}; latency: "
             f"median of {latency_runs} runs at {latency_img} px, batch 1, fused, {torch.get_num_threads()} CPU "
             f"threads")
@@ -267,12 +268,14 @@ def settings_note(settings, latency_img, latency_runs):
 # ---------------------------------------------------------------------------------------------------------------
 def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128, batch_size=16, workers=0, seed=0,
         hyp="", weights="", device="cpu", project=str(ROOT / "runs/ablate"), out="", no_train=False,
-        latency_img=640, latency_runs=5, plots=False, noautoanchor=False, write_readme=False):
+        latency_img=640, latency_runs=5, threads=0, plots=False, noautoanchor=False, write_readme=False):
     """Train (unless ``no_train``) and measure each configuration; write the table, CSV and plot into ``out``
     (default: ``project``). Returns the list of result rows (dicts with the COLUMNS keys)."""
     from utils.dataset_yaml import check_dataset
 
     t_start = time.time()
+    if threads:
+        torch.set_num_threads(threads)
     if epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
     cfg_list = expand_cfgs([cfgs] if isinstance(cfgs, str) else list(cfgs))
@@ -347,6 +350,7 @@ def parse_opt(argv=None):
     p.add_argument("--no-train", action="store_true", help="only measure (mAP from earlier runs' weights, if any)")
     p.add_argument("--latency-img", type=int, default=640, help="image size of the latency measurement")
     p.add_argument("--latency-runs", type=int, default=5, help="timed forward passes per model (median reported)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads of training and latency (0 = torch's default)")
     p.add_argument("--plots", action="store_true", help="let each training write its plots")
     p.add_argument("--noautoanchor", action="store_true", help="train every configuration without AutoAnchor")
     p.add_argument("--write-readme", action="store_true", help="replace the ablation-table block of README.md")
