@@ -186,6 +186,11 @@ def run(
             batch_size = 1
             LOGGER.info(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for exported models")
         names = _names_dict(model.names)
+        if pt and not single_cls and model.nc != data["nc"]:
+            raise UserError(
+                f"{weights} has {model.nc} classes but --data {data.get('yaml_file', '')} has {data['nc']}; pass "
+                f"--weights and --data that belong together (or --single-cls for a one-class evaluation)"
+            )
     model.eval()
     save_dir = Path(save_dir)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
@@ -194,12 +199,6 @@ def run(
     iouv = IOU_THRESHOLDS.to(device)
     niou = iouv.numel()
     if not training:
-        model_nc = getattr(model, "nc", nc)
-        if pt and not single_cls and model_nc != nc:
-            raise UserError(
-                f"{weights} has {model_nc} classes but --data {data.get('yaml_file', '')} has {nc}; pass --weights "
-                f"and --data that belong together (or --single-cls for a one-class evaluation)"
-            )
         model.warmup(imgsz=(1 if pt else batch_size, 3, imgsz, imgsz))
         pad, rect = (0.0, False) if task == "speed" else (0.5, pt)
         from utils.dataloaders import create_dataloader
@@ -307,7 +306,9 @@ def run(
     if plots:
         confusion_matrix.plot(save_dir=save_dir, names=names)
 
-    if save_json and len(jdict):
+    if save_json and not jdict:
+        LOGGER.info("--save-json: no detections to save")
+    if save_json and jdict:
         w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else "model"
         pred_json = save_dir / f"{w}_predictions.json"
         with open(pred_json, "w") as f:
