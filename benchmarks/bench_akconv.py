@@ -6,14 +6,19 @@ The baseline (``gather_forward``) is the implementation the AKConv authors descr
 It clamps the corners correctly (the authors' code weighs a sample twice when its position lies on or beyond the
 last row or column), so both forms compute the same function and the outputs agree to 1e-4.
 
+Time: median CPU time of the process (not wall time: the machine may be shared), the two forms taking turns.
 Peak memory: the largest total size of live tensors during one forward+backward, from torch.profiler's memory
-events (every CPU tensor allocation and free, in order; the module's parameters and the input are allocated
-before profiling starts and are not counted). This is allocator-independent, unlike process RSS.
+events (every CPU tensor allocation and free, in order). Parameters and the output gradient exist before and are
+not counted; the input is a fresh copy that only the graph holds (see ``peak_bytes``); parameter gradients are
+counted. This is allocator-independent, unlike process RSS.
 
-    python benchmarks/bench_akconv.py [--sizes 80x80 40x40 20x20] [--runs 5] [--threads 2]
+    python benchmarks/bench_akconv.py [--cfg yolov5s_AKConv.yaml] [--img 320] [--batch 2] [--runs 5] [--threads 1]
+
+Rows are the AKConv layers of the model yaml, each with its own input shape, at the given image size.
 """
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -22,9 +27,10 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-import torch.nn.functional as F
 
 from models.akconv import AKConv
+from models.yolo import Model
+from utils.general import LOGGER, UserError
 
 
 def gather_forward(m, x):
@@ -40,7 +46,8 @@ def gather_forward(m, x):
     p = p.permute(0, 2, 3, 1)  # (B, h, w, 2N)
     p = torch.cat((p[..., :n].clamp(0, height - 1), p[..., n:].clamp(0, width - 1)), -1)
     q_lt = p.detach().floor()
-    q_rb = torch.cat((torch.clamp(q_lt[..., :n] + 1, max=height - 1), torch.clamp(q_lt[..., n:] + 1, max=width - 1)), -1)
+    q_rb = torch.cat((torch.clamp(q_lt[..., :n] + 1, max=height - 1), torch.clamp(q_lt[..., n:] + 1, max=width - 1)),
+                     -1)
     q_lb = torch.cat((q_lt[..., :n], q_rb[..., n:]), -1)
     q_rt = torch.cat((q_rb[..., :n], q_lt[..., n:]), -1)
     frac = p - q_lt  # in [0, 1); the far corner's weight is frac, the near corner's 1 - frac
@@ -67,26 +74,21 @@ def fast_forward(m, x):
     return m(x)
 
 
-def forward_backward(fn, m, x):
-    """One forward and a backward with a fixed output gradient (no loss computation in the measurement)."""
-    y = fn(m, x)
-    y.backward(output_gradient(y))
+def forward_backward(fn, m, x, grad):
+    """One forward and a backward with the given output gradient (no loss computation in the measurement)."""
+    fn(m, x).backward(grad)
 
 
-def output_gradient(y, cache={}):
-    """The same random output gradient for both implementations, allocated once outside the measurements."""
-    key = tuple(y.shape)
-    if key not in cache:
-        cache[key] = torch.randn(key, generator=torch.Generator().manual_seed(1))
-    return cache[key]
+def peak_bytes(fn, m, x, grad):
+    """Largest sum of live tensor bytes during one forward+backward (torch.profiler memory events).
 
-
-def peak_bytes(fn, m, x):
-    """Largest sum of live tensor bytes during one forward+backward (torch.profiler memory events)."""
+    The layer gets a fresh copy of ``x`` that only the autograd graph keeps, like a previous layer's output in a
+    network, so an implementation that saves a different form of its input is not charged for both.
+    """
     m.zero_grad(set_to_none=True)
     x.grad = None
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
-        forward_backward(fn, m, x)
+        forward_backward(lambda m_, x_: fn(m_, x_.clone()), m, x, grad)
     # raw kineto memory events: one per allocation (+bytes) and free (-bytes), with a nanosecond time stamp
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     live = peak = 0
@@ -96,7 +98,7 @@ def peak_bytes(fn, m, x):
     return peak
 
 
-def seconds(fns, m, x, runs):
+def seconds(fns, m, x, grad, runs):
     """Median CPU time (this process, all threads) of ``runs`` forward+backward passes of each function.
 
     The functions take turns, so that load from other processes on a shared machine hits both alike; CPU time
@@ -108,46 +110,70 @@ def seconds(fns, m, x, runs):
             m.zero_grad(set_to_none=True)
             x.grad = None
             t = time.process_time()
-            forward_backward(fn, m, x)
+            forward_backward(fn, m, x, grad)
             if i:
                 t_fn.append(time.process_time() - t)
     return [sorted(t)[len(t) // 2] for t in times]
 
 
-def run(sizes=("80x80", "40x40", "20x20"), channels=(64, 128, 256), num_param=5, stride=2, batch=2, runs=5, threads=1):
-    """Print one table row per input size; channels[i] goes with sizes[i] (c2 = 2 * c1, like a YOLOv5 downsample)."""
+def akconv_inputs(cfg, imgsz, batch):
+    """(layer index, AKConv module, input shape) of every AKConv layer of model ``cfg`` at a square ``imgsz``."""
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)  # no layer table
+    try:
+        model = Model(cfg).eval()
+    finally:
+        LOGGER.setLevel(level)
+    found = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: found.append((m.i, m, tuple(args[0].shape))))
+             for m in model.model if isinstance(m, AKConv)]
+    with torch.no_grad():
+        model(torch.zeros(batch, model.yaml["ch"], imgsz, imgsz))
+    for hook in hooks:
+        hook.remove()
+    if not found:
+        raise UserError(f"{cfg} has no AKConv layer; use a yaml like yolov5s_AKConv.yaml")
+    return found
+
+
+def run(cfg="yolov5s_AKConv.yaml", imgsz=320, batch=2, runs=5, threads=1):
+    """Benchmark every AKConv layer of ``cfg`` (its own shapes and random offsets) against the gather form."""
     torch.set_num_threads(threads)
+    layers = akconv_inputs(cfg, imgsz, batch)
+    print(f"AKConv layers of {cfg} at {imgsz}x{imgsz}, batch {batch}, {threads} thread(s): forward+backward, "
+          f"median CPU ms of {runs} runs, peak MB of live tensors")
+    print(f"{'layer':>5} {'input':>18} {'c2':>4} {'N':>2} {'s':>2} {'gather ms':>10} {'ours ms':>8} {'speed-up':>8}"
+          f" {'gather MB':>10} {'ours MB':>8} {'mem ratio':>9} {'max |diff|':>10}")
     torch.manual_seed(0)
-    print(f"AKConv num_param={num_param} stride={stride} batch={batch} threads={threads}, forward+backward, CPU")
-    print(f"{'input':>18} {'gather ms':>10} {'ours ms':>8} {'speed-up':>8} {'gather MB':>10} {'ours MB':>8} {'mem ratio':>9}"
-          f" {'max |diff|':>10}")
     rows = []
-    for size, c1 in zip(sizes, channels):
-        height, width = (int(v) for v in size.split("x"))
-        m = AKConv(c1, 2 * c1, num_param, stride).train()
+    for i, layer, shape in layers:
+        c2 = layer.conv[0].out_channels
+        m = AKConv(shape[1], c2, layer.num_param, layer.stride).train()
         with torch.no_grad():  # non-zero offsets: fractional sampling positions, some beyond the border
             m.p_conv.weight.normal_(0, 0.02)
             m.p_conv.bias.uniform_(-2, 2)
-        x = torch.randn(batch, c1, height, width, requires_grad=True)
+        x = torch.randn(shape, requires_grad=True)
         with torch.no_grad():
-            diff = (fast_forward(m.eval(), x) - gather_forward(m, x)).abs().max().item()
+            y = fast_forward(m.eval(), x)
+            diff = (y - gather_forward(m, x)).abs().max().item()
         m.train()
-        t_ref, t_ours = seconds((gather_forward, fast_forward), m, x, runs)
-        mem_ref, mem_ours = peak_bytes(gather_forward, m, x), peak_bytes(fast_forward, m, x)
-        row = dict(size=size, t_ref=t_ref, t_ours=t_ours, mem_ref=mem_ref, mem_ours=mem_ours, diff=diff)
-        rows.append(row)
-        name = f"{batch}x{c1}x{height}x{width}"
-        print(f"{name:>18} {t_ref * 1e3:10.1f} {t_ours * 1e3:8.1f} {t_ref / t_ours:7.2f}x {mem_ref / 2**20:10.1f}"
+        grad = torch.randn_like(y)
+        t_ref, t_ours = seconds((gather_forward, fast_forward), m, x, grad, runs)
+        mem_ref, mem_ours = peak_bytes(gather_forward, m, x, grad), peak_bytes(fast_forward, m, x, grad)
+        rows.append(dict(layer=i, shape=shape, t_ref=t_ref, t_ours=t_ours, mem_ref=mem_ref, mem_ours=mem_ours,
+                         diff=diff))
+        print(f"{i:>5} {'x'.join(map(str, shape)):>18} {c2:>4} {layer.num_param:>2} {layer.stride:>2}"
+              f" {t_ref * 1e3:10.1f} {t_ours * 1e3:8.1f} {t_ref / t_ours:7.2f}x {mem_ref / 2**20:10.1f}"
               f" {mem_ours / 2**20:8.1f} {mem_ours / mem_ref:9.2f} {diff:10.2e}")
+    t_ref, t_ours = sum(r["t_ref"] for r in rows), sum(r["t_ours"] for r in rows)
+    print(f"{'all':>5} {'':>18} {'':>4} {'':>2} {'':>2} {t_ref * 1e3:10.1f} {t_ours * 1e3:8.1f} {t_ref / t_ours:7.2f}x")
     return rows
 
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", default=["80x80", "40x40", "20x20"], help="input HxW per row")
-    parser.add_argument("--channels", nargs="+", type=int, default=[64, 128, 256], help="input channels per row")
-    parser.add_argument("--num-param", type=int, default=5, help="AKConv sampling points")
-    parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--cfg", default="yolov5s_AKConv.yaml", help="model yaml whose AKConv layers are measured")
+    parser.add_argument("--img", "--imgsz", dest="imgsz", type=int, default=320, help="square input size (pixels)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")

@@ -97,7 +97,7 @@ class AKConv(nn.Module):
     def __init__(self, c1, c2, num_param, stride=1, bias=None):
         super().__init__()
         if not isinstance(num_param, int) or num_param < 1:
-            raise UserError(f"AKConv: num_param (number of sampling points) must be a positive integer, got {num_param!r}")
+            raise UserError(f"AKConv: num_param (sampling points) must be a positive integer, got {num_param!r}")
         if not isinstance(stride, int) or stride < 1:
             raise UserError(f"AKConv: stride must be a positive integer, got {stride!r}")
         self.num_param = num_param
@@ -144,18 +144,31 @@ class AKConv(nn.Module):
         r0, c0 = r0.int(), c0.int()  # int32 indices: half the memory of int64 and a faster sort
         r1, c1 = (r0 + 1).clamp_(max=height - 1), (c0 + 1).clamp_(max=width - 1)  # weight 0 when clamped
         if b * height * width >= 2**31:
-            raise UserError(f"AKConv: input {tuple(x.shape)} has too many pixels for int32 indices; use a smaller batch")
+            raise UserError(f"AKConv: input {tuple(x.shape)} has too many pixels for int32 indices; use a smaller "
+                            "batch")
         first_row = torch.arange(b, device=x.device, dtype=torch.int32).view(b, 1, 1, 1) * (height * width)
         r0, r1 = r0 * width + first_row, r1 * width + first_row
         index = torch.stack((r0 + c0, r0 + c1, r1 + c0, r1 + c1), -1).view(-1, 4)
         gr, gc = 1 - fr, 1 - fc
         weights = torch.stack((gr * gc, gr * fc, fr * gc, fr * fc), -1).view(-1, 4)
-        samples = bilinear_rows(pixels.view(-1, c), index, weights).view(b * h * w, self.num_param * c)  # (pixel, n, channel)
-        column_conv = self.conv[0]
-        weight = column_conv.weight.view(column_conv.out_channels, c, self.num_param).transpose(1, 2)
-        y = F.linear(samples, weight.reshape(column_conv.out_channels, -1), column_conv.bias)  # (B*h*w, c2)
+        samples = bilinear_rows(pixels.view(-1, c), index, weights)  # (B*h*w*N, c1)
+        y = self.column_conv(samples.view(b * h * w, self.num_param, c))  # (B*h*w, c2)
         y = y.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()  # NCHW for the BatchNorm and the next layers
         return self.conv[2](self.conv[1](y))
+
+    def column_conv(self, samples):
+        """``conv[0]`` as a matrix product: samples (P, N, c1) -> (P, c2).
+
+        The weight is (c2, c1, N); whichever of weight and samples is smaller is reordered to match the other
+        (the samples in deep, low-resolution layers, the weight elsewhere).
+        """
+        p, n, c = samples.shape
+        conv = self.conv[0]
+        if samples.numel() < conv.weight.numel():
+            samples, weight = samples.transpose(1, 2).reshape(p, c * n), conv.weight.view(conv.out_channels, c * n)
+        else:
+            samples, weight = samples.view(p, n * c), conv.weight.view(conv.out_channels, c, n).transpose(1, 2)
+        return F.linear(samples, weight.reshape(conv.out_channels, n * c), conv.bias)
 
     def forward_export(self, x):
         """The same function with ``grid_sample`` (ONNX GridSample) and the column conv as a 1x1 conv."""

@@ -94,8 +94,8 @@ class VoVGSCSP(nn.Module):
     """VoV-GSCSP: (B, c1, H, W) -> (B, c2, H, W), the slim-neck's replacement for C3.
 
     ``cv1`` -> ``n`` GS bottlenecks (c_ -> c_, c_ = c2 * e) in ``gsb``; ``cv2`` is the bypass; ``cv3`` merges the
-    concatenation [bypass, bottlenecks]. ``shortcut`` and ``g`` are accepted so that C3's yaml arguments work; a GS bottleneck always
-    has its projection shortcut.
+    concatenation [bypass, bottlenecks]. ``shortcut`` and ``g`` are accepted so that C3's yaml arguments work; a GS
+    bottleneck always has its projection shortcut.
     """
 
     def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):

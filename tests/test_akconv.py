@@ -64,12 +64,13 @@ def test_zero_offsets_sample_the_pattern():
 
 
 @pytest.mark.parametrize(
-    "n, s, shape",
-    [(5, 2, (1, 3, 7, 9)), (3, 1, (2, 3, 6, 5)), (9, 2, (2, 4, 8, 8)), (4, 1, (1, 2, 1, 4)), (2, 2, (1, 3, 5, 1))],
+    "n, s, shape, c2",
+    [(5, 2, (1, 3, 7, 9), 4), (3, 1, (2, 3, 6, 5), 4), (9, 2, (2, 4, 8, 8), 4), (4, 1, (1, 2, 1, 4), 4),
+     (2, 2, (1, 3, 5, 1), 4), (5, 2, (1, 8, 3, 3), 16)],  # the last has fewer samples than weights
 )
-def test_matches_gather_implementation(n, s, shape):
+def test_matches_gather_implementation(n, s, shape, c2):
     """Same outputs and gradients as the explicit corner-gather form; the offset conv's gradients are 0.1x."""
-    m = make(c1=shape[1], c2=4, n=n, s=s).train()
+    m = make(c1=shape[1], c2=c2, n=n, s=s).train()
     x = torch.randn(shape)
     grads = []
     for forward in (lambda m_, x_: m_(x_), gather_forward):
