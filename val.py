@@ -328,7 +328,8 @@ def run(
 
     model.float()
     if not training:
-        saved = f"\n{len(list(save_dir.glob('labels/*.txt')))} labels saved to {save_dir / 'labels'}" if save_txt else ""
+        n_txt = len(list(save_dir.glob("labels/*.txt")))
+        saved = f"\n{n_txt} labels saved to {save_dir / 'labels'}" if save_txt else ""
         LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{saved}")
     maps = np.zeros(nc) + map5095
     for i, c in enumerate(ap_class):

@@ -76,8 +76,9 @@ def test_run_cli_path_with_fixture_checkpoint(tmp_path, official_ckpt):
 def test_perfect_predictions_score_one(tmp_path, coco8):
     data, loader, dataset = coco8
     model = LabelModel(loader, data["nc"])
+    fixed_loss = lambda p, t: (None, torch.tensor([1.0, 2, 3]))  # noqa: E731
     results, maps, _ = val.run(data, model=model, dataloader=loader, save_dir=tmp_path, plots=True, save_txt=True,
-                               save_json=True, verbose=True, compute_loss=lambda p, t: (None, torch.tensor([1.0, 2, 3])))
+                               save_json=True, verbose=True, compute_loss=fixed_loss)
     mp, mr, map50, map5095, *losses = results
     assert (mp, mr, map50, map5095) == pytest.approx((1.0, 1.0, 1.0, 1.0), abs=1e-3)
     assert losses == pytest.approx([1.0, 2.0, 3.0])  # per-batch loss items averaged over the batches
