@@ -1,5 +1,5 @@
 """Every variant yaml (models/yolov5s_*.yaml) builds at scales n and s through the scale letter, trains one step's
-forward and backward at a rectangular 256x320 (every parameter gets a gradient)."""
+forward and backward at a rectangular 256x320 (every parameter gets a gradient); the variants table's README block."""
 
 import pytest
 import torch
