@@ -15,10 +15,10 @@ import torch.nn as nn
 from models.common import C3
 
 
-def _check_channels(c, name, **divisors):
-    for what, m in divisors.items():
-        if c % m:
-            raise ValueError(f"{name}: {c} channels must be divisible by {m} ({what})")
+def _require_divisible(c, m, what):
+    """Raise a ValueError naming ``what`` unless the channel count c is divisible by m."""
+    if c % m:
+        raise ValueError(f"{what}: {c} channels must be divisible by {m}")
 
 
 class SRU(nn.Module):
@@ -32,7 +32,7 @@ class SRU(nn.Module):
 
     def __init__(self, c, group_num=16, gate_threshold=0.5):
         super().__init__()
-        _check_channels(c, "SRU", **{"two halves are cross-added": 2})
+        _require_divisible(c, 2, "SRU (its two channel halves are cross-added)")
         self.gn = nn.GroupNorm(math.gcd(group_num, c), c)
         self.gate_threshold = gate_threshold
 
@@ -68,11 +68,11 @@ class CRU(nn.Module):
         self.c_low = c_low = c - c_up
         if not (0 < c_up < c):
             raise ValueError(f"CRU: alpha={alpha} must split {c} channels into two non-empty parts")
-        _check_channels(c_up, "CRU upper part", squeeze_ratio=squeeze_ratio)
-        _check_channels(c_low, "CRU lower part", squeeze_ratio=squeeze_ratio)
+        _require_divisible(c_up, squeeze_ratio, "CRU upper part (squeeze_ratio)")
+        _require_divisible(c_low, squeeze_ratio, "CRU lower part (squeeze_ratio)")
         s_up, s_low = c_up // squeeze_ratio, c_low // squeeze_ratio
-        _check_channels(s_up, "CRU squeezed upper part", group_size=group_size)
-        _check_channels(c, "CRU", group_size=group_size)
+        _require_divisible(s_up, group_size, "CRU squeezed upper part (group_size)")
+        _require_divisible(c, group_size, "CRU output (group_size)")
         self.squeeze_up = nn.Conv2d(c_up, s_up, 1, bias=False)
         self.squeeze_low = nn.Conv2d(c_low, s_low, 1, bias=False)
         self.gwc = nn.Conv2d(s_up, c, group_kernel_size, padding=group_kernel_size // 2, groups=group_size)
