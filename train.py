@@ -13,11 +13,9 @@ labels.jpg, train_batch{0,1,2}.jpg and the final validation plots.
 import argparse
 import logging
 import math
-import os
 import random
 import sys
 import time
-from copy import deepcopy
 from datetime import timedelta
 from pathlib import Path
 
@@ -207,7 +205,9 @@ def train(hyp, opt, device):
     hyp = dict(hyp)
     missing = [k for k in HYP_KEYS if k not in hyp]
     if missing:
-        raise UserError(f"hyperparameters {missing} missing from --hyp {opt.hyp}; start from data/hyps/hyp.scratch-low.yaml")
+        raise UserError(
+            f"hyperparameters {missing} missing from --hyp {opt.hyp}; start from data/hyps/hyp.scratch-low.yaml"
+        )
     LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
 
     if main_process:
@@ -394,9 +394,8 @@ def train(hyp, opt, device):
             if main_process:
                 mloss = (mloss * i + loss_items) / (i + 1)
                 mem = f"{torch.cuda.memory_reserved() / 1e9 if cuda else 0:.3g}G"
-                pbar.set_description(
-                    ("%11s" * 2 + "%11.4g" * 5) % (f"{epoch}/{epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1])
-                )
+                progress = (f"{epoch}/{epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1])
+                pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % progress)
                 if plots and ni < 3:
                     plot_images(imgs, targets, paths, save_dir / f"train_batch{ni}.jpg", names=names)
         if main_process and hasattr(pbar, "close"):
@@ -545,7 +544,7 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--weights", type=str, default="", help="initial weights path ('' = from scratch)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml path (yolov5n.yaml when no --weights)")
     parser.add_argument("--data", type=str, default=str(ROOT / "data/shapes.yaml"), help="dataset.yaml path")
-    parser.add_argument("--hyp", type=str, default=str(ROOT / "data/hyps/hyp.scratch-low.yaml"), help="hyperparameters path")
+    parser.add_argument("--hyp", type=str, default=str(ROOT / "data/hyps/hyp.scratch-low.yaml"), help="hyp path")
     parser.add_argument("--epochs", type=int, default=30, help="total training epochs")
     parser.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=256, help="train, val image size (pixels)")
@@ -570,7 +569,7 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing epsilon")
     parser.add_argument("--patience", type=int, default=100, help="EarlyStopping patience (epochs without improvement)")
     parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
-    parser.add_argument("--save-period", type=int, default=-1, help="save a checkpoint every x epochs (disabled if < 1)")
+    parser.add_argument("--save-period", type=int, default=-1, help="checkpoint every x epochs (off if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
     parser.add_argument("--local_rank", type=int, default=-1, help="automatic DDP multi-GPU argument, do not modify")
     return parser.parse_known_args(argv)[0] if known else parser.parse_args(argv)
