@@ -240,13 +240,14 @@ class Model(nn.Module):
             b.data[:, 4] += math.log(8 / (640 / s) ** 2)
             b.data[:, 5 : 5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
 
-    def fuse(self):
+    def fuse(self, verbose=True):
         """Fold BatchNorm into convolutions (and multi-branch blocks into one conv) for inference."""
         LOGGER.info("Fusing layers... ")
         for m in self.model.modules():
             if m is not self and callable(getattr(m, "fuse", None)):
                 m.fuse()
-        self.info()
+        if verbose:  # the summary counts FLOPs with a forward pass: skipped where a caller fuses many models
+            self.info()
         return self
 
     def info(self, verbose=False, img_size=640):
