@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from models.backends import EXPORT_METADATA_KEY, export_metadata
-from models.yolo import Detect
+from models.yolo import Detect, Model
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, print_args
 from utils.torch_utils import select_device
 
@@ -39,8 +39,9 @@ def required_opset(model):
 
 def prepare_model(model, inplace=False):
     """Fuse, switch to eval, freeze and make Detect return only the decoded predictions, as exporters need."""
-    model = model.float().fuse() if hasattr(model, "fuse") else model.float()
-    model.eval()
+    model = model.float().eval()
+    if isinstance(model, Model):
+        model.fuse(verbose=False)
     for p in model.parameters():
         p.requires_grad_(False)
     for m in model.modules():
@@ -234,7 +235,7 @@ def run(
         raise UserError("--half export needs a CUDA device (--device 0); CPU exports are float32")
     if half and dynamic:
         raise UserError("--half and --dynamic cannot be combined; export one or the other")
-    model = attempt_load(weights, device=device, inplace=True, fuse=False)  # export_model fuses
+    model = attempt_load(weights, device=device, inplace=True, fuse=True)
     gs = int(max(int(model.stride.max()), 32))
     imgsz = check_img_size(imgsz, s=gs)
     torch.manual_seed(0)
