@@ -245,14 +245,16 @@ def plot_ablation(rows, path, latency_img):
 
 
 def replace_readme_block(readme, block):
-    """Put ``block`` between the ablation-table markers of ``readme`` (a path), leaving the rest untouched."""
+    """Put ``block`` between the ablation-table markers of ``readme`` (a path), leaving the rest untouched;
+    ``block=None`` only checks that the markers are there."""
     readme = Path(readme)
     text = readme.read_text() if readme.is_file() else ""
     start, end = text.find(README_START), text.find(README_END)
     if start < 0 or end < start:
         raise UserError(f"{readme} has no '{README_START}' ... '{README_END}' block; add both markers on their own "
                         f"lines where the table belongs, then run again")
-    readme.write_text(text[: start + len(README_START)] + "\n" + block.strip("\n") + "\n" + text[end:])
+    if block is not None:
+        readme.write_text(text[: start + len(README_START)] + "\n" + block.strip("\n") + "\n" + text[end:])
 
 
 def settings_note(settings, latency_img, latency_runs):
@@ -271,6 +273,7 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
         latency_img=640, latency_runs=5, threads=0, plots=False, noautoanchor=False, write_readme=False):
     """Train (unless ``no_train``) and measure each configuration; write the table, CSV and plot into ``out``
     (default: ``project``). Returns the list of result rows (dicts with the COLUMNS keys)."""
+    from models.yolo import resolve_cfg
     from utils.dataset_yaml import check_dataset
 
     t_start = time.time()
@@ -279,6 +282,11 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
     if epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
     cfg_list = expand_cfgs([cfgs] if isinstance(cfgs, str) else list(cfgs))
+    for cfg in cfg_list:  # a missing yaml stops here, not after hours of training the others
+        resolve_cfg(cfg)
+    readme = ROOT / "README.md"
+    if write_readme:
+        replace_readme_block(readme, None)  # checks the markers before the work
     project = Path(project)
     out_dir = Path(out or project)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -300,19 +308,25 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
             continue
         LOGGER.info(f"ablate: [{i + 1}/{len(cfg_list)}] {name}")
         run_dir = project / name
+        map50 = map50_95 = train_s = None
+        failed = False
         if no_train:
             plan, weights_file = training_plan(run_dir, settings)
-            map50, map50_95 = validate(weights_file, settings, workers, device, run_dir) if plan == "done" else (None,
-                                                                                                             None)
-            train_s = None
+            if plan == "done":
+                map50, map50_95 = validate(weights_file, settings, workers, device, run_dir)
         else:
-            map50, map50_95, train_s = train_config(cfg, run_dir, settings, workers, device, plots)
+            try:
+                map50, map50_95, train_s = train_config(cfg, run_dir, settings, workers, device, plots)
+            except UserError as e:  # e.g. a NaN loss: the other configurations still run; this one is not kept
+                LOGGER.error(f"ablate: {name} failed: {e}")
+                failed = True
         params, gflops, latency_ms = measure_model(cfg, nc, latency_img, latency_runs)
         row = {"model": name, "cfg": cfg, "params": params, "gflops_640": gflops, "latency_ms": latency_ms,
                "map50": map50, "map50_95": map50_95, "epochs": None if no_train else epochs, "train_s": train_s}
         rows.append(row)
-        state[name] = {"key": key, "row": row}
-        save_state(state_path, state)
+        if not failed:
+            state[name] = {"key": key, "row": row}
+            save_state(state_path, state)
 
     md_path, csv_path, png_path = out_dir / "ablation.md", out_dir / "ablation.csv", out_dir / "ablation.png"
     table = markdown_table(rows, latency_img)
@@ -325,7 +339,6 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
     LOGGER.info(f"\n{table}\nablate: {len(rows)} rows in {wall / 60:.1f} min; wrote {md_path}, {csv_path}"
                 f"{f', {png_path}' if plotted else ' (no mAP values, so no plot)'}")
     if write_readme:
-        readme = ROOT / "README.md"
         link = f"\n![mAP vs GFLOPs and latency]({os.path.relpath(png_path, readme.parent)})\n" if plotted else ""
         replace_readme_block(readme, f"{table}\n{note}.\n{link}")
         LOGGER.info(f"ablate: table written into {readme}")

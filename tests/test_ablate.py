@@ -133,3 +133,31 @@ def test_readme_block_is_replaced_and_nothing_else(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(UserError, match="ablation-table:start"):
         ablate.replace_readme_block(readme, "x")
+
+
+def test_bad_cfg_stops_before_any_training(tmp_path, monkeypatch):
+    import train
+
+    monkeypatch.setattr(train, "run", lambda **kw: pytest.fail("trained before checking every yaml"))
+    with pytest.raises(UserError, match="not found"):
+        ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml", "yolov5n_NoSuchModule.yaml"], project=str(tmp_path))
+
+
+def test_a_failed_training_is_reported_and_not_kept(tmp_path, monkeypatch):
+    import train
+
+    def train_run(**kw):
+        if kw["cfg"] == "yolov5s.yaml":
+            raise UserError("training stopped: the loss became NaN/inf")
+        Opt.results = (0.5, 0.4, 0.3, 0.2, 0, 0, 0)
+        return Opt
+
+    class Opt:
+        pass
+
+    monkeypatch.setattr(train, "run", train_run)
+    monkeypatch.setattr(ablate, "measure_model", lambda cfg, nc, img, runs: (1_000_000, 2.0, 10.0))
+    rows = ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml", "yolov5s.yaml"], project=str(tmp_path))
+    assert [(r["model"], r["map50"], r["map50_95"]) for r in rows] == [("yolov5n", 0.3, 0.2), ("yolov5s", None, None)]
+    assert "| yolov5s | 1.000 | 2.00 | 10.0 | n/a | n/a | n/a |" in (tmp_path / "ablation.md").read_text()
+    assert sorted(json.loads((tmp_path / ablate.STATE_FILE).read_text())["rows"]) == ["yolov5n"]  # retried next time
