@@ -216,6 +216,7 @@ def train(hyp, opt, device):
         yaml_save(save_dir / "opt.yaml", vars(opt))
 
     cuda = device.type == "cuda"
+    ckpt = load_checkpoint(weights) if weights else None  # first: a missing file fails fast, nothing is downloaded
     init_seeds(opt.seed + 1 + RANK, deterministic=cuda)  # CPU kernels are deterministic already
     data_dict = check_dataset(opt.data)
     train_path, val_path = data_dict["train"], data_dict["val"]
@@ -223,9 +224,6 @@ def train(hyp, opt, device):
     names = {0: "item"} if single_cls and len(data_dict["names"]) != 1 else dict(data_dict["names"])
 
     # Model
-    ckpt = None
-    if weights:
-        ckpt = load_checkpoint(weights)  # clear error when missing; nothing is downloaded
     if resume:
         if not 0 <= ckpt["epoch"] < epochs - 1:
             raise UserError(f"{weights} has finished training ({epochs} epochs); nothing to resume. "
