@@ -135,6 +135,9 @@ class AKConv(nn.Module):
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self.forward_export(x)
         b, c, height, width = x.shape
+        if b * height * width >= 2**31:
+            raise UserError(f"AKConv: input {tuple(x.shape)} has too many pixels for int32 indices; use a smaller "
+                            "batch")
         pixels = x.permute(0, 2, 3, 1).contiguous()  # channels-last: the sampled rows, and a faster p_conv
         offset = self.offsets(pixels.permute(0, 3, 1, 2))
         h, w = offset.shape[2:]
@@ -143,9 +146,6 @@ class AKConv(nn.Module):
         fr, fc = rows - r0, cols - c0  # fractional parts carry the gradient of the positions
         r0, c0 = r0.int(), c0.int()  # int32 indices: half the memory of int64 and a faster sort
         r1, c1 = (r0 + 1).clamp_(max=height - 1), (c0 + 1).clamp_(max=width - 1)  # weight 0 when clamped
-        if b * height * width >= 2**31:
-            raise UserError(f"AKConv: input {tuple(x.shape)} has too many pixels for int32 indices; use a smaller "
-                            "batch")
         first_row = torch.arange(b, device=x.device, dtype=torch.int32).view(b, 1, 1, 1) * (height * width)
         r0, r1 = r0 * width + first_row, r1 * width + first_row
         index = torch.stack((r0 + c0, r0 + c1, r1 + c0, r1 + c1), -1).view(-1, 4)
