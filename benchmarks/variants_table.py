@@ -1,5 +1,7 @@
 """Markdown table of the stock yolov5s and every variant yaml at s scale: parameters, GFLOPs and CPU latency at 640.
 
+Parameters are those of the model as trained; GFLOPs and latency those of the fused model (Model.fuse()).
+
     python benchmarks/variants_table.py                      # all: yolov5s.yaml and models/yolov5s_*.yaml
     python benchmarks/variants_table.py --cfg yolov5s.yaml yolov5s_ScConv.yaml --runs 5
     python benchmarks/variants_table.py --write-readme       # also replace the table block in README.md
@@ -34,12 +36,15 @@ def default_cfgs():
 
 
 def measure(cfg, img, threads, runs, warmup):
-    """(parameters, GFLOPs at img, median fused latency in ms) of one model yaml."""
+    """(parameters of the trainable model, GFLOPs at img and median latency in ms of the fused model) of a yaml.
+
+    GFLOPs are counted after fusing because that is the form that runs: ACConv's three branches become one conv.
+    """
     torch.manual_seed(0)
     model = Model(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
-    gflops = count_flops(model, img)
     fused = deepcopy(model).fuse().eval()
+    gflops = count_flops(fused, img)
     median_ms = time_forward(fused, torch.rand(1, 3, img, img), runs, warmup)[0]
     return params, gflops, median_ms
 
@@ -48,7 +53,7 @@ def markdown_table(rows, img, threads, runs):
     """Rows of (cfg, params, gflops, ms) as a Markdown table with the latency ratio to yolov5s when measured."""
     base_ms = next((ms for cfg, _, _, ms in rows if cfg == BASELINE), None)
     lines = [
-        f"| model | parameters | GFLOPs ({img}) | CPU ms ({img}, batch 1, fused, {threads} threads, median of {runs}) "
+        f"| model | parameters | GFLOPs ({img}, fused) | CPU ms ({img}, batch 1, fused, {threads} threads, median of {runs}) "
         f"| latency vs yolov5s |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
