@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import torch
 import torch.nn as nn
+import yaml
 
 from models import common
 from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
@@ -298,10 +299,38 @@ def load_model_yaml(cfg):
     another scale's file of the variant exists."""
     path, scale = resolve_cfg(cfg)
     d = yaml_load(path)
+    check_index_comments(path.read_text(errors="ignore"), path)
     if scale:
         d["depth_multiple"], d["width_multiple"] = SCALES[scale]
     d["yaml_file"] = Path(cfg).name if scale else path.name
     return d
+
+
+def check_index_comments(text, path=""):
+    """Reject a yaml whose layer-index comments (``# 9``, ``# 17 (P3/8-small)``) disagree with the real indices.
+
+    YOLOv5 yamls number their key rows in comments. A layer inserted or removed above a numbered row shifts the
+    real indices; when the comments were not updated, the absolute ``from`` indices below were usually not updated
+    either, and the model still builds, silently wired to the wrong layers.
+    """
+    lines = text.splitlines()
+    root = yaml.compose(text)
+    if not isinstance(root, yaml.MappingNode):
+        return
+    sections = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    rows = [r for key in ("backbone", "head") if isinstance(sections.get(key), yaml.SequenceNode)
+            for r in sections[key].value]
+    for i, row in enumerate(rows):
+        comment = lines[row.start_mark.line].partition("#")[2] if row.start_mark.line < len(lines) else ""
+        match = re.match(r"\s*(\d+)\b", comment)
+        if match and int(match.group(1)) != i:
+            module = row.value[2].value if isinstance(row, yaml.SequenceNode) and len(row.value) > 2 else "?"
+            raise UserError(
+                f"{Path(path).name}: layer {i} ({module}) is commented '# {match.group(1)}', so layers were inserted or "
+                f"removed above it without renumbering. Check every absolute 'from' index from layer "
+                f"{min(i, int(match.group(1)))} on (Concat and Detect rows) against the real layer indices, then "
+                f"update the comments"
+            )
 
 
 def _resolve_module(name, layer):

@@ -194,15 +194,11 @@ def test_seed_scconv_yaml_is_not_yolov5s_plus_one_layer():
     assert [len(backbone) + i for i in wrong] == [19, 22]  # the two PAN Concats (stock numbering)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="parse_model's structure check (outputs never used) accepts this yaml: every layer is still read by the "
-    "next one and the wrong Concat inputs have matching sizes; reported to the lead",
-)
 def test_seed_scconv_yaml_is_rejected_by_the_structure_check(tmp_path):
+    """Its index comments were not renumbered after the insert, and neither were the Concat indices: rejected."""
     path = tmp_path / "yolov5s_SeedScConv.yaml"
     path.write_text(SEED_SCCONV_BEFORE_SPPF)
-    with pytest.raises(UserError, match="layer"):
+    with pytest.raises(UserError, match=r"layer 10 \(SPPF\) is commented '# 9'.*from layer 9 on"):
         Model(path)
 
 
