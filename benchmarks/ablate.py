@@ -6,9 +6,9 @@
     python benchmarks/ablate.py --cfgs all --epochs 3 --out benchmarks/results --write-readme
 
 Each configuration trains with train.run(...) into <project>/<name>/ (identical seed, image size, batch size,
-epochs, workers). Then parameters, GFLOPs at 640, CPU latency (batch 1, fused, median) and mAP50 / mAP50-95 of
-the final validation are collected into <out>/ablation.md, ablation.csv and ablation.png (mAP vs GFLOPs and vs
-latency). <out>/ablation_state.json remembers finished rows: a second invocation with the same settings reuses
+epochs, workers; validation after the last epoch only). Then parameters, GFLOPs at 640, CPU latency (batch 1,
+fused, median) and mAP50 / mAP50-95 of the final weights on the val split are collected into <out>/ablation.md,
+ablation.csv and ablation.png (mAP vs GFLOPs and vs latency). <out>/ablation_state.json remembers finished rows: a second invocation with the same settings reuses
 them, and an interrupted training continues from its last.pt (train.py --resume).
 """
 
@@ -146,8 +146,9 @@ def train_config(cfg, run_dir, settings, workers, device, plots):
         (run_dir / RUN_SETTINGS_FILE).write_text(json.dumps(settings))
         LOGGER.info(f"\nablate: training {run_dir.name} ({cfg}) from scratch")
         kwargs = {k: settings[k] for k in TRAIN_KEYS if k != "hyp" or settings[k]}
+        # noval: only the final weights are validated (the row's mAP); saves a validation per epoch
         opt = train.run(cfg=cfg, workers=workers, device=device, project=str(run_dir.parent), name=run_dir.name,
-                        exist_ok=True, noplots=not plots, **kwargs)
+                        exist_ok=True, noplots=not plots, noval=True, **kwargs)
     elif plan == "resume":
         LOGGER.info(f"\nablate: resuming {run_dir.name} from {weights}")
         opt = train.run(resume=str(weights), workers=workers, device=device)
