@@ -23,7 +23,6 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from copy import deepcopy
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,23 +91,15 @@ def quiet():
         LOGGER.setLevel(level)
 
 
-def measure_model(cfg, nc, latency_img=640, latency_runs=5):
-    """Parameters and GFLOPs at 640 of the model as trained (before fusing), and the median CPU latency (ms) of
-    the fused model at batch 1 and ``latency_img`` pixels. Weights do not matter for these, so a fresh model of
-    the same yaml and class count is measured."""
-    from benchmarks.bench_latency import time_forward
-    from models.yolo import Model
-    from utils.torch_utils import count_flops
+def measure_model(cfg, latency_img=640, latency_runs=5):
+    """(parameters, GFLOPs at 640, median CPU latency in ms at batch 1 and ``latency_img`` px) of a yaml, measured
+    like benchmarks/variants_table.py: parameters of the trainable 80-class model, GFLOPs and latency of the fused
+    one. Weights do not matter for these, so a fresh model is measured."""
+    from benchmarks.variants_table import measure
 
     with quiet():
-        torch.manual_seed(0)
-        model = Model(cfg, nc=nc).eval()
-        params = sum(p.numel() for p in model.parameters())
-        gflops = count_flops(model, 640)
-        fused = deepcopy(model).fuse().eval()
-    x = torch.rand(1, 3, latency_img, latency_img)
-    latency_ms = time_forward(fused, x, runs=latency_runs, warmup=1)[0]
-    return params, gflops, latency_ms
+        params, gflops, latency_ms = measure(cfg, latency_img, torch.get_num_threads(), latency_runs, warmup=1)
+    return params, gflops * (640 / latency_img) ** 2, latency_ms  # FLOPs grow with the pixel count
 
 
 def training_plan(run_dir, settings):
@@ -198,7 +189,7 @@ def _fmt(x, spec):
 def markdown_table(rows, latency_img):
     """A Markdown table of result rows (dicts with the COLUMNS keys)."""
     lines = [
-        f"| model | params (M) | GFLOPs @640 | CPU latency @{latency_img} (ms) | mAP50 | mAP50-95 | train (min) |",
+        f"| model | params (M) | GFLOPs @640 (fused) | CPU ms @{latency_img} (fused) | mAP50 | mAP50-95 | train (min) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -231,7 +222,7 @@ def plot_ablation(rows, path, latency_img):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
-    for ax, key, label in ((axes[0], "gflops_640", "GFLOPs @640"),
+    for ax, key, label in ((axes[0], "gflops_640", "GFLOPs @640 (fused)"),
                            (axes[1], "latency_ms", f"CPU latency @{latency_img}, batch 1, fused (ms)")):
         for r in rows:
             ax.scatter(r[key], r["map50_95"], s=30)
@@ -293,7 +284,7 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
     out_dir.mkdir(parents=True, exist_ok=True)
     state_path = out_dir / STATE_FILE
     state = load_state(state_path)
-    nc = int(check_dataset(data)["nc"])
+    check_dataset(data)  # a missing dataset stops here (the synthetic one is generated)
     settings = {"data": str(data), "hyp": str(hyp), "epochs": epochs, "imgsz": imgsz, "batch_size": batch_size,
                 "seed": seed, "weights": str(weights), "noautoanchor": bool(noautoanchor)}
     measure = {"latency_img": latency_img, "train": not no_train}
@@ -321,7 +312,7 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
             except UserError as e:  # e.g. a NaN loss: the other configurations still run; this one is not kept
                 LOGGER.error(f"ablate: {name} failed: {e}")
                 failed = True
-        params, gflops, latency_ms = measure_model(cfg, nc, latency_img, latency_runs)
+        params, gflops, latency_ms = measure_model(cfg, latency_img, latency_runs)
         row = {"model": name, "cfg": cfg, "params": params, "gflops_640": gflops, "latency_ms": latency_ms,
                "map50": map50, "map50_95": map50_95, "epochs": None if no_train else epochs, "train_s": train_s}
         rows.append(row)

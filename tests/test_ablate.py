@@ -156,7 +156,7 @@ def test_a_failed_training_is_reported_and_not_kept(tmp_path, monkeypatch):
         pass
 
     monkeypatch.setattr(train, "run", train_run)
-    monkeypatch.setattr(ablate, "measure_model", lambda cfg, nc, img, runs: (1_000_000, 2.0, 10.0))
+    monkeypatch.setattr(ablate, "measure_model", lambda cfg, img, runs: (1_000_000, 2.0, 10.0))
     rows = ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml", "yolov5s.yaml"], project=str(tmp_path))
     assert [(r["model"], r["map50"], r["map50_95"]) for r in rows] == [("yolov5n", 0.3, 0.2), ("yolov5s", None, None)]
     assert "| yolov5s | 1.000 | 2.00 | 10.0 | n/a | n/a | n/a |" in (tmp_path / "ablation.md").read_text()
