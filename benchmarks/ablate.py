@@ -250,11 +250,13 @@ def replace_readme_block(readme, block):
 
 
 def settings_note(settings, latency_img, latency_runs):
-    epochs = settings["epochs"]
-    return (f"data {Path(settings['data']).name}, {epochs} epoch{'s' if epochs > 1 else ''}, image size {settings['imgsz']}, batch "
-            f"{settings['batch_size']}, seed {settings['seed']}, from {settings['weights'] or 'scratch'}; latency: "
+    """One sentence on how the table was made."""
+    epochs, weights = settings["epochs"], settings["weights"] or "scratch"
+    return (f"data {Path(settings['data']).name}, {epochs} epoch{'s' if epochs > 1 else ''}, image size "
+            f"{settings['imgsz']}, batch {settings['batch_size']}, seed {settings['seed']}, from {weights}; latency: "
             f"median of {latency_runs} runs at {latency_img} px, batch 1, fused, {torch.get_num_threads()} CPU "
-            f"threads")
+            f"threads; train (min): wall time of the training and its final validation in the invocation that "
+            f"finished it")
 
 
 # ---------------------------------------------------------------------------------------------------------------
