@@ -8,8 +8,9 @@
 Each configuration trains with train.run(...) into <project>/<name>/ (identical seed, image size, batch size,
 epochs, workers; validation after the last epoch only). Then parameters, GFLOPs at 640, CPU latency (batch 1,
 fused, median) and mAP50 / mAP50-95 of the final weights on the val split are collected into <out>/ablation.md,
-ablation.csv and ablation.png (mAP vs GFLOPs and vs latency). <out>/ablation_state.json remembers finished rows: a second invocation with the same settings reuses
-them, and an interrupted training continues from its last.pt (train.py --resume).
+ablation.csv and ablation.png (mAP vs GFLOPs and vs latency). <out>/ablation_state.json remembers finished rows:
+a second invocation with the same settings reuses them, and an interrupted training continues from its last.pt
+(train.py --resume).
 """
 
 import argparse
@@ -189,7 +190,8 @@ def _fmt(x, spec):
 def markdown_table(rows, latency_img):
     """A Markdown table of result rows (dicts with the COLUMNS keys)."""
     lines = [
-        f"| model | params (M) | GFLOPs @640 (fused) | CPU ms @{latency_img} (fused) | mAP50 | mAP50-95 | train (min) |",
+        f"| model | params (M) | GFLOPs @640 (fused) | CPU ms @{latency_img} (fused) | mAP50 | mAP50-95 "
+        "| train (min) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
