@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from models.backends import EXPORT_METADATA_KEY, export_metadata
+from models.backends import EXPORT_METADATA_KEY, export_metadata, newest_trained_weights
 from models.yolo import Detect, Model
-from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, print_args
+from utils.general import LOGGER, UserError, check_img_size, colorstr, print_args
 from utils.torch_utils import select_device
 
 FORMATS = ("torchscript", "onnx")
@@ -211,7 +211,7 @@ def export_model(model, im, file, include=FORMATS, opset=None, dynamic=False, si
 
 
 def run(
-    weights=ROOT / "yolov5s.pt",
+    weights=None,
     imgsz=(640, 640),
     batch_size=1,
     device="cpu",
@@ -226,7 +226,7 @@ def run(
     from models.experimental import attempt_load
 
     include = check_formats(include)
-    weights = Path(weights)
+    weights = Path(weights or newest_trained_weights())
     if not weights.is_file():
         raise UserError(f"--weights {weights}: file not found")
     imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
@@ -255,7 +255,8 @@ def run(
 
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description="Export a YOLOv5 model to TorchScript / ONNX")
-    parser.add_argument("--weights", type=str, default=ROOT / "yolov5s.pt", help="model.pt path")
+    parser.add_argument("--weights", type=str, default=None,
+                        help="model.pt path (default: newest runs/train/*/weights/best.pt)")
     parser.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640, 640], help="image (h, w)")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size")
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")

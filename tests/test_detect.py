@@ -4,7 +4,9 @@ The fixture's top confidences are about 2e-4 (objectness and class priors of an 
 conf_thres 1e-5 and a small max_det to get a known number of boxes per image.
 """
 
+import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from models.backends import newest_trained_weights
 from models.experimental import attempt_load
 from utils.augmentations import letterbox
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
-from utils.general import ROOT, UserError
+from utils.general import LOGGER, ROOT, UserError
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
 
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
@@ -233,3 +235,27 @@ def test_streams_list_runs_through_detect(tmp_path, video):
     labels = sorted((save_dir / "labels").iterdir())
     assert 1 <= len(labels) <= 6 and all(len(read_labels(p)) == MAX_DET for p in labels)
     assert (save_dir / "clip_0.mp4").stat().st_size > 0
+
+
+def test_log_has_a_line_per_image_with_class_counts_and_a_summary(tmp_path):
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    level = LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)  # tests run quiet (conftest); this one reads the log
+    try:
+        save_dir = run_detect(tmp_path, nosave=True, save_txt=True)
+    finally:
+        LOGGER.removeHandler(handler)
+        LOGGER.setLevel(level)
+    log = "\n".join(lines)
+    for i, name in enumerate(("bus", "zidane"), 1):
+        line = re.search(rf"image {i}/2 \S*{name}\.jpg: (\d+)x(\d+) (.*), ([\d.]+)ms", log)
+        assert line, log
+        counts = re.findall(r"(\d+) (class\d+)s?", line.group(3))
+        labels = read_labels(save_dir / "labels" / f"{name}.txt")
+        assert sorted((f"class{c}", n) for c, n in zip(*np.unique(labels[:, 0].astype(int), return_counts=True))) == \
+            sorted((c, int(n)) for n, c in counts)
+    assert "2 image(s) processed, 2 label file(s) saved" in log and "Results saved to" in log and str(save_dir) in log
+    assert re.search(r"Speed: [\d.]+ms pre-process, [\d.]+ms inference, [\d.]+ms NMS per image", log)
