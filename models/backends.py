@@ -78,6 +78,7 @@ class DetectMultiBackend(nn.Module):
         self.fp16 = bool(fp16) and device.type == "cuda"
         self.imgsz = None
         self.model = None
+        self._warned_pt_only = False
         meta = {}
         if self.pt:
             from models.experimental import attempt_load
@@ -149,8 +150,9 @@ class DetectMultiBackend(nn.Module):
         if self.pt:
             y = self.model(im, augment=augment, visualize=visualize)
         else:
-            if augment or visualize:
+            if (augment or visualize) and not self._warned_pt_only:
                 LOGGER.warning("WARNING: --augment and --visualize need .pt weights; ignored for exported models")
+                self._warned_pt_only = True
             if self.jit:
                 y = self.model(im)
             else:
