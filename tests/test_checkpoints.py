@@ -14,6 +14,7 @@ from utils.checkpoints import (
     transfer_weights,
 )
 from utils.general import UserError
+from utils.torch_utils import ModelEMA
 
 
 @pytest.mark.parametrize("fuse", [False, True])
@@ -97,12 +98,26 @@ def test_atomic_save_leaves_no_temp_file(tmp_path):
 
 
 def test_strip_optimizer(tmp_path):
+    """Training checkpoints (half=False) keep the exact fp32 weights; stripping keeps the EMA weights in fp16."""
     model = Model("yolov5n.yaml", nc=2)
+    ema = ModelEMA(model)
+    with torch.no_grad():
+        ema.ema.model[0].conv.weight.add_(1 / 3)  # EMA weights differ from the model's, with fp32-only digits
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    f = save_checkpoint(make_checkpoint(model, optimizer=opt, epoch=3), tmp_path / "last.pt")
+    state = {"last_opt_step": 7, "maps": [0.25, 0.5]}
+    f = save_checkpoint(make_checkpoint(model, ema=ema, optimizer=opt, epoch=3, half=False, train_state=state),
+                        tmp_path / "last.pt")
+    raw = torch.load(f, weights_only=True)
+    assert raw["train_state"] == state
+    for name, m in (("model", model), ("ema", ema.ema)):
+        assert all(torch.equal(raw[name][k], v) for k, v in m.state_dict().items())
     stripped = strip_optimizer(f)
-    assert stripped["optimizer"] is None and stripped["epoch"] == -1
-    assert torch.load(f, weights_only=True)["optimizer"] is None
+    assert stripped["optimizer"] is None and stripped["epoch"] == -1 and stripped["train_state"] is None
+    raw = torch.load(f, weights_only=True)
+    assert raw["optimizer"] is None and raw["ema"] is None
+    ema_weight = ema.ema.state_dict()["model.0.conv.weight"]
+    assert raw["model"]["model.0.conv.weight"].dtype == torch.float16
+    assert torch.equal(raw["model"]["model.0.conv.weight"], ema_weight.half())
 
 
 def test_transfer_from_official_into_other_class_count(official_ckpt):

@@ -163,28 +163,33 @@ def save_checkpoint(ckpt, path):
     return path
 
 
-def make_checkpoint(model, names=None, ema=None, optimizer=None, epoch=-1, best_fitness=None, opt=None, hyp=None):
-    """The project's checkpoint dict (see module docstring): fp16 weights, plain types only."""
+def make_checkpoint(model, names=None, ema=None, optimizer=None, epoch=-1, best_fitness=None, opt=None, hyp=None,
+                    half=True, train_state=None):
+    """The project's checkpoint dict (see module docstring), plain types only. Weights are fp16 when ``half``
+    (released files); training keeps fp32 (``half=False``) so that a resumed run continues exactly.
+    ``train_state`` holds the rest of the training loop's state (a dict of plain types) for --resume."""
     from utils.torch_utils import de_parallel
 
     model = de_parallel(model)
 
-    def half_sd(m):
-        return {k: v.detach().half() if v.is_floating_point() else v.detach() for k, v in m.state_dict().items()}
+    def state_dict(m):
+        return {k: v.detach().half() if half and v.is_floating_point() else v.detach().clone()
+                for k, v in m.state_dict().items()}
 
     return {
         "format": FORMAT,
         "version": VERSION,
         "epoch": epoch,
         "best_fitness": None if best_fitness is None else float(best_fitness),
-        "model": half_sd(model),
-        "ema": half_sd(ema.ema) if ema is not None else None,
+        "model": state_dict(model),
+        "ema": state_dict(ema.ema) if ema is not None else None,
         "updates": ema.updates if ema is not None else 0,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "yaml": model.yaml,
         "names": dict(names if names is not None else model.names),
         "opt": _plain(opt or {}),
         "hyp": _plain(hyp or {}),
+        "train_state": _plain(train_state) if train_state else None,
         "date": datetime.now().isoformat(),
     }
 
@@ -219,13 +224,14 @@ def transfer_weights(model, state_dict, exclude=()):
 
 
 def strip_optimizer(path, out=None):
-    """Drop optimizer state and keep only EMA weights (as 'model') to shrink a finished checkpoint."""
+    """Shrink a finished checkpoint: drop the optimizer and training state, keep only the EMA weights (as
+    'model'), in fp16 like released YOLOv5 files."""
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a checkpoint of this project; nothing to strip")
-    if ckpt.get("ema"):
-        ckpt["model"] = ckpt["ema"]
-    ckpt.update(ema=None, optimizer=None, updates=0, epoch=-1)
+    weights = ckpt.get("ema") or ckpt["model"]
+    ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    ckpt.update(ema=None, optimizer=None, updates=0, epoch=-1, train_state=None)
     save_checkpoint(ckpt, out or path)
     size = Path(out or path).stat().st_size / 1e6
     LOGGER.info(f"Optimizer stripped from {path}{f', saved as {out}' if out else ''}, {size:.1f}MB")
