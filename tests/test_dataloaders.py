@@ -234,9 +234,38 @@ def test_same_seed_same_batches(red_dataset):
     for x, y in zip(a, b):
         assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[2] == y[2]
     assert not all(torch.equal(x[0], z[0]) for x, z in zip(a, c))
-    w1, w2 = first_batches(0, 2), first_batches(0, 2)  # worker processes are seeded from the loader's seed
-    for x, y in zip(w1, w2):
-        assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
+
+
+def _same_batches(a, b):
+    return len(a) == len(b) and all(
+        torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[2] == y[2] for x, y in zip(a, b))
+
+
+def test_batches_are_a_function_of_seed_and_epoch(red_dataset):
+    """Epochs 0 and 1 are identical with 0 and 2 workers; a loader sent straight to epoch 1 (a resumed run) gives
+    epoch 1's batches; every item is dataset[(epoch, position)] and the shuffle changes between epochs."""
+    hyp = dict(NO_AUG, mosaic=1.0, scale=0.5, translate=0.1, fliplr=0.5, hsv_h=0.015, hsv_s=0.7, hsv_v=0.4)
+
+    def epochs(workers, start=0):
+        loader, ds = create_dataloader(red_dataset, 64, 2, 32, hyp=hyp, augment=True, workers=workers, shuffle=True,
+                                       seed=5)
+        assert loader.num_workers == workers
+        loader.set_epoch(start)
+        return [list(loader) for _ in range(start, 2)], loader, ds
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs 2 CPUs for 2 loader workers")
+    (serial, loader, ds), (parallel, _, _), (resumed, _, _) = epochs(0), epochs(2), epochs(0, start=1)
+    assert all(_same_batches(a, b) for a, b in zip(serial, parallel))
+    assert _same_batches(resumed[0], serial[1])
+    order = [p for b in serial[1] for p in b[2]]
+    assert order != [p for b in serial[0] for p in b[2]] and sorted(order) == sorted(ds.im_files)
+    loader.sampler.set_epoch(1)
+    positions = list(loader.sampler)
+    assert {e for e, _ in positions} == {1}
+    assert torch.equal(serial[1][0][0], torch.stack([ds[positions[k]][0] for k in range(2)]))
+    assert not torch.equal(ds[(0, positions[0][1])][0], ds[positions[0]][0])  # other epoch, other augmentation
+    assert torch.equal(ds[positions[0][1]][0], ds[(0, positions[0][1])][0])  # a plain position is epoch 0
 
 
 def test_exif_orientation_is_applied(tmp_path):

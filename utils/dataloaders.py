@@ -210,7 +210,10 @@ class LoadImagesAndLabels(Dataset):
     """Images and YOLO labels of one split, with letterbox, mosaic and the other train-time augmentations.
 
     Items: (image uint8 tensor (3, H, W) RGB, targets (n, 6) [0, cls, x, y, w, h] normalised, path,
-    shapes ((h0, w0), ((h / h0, w / w0), (padw, padh))) or None for mosaics).
+    shapes ((h0, w0), ((h / h0, w / w0), (padw, padh))) or None for mosaics). ``dataset[i]`` is item i of epoch
+    0; ``dataset[(epoch, i)]`` (what EpochSampler yields) is item i of that epoch. All random choices of an item
+    come from a generator seeded with (seed, epoch, i), so items do not depend on the worker that loads them, on
+    the items loaded before them or on where an interrupted run was resumed.
     """
 
     def __init__(self, path, img_size=640, batch_size=16, augment=False, hyp=None, rect=False, image_weights=False,
@@ -220,7 +223,7 @@ class LoadImagesAndLabels(Dataset):
         self.image_weights = image_weights
         self.mosaic = augment and not rect  # rect batches keep each image's own shape, a mosaic cannot
         self.mosaic_border = (-img_size // 2, -img_size // 2)
-        self.rng = np.random.default_rng(seed)  # re-seeded per worker by seed_worker
+        self.seed = seed % 2**64  # numpy seed sequences take non-negative integers
         self.prefix = prefix
 
         im_files = list_image_files(path, prefix)
@@ -372,12 +375,13 @@ class LoadImagesAndLabels(Dataset):
     def __len__(self):
         return len(self.im_files)
 
-    def load_mosaic(self, index):
-        """Four images around a random centre of a 2s x 2s canvas, then a random perspective crop to s x s.
+    def load_mosaic(self, index, rng):
+        """Four images (``index`` and three drawn by numpy Generator ``rng``) around a random centre of a 2s x 2s
+        canvas, then a random perspective crop to s x s.
 
         Returns (image (s, s, 3), labels (n, 5) [cls, x1, y1, x2, y2] pixels).
         """
-        s, rng = self.img_size, self.rng
+        s = self.img_size
         yc, xc = (int(rng.uniform(-b, 2 * s + b)) for b in self.mosaic_border)
         indices = [index] + [int(i) for i in rng.choice(self.indices, 3)]
         canvas = np.full((2 * s, 2 * s, 3), 114, dtype=np.uint8)
@@ -402,7 +406,7 @@ class LoadImagesAndLabels(Dataset):
                                   scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
                                   border=self.mosaic_border, rng=rng)
 
-    def _load_letterboxed(self, index):
+    def _load_letterboxed(self, index, rng):
         """One image letterboxed to its (rect) batch shape; labels as pixel xyxy; shapes for rescaling."""
         im, (h0, w0), (h, w) = self.load_image(index)
         shape = self.batch_shapes[self.batch[index]] if self.rect else self.img_size
@@ -415,19 +419,22 @@ class LoadImagesAndLabels(Dataset):
             hyp = self.hyp
             im, labels = random_perspective(im, labels, degrees=hyp["degrees"], translate=hyp["translate"],
                                             scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
-                                            rng=self.rng)
+                                            rng=rng)
         return im, labels, shapes
 
     def __getitem__(self, index):
-        index = self.indices[index]  # --image-weights resamples this list
-        hyp, rng = self.hyp, self.rng
+        epoch, position = index if isinstance(index, tuple) else (0, index)
+        position = range(len(self.indices))[position]  # negative positions count from the end, IndexError past it
+        rng = np.random.default_rng([self.seed, epoch, position])
+        index = self.indices[position]  # --image-weights resamples this list
+        hyp = self.hyp
         if self.mosaic and rng.random() < hyp["mosaic"]:
-            im, labels = self.load_mosaic(index)
+            im, labels = self.load_mosaic(index, rng)
             shapes = None
             if rng.random() < hyp["mixup"]:
-                im, labels = mixup(im, labels, *self.load_mosaic(int(rng.choice(self.indices))), rng=rng)
+                im, labels = mixup(im, labels, *self.load_mosaic(int(rng.choice(self.indices)), rng), rng=rng)
         else:
-            im, labels, shapes = self._load_letterboxed(index)
+            im, labels, shapes = self._load_letterboxed(index, rng)
 
         labels = np.asarray(labels, dtype=np.float32).reshape(-1, 5)
         if len(labels):
@@ -455,52 +462,100 @@ class LoadImagesAndLabels(Dataset):
         return torch.stack(ims, 0), torch.cat(targets, 0), paths, shapes
 
 
-class _RepeatSampler:
-    """Yields the batches of ``sampler`` forever (a new pass, e.g. a new shuffle, each time)."""
+class EpochSampler(distributed.DistributedSampler):
+    """Dataset positions of one epoch as (epoch, position) pairs, for LoadImagesAndLabels.__getitem__.
 
-    def __init__(self, sampler):
-        self.sampler = sampler
+    The order is a function of (seed, epoch) only (set_epoch; shuffled like DistributedSampler, which also shards
+    it between DDP processes when ``shard``). The epoch travels with every position because worker
+    processes hold their own copy of the dataset and cannot see the main process's epoch.
+    """
+
+    def __init__(self, dataset, shuffle=False, seed=0, shard=False):
+        single = {} if shard else {"num_replicas": 1, "rank": 0}
+        super().__init__(dataset, shuffle=shuffle, seed=seed, **single)
 
     def __iter__(self):
+        epoch = self.epoch  # fixed when the pass starts, like the order
+        return iter([(epoch, i) for i in super().__iter__()])
+
+
+class EpochDataLoader(DataLoader):
+    """A DataLoader (new workers every pass) whose ``set_epoch`` selects the EpochSampler's epoch."""
+
+    def set_epoch(self, epoch):
+        self.sampler.set_epoch(epoch)
+
+
+class _RepeatSampler:
+    """Yields the batches of ``batch_sampler`` forever, one pass per epoch from ``start_epoch`` on.
+
+    The epoch is set here, before each pass starts, because the workers already prefetch the next epoch's first
+    batches while the training loop is still finishing the current one.
+    """
+
+    def __init__(self, batch_sampler):
+        self.batch_sampler = batch_sampler
+        self.start_epoch = 0
+
+    def __iter__(self):
+        epoch = self.start_epoch
         while True:
-            yield from iter(self.sampler)
+            self.batch_sampler.sampler.set_epoch(epoch)
+            yield from self.batch_sampler
+            epoch += 1
 
 
 class InfiniteDataLoader(DataLoader):
     """A DataLoader whose workers live for the whole run: one endless iterator, cut into epochs of len(self).
 
-    Saves restarting the workers every epoch and keeps them prefetching across the epoch boundary.
+    Saves restarting the workers every epoch and keeps them prefetching across the epoch boundary. Each pass is
+    the next epoch of its EpochSampler (0, 1, ...); ``set_epoch`` jumps elsewhere (e.g. the first epoch of a
+    resumed run), restarting the workers when the stream is not already there.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         object.__setattr__(self, "batch_sampler", _RepeatSampler(self.batch_sampler))
-        self._endless = super().__iter__()
+        self._endless = None  # started by the first pass, at the epoch set_epoch chose
+        self._epoch = 0  # epoch of the next pass
 
     def __len__(self):
-        return len(self.batch_sampler.sampler)
+        return len(self.batch_sampler.batch_sampler)
+
+    def set_epoch(self, epoch):
+        if epoch != self._epoch:
+            self._endless = None
+            self._epoch = epoch
 
     def __iter__(self):
-        for _ in range(len(self)):
-            yield next(self._endless)
+        if self._endless is None:
+            self.batch_sampler.start_epoch = self._epoch
+            self._endless = super().__iter__()
+        complete = False
+        try:
+            for _ in range(len(self)):
+                yield next(self._endless)
+            complete = True
+        finally:
+            self._epoch += 1
+            if not complete:  # an abandoned pass leaves the stream mid-epoch: the next pass starts afresh
+                self._endless = None
 
 
 def seed_worker(worker_id):
-    """Give each worker its own reproducible random streams (derived from the loader's generator)."""
+    """Seed each worker's global random modules (the dataset itself seeds every item, see __getitem__)."""
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
-    info = torch.utils.data.get_worker_info()
-    if info is not None and hasattr(info.dataset, "rng"):
-        info.dataset.rng = np.random.default_rng(worker_seed)
 
 
 def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=None, augment=False, cache=False,
                       pad=0.0, rect=False, rank=-1, workers=8, image_weights=False, prefix="", shuffle=False, seed=0):
     """A (loader, dataset) pair for one split; batches are (imgs uint8 (B, 3, H, W), targets (n, 6), paths, shapes).
 
-    rank != -1 shards the data with a DistributedSampler; without --image-weights the loader keeps its workers
-    alive across epochs.
+    Positions come from an EpochSampler (rank != -1 shards them between DDP processes); the loader's
+    ``set_epoch(epoch)`` selects the epoch, which fixes the shuffle and every augmentation. Without
+    --image-weights the loader keeps its workers alive across epochs.
     """
     if rect and shuffle:
         LOGGER.warning("WARNING: --rect is incompatible with shuffle, setting shuffle=False")
@@ -508,15 +563,15 @@ def create_dataloader(path, imgsz, batch_size, stride, single_cls=False, hyp=Non
     with torch_distributed_zero_first(rank):  # rank 0 builds the label cache, the others then read it
         dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
                                       image_weights=image_weights, cache_images=cache, single_cls=single_cls,
-                                      stride=int(stride), pad=pad, prefix=prefix, seed=seed + max(rank, 0))
+                                      stride=int(stride), pad=pad, prefix=prefix, seed=seed)
     batch_size = min(batch_size, len(dataset))
     n_devices = max(torch.cuda.device_count(), 1)
     n_workers = min((os.cpu_count() or 1) // n_devices, batch_size if batch_size > 1 else 0, workers)
-    sampler = None if rank == -1 else distributed.DistributedSampler(dataset, shuffle=shuffle, seed=seed)
-    loader_class = DataLoader if image_weights else InfiniteDataLoader  # image weights change indices per epoch
+    sampler = EpochSampler(dataset, shuffle=shuffle, seed=seed, shard=rank != -1)
+    loader_class = EpochDataLoader if image_weights else InfiniteDataLoader  # image weights change indices per epoch
     generator = torch.Generator()
     generator.manual_seed(6148914691236517205 + seed + max(RANK, 0))
-    loader = loader_class(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
-                          num_workers=n_workers, sampler=sampler, pin_memory=PIN_MEMORY,
-                          collate_fn=LoadImagesAndLabels.collate_fn, worker_init_fn=seed_worker, generator=generator)
+    loader = loader_class(dataset, batch_size=batch_size, num_workers=n_workers, sampler=sampler,
+                          pin_memory=PIN_MEMORY, collate_fn=LoadImagesAndLabels.collate_fn, worker_init_fn=seed_worker,
+                          generator=generator)
     return loader, dataset
