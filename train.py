@@ -294,6 +294,7 @@ def train(hyp, opt, device):
 
     # Resume state
     best_fitness, start_epoch = 0.0, 0
+    last_opt_step, best_epoch, maps = -1, 0, np.zeros(nc)  # optimizer step, fitness epoch, per-class mAPs
     if resume:
         if ckpt.get("optimizer") is not None:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -302,6 +303,10 @@ def train(hyp, opt, device):
             ema.ema.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
             ema.updates = ckpt.get("updates", 0)
         start_epoch = ckpt["epoch"] + 1
+        state = ckpt.get("train_state") or {}
+        last_opt_step = state.get("last_opt_step", last_opt_step)
+        best_epoch = state.get("best_epoch", best_epoch)
+        maps = np.array(state.get("maps", maps), dtype=np.float64)
         LOGGER.info(f"Resuming training from {weights} at epoch {start_epoch} of {epochs}")
     del ckpt
 
@@ -326,13 +331,11 @@ def train(hyp, opt, device):
 
     # Training loop
     nw = max(round(hyp["warmup_epochs"] * nb), 100) if hyp["warmup_epochs"] > 0 else 0
-    last_opt_step = -1
-    maps = np.zeros(nc)
     results = (0, 0, 0, 0, 0, 0, 0)
     amp = cuda
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     stopper = EarlyStopping(patience=opt.patience)
-    stopper.best_fitness = best_fitness
+    stopper.best_fitness, stopper.best_epoch = best_fitness, best_epoch
     tb_writer = _tensorboard(save_dir) if main_process else None
     csv_file = save_dir / "results.csv"
     t0 = time.time()
@@ -348,8 +351,7 @@ def train(hyp, opt, device):
         set_epoch_lr(optimizer, lf, epoch)
         if opt.image_weights:
             _resample_images(dataset, nc, bare.class_weights.cpu().numpy() * (1 - maps) ** 2 / nc)
-        if hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
+        train_loader.set_epoch(epoch)  # the shuffle and every augmentation depend on (seed, epoch) only
         mloss = torch.zeros(3, device=device)
         header = ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size")
         LOGGER.info(("\n" + "%11s" * 7) % header)
@@ -428,9 +430,11 @@ def train(hyp, opt, device):
                     tb_writer.add_scalar(k, v, epoch)
 
             if not nosave or final_epoch:
+                train_state = {"last_opt_step": int(last_opt_step), "best_epoch": int(stopper.best_epoch),
+                               "maps": [float(x) for x in maps]}
                 ckpt = make_checkpoint(
                     model, names=names, ema=ema, optimizer=optimizer, epoch=epoch, best_fitness=best_fitness,
-                    opt=vars(opt), hyp=hyp_saved,
+                    opt=vars(opt), hyp=hyp_saved, half=False, train_state=train_state,
                 )
                 save_checkpoint(ckpt, last)
                 if best_fitness == fi:

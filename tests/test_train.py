@@ -199,6 +199,61 @@ def test_end_to_end_run_killed_and_resumed(tmp_path):
         train.run(resume=str(last))
 
 
+class Interrupted(Exception):
+    pass
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch):
+    """3 epochs on coco8 (64 px, batch 2, from scratch) in one go vs the same run interrupted at the first batch
+    of epoch 1 and resumed (with 2 loader workers instead of 0): the resumed epochs' training losses and the final
+    fp32 model and EMA weights (last.pt before the strip) are the same."""
+    import utils.checkpoints
+    import utils.loss
+
+    final = {}
+    strip = utils.checkpoints.strip_optimizer
+
+    def keep_then_strip(path, out=None):
+        final[(Path(path).parents[1].name, Path(path).name)] = load_checkpoint(path)
+        return strip(path, out)
+
+    original = utils.loss.ComputeLoss.__call__
+    calls, interrupt_at = [0], [0]
+
+    def call(self, p, targets):
+        if p[0].requires_grad:
+            calls[0] += 1
+            if calls[0] == interrupt_at[0]:
+                raise Interrupted
+        return original(self, p, targets)
+
+    monkeypatch.setattr(utils.checkpoints, "strip_optimizer", keep_then_strip)
+    monkeypatch.setattr(utils.loss.ComputeLoss, "__call__", call)
+    kwargs = dict(TINY, epochs=3, noval=True, noplots=True, noautoanchor=True, project=str(tmp_path))
+    train.run(**kwargs, name="full")
+    calls[0], interrupt_at[0] = 0, 3  # 2 batches per epoch: the first batch of epoch 1
+    with pytest.raises(Interrupted):
+        train.run(**kwargs, name="cut")
+    last = tmp_path / "cut" / "weights" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 0 and ("cut", "last.pt") not in final
+    with LogCapture() as log:
+        train.run(resume=str(last), workers=2)
+    assert any("at epoch 1 of 3" in line for line in log.lines)
+
+    full, resumed = final[("full", "last.pt")], final[("cut", "last.pt")]
+    assert full["epoch"] == resumed["epoch"] == 2 and full["updates"] == resumed["updates"]
+    for part in ("model", "ema"):
+        assert full[part]["model.0.conv.weight"].dtype == torch.float32
+        for k, v in full[part].items():
+            torch.testing.assert_close(resumed[part][k], v, rtol=0, atol=1e-5, msg=f"{part} {k}")
+    header, full_rows = results_rows(tmp_path / "full")
+    _, cut_rows = results_rows(tmp_path / "cut")
+    assert [r[0] for r in cut_rows] == [0, 1, 2]
+    losses = [header.index(c) for c in ("train/box_loss", "train/obj_loss", "train/cls_loss")]
+    for full_row, cut_row in zip(full_rows[1:], cut_rows[1:]):
+        assert [cut_row[c] for c in losses] == pytest.approx([full_row[c] for c in losses], rel=0, abs=1e-5)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     import utils.loss
 
