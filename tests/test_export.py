@@ -22,6 +22,15 @@ VARIANT_YAMLS = sorted(p.name for p in (ROOT / "models").glob("yolov5s_*.yaml"))
 ATOL = 1e-3
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Inputs here are tiny: one thread avoids thread-pool overhead, which dominates on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def onnx_outputs(file, im):
     session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
     return torch.from_numpy(session.run(None, {"images": im.numpy()})[0])
