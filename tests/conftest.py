@@ -19,6 +19,15 @@ torch.set_num_threads(2)
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for a test on tiny inputs, where thread-pool overhead dominates on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def official_ckpt():
     """Path of an official-format YOLOv5n v7.0 checkpoint (random weights, real BatchNorm statistics)."""

@@ -29,6 +29,7 @@ IMAGES = ROOT / "data" / "images"
 CONF = 1e-5
 MAX_DET = 3
 IMGSZ = (160, 160)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny inputs (conftest.py)
 
 
 def run_detect(tmp_path, **kwargs):

@@ -20,15 +20,7 @@ ort = pytest.importorskip("onnxruntime")
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
 VARIANT_YAMLS = sorted(p.name for p in (ROOT / "models").glob("yolov5s_*.yaml"))
 ATOL = 1e-3
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Inputs here are tiny: one thread avoids thread-pool overhead, which dominates on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny inputs (conftest.py)
 
 
 def onnx_outputs(file, im):
