@@ -289,7 +289,7 @@ def resolve_cfg(cfg):
                 if c.is_file():
                     return c, scale
     raise UserError(
-        f"model yaml '{cfg}' not found (looked in {', '.join(str(c.parent) for c in candidates)}); "
+        f"model yaml '{cfg}' not found (looked in {', '.join(dict.fromkeys(str(c.parent.resolve()) for c in candidates))}); "
         f"available: {', '.join(sorted(x.name for x in (ROOT / 'models').glob('*.yaml')))}"
     )
 
