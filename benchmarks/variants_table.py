@@ -45,7 +45,7 @@ def measure(cfg, img, threads, runs, warmup):
     params = sum(p.numel() for p in model.parameters())
     fused = deepcopy(model).fuse().eval()
     gflops = count_flops(fused, img)
-    median_ms = time_forward(fused, torch.rand(1, 3, img, img), runs, warmup)[0]
+    median_ms = time_forward(fused, torch.rand(1, 3, img, img), runs, warmup, channels_last=True)[0]
     return params, gflops, median_ms
 
 
@@ -53,7 +53,7 @@ def markdown_table(rows, img, threads, runs):
     """Rows of (cfg, params, gflops, ms) as a Markdown table with the latency ratio to yolov5s when measured."""
     base_ms = next((ms for cfg, _, _, ms in rows if cfg == BASELINE), None)
     lines = [
-        f"| model | parameters | GFLOPs ({img}, fused) | CPU ms ({img}, batch 1, fused, {threads} threads, median of {runs}) "
+        f"| model | parameters | GFLOPs ({img}, fused) | CPU ms ({img}, batch 1, fused, channels-last, {threads} threads, median of {runs}) "
         f"| latency vs yolov5s |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]

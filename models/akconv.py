@@ -165,9 +165,9 @@ class AKConv(nn.Module):
         p, n, c = samples.shape
         conv = self.conv[0]
         if samples.numel() < conv.weight.numel():
-            samples, weight = samples.transpose(1, 2).reshape(p, c * n), conv.weight.view(conv.out_channels, c * n)
+            samples, weight = samples.transpose(1, 2).reshape(p, c * n), conv.weight.reshape(conv.out_channels, c * n)
         else:
-            samples, weight = samples.view(p, n * c), conv.weight.view(conv.out_channels, c, n).transpose(1, 2)
+            samples, weight = samples.view(p, n * c), conv.weight.reshape(conv.out_channels, c, n).transpose(1, 2)
         return F.linear(samples, weight.reshape(conv.out_channels, n * c), conv.bias)
 
     def forward_export(self, x):
@@ -181,7 +181,7 @@ class AKConv(nn.Module):
         samples = F.grid_sample(x, grid.view(b, self.num_param * h, w, 2), mode="bilinear", padding_mode="border",
                                 align_corners=True)  # (B, c1, N*h, w): (B, c1, N, h, w) in memory
         column_conv = self.conv[0]
-        weight = column_conv.weight.view(column_conv.out_channels, c * self.num_param, 1, 1)
+        weight = column_conv.weight.reshape(column_conv.out_channels, c * self.num_param, 1, 1)
         y = F.conv2d(samples.view(b, c * self.num_param, h, w), weight, column_conv.bias)
         return self.conv[2](self.conv[1](y))
 

@@ -176,3 +176,14 @@ def test_state_dict_keys_match_the_authors_layout():
     keys = set(AKConv(3, 4, 5).state_dict())
     assert {"p_conv.weight", "p_conv.bias", "conv.0.weight", "conv.1.running_mean"} <= keys
     assert not any("pattern" in k for k in keys)
+
+
+def test_channels_last_model_gives_the_same_output():
+    """The fastest CPU path converts weights and inputs to channels-last memory; results must not change."""
+    torch.manual_seed(0)
+    m = AKConv(8, 16, 5, stride=2).eval()
+    x = torch.rand(1, 8, 13, 11)
+    with torch.no_grad():
+        ref = m(x)
+        out = m.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, ref, atol=1e-5)
