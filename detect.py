@@ -20,7 +20,7 @@ import torch
 
 from models.backends import DetectMultiBackend, newest_trained_weights
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
-from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args
+from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args, exit_code
 from utils.plots import Annotator, colors, save_one_box
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
 from utils.torch_utils import select_device, time_sync
@@ -253,13 +253,7 @@ def parse_opt(argv=None):
 
 
 def main(argv=None):
-    opt = parse_opt(argv)
-    try:
-        run(**vars(opt))
-    except UserError as e:
-        LOGGER.error(f"ERROR: {e}")
-        return 1
-    return 0
+    return exit_code(lambda: run(**vars(parse_opt(argv))))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 
 from models.backends import EXPORT_METADATA_KEY, export_metadata, newest_trained_weights
 from models.yolo import Detect, Model
-from utils.general import LOGGER, UserError, check_img_size, colorstr, print_args
+from utils.general import LOGGER, UserError, check_img_size, colorstr, print_args, exit_code
 from utils.torch_utils import select_device
 
 FORMATS = ("torchscript", "onnx")
@@ -77,7 +77,7 @@ def export_onnx(model, im, file, metadata, opset=None, dynamic=False, simplify=F
     try:
         import onnx
     except ImportError as e:
-        raise UserError("ONNX export needs the onnx package: pip install onnx onnxruntime") from e
+        raise UserError("ONNX export needs the onnx and onnxruntime packages (listed in requirements.txt)") from e
 
     prefix = colorstr("ONNX:")
     file = Path(file).with_suffix(".onnx")
@@ -122,7 +122,7 @@ def _simplify(model_onnx, prefix):
     try:
         import onnxsim
     except ImportError:
-        LOGGER.warning(f"{prefix} WARNING: --simplify needs onnx-simplifier (pip install onnxsim); skipped")
+        LOGGER.warning(f"{prefix} WARNING: --simplify needs the onnxsim package, which is not installed; skipped")
         return model_onnx
     simplified, ok = onnxsim.simplify(model_onnx)
     if not ok:
@@ -272,13 +272,7 @@ def parse_opt(argv=None):
 
 
 def main(argv=None):
-    opt = parse_opt(argv)
-    try:
-        run(**vars(opt))
-    except UserError as e:
-        LOGGER.error(f"ERROR: {e}")
-        return 1
-    return 0
+    return exit_code(lambda: run(**vars(parse_opt(argv))))
 
 
 if __name__ == "__main__":

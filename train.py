@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
-from utils.general import print_args, yaml_load, yaml_save  # noqa: E402
+from utils.general import exit_code, print_args, yaml_load, yaml_save  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
 
 DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights is given
@@ -648,8 +648,4 @@ def run(**kwargs):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_opt())
-    except UserError as e:
-        LOGGER.error(f"ERROR: {e}")
-        sys.exit(1)
+    sys.exit(exit_code(lambda: main(parse_opt())))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from utils.boxes import MAX_NMS, non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
-from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args
+from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args, exit_code
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
 from utils.torch_utils import select_device, time_sync
 
@@ -443,8 +443,4 @@ def plot_study(file):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_opt())
-    except UserError as e:
-        LOGGER.error(f"ERROR: {e}")
-        sys.exit(1)
+    sys.exit(exit_code(lambda: main(parse_opt())))

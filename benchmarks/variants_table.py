@@ -53,7 +53,8 @@ def markdown_table(rows, img, threads, runs):
     """Rows of (cfg, params, gflops, ms) as a Markdown table with the latency ratio to yolov5s when measured."""
     base_ms = next((ms for cfg, _, _, ms in rows if cfg == BASELINE), None)
     lines = [
-        f"| model | parameters | GFLOPs ({img}, fused) | CPU ms ({img}, batch 1, fused, channels-last, {threads} threads, median of {runs}) "
+        f"| model | parameters | GFLOPs ({img}, fused) "
+        f"| CPU ms ({img}, batch 1, fused, channels-last, {threads} threads, median of {runs}) "
         f"| latency vs yolov5s |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]

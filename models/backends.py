@@ -113,7 +113,7 @@ class DetectMultiBackend(nn.Module):
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise UserError("running .onnx weights needs onnxruntime: pip install onnxruntime") from e
+            raise UserError("running .onnx weights needs the onnxruntime package (listed in requirements.txt)") from e
         LOGGER.info(f"Loading {w} for ONNX Runtime inference...")
         available = ort.get_available_providers()
         providers = ["CPUExecutionProvider"]

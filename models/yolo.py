@@ -288,8 +288,9 @@ def resolve_cfg(cfg):
                 c = folder / f"{prefix}{letter}{rest}"
                 if c.is_file():
                     return c, scale
+    folders = dict.fromkeys(str(c.parent.resolve()) for c in candidates)
     raise UserError(
-        f"model yaml '{cfg}' not found (looked in {', '.join(dict.fromkeys(str(c.parent.resolve()) for c in candidates))}); "
+        f"model yaml '{cfg}' not found (looked in {', '.join(folders)}); "
         f"available: {', '.join(sorted(x.name for x in (ROOT / 'models').glob('*.yaml')))}"
     )
 
@@ -326,8 +327,8 @@ def check_index_comments(text, path=""):
         if match and int(match.group(1)) != i:
             module = row.value[2].value if isinstance(row, yaml.SequenceNode) and len(row.value) > 2 else "?"
             raise UserError(
-                f"{Path(path).name}: layer {i} ({module}) is commented '# {match.group(1)}', so layers were inserted or "
-                f"removed above it without renumbering. Check every absolute 'from' index from layer "
+                f"{Path(path).name}: layer {i} ({module}) is commented '# {match.group(1)}', so layers were inserted "
+                f"or removed above it without renumbering. Check every absolute 'from' index from layer "
                 f"{min(i, int(match.group(1)))} on (Concat and Detect rows) against the real layer indices, then "
                 f"update the comments"
             )

@@ -172,7 +172,8 @@ def test_augmented_inference_shape():
 def test_stale_index_comments_are_a_structure_error(tmp_path):
     """A row inserted above '# 9' without renumbering: the comments (and usually the indices) are stale."""
     text = (ROOT / "models" / "yolov5n.yaml").read_text()
-    text = text.replace("   [-1, 1, SPPF, [1024, 5]],  # 9", "   [-1, 1, C3, [1024]],\n   [-1, 1, SPPF, [1024, 5]],  # 9")
+    sppf = "   [-1, 1, SPPF, [1024, 5]],  # 9"
+    text = text.replace(sppf, "   [-1, 1, C3, [1024]],\n" + sppf)
     (tmp_path / "yolov5n_Inserted.yaml").write_text(text)
     with pytest.raises(UserError, match=r"layer 10 \(SPPF\) is commented '# 9'"):
         Model(tmp_path / "yolov5n_Inserted.yaml")

@@ -51,7 +51,9 @@ _OFFICIAL_CLASSES = [
     "torch.nn.modules.linear.Identity",
 ]
 # (stand-in, name in the pickle): every official class maps to its own subclass, so messages can name it
-OFFICIAL_GLOBALS = [(type(name.rsplit(".", 1)[1], (PickledObject,), {"qualname": name}), name) for name in _OFFICIAL_CLASSES]
+OFFICIAL_GLOBALS = [
+    (type(name.rsplit(".", 1)[1], (PickledObject,), {"qualname": name}), name) for name in _OFFICIAL_CLASSES
+]
 
 
 def _numpy_globals():

@@ -118,3 +118,13 @@ def clean_str(s):
 def print_args(args, name=""):
     """Log a dict of arguments on one line."""
     LOGGER.info(colorstr(f"{name}: " if name else "") + ", ".join(f"{k}={v}" for k, v in args.items()))
+
+
+def exit_code(call):
+    """Run a script's entry point: 0 on success; a UserError is logged as one clear line and gives 1."""
+    try:
+        call()
+    except UserError as e:
+        LOGGER.error(f"ERROR: {e}")
+        return 1
+    return 0
