@@ -1,6 +1,6 @@
 """CPU latency of a model at batch 1: unfused vs fused, and the faster CPU paths (channels-last, inference mode).
 
-    python benchmarks/bench_latency.py --cfg yolov5s.yaml --img 640 --threads 2 --runs 20
+    python benchmarks/bench_latency.py --cfg yolov5s.yaml --img 640 --threads 2 --runs 20 [--compile]
 
 Prints the median and the spread of ``--runs`` timed forward passes after ``--warmup`` untimed ones.
 """
@@ -37,7 +37,18 @@ def time_forward(model, x, runs, warmup, channels_last=False):
     return statistics.median(times), min(times), max(times)
 
 
-def run(cfg="yolov5s.yaml", img=640, threads=2, runs=20, warmup=3):
+def compiled(model, x):
+    """The fused model through torch.compile (inductor, weights frozen: conv + activation fusion, prepacking)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    model = torch.compile(model.to(memory_format=torch.channels_last))
+    with torch.no_grad():
+        model(x.contiguous(memory_format=torch.channels_last))  # compile outside the timed runs
+    return model
+
+
+def run(cfg="yolov5s.yaml", img=640, threads=2, runs=20, warmup=3, compile=False):
     LOGGER.setLevel(logging.WARNING)  # the layer table is not part of the measurement
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -49,6 +60,8 @@ def run(cfg="yolov5s.yaml", img=640, threads=2, runs=20, warmup=3):
         ("fused", time_forward(fused, x, runs, warmup)),
         ("fused + channels-last", time_forward(fused, x, runs, warmup, channels_last=True)),
     ]
+    if compile:
+        rows.append(("fused + torch.compile", time_forward(compiled(fused, x), x, runs, warmup, channels_last=True)))
     print(f"{cfg} at {img}x{img}, batch 1, {threads} threads, {runs} runs (after {warmup} warm-up)")
     print(f"{'path':<24}{'median ms':>10}{'min ms':>10}{'max ms':>10}")
     for name, (med, lo, hi) in rows:
@@ -63,4 +76,5 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (needs a C++ compiler)")
     run(**vars(p.parse_args()))
