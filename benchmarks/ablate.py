@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from utils.general import LOGGER, UserError  # noqa: E402
+from utils.general import LOGGER, UserError, exit_code  # noqa: E402
 
 STATE_FILE = "ablation_state.json"
 RUN_SETTINGS_FILE = "ablate_settings.json"  # in each run folder: the settings it was started with
@@ -367,8 +367,4 @@ def parse_opt(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        run(**vars(parse_opt()))
-    except UserError as e:
-        LOGGER.error(f"ERROR: {e}")
-        sys.exit(1)
+    sys.exit(exit_code(lambda: run(**vars(parse_opt()))))
