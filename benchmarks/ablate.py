@@ -328,8 +328,9 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
     table = markdown_table(rows, latency_img)
     note = settings_note(settings, latency_img, latency_runs)
     wall = time.time() - t_start
-    md_path.write_text(f"{table}\nSettings: {note}. Wall time of the invocation that wrote this: {wall / 60:.1f} "
-                       f"min.\n")
+    train_total = sum(r["train_s"] or 0 for r in rows)
+    md_path.write_text(f"{table}\nSettings: {note}. Training time, all rows: {train_total / 60:.1f} min; wall time of "
+                       f"the invocation that wrote this: {wall / 60:.1f} min.\n")
     write_csv(rows, csv_path)
     plotted = plot_ablation(rows, png_path, latency_img)
     LOGGER.info(f"\n{table}\nablate: {len(rows)} rows in {wall / 60:.1f} min; wrote {md_path}, {csv_path}"
