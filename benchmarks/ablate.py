@@ -36,7 +36,7 @@ from utils.general import LOGGER, UserError, exit_code  # noqa: E402
 
 STATE_FILE = "ablation_state.json"
 RUN_SETTINGS_FILE = "ablate_settings.json"  # in each run folder: the settings it was started with
-BASELINE_CFG = "yolov5n.yaml"
+BASELINE_CFG = "yolov5n.yaml"  # the stock model of the scale, marked in the plot
 SCALE = "n"
 README_START, README_END = "<!-- ablation-table:start -->", "<!-- ablation-table:end -->"
 # CSV columns (the Markdown table shows the same values, rounded)
@@ -95,7 +95,7 @@ def quiet():
 def measure_model(cfg, latency_img=640, latency_runs=5):
     """(parameters, GFLOPs at 640, median CPU latency in ms at batch 1 and ``latency_img`` px) of a yaml, measured
     like benchmarks/variants_table.py: parameters of the trainable 80-class model, GFLOPs and latency of the fused
-    one. Weights do not matter for these, so a fresh model is measured."""
+    one (latency on the channels-last path). Weights do not matter for these, so a fresh model is measured."""
     from benchmarks.variants_table import measure
 
     with quiet():
@@ -223,11 +223,15 @@ def plot_ablation(rows, path, latency_img):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    baseline = next((r for r in rows if Path(r["cfg"]).name == BASELINE_CFG), None)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
     for ax, key, label in ((axes[0], "gflops_640", "GFLOPs @640 (fused)"),
                            (axes[1], "latency_ms", f"CPU latency @{latency_img}, batch 1, fused (ms)")):
+        if baseline is not None:  # the stock model is the reference the variants are read against
+            ax.axhline(baseline["map50_95"], color="grey", lw=0.8, ls="--")
         for r in rows:
-            ax.scatter(r[key], r["map50_95"], s=30)
+            is_base = r is baseline
+            ax.scatter(r[key], r["map50_95"], s=90 if is_base else 30, marker="*" if is_base else "o")
             ax.annotate(r["model"].replace(f"yolov5{SCALE}_", ""), (r[key], r["map50_95"]), fontsize=8,
                         xytext=(4, 3), textcoords="offset points")
         ax.set_xlabel(label)
@@ -256,9 +260,9 @@ def settings_note(settings, latency_img, latency_runs):
     epochs, weights = settings["epochs"], settings["weights"] or "scratch"
     return (f"data {Path(settings['data']).name}, {epochs} epoch{'s' if epochs > 1 else ''}, image size "
             f"{settings['imgsz']}, batch {settings['batch_size']}, seed {settings['seed']}, from {weights}; latency: "
-            f"median of {latency_runs} runs at {latency_img} px, batch 1, fused, {torch.get_num_threads()} CPU "
-            f"threads; train (min): wall time of the training and its final validation in the invocation that "
-            f"finished it")
+            f"median of {latency_runs} runs at {latency_img} px, batch 1, fused, channels-last, "
+            f"{torch.get_num_threads()} CPU threads; train (min): wall time of the training and its final "
+            f"validation in the invocation that finished it")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -326,18 +330,18 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
 
     md_path, csv_path, png_path = out_dir / "ablation.md", out_dir / "ablation.csv", out_dir / "ablation.png"
     table = markdown_table(rows, latency_img)
-    note = settings_note(settings, latency_img, latency_runs)
-    wall = time.time() - t_start
     train_total = sum(r["train_s"] or 0 for r in rows)
-    md_path.write_text(f"{table}\nSettings: {note}. Training time, all rows: {train_total / 60:.1f} min; wall time of "
-                       f"the invocation that wrote this: {wall / 60:.1f} min.\n")
+    note = f"Settings: {settings_note(settings, latency_img, latency_runs)}. Training time, all rows: " \
+           f"{train_total / 60:.1f} min."
+    wall = time.time() - t_start
+    md_path.write_text(f"{table}\n{note}\n")
     write_csv(rows, csv_path)
     plotted = plot_ablation(rows, png_path, latency_img)
     LOGGER.info(f"\n{table}\nablate: {len(rows)} rows in {wall / 60:.1f} min; wrote {md_path}, {csv_path}"
                 f"{f', {png_path}' if plotted else ' (no mAP values, so no plot)'}")
     if write_readme:
         link = f"\n![mAP vs GFLOPs and latency]({os.path.relpath(png_path, readme.parent)})\n" if plotted else ""
-        replace_readme_block(readme, f"{table}\n{note}.\n{link}")
+        replace_readme_block(readme, f"{table}\n{note}\n{link}")
         LOGGER.info(f"ablate: table written into {readme}")
     return rows
 
