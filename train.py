@@ -625,11 +625,11 @@ def main(opt):
         backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=10800))
 
-    opt.results = train(hyp, opt, device)
-    if WORLD_SIZE > 1 and RANK == 0:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    try:
+        opt.results = train(hyp, opt, device)
+    finally:  # every rank leaves the process group, also on an error, so no gloo thread outlives the process
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return opt
 
 
