@@ -218,7 +218,7 @@ def train(hyp, opt, device):
     cuda = device.type == "cuda"
     ckpt = load_checkpoint(weights) if weights else None  # first: a missing file fails fast, nothing is downloaded
     init_seeds(opt.seed + 1 + RANK, deterministic=cuda)  # CPU kernels are deterministic already
-    data_dict = check_dataset(opt.data)
+    data_dict = check_dataset(opt.data, autodownload=opt.download)
     train_path, val_path = data_dict["train"], data_dict["val"]
     nc = 1 if single_cls else int(data_dict["nc"])
     names = {0: "item"} if single_cls and len(data_dict["names"]) != 1 else dict(data_dict["names"])
@@ -563,6 +563,8 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--single-cls", action="store_true", help="train multi-class data as single-class")
     parser.add_argument("--optimizer", type=str, choices=["SGD", "Adam", "AdamW"], default="SGD", help="optimizer")
     parser.add_argument("--sync-bn", action="store_true", help="use SyncBatchNorm, only available in DDP mode")
+    parser.add_argument("--download", action="store_true",
+                        help="download a missing dataset from the 'download' entry of its yaml (needs internet)")
     parser.add_argument("--workers", type=int, default=8, help="max dataloader workers (per RANK in DDP mode)")
     parser.add_argument("--project", default=str(ROOT / "runs/train"), help="save to project/name")
     parser.add_argument("--name", default="exp", help="save to project/name")

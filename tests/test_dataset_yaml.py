@@ -73,7 +73,7 @@ def test_missing_data_says_where_and_never_downloads_unasked(tmp_path, monkeypat
     with pytest.raises(UserError) as e:
         check_dataset(f)
     message = str(e.value)
-    assert str(tmp_path / "ds") in message and "Put the images" in message and "autodownload=True" in message
+    assert str(tmp_path / "ds") in message and "Put the images" in message and "--download" in message
 
 
 def test_autodownload_offline_is_a_clear_error(tmp_path, monkeypatch):

@@ -138,7 +138,7 @@ def check_dataset(data, autodownload=False):
         download_dataset(data["download"], path)
         missing = sorted({p for key in ("train", "val") for p in _missing_paths(data[key])})
     if missing:
-        hint = (" It can be downloaded with check_dataset(..., autodownload=True) (needs internet)."
+        hint = (" Or pass --download to train.py to fetch it (needs internet; nothing is downloaded otherwise)."
                 if data.get("download") else "")
         raise UserError(f"{source}: dataset not found, missing {missing[:3]}. Put the images and YOLO-format "
                         f"labels under {path} (images/<split>/*.jpg with matching labels/<split>/*.txt), or edit "
