@@ -5,6 +5,7 @@ import math
 import os
 import random
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,9 @@ class UserError(Exception):
 
 
 def colorstr(*args):
-    """Wrap a string in ANSI colours: colorstr('blue', 'bold', 'text'); plain when not a terminal or in CI."""
+    """Wrap a string in ANSI colours: colorstr('blue', 'bold', 'text'); plain when the log is not a terminal."""
     *styles, text = args if len(args) > 1 else ("blue", "bold", args[0])
-    if os.environ.get("NO_COLOR") or os.environ.get("CI"):
+    if os.environ.get("NO_COLOR") or os.environ.get("CI") or not sys.stderr.isatty():
         return str(text)
     codes = {
         "black": "\033[30m", "red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "blue": "\033[34m",
