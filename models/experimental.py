@@ -30,7 +30,7 @@ def attempt_load(weights, device=None, inplace=True, fuse=True):
         model = model_from_checkpoint(load_checkpoint(w)).to(device or "cpu").float()
         if fuse:
             model.fuse()
-        model.eval()
+        model.eval().requires_grad_(False)  # inference only
         for m in model.modules():
             if isinstance(m, Detect):
                 m.inplace = inplace
