@@ -104,7 +104,8 @@ def coco_evaluate(anno_json, pred_json, image_ids):
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
     except ImportError:
-        LOGGER.info("pycocotools not installed: skipping the COCO evaluation (it is optional; install the pycocotools package to enable it)")
+        LOGGER.info("pycocotools not installed: skipping the COCO evaluation (optional; the pycocotools package "
+                    "enables it)")
         return None
     try:
         anno = COCO(str(anno_json))
