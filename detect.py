@@ -110,6 +110,8 @@ def run(
         LOGGER.info(f"{Path(str(weights)).name} was exported for {h}x{w} inputs: using --imgsz {h} {w}")
         imgsz = list(model.imgsz)
     imgsz = check_img_size(imgsz, s=stride)
+    if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
+        raise UserError(f"--conf-thres {conf_thres} and --iou-thres {iou_thres} must both be between 0 and 1")
     if classes is not None:
         bad = [c for c in classes if not 0 <= int(c) < model.nc]
         if bad:

@@ -609,6 +609,8 @@ def main(opt):
         hyp = opt.hyp if isinstance(opt.hyp, dict) else yaml_load(opt.hyp)
         if opt.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {opt.epochs}")
+        if opt.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {opt.batch_size}")
         opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
         if isinstance(opt.hyp, dict):
             opt.hyp = "dict"

@@ -172,6 +172,10 @@ def run(
     else:
         from models.backends import DetectMultiBackend, newest_trained_weights
 
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size} must be at least 1")
+        if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
+            raise UserError(f"--conf-thres {conf_thres} and --iou-thres {iou_thres} must both be between 0 and 1")
         weights = weights or newest_trained_weights()
         data = _check_dataset(data)
         split = task if task in ("train", "val", "test") else "val"

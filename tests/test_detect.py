@@ -189,6 +189,17 @@ def test_bad_sources_are_user_errors(tmp_path, source, message):
         run_detect(tmp_path, source=ROOT / source if "://" not in source else source)
 
 
+@pytest.mark.parametrize("flags, message", [
+    (dict(imgsz=0), "--img-size [0, 0] must be a positive"),
+    (dict(imgsz=(-3, 5)), "--img-size [-3, 5] must be a positive"),
+    (dict(conf_thres=2.0), "--conf-thres 2.0 and --iou-thres 0.45 must both be between 0 and 1"),
+    (dict(iou_thres=1.5), "--conf-thres 1e-05 and --iou-thres 1.5 must both be between 0 and 1"),
+])
+def test_out_of_range_flags_are_user_errors(tmp_path, flags, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        run_detect(tmp_path, **flags)
+
+
 def test_all_unreadable_and_cli_errors(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\x00")
     with pytest.raises(UserError, match="could be read"):

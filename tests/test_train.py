@@ -143,6 +143,16 @@ def test_missing_weights_is_a_clear_error(tmp_path):
         train.run(**TINY, weights=str(tmp_path / "yolov5s.pt"), project=str(tmp_path), name="missing")
 
 
+@pytest.mark.parametrize("flags, message", [
+    (dict(batch_size=0), "--batch-size must be at least 1, got 0"),
+    (dict(batch_size=-1), "--batch-size must be at least 1, got -1"),
+    (dict(imgsz=0), "--img-size 0 must be a positive"),
+])
+def test_out_of_range_flags_are_user_errors(tmp_path, flags, message):
+    with pytest.raises(UserError, match=message):
+        train.run(**(TINY | flags), weights="", project=str(tmp_path), name="bad")
+
+
 KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {root!r})

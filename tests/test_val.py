@@ -2,6 +2,7 @@
 predictions are known (the labels themselves, or jittered labels) so the metrics have known answers."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,19 @@ def test_bad_inputs_are_user_errors(tmp_path, official_ckpt):
     with pytest.raises(UserError, match="'test' split"):
         val.run(data=str(COCO8), weights=str(official_ckpt), imgsz=IMGSZ, device="cpu", project=tmp_path,
                 task="test", workers=0)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(batch_size=0), "--batch-size 0 must be at least 1"),
+    (dict(imgsz=0), "--img-size 0 must be a positive"),
+    (dict(conf_thres=2.0), "--conf-thres 2.0 and --iou-thres 0.6 must both be between 0 and 1"),
+    (dict(iou_thres=-0.5), "--conf-thres 0.001 and --iou-thres -0.5 must both be between 0 and 1"),
+])
+def test_out_of_range_flags_are_user_errors(tmp_path, official_ckpt, flags, message):
+    run_flags = dict(data=str(COCO8), weights=str(official_ckpt), imgsz=IMGSZ, device="cpu", project=tmp_path,
+                     workers=0) | flags
+    with pytest.raises(UserError, match=re.escape(message)):
+        val.run(**run_flags)
 
 
 def test_cli_parses_yolov5_flags():

@@ -100,7 +100,9 @@ def make_divisible(x, divisor):
 
 
 def check_img_size(imgsz, s=32, floor=0):
-    """Round image size(s) up to a multiple of stride ``s``, warning when it changes."""
+    """Round image size(s) up to a multiple of stride ``s``, warning when it changes; sizes below 1 are a UserError."""
+    if min([imgsz] if isinstance(imgsz, int) else imgsz) < 1:
+        raise UserError(f"--img-size {imgsz} must be a positive number of pixels, e.g. --imgsz 640")
     if isinstance(imgsz, int):
         new_size = max(make_divisible(imgsz, s), floor)
     else:
