@@ -208,6 +208,9 @@ def train(hyp, opt, device):
         raise UserError(
             f"hyperparameters {missing} missing from --hyp {opt.hyp}; start from data/hyps/hyp.scratch-low.yaml"
         )
+    not_numbers = [k for k, v in hyp.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
+    if not_numbers:
+        raise UserError(f"hyperparameters {not_numbers} in --hyp {opt.hyp} must be numbers")
     LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
 
     if main_process:

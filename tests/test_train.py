@@ -15,7 +15,7 @@ import torch.nn as nn
 
 import train
 from utils.checkpoints import load_checkpoint
-from utils.general import LOGGER, UserError
+from utils.general import LOGGER, UserError, yaml_load
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
@@ -151,6 +151,12 @@ def test_missing_weights_is_a_clear_error(tmp_path):
 def test_out_of_range_flags_are_user_errors(tmp_path, flags, message):
     with pytest.raises(UserError, match=message):
         train.run(**(TINY | flags), weights="", project=str(tmp_path), name="bad")
+
+
+def test_non_numeric_hyperparameter_is_a_user_error(tmp_path):
+    hyp = yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml") | {"lr0": "abc", "mosaic": None}
+    with pytest.raises(UserError, match=r"\['lr0', 'mosaic'\] in --hyp .* must be numbers"):
+        train.run(**TINY, hyp=hyp, weights="", project=str(tmp_path), name="bad")
 
 
 KILL_SCRIPT = """
