@@ -92,6 +92,13 @@ def test_project_checkpoint_roundtrip_weights_only(tmp_path):
     assert loaded.names == model.names
 
 
+def test_weights_of_another_shape_than_the_yaml_are_a_user_error(tmp_path):
+    ckpt = make_checkpoint(Model("yolov5n.yaml", nc=3))
+    ckpt["yaml"]["nc"] = 2  # Detect outputs 3 * (5 + 2) = 21 channels, the weights have 3 * (5 + 3) = 24
+    with pytest.raises(UserError, match=r"0 missing keys.*0 unexpected.*6 of another shape.*'model.24.m.0.weight'"):
+        model_from_checkpoint(ckpt)
+
+
 def test_atomic_save_leaves_no_temp_file(tmp_path):
     save_checkpoint({"model": {}, "x": 1}, tmp_path / "a.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
