@@ -50,6 +50,13 @@ def test_letterbox_auto_pads_to_stride_multiple():
     assert (out[:10] == 114).all() and (out[10] == 0).all() and (out[-11:] == 114).all() and (out[-12] == 0).all()
 
 
+def test_letterbox_keeps_a_sliver_image_one_pixel_wide():
+    # 2000x3 at 64: the width 3 * 64 / 2000 = 0.096 rounds to 0, which cv2.resize refuses; it stays 1 px
+    out, ratio, pad = letterbox(np.zeros((2000, 3, 3), dtype=np.uint8), 64, auto=False)
+    assert out.shape == (64, 64, 3) and ratio == pytest.approx((0.032, 0.032)) and pad == (31.5, 0.0)
+    assert (out[:, 31] == 0).all() and (out[:, :31] == 114).all() and (out[:, 32:] == 114).all()
+
+
 def test_letterbox_no_scaleup_and_scalefill():
     small = np.zeros((100, 150, 3), dtype=np.uint8)
     out, ratio, pad = letterbox(small, 640, auto=False, scaleup=False)

@@ -25,7 +25,7 @@ def letterbox(im, new_shape=640, color=GRAY, auto=True, scaleFill=False, scaleup
     if not scaleup:
         r = min(r, 1.0)
     ratio = r, r
-    new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))  # w, h
+    new_unpad = max(1, int(round(shape[1] * r))), max(1, int(round(shape[0] * r)))  # w, h; a sliver keeps 1 px
     dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
     if auto:
         dw, dh = np.mod(dw, stride), np.mod(dh, stride)
