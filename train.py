@@ -244,6 +244,9 @@ def train(hyp, opt, device):
         v.requires_grad = not any(x in k for x in freeze)
         if freeze and not v.requires_grad:
             LOGGER.debug(f"freezing {k}")
+    if not any(v.requires_grad for v in model.parameters()):
+        raise UserError(f"--freeze {' '.join(map(str, opt.freeze))} freezes all {len(model.model)} layers; "
+                        f"nothing would train (backbone only: --freeze 10)")
 
     gs = max(int(model.stride.max()), 32)
     imgsz = check_img_size(opt.imgsz, gs, floor=gs * 2)

@@ -153,6 +153,11 @@ def test_out_of_range_flags_are_user_errors(tmp_path, flags, message):
         train.run(**(TINY | flags), weights="", project=str(tmp_path), name="bad")
 
 
+def test_freezing_every_layer_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="--freeze 25 freezes all 25 layers"):
+        train.run(**TINY, freeze=[25], weights="", project=str(tmp_path), name="frozen")
+
+
 def test_non_numeric_hyperparameter_is_a_user_error(tmp_path):
     hyp = yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml") | {"lr0": "abc", "mosaic": None}
     with pytest.raises(UserError, match=r"\['lr0', 'mosaic'\] in --hyp .* must be numbers"):
