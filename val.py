@@ -191,7 +191,7 @@ def run(
             batch_size = 1
             LOGGER.info(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for exported models")
         names = _names_dict(model.names)
-        if pt and not single_cls and model.nc != data["nc"]:
+        if not single_cls and model.nc != data["nc"]:
             raise UserError(
                 f"{weights} has {model.nc} classes but --data {data.get('yaml_file', '')} has {data['nc']}; pass "
                 f"--weights and --data that belong together (or --single-cls for a one-class evaluation)"
@@ -208,8 +208,12 @@ def run(
         pad, rect = (0.0, False) if task == "speed" else (0.5, pt)
         from utils.dataloaders import create_dataloader
 
-        dataloader = create_dataloader(data[split], imgsz, batch_size, stride, single_cls, pad=pad, rect=rect,
-                                       workers=workers, prefix=colorstr(f"{split}: "))[0]
+        dataloader, dataset = create_dataloader(data[split], imgsz, batch_size, stride, single_cls, pad=pad,
+                                                rect=rect, workers=workers, prefix=colorstr(f"{split}: "))
+        max_class = max((int(x[:, 0].max()) for x in dataset.labels if len(x)), default=-1)
+        if max_class >= nc:
+            raise UserError(f"label class {max_class} exceeds nc={nc} in {data.get('yaml_file', 'the dataset')}; "
+                            f"possible class labels are 0-{nc - 1}")
     if single_cls:
         names = {0: names.get(0, "item")}
 

@@ -3,6 +3,7 @@ predictions are known (the labels themselves, or jittered labels) so the metrics
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,19 @@ def test_bad_inputs_are_user_errors(tmp_path, official_ckpt):
     with pytest.raises(UserError, match="'test' split"):
         val.run(data=str(COCO8), weights=str(official_ckpt), imgsz=IMGSZ, device="cpu", project=tmp_path,
                 task="test", workers=0)
+
+
+def test_label_class_beyond_nc_is_a_user_error(tmp_path, official_ckpt):
+    images, labels = tmp_path / "data" / "images" / "val", tmp_path / "data" / "labels" / "val"
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "images" / "bus.jpg", images)
+    (labels / "bus.txt").write_text("5 0.5 0.5 0.2 0.2\n85 0.3 0.3 0.1 0.1\n")
+    yaml_file = tmp_path / "data.yaml"
+    yaml_file.write_text(f"path: {tmp_path / 'data'}\ntrain: images/val\nval: images/val\nnc: 80\n")
+    with pytest.raises(UserError, match="label class 85 exceeds nc=80"):
+        val.run(data=str(yaml_file), weights=str(official_ckpt), imgsz=IMGSZ, device="cpu", project=tmp_path,
+                workers=0)
 
 
 @pytest.mark.parametrize("flags, message", [
