@@ -369,6 +369,11 @@ def parse_model(d, ch):
         if key not in d:
             raise UserError(f"model yaml has no '{key}' entry")
     nc, gd, gw = d["nc"], d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+        raise UserError(f"model yaml 'nc' must be a positive integer (the number of classes), got {nc!r}")
+    for key, multiple in (("depth_multiple", gd), ("width_multiple", gw)):
+        if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or multiple <= 0:
+            raise UserError(f"model yaml '{key}' must be a positive number, got {multiple!r}")
     anchors = d.get("anchors", [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]])
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
     no = na * (nc + 5)

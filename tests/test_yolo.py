@@ -123,6 +123,21 @@ def test_malformed_yaml_errors_name_the_layer(v5n_dict, where, value, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("nc", 0, "'nc' must be a positive integer (the number of classes), got 0"),
+        ("nc", "abc", "'nc' must be a positive integer (the number of classes), got 'abc'"),
+        ("width_multiple", "x", "'width_multiple' must be a positive number, got 'x'"),
+        ("depth_multiple", -1, "'depth_multiple' must be a positive number, got -1"),
+    ],
+)
+def test_malformed_scalars_are_user_errors(v5n_dict, key, value, message):
+    with pytest.raises(UserError) as e:
+        Model({**v5n_dict, key: value})
+    assert message in str(e.value)
+
+
 def test_channel_mismatch_names_the_layer(v5n_dict):
     d = copy.deepcopy(v5n_dict)
     d["backbone"].insert(9, [-1, 1, "nn.Conv2d", [128, 256, 1]])  # input has 256 channels, not 128
