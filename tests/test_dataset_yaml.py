@@ -55,6 +55,9 @@ def test_names_forms_and_nc_check(tmp_path):
     assert check_dataset(dict(base, nc=2))["names"] == {0: "class0", 1: "class1"}
     with pytest.raises(UserError, match="nc=3 but 2 names"):
         check_dataset(dict(base, names=["a", "b"], nc=3))
+    for bad_nc in (0, -2, "two"):
+        with pytest.raises(UserError, match=f"'nc' must be a positive integer .*, got {bad_nc!r}"):
+            check_dataset(dict(base, nc=bad_nc))
     with pytest.raises(UserError, match="without gaps"):
         check_dataset(dict(base, names={0: "a", 2: "c"}))
     with pytest.raises(UserError, match="'val' is missing"):

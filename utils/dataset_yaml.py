@@ -26,6 +26,8 @@ def find_dataset_yaml(data):
 
 def _normalise_names(names, nc, source):
     """names as a list or {id: name} -> {int: str} with ids 0..n-1; checks nc when both are given."""
+    if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int) or nc < 1):
+        raise UserError(f"{source}: 'nc' must be a positive integer (the number of classes), got {nc!r}")
     if names is None:
         if nc is None:
             raise UserError(f"{source}: give 'names' (a list or {{id: name}}) or at least 'nc'")
