@@ -89,7 +89,11 @@ class DetectMultiBackend(nn.Module):
         elif self.jit:
             LOGGER.info(f"Loading {w} for TorchScript inference...")
             extra = {EXPORT_METADATA_KEY: ""}
-            self.model = torch.jit.load(w, map_location=device, _extra_files=extra)
+            try:
+                self.model = torch.jit.load(w, map_location=device, _extra_files=extra)
+            except RuntimeError as e:
+                raise UserError(f"--weights {w} is not a readable TorchScript file (re-export it with export.py): "
+                                f"{str(e).splitlines()[0]}") from e
             self.model = self.model.half() if self.fp16 else self.model.float()
             meta = json.loads(extra[EXPORT_METADATA_KEY]) if extra[EXPORT_METADATA_KEY] else {}
             stride, names = meta.get("stride", 32), meta.get("names")
@@ -119,7 +123,11 @@ class DetectMultiBackend(nn.Module):
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
-        session = ort.InferenceSession(w, providers=providers)
+        try:
+            session = ort.InferenceSession(w, providers=providers)
+        except Exception as e:  # onnxruntime's load errors share no base class narrower than Exception
+            raise UserError(f"--weights {w} is not a readable ONNX model (re-export it with export.py): "
+                            f"{str(e).splitlines()[0]}") from e
         props = session.get_modelmeta().custom_metadata_map
         meta = {k: json.loads(v) for k, v in props.items() if k in ("stride", "names", "imgsz", "dynamic")}
         inp = session.get_inputs()[0]

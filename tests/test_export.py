@@ -138,6 +138,17 @@ def test_opset_follows_the_modules_used():
         export.export_onnx(model, torch.zeros(1, 3, 64, 64), Path("unused.onnx"), {}, opset=13)
 
 
+@pytest.mark.parametrize("name, message", [
+    ("junk.onnx", "is not a readable ONNX model"),
+    ("junk.torchscript", "is not a readable TorchScript file"),
+])
+def test_corrupt_exported_weights_are_user_errors(tmp_path, name, message):
+    weights = tmp_path / name
+    weights.write_bytes(b"not a model")
+    with pytest.raises(UserError, match=message):
+        DetectMultiBackend(str(weights), device=torch.device("cpu"))
+
+
 def test_bad_requests_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not found"):
         export.run(weights=tmp_path / "missing.pt")
