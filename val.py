@@ -176,6 +176,8 @@ def run(
             raise UserError(f"--batch-size {batch_size} must be at least 1")
         if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
             raise UserError(f"--conf-thres {conf_thres} and --iou-thres {iou_thres} must both be between 0 and 1")
+        if isinstance(weights, (list, tuple)):
+            weights = [w for w in weights if w]  # --weights '' means "not given", as in detect.py
         weights = weights or newest_trained_weights()
         data = _check_dataset(data)
         split = task if task in ("train", "val", "test") else "val"

@@ -144,3 +144,15 @@ def test_ensemble(official_ckpt):
         single = ens[0](x)[0]
     assert pred.shape[1] == 2 * single.shape[1]
 
+
+
+def test_newer_format_version_loads_with_a_warning(tmp_path, monkeypatch):
+    import utils.checkpoints as checkpoints
+
+    warnings = []
+    monkeypatch.setattr(checkpoints.LOGGER, "warning", warnings.append)
+    ckpt = make_checkpoint(Model("yolov5n.yaml", nc=2))
+    ckpt["version"] = checkpoints.VERSION + 1
+    model = model_from_checkpoint(load_checkpoint(save_checkpoint(ckpt, tmp_path / "future.pt")))
+    assert model.nc == 2
+    assert len(warnings) == 1 and "newer than this code's" in warnings[0]

@@ -181,3 +181,13 @@ def test_cli_parses_yolov5_flags():
     import inspect
 
     assert set(vars(opt)) <= set(inspect.signature(val.run).parameters)
+
+
+def test_empty_weights_means_the_newest_trained_weights(monkeypatch, official_ckpt, tmp_path):
+    """--weights '' is "not given": val takes the newest trained best.pt (here patched to the fixture)."""
+    import models.backends
+
+    chosen = []
+    monkeypatch.setattr(models.backends, "newest_trained_weights", lambda: chosen.append(1) or official_ckpt)
+    val.run(data="data/coco8.yaml", weights=[""], imgsz=64, batch_size=4, workers=0, project=tmp_path, plots=False)
+    assert chosen == [1]

@@ -115,6 +115,9 @@ def _record_state_dict(record, prefix=""):
 def checkpoint_model_parts(ckpt):
     """(yaml dict, names {i: name}, state dict) of a checkpoint dict, preferring EMA weights like YOLOv5."""
     if ckpt.get("format") == FORMAT:
+        if ckpt.get("version", VERSION) > VERSION:
+            LOGGER.warning(f"WARNING: checkpoint format version {ckpt['version']} is newer than this code's "
+                           f"({VERSION}); loading what matches")
         sd = ckpt.get("ema") or ckpt["model"]
         return ckpt["yaml"], _names_dict(ckpt.get("names"), ckpt["yaml"].get("nc")), sd
     record = ckpt.get("ema") or ckpt.get("model")
