@@ -78,6 +78,7 @@ def _run_generator(spec, path):
 
 
 def _download_file(url, file, timeout=DOWNLOAD_TIMEOUT_S):
+    """Fetch one dataset archive; reached only through train.py --download (never implicitly)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(file, "wb") as f:
             shutil.copyfileobj(response, f)
