@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.common import Conv, autopad, fold_bn
+from models.layers import Conv, autopad, fold_bn
 
 
 class ACConv(nn.Module):

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from models.common import fuse_conv_and_bn
+from models.layers import fuse_conv_and_bn
 from utils.general import UserError
 
 

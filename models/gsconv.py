@@ -10,7 +10,7 @@ Attribute names follow the authors' code (cv1, cv2, shuf, conv_lighting, shortcu
 import torch
 import torch.nn as nn
 
-from models.common import Conv, DWConv
+from models.layers import Conv, DWConv
 from utils.general import UserError
 
 

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from models.common import C3
+from models.layers import C3
 
 
 def _require_divisible(c, m, what):

@@ -7,7 +7,7 @@ Small Objects", ECML-PKDD 2022 (arXiv 2208.03641). Replaces a stride-2 convoluti
 
 import torch.nn.functional as F
 
-from models.common import Conv, space_to_depth
+from models.layers import Conv, space_to_depth
 
 
 class SPDConv(Conv):
@@ -20,7 +20,7 @@ class SPDConv(Conv):
     Odd H or W: the input is zero-padded by one row (bottom) or column (right) to an even size before the
     space-to-depth, so no pixel is dropped and the output size ceil(H / 2) equals that of the 3x3 stride-2 Conv the
     block replaces (which zero-pads too).
-    Channel order of the space-to-depth (``models.common.space_to_depth``): ``x[..., ::2, ::2]``,
+    Channel order of the space-to-depth (``models.layers.space_to_depth``): ``x[..., ::2, ::2]``,
     ``x[..., 1::2, ::2]``, ``x[..., ::2, 1::2]``, ``x[..., 1::2, 1::2]``. ``fuse()`` folds the BatchNorm (from Conv).
     """
 

@@ -1,0 +1,172 @@
+"""Building blocks of YOLOv5 v6.0-v7.0: the leaf of ``models/`` (it imports only torch).
+
+Attribute names (``conv``, ``bn``, ``cv1``, ``m`` ...) are those of the official implementation, so that
+state-dict keys match official checkpoints one to one. Module-family files import their basics from here;
+``models/common.py`` is the public face that re-exports everything, as YOLOv5 users expect.
+"""
+
+import torch
+import torch.nn as nn
+
+
+def autopad(k, p=None, d=1):
+    """Padding that keeps the spatial size for stride 1 ('same'), for an int or per-axis kernel size."""
+    if d > 1:
+        k = d * (k - 1) + 1 if isinstance(k, int) else [d * (x - 1) + 1 for x in k]
+    if p is None:
+        p = k // 2 if isinstance(k, int) else [x // 2 for x in k]
+    return p
+
+
+class Conv(nn.Module):
+    """Conv2d (no bias) -> BatchNorm2d -> activation (SiLU by default).
+
+    Args: c1 in channels, c2 out channels, k kernel, s stride, p padding (None = same), g groups, d dilation,
+    act True for SiLU, an ``nn.Module`` to use it, anything else for identity.
+    Shape: (N, c1, H, W) -> (N, c2, ceil(H / s), ceil(W / s)) with the default padding and odd k.
+    ``fuse()`` folds the BatchNorm into the convolution (eval-mode equivalent, for inference and export).
+    """
+
+    default_act = nn.SiLU()
+
+    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True):
+        super().__init__()
+        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
+        self.bn = nn.BatchNorm2d(c2)
+        self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+    @torch.no_grad()
+    def fuse(self):
+        """Fold BatchNorm into the convolution; afterwards ``bn`` is an identity."""
+        if isinstance(self.bn, nn.BatchNorm2d):
+            self.conv = fuse_conv_and_bn(self.conv, self.bn)
+            self.bn = nn.Identity()
+        return self
+
+
+def fuse_conv_and_bn(conv, bn):
+    """Return a Conv2d (with bias) equal to ``bn(conv(x))`` in eval mode."""
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=True,
+    ).to(conv.weight.device)
+    kernel, bias = fold_bn(conv.weight, conv.bias, bn)
+    fused.weight.copy_(kernel)
+    fused.bias.copy_(bias)
+    return fused.requires_grad_(False)
+
+
+def fold_bn(weight, bias, bn):
+    """Kernel and bias of a convolution followed by ``bn`` (eval statistics) as one convolution."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = torch.zeros_like(bn.running_mean) if bias is None else bias
+    return weight * scale.reshape(-1, 1, 1, 1), bn.bias + (bias - bn.running_mean) * scale
+
+
+class DWConv(Conv):
+    """Depth-wise convolution: groups = gcd(c1, c2)."""
+
+    def __init__(self, c1, c2, k=1, s=1, d=1, act=True):
+        super().__init__(c1, c2, k, s, g=torch.gcd(torch.tensor(c1), torch.tensor(c2)).item(), d=d, act=act)
+
+
+class Bottleneck(nn.Module):
+    """1x1 Conv to c_ = c2 * e, 3x3 Conv to c2, plus the input when ``shortcut`` and c1 == c2."""
+
+    def __init__(self, c1, c2, shortcut=True, g=1, e=0.5):
+        super().__init__()
+        c_ = int(c2 * e)
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_, c2, 3, 1, g=g)
+        self.add = shortcut and c1 == c2
+
+    def forward(self, x):
+        y = self.cv2(self.cv1(x))
+        return x + y if self.add else y
+
+
+class C3(nn.Module):
+    """CSP block with 3 convolutions: (N, c1, H, W) -> (N, c2, H, W).
+
+    ``cv1`` feeds ``n`` bottlenecks, ``cv2`` is the bypass, ``cv3`` merges their concatenation.
+    Subclasses replace ``self.m`` to swap the inner block (e.g. C3_ScConv).
+    """
+
+    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+        super().__init__()
+        c_ = int(c2 * e)
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c1, c_, 1, 1)
+        self.cv3 = Conv(2 * c_, c2, 1)
+        self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
+
+    def forward(self, x):
+        return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+class SPP(nn.Module):
+    """Spatial pyramid pooling (YOLOv3-SPP): parallel max-pools of kernels ``k``, concatenated."""
+
+    def __init__(self, c1, c2, k=(5, 9, 13)):
+        super().__init__()
+        c_ = c1 // 2
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_ * (len(k) + 1), c2, 1, 1)
+        self.m = nn.ModuleList(nn.MaxPool2d(kernel_size=x, stride=1, padding=x // 2) for x in k)
+
+    def forward(self, x):
+        x = self.cv1(x)
+        return self.cv2(torch.cat([x] + [m(x) for m in self.m], 1))
+
+
+class SPPF(nn.Module):
+    """Fast SPP: three chained k x k max-pools, equal to SPP(k=(5, 9, 13)) for k=5 and cheaper."""
+
+    def __init__(self, c1, c2, k=5):
+        super().__init__()
+        c_ = c1 // 2
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_ * 4, c2, 1, 1)
+        self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
+
+    def forward(self, x):
+        x = self.cv1(x)
+        y1 = self.m(x)
+        y2 = self.m(y1)
+        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
+
+
+class Focus(nn.Module):
+    """Space-to-depth by 2 then Conv (YOLOv5 up to v5.0): (N, c1, H, W) -> (N, c2, H/2, W/2), H and W even."""
+
+    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=True):
+        super().__init__()
+        self.conv = Conv(c1 * 4, c2, k, s, p, g, act=act)
+
+    def forward(self, x):
+        return self.conv(space_to_depth(x))
+
+
+def space_to_depth(x):
+    """(N, C, H, W) -> (N, 4C, H/2, W/2) in the order top-left, bottom-left, top-right, bottom-right."""
+    return torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)
+
+
+class Concat(nn.Module):
+    """Concatenate a list of tensors along ``dimension``."""
+
+    def __init__(self, dimension=1):
+        super().__init__()
+        self.d = dimension
+
+    def forward(self, x):
+        return torch.cat(x, self.d)
