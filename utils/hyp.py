@@ -55,7 +55,7 @@ def in_range(value, low, high, bounds):
 def check_hyp(hyp, source="--hyp"):
     """UserError listing every hyperparameter of ``hyp`` (numbers) outside :data:`HYP_RANGES`."""
     bad = [
-        f"{k}={v} (allowed {bounds[0]}{low:g}, {high:g}{bounds[1]})"
+        f"{k}={hyp[k]} (allowed {bounds[0]}{low:g}, {high:g}{bounds[1]})"
         for k, (low, high, bounds) in HYP_RANGES.items()
         if isinstance(hyp.get(k), (int, float)) and not in_range(float(hyp[k]), low, high, bounds)
     ]
