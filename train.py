@@ -270,7 +270,8 @@ def train(hyp, opt, device):
 
     # Data
     train_loader, dataset = create_dataloader(
-        train_path, imgsz, batch_size // WORLD_SIZE, gs, single_cls, hyp=hyp, augment=True, cache=opt.cache,
+        train_path, imgsz, batch_size // WORLD_SIZE, gs, single_cls, hyp=hyp, augment=True,
+        cache=None if opt.cache == "val" else opt.cache,
         rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers, image_weights=opt.image_weights,
         prefix=colorstr("train: "), shuffle=True, seed=opt.seed,
     )
@@ -582,7 +583,8 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--noval", action="store_true", help="only validate final epoch")
     parser.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     parser.add_argument("--noplots", action="store_true", help="save no plot files")
-    parser.add_argument("--cache", type=str, nargs="?", const="ram", help="image --cache ram/disk")
+    parser.add_argument("--cache", type=str, nargs="?", const="ram", choices=["ram", "disk", "val"],
+                        help="cache images in RAM (default), on disk (.npy beside each image) or val: the val split only")
     parser.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
