@@ -584,7 +584,7 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     parser.add_argument("--noplots", action="store_true", help="save no plot files")
     parser.add_argument("--cache", type=str, nargs="?", const="ram", choices=["ram", "disk", "val"],
-                        help="cache images in RAM (default), on disk (.npy beside each image) or val: the val split only")
+                        help="cache images: ram (default), disk (.npy beside each image) or val (val split only)")
     parser.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
