@@ -359,3 +359,21 @@ def test_image_weights_with_no_labels_sample_uniformly():
 
     train._resample_images(Dataset, nc=2, class_weights=[0.5, 0.5])
     assert Dataset.indices == [0, 1, 2]
+
+
+@pytest.mark.parametrize("cache, train_cache, val_cache", [("val", None, "val"), ("ram", "ram", "ram")])
+def test_cache_val_caches_only_the_val_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
+    import utils.dataloaders
+
+    create, caches = utils.dataloaders.create_dataloader, []
+
+    def record(*args, **kwargs):
+        caches.append(kwargs["cache"])
+        if len(caches) == 2:  # train and val loaders made: enough
+            raise Interrupted
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(utils.dataloaders, "create_dataloader", record)
+    with pytest.raises(Interrupted):
+        train.run(**TINY, cache=cache, project=str(tmp_path), name="exp", noplots=True, noautoanchor=True)
+    assert caches == [train_cache, val_cache]
