@@ -377,3 +377,18 @@ def test_cache_val_caches_only_the_val_split(tmp_path, monkeypatch, cache, train
     with pytest.raises(Interrupted):
         train.run(**TINY, cache=cache, project=str(tmp_path), name="exp", noplots=True, noautoanchor=True)
     assert caches == [train_cache, val_cache]
+
+
+def test_non_finite_validation_losses_stop_training_before_anything_is_saved(tmp_path, monkeypatch):
+    import val
+
+    def diverged_val(*args, **kwargs):
+        return (0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan")), [0.0] * 80, (0.0, 0.0, 0.0)
+
+    monkeypatch.setattr(val, "run", diverged_val)
+    with pytest.raises(UserError, match=r"end of epoch 0 in 2 .*'val/box_loss', 'val/cls_loss'.*no checkpoint was "
+                                        r"written yet"):
+        train.run(**(TINY | dict(epochs=1, batch_size=4)), project=str(tmp_path), name="exp", noplots=True,
+                  noautoanchor=True)
+    assert not (tmp_path / "exp" / "weights").exists() or not list((tmp_path / "exp" / "weights").iterdir())
+    assert not (tmp_path / "exp" / "results.csv").exists()
