@@ -13,6 +13,7 @@ labels.jpg, train_batch{0,1,2}.jpg and the final validation plots.
 import argparse
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -30,6 +31,7 @@ if str(ROOT) not in sys.path:
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
 from utils.general import exit_code, print_args, start_results_csv, yaml_load, yaml_save  # noqa: E402
 from utils.hyp import check_hyp  # noqa: E402
+from utils.resume import load_resume_state  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
 
 DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights is given
@@ -170,14 +172,6 @@ def create_model(cfg, ckpt=None, nc=None, anchors=None):
     exclude = ["anchor"] if (cfg or anchors) else []
     transfer_weights(model, {k: v.float() for k, v in ckpt_sd.items()}, exclude=exclude)
     return model
-
-
-def get_latest_run(search_dir=ROOT / "runs"):
-    """Path of the newest last*.pt under ``search_dir`` (for --resume without a path)."""
-    runs = sorted(Path(search_dir).rglob("last*.pt"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise UserError(f"--resume: no last.pt found under {search_dir}; pass the checkpoint path: --resume PATH")
-    return runs[-1]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -613,24 +607,12 @@ def main(opt):
     else:  # DDP: only rank 0 logs; the other ranks report errors only
         LOGGER.setLevel(logging.ERROR)
 
-    if opt.resume:
-        ckpt_path = Path(opt.resume) if isinstance(opt.resume, (str, Path)) else get_latest_run()
-        if not ckpt_path.is_file():
-            raise UserError(f"--resume {opt.resume}: checkpoint not found")
-        from utils.checkpoints import load_checkpoint
-
-        ckpt = load_checkpoint(ckpt_path)
-        saved = ckpt.get("opt") or {}
-        if not saved or ckpt.get("optimizer") is None:
-            raise UserError(f"{ckpt_path} cannot be resumed (no training state; finished runs are stripped). "
-                            f"Start a new run with --weights {ckpt_path}")
-        hyp = ckpt.get("hyp") or yaml_load(saved["hyp"])
-        workers, device_arg = opt.workers, opt.device
-        opt = argparse.Namespace(**{**vars(parse_opt([])), **saved})
-        opt.freeze = list(opt.freeze)
-        opt.resume, opt.weights, opt.workers, opt.device = True, str(ckpt_path), workers, device_arg
-        opt.save_dir = str(ckpt_path.resolve().parents[1])
-        del ckpt
+    if opt.resume:  # only training state and whitelisted options come from the checkpoint (utils/resume.py)
+        ckpt_path, saved, hyp = load_resume_state(opt.resume)
+        cli = {k: getattr(opt, k) for k in ("workers", "device", "download")}
+        opt = argparse.Namespace(**{**vars(parse_opt([])), **saved, **cli})
+        opt.resume, opt.weights = True, str(ckpt_path)
+        opt.save_dir = str(Path(os.path.abspath(ckpt_path)).parents[1])
     else:
         if not opt.cfg and not opt.weights:
             opt.cfg = DEFAULT_CFG

@@ -163,6 +163,18 @@ def clean_str(s):
     return re.sub(r"[|@#!¡·$€%&()=?¿^*;:,¨´><+]", "_", s)
 
 
+_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')  # separators, control and Windows-reserved characters
+MAX_NAME_CHARS = 100
+
+
+def safe_filename(name, default="_"):
+    """``name`` (a class name, a stem: anything a model or dataset says) as one plain file name: separators and
+    awkward characters become '_', and '', '.' and '..' become ``default``, so that ``folder / safe_filename(x)``
+    always stays directly inside ``folder``."""
+    name = _UNSAFE_IN_NAME.sub("_", str(name)).strip()[:MAX_NAME_CHARS]
+    return default if name.strip(".") == "" else name
+
+
 def print_args(args, name=""):
     """Log a dict of arguments on one line."""
     LOGGER.info(colorstr(f"{name}: " if name else "") + ", ".join(f"{k}={v}" for k, v in args.items()))
