@@ -18,7 +18,7 @@ from models.layers import (  # noqa: F401
     fuse_conv_and_bn,
     space_to_depth,
 )
-from models.spd import SPDConv  # noqa: F401
+from models.spd import SPDConv, SpaceToDepth  # noqa: F401
 from models.scconv import CRU, SRU, C3_ScConv, ScConv  # noqa: F401
 from models.acnet import ACConv  # noqa: F401
 from models.focal import FocalModulation  # noqa: F401

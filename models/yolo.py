@@ -32,6 +32,7 @@ BATCHNORM = "batchnorm"  # module(c1)
 CONCAT = "concat"  # c2 = sum of the inputs' channels
 DETECT = "detect"  # Detect(nc, anchors, [channels of each input])
 PLAIN = "plain"  # module(*args), channels unchanged (nn.Upsample, nn.MaxPool2d, ...)
+RESHAPE = "reshape"  # module(*args); the built module's out_channels(c1) gives c2 (SpaceToDepth, Contract, Expand)
 
 MODULE_CHANNELS = {
     "Conv": C1_C2,
@@ -44,6 +45,7 @@ MODULE_CHANNELS = {
     "Concat": CONCAT,
     "Detect": DETECT,
     "SPDConv": C1_C2,
+    "SpaceToDepth": RESHAPE,
     "ScConv": KEEP,
     "SRU": KEEP,
     "CRU": KEEP,
@@ -433,6 +435,8 @@ def parse_model(d, ch):
             m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
         except Exception as e:
             raise UserError(f"layer {i} {name}: cannot build with arguments {args}: {e}") from e
+        if rule == RESHAPE:
+            c2 = m_.out_channels(c1)
         m_.i, m_.f, m_.type = i, f, name
         m_.np = sum(x.numel() for x in m_.parameters())
         LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {name:<40}{str(args):<30}")
