@@ -60,6 +60,21 @@ MODULE_CHANNELS = {
     "ACConv": C1_C2,
     "FocalModulation": KEEP,
     "nn.BatchNorm2d": BATCHNORM,
+    "nn.ConvTranspose2d": C1_C2,
+    "GhostConv": C1_C2,
+    "GhostBottleneck": C1_C2,
+    "C3Ghost": C1_C2_N,
+    "TransformerLayer": KEEP,
+    "TransformerBlock": C1_C2,
+    "C3TR": C1_C2_N,
+    "BottleneckCSP": C1_C2_N,
+    "CrossConv": C1_C2,
+    "C3x": C1_C2_N,
+    "C3SPP": C1_C2,
+    "MixConv2d": C1_C2,
+    "Contract": RESHAPE,
+    "Expand": RESHAPE,
+    "DWConvTranspose2d": C1_C2,
 }
 
 # depth_multiple, width_multiple of the five official scales
