@@ -41,6 +41,21 @@ _OFFICIAL_CLASSES = [
     "models.common.Focus",
     "models.common.Concat",
     "models.common.DWConv",
+    "models.common.GhostConv",
+    "models.common.GhostBottleneck",
+    "models.common.C3Ghost",
+    "models.common.C3TR",
+    "models.common.TransformerLayer",
+    "models.common.TransformerBlock",
+    "models.common.C3x",
+    "models.common.C3SPP",
+    "models.common.BottleneckCSP",
+    "models.common.CrossConv",
+    "models.common.Contract",
+    "models.common.Expand",
+    "models.common.DWConvTranspose2d",
+    "models.experimental.MixConv2d",  # official MixConv2d lives in experimental.py, and CrossConv did up to v6.0
+    "models.experimental.CrossConv",
     "torch.nn.modules.conv.Conv2d",
     "torch.nn.modules.batchnorm.BatchNorm2d",
     "torch.nn.modules.activation.SiLU",
@@ -49,6 +64,12 @@ _OFFICIAL_CLASSES = [
     "torch.nn.modules.container.Sequential",
     "torch.nn.modules.container.ModuleList",
     "torch.nn.modules.linear.Identity",
+    "torch.nn.modules.linear.Linear",
+    "torch.nn.modules.linear.NonDynamicallyQuantizableLinear",  # MultiheadAttention's out_proj
+    "torch.nn.modules.activation.MultiheadAttention",
+    "torch.nn.modules.activation.LeakyReLU",
+    "torch.nn.modules.conv.ConvTranspose2d",
+    "torch.nn.modules.padding.ZeroPad2d",
 ]
 # (stand-in, name in the pickle): every official class maps to its own subclass, so messages can name it
 OFFICIAL_GLOBALS = [
