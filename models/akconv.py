@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from models.layers import fuse_conv_and_bn
+from models.layers import C1_C2, fuse_conv_and_bn
 from utils.general import UserError
 
 
@@ -91,6 +91,9 @@ class AKConv(nn.Module):
     The offset branch learns at ``offset_lr_scale`` (0.1) times the learning rate: its weight and bias gradients are
     scaled by 0.1 (exactly a 0.1x learning rate for SGD; Adam-type optimisers normalise gradient scale away).
     """
+
+    yaml_args = C1_C2
+    onnx_opset = 16  # bilinear sampling at learned offsets: GridSample entered the standard opset in 16
 
     offset_lr_scale = 0.1
 

@@ -7,7 +7,7 @@ Small Objects", ECML-PKDD 2022 (arXiv 2208.03641). Replaces a stride-2 convoluti
 
 import torch.nn.functional as F
 
-from models.layers import Conv, space_to_depth
+from models.layers import C1_C2, Conv, space_to_depth
 
 
 class SPDConv(Conv):
@@ -23,6 +23,9 @@ class SPDConv(Conv):
     Channel order of the space-to-depth (``models.layers.space_to_depth``): ``x[..., ::2, ::2]``,
     ``x[..., 1::2, ::2]``, ``x[..., ::2, 1::2]``, ``x[..., 1::2, 1::2]``. ``fuse()`` folds the BatchNorm (from Conv).
     """
+
+    yaml_args = C1_C2
+    spatial_multiple = 2  # space-to-depth pairs rows and columns
 
     def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True):
         super().__init__(4 * c1, c2, k, s, p, g, d, act)

@@ -20,45 +20,13 @@ import torch.nn as nn
 import yaml
 
 from models import common
+from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
 from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
 from utils.torch_utils import initialize_weights, model_info, scale_img
 
-# How each module's yaml arguments take channels. ``c1`` is the input channel count (from the layer(s) in
-# ``from``), ``c2`` the first yaml argument scaled by width_multiple and rounded to a multiple of 8.
-C1_C2 = "c1_c2"  # module(c1, c2, *args[1:])
-C1_C2_N = "c1_c2_n"  # module(c1, c2, n, *args[1:]): the repeat count goes inside the module
-KEEP = "keep"  # module(c1, *args[1:]); channels in = out; args[0], if given, must scale to c1
-BATCHNORM = "batchnorm"  # module(c1)
-CONCAT = "concat"  # c2 = sum of the inputs' channels
 DETECT = "detect"  # Detect(nc, anchors, [channels of each input])
-PLAIN = "plain"  # module(*args), channels unchanged (nn.Upsample, nn.MaxPool2d, ...)
-
-MODULE_CHANNELS = {
-    "Conv": C1_C2,
-    "DWConv": C1_C2,
-    "Bottleneck": C1_C2,
-    "SPP": C1_C2,
-    "SPPF": C1_C2,
-    "Focus": C1_C2,
-    "C3": C1_C2_N,
-    "Concat": CONCAT,
-    "Detect": DETECT,
-    "SPDConv": C1_C2,
-    "ScConv": KEEP,
-    "SRU": KEEP,
-    "CRU": KEEP,
-    "C3_ScConv": C1_C2_N,
-    "AKConv": C1_C2,
-    "GSConv": C1_C2,
-    "GSConvns": C1_C2,
-    "GSBottleneck": C1_C2,
-    "GSBottleneckC": C1_C2,
-    "VoVGSCSP": C1_C2_N,
-    "VoVGSCSPC": C1_C2_N,
-    "ACConv": C1_C2,
-    "FocalModulation": KEEP,
-    "nn.BatchNorm2d": BATCHNORM,
-}
+# torch.nn layers cannot carry the contract (see models/layers.py); any other nn.<Module> is PLAIN
+TORCH_YAML_ARGS = {"BatchNorm2d": KEEP, "ConvTranspose2d": C1_C2}
 
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
@@ -73,6 +41,7 @@ class Detect(nn.Module):
     ``anchors`` is a buffer in grid units (pixels / stride), as in official state dicts.
     """
 
+    yaml_args = DETECT
     export = False  # export: return only the decoded predictions
 
     def __init__(self, nc=80, anchors=(), ch=(), inplace=True):
@@ -334,22 +303,27 @@ def check_index_comments(text, path=""):
             )
 
 
-def _resolve_module(name, layer):
-    """The class a yaml module name refers to: models.common.<name> or torch.nn.<name> for 'nn.<name>'."""
+def registered_modules():
+    """Name -> class of every module a yaml may name: the classes re-exported by models/common.py that carry the
+    yaml contract (``yaml_args``, see models/layers.py), and Detect. torch layers are named ``nn.<Module>``."""
+    modules = {k: v for k, v in vars(common).items()
+               if isinstance(v, type) and issubclass(v, nn.Module) and hasattr(v, "yaml_args")}
+    modules["Detect"] = Detect
+    return modules
+
+
+def _resolve_module(name, layer, modules):
+    """The class a yaml module name refers to, and its ``yaml_args`` rule."""
     if not isinstance(name, str):
         raise UserError(f"layer {layer}: module must be a name, got {name!r}")
     if name.startswith("nn."):
         cls = getattr(nn, name[3:], None)
-        ok = isinstance(cls, type) and issubclass(cls, nn.Module)
-    else:
-        cls = getattr(common, name, None) if name in MODULE_CHANNELS else None
-        if cls is None and name == "Detect":
-            cls = Detect
-        ok = cls is not None
-    if not ok:
-        known = ", ".join(sorted(k for k in MODULE_CHANNELS if k.startswith("nn.") or hasattr(common, k)))
-        raise UserError(f"layer {layer}: unknown module '{name}'. Known modules: {known}, and nn.<Module>")
-    return cls
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            return cls, TORCH_YAML_ARGS.get(name[3:], PLAIN)
+    elif name in modules:
+        return modules[name], modules[name].yaml_args
+    raise UserError(f"layer {layer}: unknown module '{name}'. Known modules: {', '.join(sorted(modules))}, "
+                    f"and nn.<Module> (torch.nn layers)")
 
 
 def _parse_arg(a, nc, anchors):
@@ -380,13 +354,13 @@ def parse_model(d, ch):
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, c2 = [], [], ch[-1]
     consumed = set()
+    modules = registered_modules()
     rows = d["backbone"] + d["head"]
     for i, row in enumerate(rows):
         if not isinstance(row, (list, tuple)) or len(row) != 4:
             raise UserError(f"layer {i}: expected [from, number, module, args], got {row!r}")
         f, n, name, args = row
-        cls = _resolve_module(name, i)
-        rule = MODULE_CHANNELS.get(name, BATCHNORM if cls is nn.BatchNorm2d else PLAIN)
+        cls, rule = _resolve_module(name, i, modules)
         args = [_parse_arg(a, nc, anchors) for a in (args or [])]
         sources = _check_from(f, i, name)
         consumed.update(sources)
@@ -394,7 +368,7 @@ def parse_model(d, ch):
             raise UserError(f"layer {i} {name}: number of repeats must be a positive integer, got {n!r}")
         n = n_ = max(round(n * gd), 1) if n > 1 else n
         c1 = ch[f] if isinstance(f, int) else None
-        if rule in (C1_C2, C1_C2_N, KEEP, BATCHNORM) and not isinstance(f, int):
+        if rule in (C1_C2, C1_C2_N, KEEP) and not isinstance(f, int):
             raise UserError(f"layer {i} {name}: takes one input, but 'from' is {f}")
         if rule in (C1_C2, C1_C2_N):
             if not args or not isinstance(args[0], int):
@@ -414,8 +388,6 @@ def parse_model(d, ch):
                     )
                 args = args[1:]
             args, c2 = [c1, *args], c1
-        elif rule == BATCHNORM:
-            args, c2 = [c1], c1
         elif rule == CONCAT:
             c2 = sum(ch[x] for x in ([f] if isinstance(f, int) else f))
         elif rule == DETECT:
@@ -427,8 +399,12 @@ def parse_model(d, ch):
             if len(args[1]) != len(f_list):
                 raise UserError(f"layer {i} Detect: {len(args[1])} anchor levels but {len(f_list)} inputs in 'from'")
             args.append([ch[x] for x in f_list])
-        else:
+        elif rule == PLAIN:
             c2 = c1 if c1 is not None else ch[-1]
+            if hasattr(cls, "yaml_c2"):
+                c2 = cls.yaml_c2(c2, args)
+        else:
+            raise UserError(f"layer {i} {name}: unknown yaml_args rule {rule!r} on the class (see models/layers.py)")
         try:
             m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
         except Exception as e:
