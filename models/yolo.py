@@ -171,6 +171,12 @@ class Model(nn.Module):
             except Exception as e:
                 shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
                 raise UserError(f"layer {m.i} {m.type} (from {m.f}) fails on input of shape {shapes}: {e}") from e
+            if isinstance(x, torch.Tensor) and x.shape[1] != m.booked_channels:  # else the next layer would take the blame
+                raise UserError(
+                    f"layer {m.i} {m.type} (from {m.f}) outputs {x.shape[1]} channels, but the yaml parser booked "
+                    f"{m.booked_channels} for it by its channel rule '{m.channel_rule}', and built later layers for that. "
+                    f"Fix the row's arguments, or the module's yaml_args (see models/layers.py)"
+                )
             y.append(x)
         return x
 
@@ -410,6 +416,7 @@ def parse_model(d, ch):
         except Exception as e:
             raise UserError(f"layer {i} {name}: cannot build with arguments {args}: {e}") from e
         m_.i, m_.f, m_.type = i, f, name
+        m_.booked_channels, m_.channel_rule = c2, rule  # the output channels booked for later layers: the dry run checks them
         m_.np = sum(x.numel() for x in m_.parameters())
         LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {name:<40}{str(args):<30}")
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
