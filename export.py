@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from models.backends import EXPORT_METADATA_KEY, export_metadata, newest_trained_weights
+from models.experimental import attempt_load
 from models.yolo import Detect, Model
 from utils.general import LOGGER, UserError, check_img_size, colorstr, print_args, exit_code
 from utils.torch_utils import select_device
@@ -223,8 +224,6 @@ def run(
     opset=None,
 ):
     """Export ``weights`` to the formats in ``include``; returns the list of exported files."""
-    from models.experimental import attempt_load
-
     include = check_formats(include)
     weights = Path(weights or newest_trained_weights())
     if not weights.is_file():

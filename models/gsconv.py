@@ -11,7 +11,6 @@ import torch
 import torch.nn as nn
 
 from models.layers import C1_C2, C1_C2_N, Conv, DWConv
-from utils.general import UserError
 
 
 def channel_shuffle(x):
@@ -26,7 +25,7 @@ def channel_shuffle(x):
 
 def _half_channels(c2, name):
     if c2 % 2:
-        raise UserError(f"{name}: output channels must be even (two halves are concatenated), got c2={c2}")
+        raise ValueError(f"{name}: output channels must be even (two halves are concatenated), got c2={c2}")
     return c2 // 2
 
 

@@ -21,8 +21,10 @@ import yaml
 
 from models import common
 from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
+from utils.autoanchor import check_anchor_order
 from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
-from utils.torch_utils import initialize_weights, model_info, scale_img
+from utils.plots import feature_visualization
+from utils.torch_utils import initialize_weights, model_info, scale_img, select_device, time_sync
 
 DETECT = "detect"  # Detect(nc, anchors, [channels of each input])
 # torch.nn layers cannot carry the contract (see models/layers.py); any other nn.<Module> is PLAIN
@@ -148,8 +150,6 @@ class Model(nn.Module):
             x = m(x)
             y.append(x if m.i in self.save else None)
             if visualize:
-                from utils.plots import feature_visualization
-
                 feature_visualization(x, m.type, m.i, save_dir=visualize)
         return x
 
@@ -231,15 +231,6 @@ class Model(nn.Module):
 
 
 DetectionModel = Model  # the name v7.0 uses
-
-
-def check_anchor_order(m):
-    """Reverse the anchors when their order (small to large) disagrees with the order of the strides."""
-    a = m.anchors.prod(-1).mean(-1).view(-1)
-    da, ds = a[-1] - a[0], m.stride[-1] - m.stride[0]
-    if da and da.sign() != ds.sign():
-        LOGGER.info("AutoAnchor: reversing anchor order")
-        m.anchors[:] = m.anchors.flip(0)
 
 
 def resolve_cfg(cfg):
@@ -460,8 +451,6 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda device, i.e. 0")
     parser.add_argument("--line-profile", action="store_true", help="time each layer")
     opt = parser.parse_args(argv)
-    from utils.torch_utils import select_device
-
     try:
         device = select_device(opt.device)
         model = Model(opt.cfg).to(device)
@@ -481,8 +470,6 @@ def main(argv=None):
 
 def profile_layers(model, x, runs=5):
     """Log the time of each layer (ms) for input ``x``."""
-    from utils.torch_utils import time_sync
-
     y = []
     LOGGER.info(f"{'layer':>5} {'ms':>10}  module")
     with torch.inference_mode():
