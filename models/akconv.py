@@ -13,8 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from models.layers import fuse_conv_and_bn
-from utils.general import UserError
+from models.layers import C1_C2, fuse_conv_and_bn
 
 
 def initial_pattern(num_param):
@@ -92,14 +91,17 @@ class AKConv(nn.Module):
     scaled by 0.1 (exactly a 0.1x learning rate for SGD; Adam-type optimisers normalise gradient scale away).
     """
 
+    yaml_args = C1_C2
+    onnx_opset = 16  # bilinear sampling at learned offsets: GridSample entered the standard opset in 16
+
     offset_lr_scale = 0.1
 
     def __init__(self, c1, c2, num_param, stride=1, bias=None):
         super().__init__()
         if not isinstance(num_param, int) or num_param < 1:
-            raise UserError(f"AKConv: num_param (sampling points) must be a positive integer, got {num_param!r}")
+            raise ValueError(f"AKConv: num_param (sampling points) must be a positive integer, got {num_param!r}")
         if not isinstance(stride, int) or stride < 1:
-            raise UserError(f"AKConv: stride must be a positive integer, got {stride!r}")
+            raise ValueError(f"AKConv: stride must be a positive integer, got {stride!r}")
         self.num_param = num_param
         self.stride = stride
         self.conv = nn.Sequential(
@@ -136,7 +138,7 @@ class AKConv(nn.Module):
             return self.forward_export(x)
         b, c, height, width = x.shape
         if b * height * width >= 2**31:
-            raise UserError(f"AKConv: input {tuple(x.shape)} has too many pixels for int32 indices; use a smaller "
+            raise ValueError(f"AKConv: input {tuple(x.shape)} has too many pixels for int32 indices; use a smaller "
                             "batch")
         pixels = x.permute(0, 2, 3, 1).contiguous()  # channels-last: the sampled rows, and a faster p_conv
         offset = self.offsets(pixels.permute(0, 3, 1, 2))

@@ -8,12 +8,14 @@ CSP: Wang et al., "CSPNet: A New Backbone that can Enhance Learning Capability o
 import torch
 import torch.nn as nn
 
-from models.layers import C3, SPP, Bottleneck, Conv
+from models.layers import C1_C2, C1_C2_N, C3, SPP, Bottleneck, Conv
 
 
 class CrossConv(nn.Module):
     """A k x k convolution factored into 1 x k (stride (1, s)) then k x 1 (stride (s, 1)), plus the input when
     ``shortcut`` and c1 == c2: (N, c1, H, W) -> (N, c2, H/s, W/s)."""
+
+    yaml_args = C1_C2
 
     def __init__(self, c1, c2, k=3, s=1, g=1, e=1.0, shortcut=False):
         super().__init__()
@@ -34,6 +36,8 @@ class BottleneckCSP(nn.Module):
     Branch 2: plain 1x1 conv ``cv2`` of the input. Their concatenation goes through ``bn`` and ``act`` (SiLU),
     then ``cv4`` (Conv 1x1 to c2). Unlike C3, the two branch ends are bare convolutions sharing one BatchNorm.
     """
+
+    yaml_args = C1_C2_N
 
     def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
         super().__init__()
@@ -62,6 +66,8 @@ class C3x(C3):
 
 class C3SPP(C3):
     """C3 whose inner block is an SPP with max-pool kernels ``k`` (channels c2 * e in and out)."""
+
+    yaml_args = C1_C2  # no repeat count: its yaml arguments are [c2, k]
 
     def __init__(self, c1, c2, k=(5, 9, 13), shortcut=True, g=1, e=0.5):
         super().__init__(c1, c2, 1, shortcut, g, e)

@@ -9,7 +9,7 @@ from them with a cheap depth-wise 5x5 convolution. Attribute names are the offic
 import torch
 import torch.nn as nn
 
-from models.layers import C3, Conv, DWConv
+from models.layers import C1_C2, C3, Conv, DWConv
 
 
 class GhostConv(nn.Module):
@@ -18,6 +18,8 @@ class GhostConv(nn.Module):
     ``cv1`` = Conv(c1, c2/2, k, s, g) gives the primary half; ``cv2`` = depth-wise 5x5 Conv on it gives the
     ghost half; the output is their concatenation [primary, ghost].
     """
+
+    yaml_args = C1_C2
 
     def __init__(self, c1, c2, k=1, s=1, g=1, act=True):
         super().__init__()
@@ -39,6 +41,8 @@ class GhostBottleneck(nn.Module):
     (no activation). ``shortcut``: identity for s == 1 (then c1 must equal c2), else a depth-wise stride-2 Conv and
     a 1x1 Conv (no activations). Output: conv(x) + shortcut(x).
     """
+
+    yaml_args = C1_C2
 
     def __init__(self, c1, c2, k=3, s=1):
         super().__init__()

@@ -10,6 +10,8 @@ import math
 import torch
 import torch.nn as nn
 
+from models.layers import C1_C2
+
 
 def mixconv_split(c2, kernels, equal_ch=True):
     """Output channels per kernel size.
@@ -29,6 +31,8 @@ def mixconv_split(c2, kernels, equal_ch=True):
 
 class MixConv2d(nn.Module):
     """(N, c1, H, W) -> (N, c2, H/s, W/s) with one kernel size per channel group (odd kernels)."""
+
+    yaml_args = C1_C2
 
     def __init__(self, c1, c2, k=(1, 3), s=1, equal_ch=True):
         super().__init__()

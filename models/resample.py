@@ -9,16 +9,22 @@ import math
 
 import torch.nn as nn
 
+from models.layers import C1_C2, PLAIN
+
 
 class Contract(nn.Module):
     """(N, C, H, W) -> (N, C * gain**2, H / gain, W / gain); H and W must be multiples of ``gain``."""
+
+    yaml_args = PLAIN  # yaml arguments: [gain]
+    spatial_multiple = 2
 
     def __init__(self, gain=2):
         super().__init__()
         self.gain = gain
 
-    def out_channels(self, c1):
-        return c1 * self.gain**2
+    @staticmethod
+    def yaml_c2(c1, args):
+        return c1 * (args[0] if args else 2) ** 2
 
     def forward(self, x):
         n, c, h, w = x.shape
@@ -30,14 +36,15 @@ class Contract(nn.Module):
 class Expand(nn.Module):
     """(N, C, H, W) -> (N, C / gain**2, H * gain, W * gain); C must be a multiple of ``gain**2``."""
 
+    yaml_args = PLAIN  # yaml arguments: [gain]
+
     def __init__(self, gain=2):
         super().__init__()
         self.gain = gain
 
-    def out_channels(self, c1):
-        if c1 % self.gain**2:
-            raise ValueError(f"Expand: {c1} channels are not a multiple of gain**2 = {self.gain**2}")
-        return c1 // self.gain**2
+    @staticmethod
+    def yaml_c2(c1, args):
+        return c1 // (args[0] if args else 2) ** 2
 
     def forward(self, x):
         n, c, h, w = x.shape
@@ -52,6 +59,8 @@ class DWConvTranspose2d(nn.ConvTranspose2d):
     Args: c1, c2 channels, k kernel, s stride, p1 padding, p2 output padding.
     Shape: (N, c1, H, W) -> (N, c2, (H - 1) * s - 2 * p1 + k + p2, likewise for W).
     """
+
+    yaml_args = C1_C2
 
     def __init__(self, c1, c2, k=1, s=1, p1=0, p2=0):
         super().__init__(c1, c2, k, s, p1, p2, groups=math.gcd(c1, c2))

@@ -12,7 +12,7 @@ full resolution and the next layer takes the 4x channels (see models/yolov5s_SPD
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.layers import Conv, space_to_depth
+from models.layers import C1_C2, PLAIN, Conv, space_to_depth
 
 
 def space_to_depth_padded(x):
@@ -39,6 +39,9 @@ class SPDConv(Conv):
     ``x[..., 1::2, ::2]``, ``x[..., ::2, 1::2]``, ``x[..., 1::2, 1::2]``. ``fuse()`` folds the BatchNorm (from Conv).
     """
 
+    yaml_args = C1_C2
+    spatial_multiple = 2  # space-to-depth pairs rows and columns
+
     def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True):
         super().__init__(4 * c1, c2, k, s, p, g, d, act)
 
@@ -53,8 +56,10 @@ class SpaceToDepth(nn.Module):
     In a yaml it takes no arguments and its output has 4x the channels of its input.
     """
 
+    yaml_args = PLAIN
+
     @staticmethod
-    def out_channels(c1):
+    def yaml_c2(c1, args):
         return 4 * c1
 
     def forward(self, x):

@@ -9,7 +9,7 @@ position embedding that is a Linear map of the tokens themselves. Attribute name
 
 import torch.nn as nn
 
-from models.layers import C3, Conv
+from models.layers import C1_C2, C3, Conv
 
 
 class TransformerLayer(nn.Module):
@@ -33,9 +33,12 @@ class TransformerLayer(nn.Module):
 
 class TransformerBlock(nn.Module):
     """(N, c1, H, W) -> (N, c2, H, W): optional 1x1 ``conv`` to c2 (when c1 != c2), tokens plus their learned
-    position embedding ``linear``, then ``num_layers`` TransformerLayers (``tr``)."""
+    position embedding ``linear``, then ``num_layers`` TransformerLayers (``tr``); c2 divisible by num_heads.
+    (TransformerLayer works on token sequences, so only this block and C3TR are yaml modules.)"""
 
-    def __init__(self, c1, c2, num_heads, num_layers):
+    yaml_args = C1_C2
+
+    def __init__(self, c1, c2, num_heads=4, num_layers=1):
         super().__init__()
         self.conv = Conv(c1, c2) if c1 != c2 else None
         self.linear = nn.Linear(c2, c2)

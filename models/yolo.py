@@ -20,62 +20,15 @@ import torch.nn as nn
 import yaml
 
 from models import common
+from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
+from utils.autoanchor import check_anchor_order
 from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
-from utils.torch_utils import initialize_weights, model_info, scale_img
+from utils.plots import feature_visualization
+from utils.torch_utils import initialize_weights, model_info, scale_img, select_device, time_sync
 
-# How each module's yaml arguments take channels. ``c1`` is the input channel count (from the layer(s) in
-# ``from``), ``c2`` the first yaml argument scaled by width_multiple and rounded to a multiple of 8.
-C1_C2 = "c1_c2"  # module(c1, c2, *args[1:])
-C1_C2_N = "c1_c2_n"  # module(c1, c2, n, *args[1:]): the repeat count goes inside the module
-KEEP = "keep"  # module(c1, *args[1:]); channels in = out; args[0], if given, must scale to c1
-BATCHNORM = "batchnorm"  # module(c1)
-CONCAT = "concat"  # c2 = sum of the inputs' channels
 DETECT = "detect"  # Detect(nc, anchors, [channels of each input])
-PLAIN = "plain"  # module(*args), channels unchanged (nn.Upsample, nn.MaxPool2d, ...)
-RESHAPE = "reshape"  # module(*args); the built module's out_channels(c1) gives c2 (SpaceToDepth, Contract, Expand)
-
-MODULE_CHANNELS = {
-    "Conv": C1_C2,
-    "DWConv": C1_C2,
-    "Bottleneck": C1_C2,
-    "SPP": C1_C2,
-    "SPPF": C1_C2,
-    "Focus": C1_C2,
-    "C3": C1_C2_N,
-    "Concat": CONCAT,
-    "Detect": DETECT,
-    "SPDConv": C1_C2,
-    "SpaceToDepth": RESHAPE,
-    "ScConv": KEEP,
-    "SRU": KEEP,
-    "CRU": KEEP,
-    "C3_ScConv": C1_C2_N,
-    "AKConv": C1_C2,
-    "GSConv": C1_C2,
-    "GSConvns": C1_C2,
-    "GSBottleneck": C1_C2,
-    "GSBottleneckC": C1_C2,
-    "VoVGSCSP": C1_C2_N,
-    "VoVGSCSPC": C1_C2_N,
-    "ACConv": C1_C2,
-    "FocalModulation": KEEP,
-    "nn.BatchNorm2d": BATCHNORM,
-    "nn.ConvTranspose2d": C1_C2,
-    "GhostConv": C1_C2,
-    "GhostBottleneck": C1_C2,
-    "C3Ghost": C1_C2_N,
-    "TransformerLayer": KEEP,
-    "TransformerBlock": C1_C2,
-    "C3TR": C1_C2_N,
-    "BottleneckCSP": C1_C2_N,
-    "CrossConv": C1_C2,
-    "C3x": C1_C2_N,
-    "C3SPP": C1_C2,
-    "MixConv2d": C1_C2,
-    "Contract": RESHAPE,
-    "Expand": RESHAPE,
-    "DWConvTranspose2d": C1_C2,
-}
+# torch.nn layers cannot carry the contract (see models/layers.py); any other nn.<Module> is PLAIN
+TORCH_YAML_ARGS = {"BatchNorm2d": KEEP, "ConvTranspose2d": C1_C2}
 
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
@@ -90,6 +43,7 @@ class Detect(nn.Module):
     ``anchors`` is a buffer in grid units (pixels / stride), as in official state dicts.
     """
 
+    yaml_args = DETECT
     export = False  # export: return only the decoded predictions
 
     def __init__(self, nc=80, anchors=(), ch=(), inplace=True):
@@ -196,8 +150,6 @@ class Model(nn.Module):
             x = m(x)
             y.append(x if m.i in self.save else None)
             if visualize:
-                from utils.plots import feature_visualization
-
                 feature_visualization(x, m.type, m.i, save_dir=visualize)
         return x
 
@@ -219,6 +171,12 @@ class Model(nn.Module):
             except Exception as e:
                 shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
                 raise UserError(f"layer {m.i} {m.type} (from {m.f}) fails on input of shape {shapes}: {e}") from e
+            if isinstance(x, torch.Tensor) and x.shape[1] != m.booked_channels:  # else the next layer would take the blame
+                raise UserError(
+                    f"layer {m.i} {m.type} (from {m.f}) outputs {x.shape[1]} channels, but the yaml parser booked "
+                    f"{m.booked_channels} for it by its channel rule '{m.channel_rule}', and built later layers for that. "
+                    f"Fix the row's arguments, or the module's yaml_args (see models/layers.py)"
+                )
             y.append(x)
         return x
 
@@ -273,15 +231,6 @@ class Model(nn.Module):
 
 
 DetectionModel = Model  # the name v7.0 uses
-
-
-def check_anchor_order(m):
-    """Reverse the anchors when their order (small to large) disagrees with the order of the strides."""
-    a = m.anchors.prod(-1).mean(-1).view(-1)
-    da, ds = a[-1] - a[0], m.stride[-1] - m.stride[0]
-    if da and da.sign() != ds.sign():
-        LOGGER.info("AutoAnchor: reversing anchor order")
-        m.anchors[:] = m.anchors.flip(0)
 
 
 def resolve_cfg(cfg):
@@ -351,22 +300,27 @@ def check_index_comments(text, path=""):
             )
 
 
-def _resolve_module(name, layer):
-    """The class a yaml module name refers to: models.common.<name> or torch.nn.<name> for 'nn.<name>'."""
+def registered_modules():
+    """Name -> class of every module a yaml may name: the classes re-exported by models/common.py that carry the
+    yaml contract (``yaml_args``, see models/layers.py), and Detect. torch layers are named ``nn.<Module>``."""
+    modules = {k: v for k, v in vars(common).items()
+               if isinstance(v, type) and issubclass(v, nn.Module) and hasattr(v, "yaml_args")}
+    modules["Detect"] = Detect
+    return modules
+
+
+def _resolve_module(name, layer, modules):
+    """The class a yaml module name refers to, and its ``yaml_args`` rule."""
     if not isinstance(name, str):
         raise UserError(f"layer {layer}: module must be a name, got {name!r}")
     if name.startswith("nn."):
         cls = getattr(nn, name[3:], None)
-        ok = isinstance(cls, type) and issubclass(cls, nn.Module)
-    else:
-        cls = getattr(common, name, None) if name in MODULE_CHANNELS else None
-        if cls is None and name == "Detect":
-            cls = Detect
-        ok = cls is not None
-    if not ok:
-        known = ", ".join(sorted(k for k in MODULE_CHANNELS if k.startswith("nn.") or hasattr(common, k)))
-        raise UserError(f"layer {layer}: unknown module '{name}'. Known modules: {known}, and nn.<Module>")
-    return cls
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            return cls, TORCH_YAML_ARGS.get(name[3:], PLAIN)
+    elif name in modules:
+        return modules[name], modules[name].yaml_args
+    raise UserError(f"layer {layer}: unknown module '{name}'. Known modules: {', '.join(sorted(modules))}, "
+                    f"and nn.<Module> (torch.nn layers)")
 
 
 def _parse_arg(a, nc, anchors):
@@ -397,13 +351,13 @@ def parse_model(d, ch):
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, c2 = [], [], ch[-1]
     consumed = set()
+    modules = registered_modules()
     rows = d["backbone"] + d["head"]
     for i, row in enumerate(rows):
         if not isinstance(row, (list, tuple)) or len(row) != 4:
             raise UserError(f"layer {i}: expected [from, number, module, args], got {row!r}")
         f, n, name, args = row
-        cls = _resolve_module(name, i)
-        rule = MODULE_CHANNELS.get(name, BATCHNORM if cls is nn.BatchNorm2d else PLAIN)
+        cls, rule = _resolve_module(name, i, modules)
         args = [_parse_arg(a, nc, anchors) for a in (args or [])]
         sources = _check_from(f, i, name)
         consumed.update(sources)
@@ -411,7 +365,7 @@ def parse_model(d, ch):
             raise UserError(f"layer {i} {name}: number of repeats must be a positive integer, got {n!r}")
         n = n_ = max(round(n * gd), 1) if n > 1 else n
         c1 = ch[f] if isinstance(f, int) else None
-        if rule in (C1_C2, C1_C2_N, KEEP, BATCHNORM) and not isinstance(f, int):
+        if rule in (C1_C2, C1_C2_N, KEEP) and not isinstance(f, int):
             raise UserError(f"layer {i} {name}: takes one input, but 'from' is {f}")
         if rule in (C1_C2, C1_C2_N):
             if not args or not isinstance(args[0], int):
@@ -431,8 +385,6 @@ def parse_model(d, ch):
                     )
                 args = args[1:]
             args, c2 = [c1, *args], c1
-        elif rule == BATCHNORM:
-            args, c2 = [c1], c1
         elif rule == CONCAT:
             c2 = sum(ch[x] for x in ([f] if isinstance(f, int) else f))
         elif rule == DETECT:
@@ -444,15 +396,18 @@ def parse_model(d, ch):
             if len(args[1]) != len(f_list):
                 raise UserError(f"layer {i} Detect: {len(args[1])} anchor levels but {len(f_list)} inputs in 'from'")
             args.append([ch[x] for x in f_list])
-        else:
+        elif rule == PLAIN:
             c2 = c1 if c1 is not None else ch[-1]
+            if hasattr(cls, "yaml_c2"):
+                c2 = cls.yaml_c2(c2, args)
+        else:
+            raise UserError(f"layer {i} {name}: unknown yaml_args rule {rule!r} on the class (see models/layers.py)")
         try:
             m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
         except Exception as e:
             raise UserError(f"layer {i} {name}: cannot build with arguments {args}: {e}") from e
-        if rule == RESHAPE:
-            c2 = m_.out_channels(c1)
         m_.i, m_.f, m_.type = i, f, name
+        m_.booked_channels, m_.channel_rule = c2, rule  # the output channels booked for later layers: the dry run checks them
         m_.np = sum(x.numel() for x in m_.parameters())
         LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {name:<40}{str(args):<30}")
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
@@ -496,8 +451,6 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda device, i.e. 0")
     parser.add_argument("--line-profile", action="store_true", help="time each layer")
     opt = parser.parse_args(argv)
-    from utils.torch_utils import select_device
-
     try:
         device = select_device(opt.device)
         model = Model(opt.cfg).to(device)
@@ -517,8 +470,6 @@ def main(argv=None):
 
 def profile_layers(model, x, runs=5):
     """Log the time of each layer (ms) for input ``x``."""
-    from utils.torch_utils import time_sync
-
     y = []
     LOGGER.info(f"{'layer':>5} {'ms':>10}  module")
     with torch.inference_mode():

@@ -11,7 +11,6 @@ import torch.nn as nn
 
 from benchmarks.bench_akconv import gather_forward
 from models.akconv import AKConv, initial_pattern
-from utils.general import UserError
 
 
 def make(c1=3, c2=4, n=5, s=1, seed=0, offsets=True):
@@ -165,7 +164,7 @@ def test_fuse_keeps_outputs():
 
 @pytest.mark.parametrize("kwargs", [dict(num_param=0), dict(num_param=2.5), dict(num_param=5, stride=0)])
 def test_bad_arguments(kwargs):
-    with pytest.raises(UserError, match="AKConv"):
+    with pytest.raises(ValueError, match="AKConv"):
         AKConv(3, 4, **kwargs)
 
 

@@ -3,12 +3,11 @@
 import pytest
 import torch
 
-from models.experimental import Ensemble, attempt_load
+from models.experimental import Ensemble, attempt_load, model_from_checkpoint
 from models.yolo import Model
 from utils.checkpoints import (
     load_checkpoint,
     make_checkpoint,
-    model_from_checkpoint,
     save_checkpoint,
     strip_optimizer,
     transfer_weights,

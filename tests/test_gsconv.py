@@ -8,7 +8,6 @@ import torch.nn as nn
 
 from models.gsconv import GSBottleneck, GSBottleneckC, GSConv, GSConvns, VoVGSCSP, VoVGSCSPC, channel_shuffle
 from models.yolo import load_model_yaml, parse_model
-from utils.general import UserError
 
 
 def test_channel_shuffle_interleaves_halves():
@@ -61,7 +60,7 @@ def test_gsconvns_honours_k_s_and_activates():
 
 @pytest.mark.parametrize("cls", [GSConv, GSConvns])
 def test_odd_output_channels_rejected(cls):
-    with pytest.raises(UserError, match="even"):
+    with pytest.raises(ValueError, match="even"):
         cls(8, 15)
 
 

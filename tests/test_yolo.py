@@ -147,6 +147,17 @@ def test_channel_mismatch_names_the_layer(v5n_dict):
         Model(d)
 
 
+def test_wrong_channel_rule_blames_the_layer_itself(v5n_dict):
+    """nn.Conv2d has no channel rule: booked as channels-unchanged (256) but it outputs 128. The dry run blames it,
+    not the next layer that was built for 256."""
+    d = copy.deepcopy(v5n_dict)
+    d["backbone"].insert(9, [-1, 1, "nn.Conv2d", [256, 128, 1]])
+    for row in d["head"]:
+        row[0] = [x + 1 if x > 8 else x for x in row[0]] if isinstance(row[0], list) else row[0]
+    with pytest.raises(UserError, match=r"layer 9 nn.Conv2d \(from -1\) outputs 128 channels, .* booked 256"):
+        Model(d)
+
+
 def test_channel_preserving_module_with_wrong_width(v5n_dict):
     d = copy.deepcopy(v5n_dict)
     d["backbone"].insert(9, [-1, 1, "nn.BatchNorm2d", []])

@@ -158,27 +158,6 @@ def _names_dict(names, nc):
     return {i: f"class{i}" for i in range(nc or 0)}
 
 
-def model_from_checkpoint(ckpt):
-    """Rebuild a float Model from a checkpoint dict; the state dict must match the yaml exactly."""
-    from models.yolo import Model
-
-    yaml, names, sd = checkpoint_model_parts(ckpt)
-    model = Model(yaml, ch=yaml.get("ch", 3))
-    model_sd = model.state_dict()
-    missing = [k for k in model_sd if k not in sd]
-    unexpected = [k for k in sd if k not in model_sd]
-    mismatched = [k for k in sd if k in model_sd and sd[k].shape != model_sd[k].shape]
-    if missing or unexpected or mismatched:
-        raise UserError(
-            f"checkpoint weights do not fit its own model description ({len(missing)} missing keys, e.g. "
-            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; {len(mismatched)} of another "
-            f"shape, e.g. {mismatched[:3]}): the file is from another version or was modified"
-        )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-    model.names = names
-    return model
-
-
 def save_checkpoint(ckpt, path):
     """Write ``ckpt`` atomically: a temporary file in the same folder, then a rename over ``path``."""
     path = Path(path)
