@@ -13,7 +13,8 @@ from models.layers import C1_C2, C1_C2_N, C3, SPP, Bottleneck, Conv
 
 class CrossConv(nn.Module):
     """A k x k convolution factored into 1 x k (stride (1, s)) then k x 1 (stride (s, 1)), plus the input when
-    ``shortcut`` and c1 == c2: (N, c1, H, W) -> (N, c2, H/s, W/s)."""
+    ``shortcut``, c1 == c2 and s == 1: (N, c1, H, W) -> (N, c2, H/s, W/s). (The official block also tries the
+    residual at s == 2, where the sizes differ and it fails.)"""
 
     yaml_args = C1_C2
 
@@ -22,7 +23,7 @@ class CrossConv(nn.Module):
         c_ = int(c2 * e)
         self.cv1 = Conv(c1, c_, (1, k), (1, s))
         self.cv2 = Conv(c_, c2, (k, 1), (s, 1), g=g)
-        self.add = shortcut and c1 == c2
+        self.add = shortcut and c1 == c2 and s == 1
 
     def forward(self, x):
         y = self.cv2(self.cv1(x))

@@ -234,7 +234,8 @@ DetectionModel = Model  # the name v7.0 uses
 
 
 def resolve_cfg(cfg):
-    """Find a model yaml: as given, under models/, or a variant at another scale letter.
+    """Find a model yaml: as given, under models/ or models/hub/ (the official zoo), or a variant at another scale
+    letter.
 
     Returns (path, scale) where scale is the letter requested in the file name (yolov5n_ScConv.yaml -> 'n') when
     that file does not exist itself and another scale's file of the same variant does, else None.
@@ -242,7 +243,7 @@ def resolve_cfg(cfg):
     p = Path(cfg)
     if p.suffix not in (".yaml", ".yml"):
         p = p.with_suffix(".yaml")
-    candidates = [p, ROOT / "models" / p.name, ROOT / p]
+    candidates = [p, ROOT / "models" / p.name, ROOT / "models" / "hub" / p.name, ROOT / p]
     for c in candidates:
         if c.is_file():
             return c, None
@@ -250,14 +251,15 @@ def resolve_cfg(cfg):
     if match:
         prefix, scale, rest = match.groups()
         for letter in "snmlx":
-            for folder in (p.parent, ROOT / "models"):
+            for folder in (p.parent, ROOT / "models", ROOT / "models" / "hub"):
                 c = folder / f"{prefix}{letter}{rest}"
                 if c.is_file():
                     return c, scale
     folders = dict.fromkeys(str(c.parent.resolve()) for c in candidates)
     raise UserError(
         f"model yaml '{cfg}' not found (looked in {', '.join(folders)}); "
-        f"available: {', '.join(sorted(x.name for x in (ROOT / 'models').glob('*.yaml')))}"
+        f"available: {', '.join(sorted(x.name for x in (ROOT / 'models').glob('*.yaml')))}, and in models/hub: "
+        f"{', '.join(sorted(x.name for x in (ROOT / 'models' / 'hub').glob('yolo*.yaml')))}"
     )
 
 
