@@ -87,8 +87,21 @@ class AKConv(nn.Module):
     ONNX export (tracing) uses the same function through ``grid_sample`` (opset 16+), exportable and equal to
     1e-4. See benchmarks/bench_akconv.py for speed and memory against the plain gather implementation.
 
-    The offset branch learns at ``offset_lr_scale`` (0.1) times the learning rate: its weight and bias gradients are
-    scaled by 0.1 (exactly a 0.1x learning rate for SGD; Adam-type optimisers normalise gradient scale away).
+    Offset learning rate: the paper's code means the offset branch to learn at 0.1x the learning rate. Here the
+    gradients of ``p_conv``'s weight and bias are multiplied by ``offset_lr_scale`` (0.1) in the backward pass.
+    That equals a 0.1x learning rate only for SGD (with or without momentum) on parameters without weight decay:
+    the optimizer adds weight decay after the scaling, so ``p_conv.weight`` (which train.py decays) still decays
+    at the full rate, and its steps differ from a true 0.1x learning rate once it is non-zero (the bias, not
+    decayed, is exact). Adam-type optimisers divide by the gradient's running scale, so there the 0.1 changes
+    almost nothing. A separate optimizer parameter group at 0.1x lr would be exact for every optimizer.
+
+    Differences from the authors' code (weights load unchanged; outputs differ where noted):
+    - Their learning-rate hook (a full backward hook on ``p_conv`` that builds scaled generators and returns
+      nothing) is a no-op: there the offset branch trains at the full learning rate.
+    - Border sampling: they clamp the four corners and the position separately, so a point on or beyond the last
+      row or column, or beyond the first, reads both of its clamped corners with weight 1 each: the border pixel
+      counts twice per axis (four times at a corner). Here the position is clamped first and a corner clamped
+      onto its neighbour gets weight 0, so the bilinear weights always sum to 1.
     """
 
     yaml_args = C1_C2

@@ -5,6 +5,14 @@ GSConv mixes a dense convolution with a cheap depth-wise one and interleaves the
 so that the information of the dense half reaches every part of the output. The slim-neck puts GSConv in
 place of the neck's Convs and VoVGSCSP (a one-shot aggregation CSP block of GS bottlenecks) in place of its C3s.
 Attribute names follow the authors' code (cv1, cv2, shuf, conv_lighting, shortcut, gsb, cv3).
+
+Differences from the authors' YOLOv5 code (their state dicts load, but outputs differ):
+- Activation: their Convs (inside GSConv too) use Mish; here every Conv keeps YOLOv5's SiLU (or the model
+  yaml's ``activation``), so a slim-neck trained with their code needs ``activation: nn.Mish()`` to match.
+- Channel order: their shuffle takes the even channels of [dense, depth-wise] and then the odd ones
+  ([d0, d2, .., w0, w2, .., d1, d3, .., w1, w3, ..]), the inverse permutation of the interleave here
+  ([d0, w0, d1, w1, ..]). Both spread the dense half over the output, but the layer after a GSConv sees its
+  input channels in another order, so weights trained there do not reproduce their outputs here.
 """
 
 import torch
@@ -33,7 +41,8 @@ class GSConv(nn.Module):
     """GSConv: (B, c1, H, W) -> (B, c2, H/s, W/s), c2 even.
 
     ``cv1`` = Conv(c1, c2/2, k, s, g) (dense), ``cv2`` = depth-wise 5x5 Conv on its output; the two are
-    concatenated and their channels interleaved (``channel_shuffle``).
+    concatenated and their channels interleaved (``channel_shuffle``: the inverse of the authors' even/odd
+    order, and SiLU where they use Mish; see the module docstring).
     """
 
     yaml_args = C1_C2

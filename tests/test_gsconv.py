@@ -129,3 +129,12 @@ def test_exported_from_common():
 
     for cls in (GSConv, GSConvns, GSBottleneck, GSBottleneckC, VoVGSCSP, VoVGSCSPC):
         assert getattr(common, cls.__name__) is cls
+
+
+def test_shuffle_is_the_inverse_of_the_authors_even_odd_order():
+    """The authors' shuffle lists the even channels of [dense, depth-wise], then the odd ones (GSConv docstring)."""
+    x = torch.arange(8.0).view(1, 8, 1, 1)  # [d0 d1 d2 d3 w0 w1 w2 w3]
+    authors = torch.cat((x[:, 0::2], x[:, 1::2]), 1)
+    assert authors.flatten().tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    assert channel_shuffle(x).flatten().tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+    assert torch.equal(channel_shuffle(authors), x)
