@@ -2,7 +2,7 @@
 
 Run as a script for a structure check of a model yaml::
 
-    python models/yolo.py --cfg models/yolov5s.yaml [--img 640] [--batch-size 1]
+    python models/yolo.py --cfg models/yolov5s.yaml [--img 640] [--batch-size 1] [--strict]
 """
 
 import argparse
@@ -20,7 +20,7 @@ import torch.nn as nn
 import yaml
 
 from models import common
-from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
+from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN, Conv
 from utils.autoanchor import check_anchor_order
 from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
 from utils.plots import feature_visualization
@@ -29,6 +29,12 @@ from utils.torch_utils import initialize_weights, model_info, scale_img, select_
 DETECT = "detect"  # Detect(nc, anchors, [channels of each input])
 # torch.nn layers cannot carry the contract (see models/layers.py); any other nn.<Module> is PLAIN
 TORCH_YAML_ARGS = {"BatchNorm2d": KEEP, "ConvTranspose2d": C1_C2}
+
+# top-level keys of a model yaml (ch, yaml_file: set by Model); any other key is ignored with a warning
+MODEL_YAML_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "activation", "backbone", "head", "ch",
+                   "inplace", "yaml_file")
+ACTIVATION_CALL = re.compile(r"nn\.([A-Za-z_]\w*)\(([^()]*)\)")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
@@ -273,12 +279,14 @@ def load_model_yaml(cfg):
     return d
 
 
-def check_index_comments(text, path=""):
-    """Reject a yaml whose layer-index comments (``# 9``, ``# 17 (P3/8-small)``) disagree with the real indices.
+def check_index_comments(text, path="", strict=False):
+    """Warn about (with ``strict``: reject) a yaml whose layer-index comments (``# 9``, ``# 17 (P3/8-small)``)
+    disagree with the real indices.
 
     YOLOv5 yamls number their key rows in comments. A layer inserted or removed above a numbered row shifts the
     real indices; when the comments were not updated, the absolute ``from`` indices below were usually not updated
-    either, and the model still builds, silently wired to the wrong layers.
+    either, and the model still builds, silently wired to the wrong layers. Only a warning by default: a comment
+    can also simply be wrong (official yolov5s-transformer.yaml comments its layer 8 '# 9').
     """
     lines = text.splitlines()
     root = yaml.compose(text)
@@ -287,17 +295,26 @@ def check_index_comments(text, path=""):
     sections = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
     rows = [r for key in ("backbone", "head") if isinstance(sections.get(key), yaml.SequenceNode)
             for r in sections[key].value]
+    stale = []
     for i, row in enumerate(rows):
         comment = lines[row.start_mark.line].partition("#")[2] if row.start_mark.line < len(lines) else ""
         match = re.match(r"\s*(\d+)\b", comment)
         if match and int(match.group(1)) != i:
             module = row.value[2].value if isinstance(row, yaml.SequenceNode) and len(row.value) > 2 else "?"
-            raise UserError(
-                f"{Path(path).name}: layer {i} ({module}) is commented '# {match.group(1)}', so layers were inserted "
-                f"or removed above it without renumbering. Check every absolute 'from' index from layer "
-                f"{min(i, int(match.group(1)))} on (Concat and Detect rows) against the real layer indices, then "
-                f"update the comments"
-            )
+            stale.append((i, module, int(match.group(1)), row.start_mark.line + 1))
+    if not stale:
+        return
+    i, module, said, line = stale[0]
+    more = f" (and {len(stale) - 1} more rows)" if len(stale) > 1 else ""
+    message = (
+        f"{Path(path).name} line {line}: layer {i} ({module}) is commented '# {said}'{more}, so layers were "
+        f"inserted or removed above it without renumbering, or the comment is wrong. Check every absolute 'from' "
+        f"index from layer {min(i, said)} on (Concat and Detect rows) against the real layer indices, then update "
+        f"the comments"
+    )
+    if strict:
+        raise UserError(message)
+    LOGGER.warning(f"WARNING: {message}")
 
 
 def registered_modules():
@@ -330,12 +347,58 @@ def _parse_arg(a, nc, anchors):
     return a
 
 
+def parse_activation(text):
+    """The module of a yaml ``activation: nn.<Activation>(numbers)`` entry, e.g. ``nn.LeakyReLU(0.1)``.
+
+    Parsed without eval: a regex, the class looked up on torch.nn (a parameter-free activation, since one instance
+    is shared by every Conv) and int/float literal arguments.
+    """
+    usage = "model yaml 'activation' must be a torch activation without parameters called with numbers, e.g. " \
+            "nn.LeakyReLU(0.1) or nn.ReLU()"
+    match = ACTIVATION_CALL.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise UserError(f"{usage}; got {text!r}")
+    name, arg_text = match.groups()
+    cls = getattr(nn, name, None)
+    args = [a.strip() for a in arg_text.split(",")] if arg_text.strip() else []
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == nn.ReLU.__module__):
+        raise UserError(f"{usage}; nn.{name} is not a torch activation")
+    bad = [a for a in args if not NUMBER.fullmatch(a)]
+    if bad:
+        raise UserError(f"{usage}; got the argument(s) {', '.join(bad)} in {text!r}")
+    try:
+        act = cls(*(int(a) if a.lstrip("+-").isdigit() else float(a) for a in args))
+    except Exception as e:
+        raise UserError(f"model yaml 'activation: {text}' cannot be built: {e}") from e
+    if any(True for _ in act.parameters()):
+        raise UserError(f"{usage}; nn.{name} has parameters, which every Conv would share")
+    return act
+
+
 def parse_model(d, ch):
     """Build ``nn.Sequential`` of the layers in model dict ``d``; ``ch`` = [input channels].
 
     Each layer gets ``.i`` (index), ``.f`` (from), ``.type`` (module name) and ``.np`` (parameters).
     Returns (model, save) where save lists the layer indices whose outputs later layers read.
+    An ``activation`` entry is the default activation of every Conv of this model only (Conv.default_act is
+    restored afterwards, so models built later are not affected).
     """
+    unknown = [str(k) for k in d if k not in MODEL_YAML_KEYS]
+    if unknown:
+        LOGGER.warning(f"WARNING: model yaml {d.get('yaml_file', '')}: unknown key(s) {', '.join(unknown)} ignored "
+                       f"(known keys: {', '.join(MODEL_YAML_KEYS[:7])})")
+    act = d.get("activation")
+    previous_act = Conv.default_act
+    if act is not None:
+        Conv.default_act = parse_activation(act)
+        LOGGER.info(f"activation: {Conv.default_act} in every Conv")
+    try:
+        return _parse_layers(d, ch)
+    finally:
+        Conv.default_act = previous_act
+
+
+def _parse_layers(d, ch):
     for key in ("nc", "backbone", "head"):
         if key not in d:
             raise UserError(f"model yaml has no '{key}' entry")
@@ -450,9 +513,13 @@ def main(argv=None):
     parser.add_argument("--img", "--img-size", dest="img", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda device, i.e. 0")
     parser.add_argument("--line-profile", action="store_true", help="time each layer")
+    parser.add_argument("--strict", action="store_true", help="stale layer-index comments are an error, not a warning")
     opt = parser.parse_args(argv)
     try:
         device = select_device(opt.device)
+        if opt.strict:
+            path = resolve_cfg(opt.cfg)[0]
+            check_index_comments(path.read_text(errors="ignore"), path, strict=True)
         model = Model(opt.cfg).to(device)
         model.info()
         img = torch.rand(opt.batch_size, model.yaml["ch"], opt.img, opt.img, device=device)
