@@ -36,6 +36,15 @@ MODEL_YAML_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "activat
 ACTIVATION_CALL = re.compile(r"nn\.([A-Za-z_]\w*)\(([^()]*)\)")
 NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
+# Bounds on model-yaml numbers, far beyond every official model (largest: x6, 1280 channels, 12 repeats, 80
+# classes, 3 anchors): a hostile or mistyped yaml fails at once instead of allocating for hours.
+MAX_MULTIPLE = 10.0  # depth_multiple, width_multiple
+MAX_REPEATS = 100  # a layer's repeats after depth scaling
+MAX_CHANNELS = 8192  # input channels, any layer's output channels, and any other number in a layer's arguments
+MAX_CLASSES = 10000  # nc
+MAX_ANCHORS = 16  # anchors per level
+MAX_LAYERS = 1000  # backbone + head rows
+
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
 
@@ -405,12 +414,20 @@ def _parse_layers(d, ch):
     nc, gd, gw = d["nc"], d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
     if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
         raise UserError(f"model yaml 'nc' must be a positive integer (the number of classes), got {nc!r}")
+    if nc > MAX_CLASSES:
+        raise UserError(f"model yaml 'nc' is {nc}; at most {MAX_CLASSES} classes are supported")
     for key, multiple in (("depth_multiple", gd), ("width_multiple", gw)):
-        if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or multiple <= 0:
-            raise UserError(f"model yaml '{key}' must be a positive number, got {multiple!r}")
+        if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or not 0 < multiple <= MAX_MULTIPLE:
+            raise UserError(f"model yaml '{key}' must be a positive number up to {MAX_MULTIPLE:g}, got {multiple!r}")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_CHANNELS for c in ch):
+        raise UserError(f"input channels must be integers from 1 to {MAX_CHANNELS}, got {ch}")
     anchors = d.get("anchors", [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]])
-    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
+    na = _check_anchors(anchors)
     no = na * (nc + 5)
+    if not all(isinstance(d[key], list) for key in ("backbone", "head")):
+        raise UserError("model yaml 'backbone' and 'head' must be lists of [from, number, module, args] rows")
+    if len(d["backbone"]) + len(d["head"]) > MAX_LAYERS:
+        raise UserError(f"model yaml has {len(d['backbone']) + len(d['head'])} layers; at most {MAX_LAYERS}")
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, c2 = [], [], ch[-1]
     consumed = set()
@@ -427,6 +444,10 @@ def _parse_layers(d, ch):
         if not isinstance(n, int) or n < 1:
             raise UserError(f"layer {i} {name}: number of repeats must be a positive integer, got {n!r}")
         n = n_ = max(round(n * gd), 1) if n > 1 else n
+        if n > MAX_REPEATS:
+            raise UserError(f"layer {i} {name}: {n} repeats (after depth_multiple); at most {MAX_REPEATS}")
+        if rule != DETECT:
+            _check_numbers(args, i, name)
         c1 = ch[f] if isinstance(f, int) else None
         if rule in (C1_C2, C1_C2_N, KEEP) and not isinstance(f, int):
             raise UserError(f"layer {i} {name}: takes one input, but 'from' is {f}")
@@ -465,6 +486,8 @@ def _parse_layers(d, ch):
                 c2 = cls.yaml_c2(c2, args)
         else:
             raise UserError(f"layer {i} {name}: unknown yaml_args rule {rule!r} on the class (see models/layers.py)")
+        if not isinstance(c2, int) or not 0 < c2 <= MAX_CHANNELS:
+            raise UserError(f"layer {i} {name}: {c2} output channels (after width_multiple); at most {MAX_CHANNELS}")
         try:
             m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
         except Exception as e:
@@ -486,6 +509,31 @@ def _parse_layers(d, ch):
             f"removed without updating the 'from' indices after it"
         )
     return nn.Sequential(*layers), sorted(save)
+
+
+def _check_anchors(anchors):
+    """Validate the yaml 'anchors' (a count per level, or per level a list of w, h pixel pairs); return the count."""
+    if isinstance(anchors, int) and not isinstance(anchors, bool) and 0 < anchors <= MAX_ANCHORS:
+        return anchors
+    ok = isinstance(anchors, list) and 0 < len(anchors) <= MAX_LAYERS and all(
+        isinstance(level, list) and len(level) == len(anchors[0]) and 0 < len(level) <= 2 * MAX_ANCHORS
+        and len(level) % 2 == 0 and all(_is_number(a) and 0 < a < math.inf for a in level) for level in anchors)
+    if not ok:
+        raise UserError(f"model yaml 'anchors' must be a count from 1 to {MAX_ANCHORS} or, per level, the same number "
+                        f"of positive w, h pixel pairs (at most {MAX_ANCHORS}), e.g. [[10, 13, 16, 30, 33, 23], ...]")
+    return len(anchors[0]) // 2
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_numbers(args, i, name):
+    """Every number in a layer's arguments (also inside lists, e.g. SPP kernels) is within +-MAX_CHANNELS."""
+    flat = [y for x in args for y in (x if isinstance(x, (list, tuple)) else [x])]
+    big = [x for x in flat if _is_number(x) and not abs(x) <= MAX_CHANNELS]  # also NaN
+    if big:
+        raise UserError(f"layer {i} {name}: argument {big[0]!r} is out of range (at most {MAX_CHANNELS} in size)")
 
 
 def _check_from(f, i, name):

@@ -2,6 +2,8 @@
 
 import copy
 import re
+import signal
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -130,8 +132,8 @@ def test_malformed_yaml_errors_name_the_layer(v5n_dict, where, value, message):
     [
         ("nc", 0, "'nc' must be a positive integer (the number of classes), got 0"),
         ("nc", "abc", "'nc' must be a positive integer (the number of classes), got 'abc'"),
-        ("width_multiple", "x", "'width_multiple' must be a positive number, got 'x'"),
-        ("depth_multiple", -1, "'depth_multiple' must be a positive number, got -1"),
+        ("width_multiple", "x", "'width_multiple' must be a positive number up to 10, got 'x'"),
+        ("depth_multiple", -1, "'depth_multiple' must be a positive number up to 10, got -1"),
     ],
 )
 def test_malformed_scalars_are_user_errors(v5n_dict, key, value, message):
@@ -258,3 +260,57 @@ def test_unknown_yaml_keys_are_a_warning(v5n_dict, warnings_logged):
     warnings_logged.clear()
     Model(v5n_dict)
     assert "unknown key" not in warnings_logged.text
+
+
+@contextmanager
+def time_limit(seconds):
+    """Fail instead of hanging (SIGALRM interrupts the Python loops that build modules)."""
+    def fail(*_):
+        raise TimeoutError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _row(d, index, row):
+    d = copy.deepcopy(d)
+    d["backbone"][index] = row
+    return d
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(depth_multiple=1e5), "'depth_multiple' must be a positive number up to 10, got 100000.0"),
+        (dict(width_multiple=1e5), "'width_multiple' must be a positive number up to 10, got 100000.0"),
+        (dict(width_multiple=float("nan")), "'width_multiple' must be a positive number up to 10, got nan"),
+        (dict(nc=10**9), "'nc' is 1000000000; at most 10000 classes"),
+        (dict(anchors=10**6), "'anchors' must be a count from 1 to 16"),
+        (dict(anchors=[[10, 13, 16]]), "'anchors' must be a count from 1 to 16"),
+        (dict(ch=10**7), "input channels must be integers from 1 to 8192, got [10000000]"),
+        (dict(head={"a": 1}), "'backbone' and 'head' must be lists"),
+        (dict(head=[[-1, 1, "Conv", [8]]] * 2000), "at most 1000"),
+        (dict(row=[-1, 10**8, "C3", [128]]), "layer 2 C3: 33000000 repeats (after depth_multiple); at most 100"),
+        (dict(row=[-1, 1, "Conv", [10**9, 3]]), "layer 2 Conv: argument 1000000000 is out of range"),
+        (dict(row=[-1, 1, "Conv", [128, 10**6]]), "layer 2 Conv: argument 1000000 is out of range"),
+        (dict(row=[-1, 1, "SPP", [128, [5, 10**6]]]), "layer 2 SPP: argument 1000000 is out of range"),
+        (dict(width_multiple=8, row=[-1, 1, "Conv", [2048]]), "layer 2 Conv: 16384 output channels (after width"),
+    ],
+)
+def test_hostile_yaml_numbers_fail_fast(v5n_dict, change, message):
+    """Each of these would allocate for minutes to hours (or forever) without the bounds."""
+    change = dict(change)
+    d = _row(v5n_dict, 2, change.pop("row")) if "row" in change else v5n_dict
+    with time_limit(20), pytest.raises(UserError) as e:
+        Model({**d, **change})
+    assert message in str(e.value)
+
+
+def test_module_value_error_becomes_a_user_error_naming_the_layer(v5n_dict):
+    with pytest.raises(UserError, match=r"layer 2 ACConv: cannot build with arguments \[32, 32, 2\]: ACConv needs an odd"):
+        Model(_row(v5n_dict, 2, [-1, 1, "ACConv", [128, 2]]))
