@@ -2,7 +2,7 @@
 
 Run as a script for a structure check of a model yaml::
 
-    python models/yolo.py --cfg models/yolov5s.yaml [--img 640] [--batch-size 1]
+    python models/yolo.py --cfg models/yolov5s.yaml [--img 640] [--batch-size 1] [--strict]
 """
 
 import argparse
@@ -20,7 +20,7 @@ import torch.nn as nn
 import yaml
 
 from models import common
-from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
+from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN, Conv
 from utils.autoanchor import check_anchor_order
 from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
 from utils.plots import feature_visualization
@@ -29,6 +29,21 @@ from utils.torch_utils import initialize_weights, model_info, scale_img, select_
 DETECT = "detect"  # Detect(nc, anchors, [channels of each input])
 # torch.nn layers cannot carry the contract (see models/layers.py); any other nn.<Module> is PLAIN
 TORCH_YAML_ARGS = {"BatchNorm2d": KEEP, "ConvTranspose2d": C1_C2}
+
+# top-level keys of a model yaml (ch, yaml_file: set by Model); any other key is ignored with a warning
+MODEL_YAML_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "activation", "backbone", "head", "ch",
+                   "inplace", "yaml_file")
+ACTIVATION_CALL = re.compile(r"nn\.([A-Za-z_]\w*)\(([^()]*)\)")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+# Bounds on model-yaml numbers, far beyond every official model (largest: x6, 1280 channels, 12 repeats, 80
+# classes, 3 anchors): a hostile or mistyped yaml fails at once instead of allocating for hours.
+MAX_MULTIPLE = 10.0  # depth_multiple, width_multiple
+MAX_REPEATS = 100  # a layer's repeats after depth scaling
+MAX_CHANNELS = 8192  # input channels, any layer's output channels, and any other number in a layer's arguments
+MAX_CLASSES = 10000  # nc
+MAX_ANCHORS = 16  # anchors per level
+MAX_LAYERS = 1000  # backbone + head rows
 
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
@@ -275,12 +290,14 @@ def load_model_yaml(cfg):
     return d
 
 
-def check_index_comments(text, path=""):
-    """Reject a yaml whose layer-index comments (``# 9``, ``# 17 (P3/8-small)``) disagree with the real indices.
+def check_index_comments(text, path="", strict=False):
+    """Warn about (with ``strict``: reject) a yaml whose layer-index comments (``# 9``, ``# 17 (P3/8-small)``)
+    disagree with the real indices.
 
     YOLOv5 yamls number their key rows in comments. A layer inserted or removed above a numbered row shifts the
     real indices; when the comments were not updated, the absolute ``from`` indices below were usually not updated
-    either, and the model still builds, silently wired to the wrong layers.
+    either, and the model still builds, silently wired to the wrong layers. Only a warning by default: a comment
+    can also simply be wrong (official yolov5s-transformer.yaml comments its layer 8 '# 9').
     """
     lines = text.splitlines()
     root = yaml.compose(text)
@@ -289,17 +306,26 @@ def check_index_comments(text, path=""):
     sections = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
     rows = [r for key in ("backbone", "head") if isinstance(sections.get(key), yaml.SequenceNode)
             for r in sections[key].value]
+    stale = []
     for i, row in enumerate(rows):
         comment = lines[row.start_mark.line].partition("#")[2] if row.start_mark.line < len(lines) else ""
         match = re.match(r"\s*(\d+)\b", comment)
         if match and int(match.group(1)) != i:
             module = row.value[2].value if isinstance(row, yaml.SequenceNode) and len(row.value) > 2 else "?"
-            raise UserError(
-                f"{Path(path).name}: layer {i} ({module}) is commented '# {match.group(1)}', so layers were inserted "
-                f"or removed above it without renumbering. Check every absolute 'from' index from layer "
-                f"{min(i, int(match.group(1)))} on (Concat and Detect rows) against the real layer indices, then "
-                f"update the comments"
-            )
+            stale.append((i, module, int(match.group(1)), row.start_mark.line + 1))
+    if not stale:
+        return
+    i, module, said, line = stale[0]
+    more = f" (and {len(stale) - 1} more rows)" if len(stale) > 1 else ""
+    message = (
+        f"{Path(path).name} line {line}: layer {i} ({module}) is commented '# {said}'{more}, so layers were "
+        f"inserted or removed above it without renumbering, or the comment is wrong. Check every absolute 'from' "
+        f"index from layer {min(i, said)} on (Concat and Detect rows) against the real layer indices, then update "
+        f"the comments"
+    )
+    if strict:
+        raise UserError(message)
+    LOGGER.warning(f"WARNING: {message}")
 
 
 def registered_modules():
@@ -332,24 +358,78 @@ def _parse_arg(a, nc, anchors):
     return a
 
 
+def parse_activation(text):
+    """The module of a yaml ``activation: nn.<Activation>(numbers)`` entry, e.g. ``nn.LeakyReLU(0.1)``.
+
+    Parsed without eval: a regex, the class looked up on torch.nn (a parameter-free activation, since one instance
+    is shared by every Conv) and int/float literal arguments.
+    """
+    usage = "model yaml 'activation' must be a torch activation without parameters called with numbers, e.g. " \
+            "nn.LeakyReLU(0.1) or nn.ReLU()"
+    match = ACTIVATION_CALL.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise UserError(f"{usage}; got {text!r}")
+    name, arg_text = match.groups()
+    cls = getattr(nn, name, None)
+    args = [a.strip() for a in arg_text.split(",")] if arg_text.strip() else []
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == nn.ReLU.__module__):
+        raise UserError(f"{usage}; nn.{name} is not a torch activation")
+    bad = [a for a in args if not NUMBER.fullmatch(a)]
+    if bad:
+        raise UserError(f"{usage}; got the argument(s) {', '.join(bad)} in {text!r}")
+    try:
+        act = cls(*(int(a) if a.lstrip("+-").isdigit() else float(a) for a in args))
+    except Exception as e:
+        raise UserError(f"model yaml 'activation: {text}' cannot be built: {e}") from e
+    if any(True for _ in act.parameters()):
+        raise UserError(f"{usage}; nn.{name} has parameters, which every Conv would share")
+    return act
+
+
 def parse_model(d, ch):
     """Build ``nn.Sequential`` of the layers in model dict ``d``; ``ch`` = [input channels].
 
     Each layer gets ``.i`` (index), ``.f`` (from), ``.type`` (module name) and ``.np`` (parameters).
     Returns (model, save) where save lists the layer indices whose outputs later layers read.
+    An ``activation`` entry is the default activation of every Conv of this model only (Conv.default_act is
+    restored afterwards, so models built later are not affected).
     """
+    unknown = [str(k) for k in d if k not in MODEL_YAML_KEYS]
+    if unknown:
+        LOGGER.warning(f"WARNING: model yaml {d.get('yaml_file', '')}: unknown key(s) {', '.join(unknown)} ignored "
+                       f"(known keys: {', '.join(MODEL_YAML_KEYS[:7])})")
+    act = d.get("activation")
+    previous_act = Conv.default_act
+    if act is not None:
+        Conv.default_act = parse_activation(act)
+        LOGGER.info(f"activation: {Conv.default_act} in every Conv")
+    try:
+        return _parse_layers(d, ch)
+    finally:
+        Conv.default_act = previous_act
+
+
+def _parse_layers(d, ch):
     for key in ("nc", "backbone", "head"):
         if key not in d:
             raise UserError(f"model yaml has no '{key}' entry")
     nc, gd, gw = d["nc"], d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
     if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
         raise UserError(f"model yaml 'nc' must be a positive integer (the number of classes), got {nc!r}")
+    if nc > MAX_CLASSES:
+        raise UserError(f"model yaml 'nc' is {nc}; at most {MAX_CLASSES} classes are supported")
     for key, multiple in (("depth_multiple", gd), ("width_multiple", gw)):
-        if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or multiple <= 0:
-            raise UserError(f"model yaml '{key}' must be a positive number, got {multiple!r}")
+        if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or not 0 < multiple <= MAX_MULTIPLE:
+            raise UserError(f"model yaml '{key}' must be a positive number up to {MAX_MULTIPLE:g}, got {multiple!r}")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_CHANNELS for c in ch):
+        raise UserError(f"input channels must be integers from 1 to {MAX_CHANNELS}, got {ch}")
     anchors = d.get("anchors", [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]])
-    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
+    na = _check_anchors(anchors)
     no = na * (nc + 5)
+    if not all(isinstance(d[key], list) for key in ("backbone", "head")):
+        raise UserError("model yaml 'backbone' and 'head' must be lists of [from, number, module, args] rows")
+    if len(d["backbone"]) + len(d["head"]) > MAX_LAYERS:
+        raise UserError(f"model yaml has {len(d['backbone']) + len(d['head'])} layers; at most {MAX_LAYERS}")
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, c2 = [], [], ch[-1]
     consumed = set()
@@ -366,6 +446,10 @@ def parse_model(d, ch):
         if not isinstance(n, int) or n < 1:
             raise UserError(f"layer {i} {name}: number of repeats must be a positive integer, got {n!r}")
         n = n_ = max(round(n * gd), 1) if n > 1 else n
+        if n > MAX_REPEATS:
+            raise UserError(f"layer {i} {name}: {n} repeats (after depth_multiple); at most {MAX_REPEATS}")
+        if rule != DETECT:
+            _check_numbers(args, i, name)
         c1 = ch[f] if isinstance(f, int) else None
         if rule in (C1_C2, C1_C2_N, KEEP) and not isinstance(f, int):
             raise UserError(f"layer {i} {name}: takes one input, but 'from' is {f}")
@@ -404,6 +488,8 @@ def parse_model(d, ch):
                 c2 = cls.yaml_c2(c2, args)
         else:
             raise UserError(f"layer {i} {name}: unknown yaml_args rule {rule!r} on the class (see models/layers.py)")
+        if not isinstance(c2, int) or not 0 < c2 <= MAX_CHANNELS:
+            raise UserError(f"layer {i} {name}: {c2} output channels (after width_multiple); at most {MAX_CHANNELS}")
         try:
             m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
         except Exception as e:
@@ -425,6 +511,31 @@ def parse_model(d, ch):
             f"removed without updating the 'from' indices after it"
         )
     return nn.Sequential(*layers), sorted(save)
+
+
+def _check_anchors(anchors):
+    """Validate the yaml 'anchors' (a count per level, or per level a list of w, h pixel pairs); return the count."""
+    if isinstance(anchors, int) and not isinstance(anchors, bool) and 0 < anchors <= MAX_ANCHORS:
+        return anchors
+    ok = isinstance(anchors, list) and 0 < len(anchors) <= MAX_LAYERS and all(
+        isinstance(level, list) and len(level) == len(anchors[0]) and 0 < len(level) <= 2 * MAX_ANCHORS
+        and len(level) % 2 == 0 and all(_is_number(a) and 0 < a < math.inf for a in level) for level in anchors)
+    if not ok:
+        raise UserError(f"model yaml 'anchors' must be a count from 1 to {MAX_ANCHORS} or, per level, the same number "
+                        f"of positive w, h pixel pairs (at most {MAX_ANCHORS}), e.g. [[10, 13, 16, 30, 33, 23], ...]")
+    return len(anchors[0]) // 2
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_numbers(args, i, name):
+    """Every number in a layer's arguments (also inside lists, e.g. SPP kernels) is within +-MAX_CHANNELS."""
+    flat = [y for x in args for y in (x if isinstance(x, (list, tuple)) else [x])]
+    big = [x for x in flat if _is_number(x) and not abs(x) <= MAX_CHANNELS]  # also NaN
+    if big:
+        raise UserError(f"layer {i} {name}: argument {big[0]!r} is out of range (at most {MAX_CHANNELS} in size)")
 
 
 def _check_from(f, i, name):
@@ -452,9 +563,13 @@ def main(argv=None):
     parser.add_argument("--img", "--img-size", dest="img", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda device, i.e. 0")
     parser.add_argument("--line-profile", action="store_true", help="time each layer")
+    parser.add_argument("--strict", action="store_true", help="stale layer-index comments are an error, not a warning")
     opt = parser.parse_args(argv)
     try:
         device = select_device(opt.device)
+        if opt.strict:
+            path = resolve_cfg(opt.cfg)[0]
+            check_index_comments(path.read_text(errors="ignore"), path, strict=True)
         model = Model(opt.cfg).to(device)
         model.info()
         img = torch.rand(opt.batch_size, model.yaml["ch"], opt.img, opt.img, device=device)
