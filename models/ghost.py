@@ -38,8 +38,9 @@ class GhostBottleneck(nn.Module):
     """Ghost bottleneck: (N, c1, H, W) -> (N, c2, H/s, W/s), s in {1, 2}.
 
     ``conv``: GhostConv to c2/2, a depth-wise k x k stride-2 Conv (no activation) when s == 2, GhostConv to c2
-    (no activation). ``shortcut``: identity for s == 1 (then c1 must equal c2), else a depth-wise stride-2 Conv and
-    a 1x1 Conv (no activations). Output: conv(x) + shortcut(x).
+    (no activation). ``shortcut``: identity when s == 1 and c1 == c2, else a projection as in GhostNet: a
+    depth-wise k x k Conv of stride s and a 1x1 Conv to c2 (no activations). Output: conv(x) + shortcut(x).
+    (Official YOLOv5 only projects at s == 2, and fails on s == 1 with c1 != c2; its layouts load unchanged.)
     """
 
     yaml_args = C1_C2
@@ -48,8 +49,6 @@ class GhostBottleneck(nn.Module):
         super().__init__()
         if s not in (1, 2):
             raise ValueError(f"GhostBottleneck: stride must be 1 or 2, got {s}")
-        if s == 1 and c1 != c2:
-            raise ValueError(f"GhostBottleneck: stride 1 adds the input, so c1 must equal c2 (got {c1}, {c2})")
         c_ = c2 // 2
         self.conv = nn.Sequential(
             GhostConv(c1, c_, 1, 1),
@@ -57,7 +56,8 @@ class GhostBottleneck(nn.Module):
             GhostConv(c_, c2, 1, 1, act=False),
         )
         self.shortcut = (
-            nn.Sequential(DWConv(c1, c1, k, s, act=False), Conv(c1, c2, 1, 1, act=False)) if s == 2 else nn.Identity()
+            nn.Identity() if s == 1 and c1 == c2
+            else nn.Sequential(DWConv(c1, c1, k, s, act=False), Conv(c1, c2, 1, 1, act=False))
         )
 
     def forward(self, x):

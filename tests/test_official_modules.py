@@ -56,8 +56,9 @@ def test_ghost_bottleneck_layout():
     assert {"conv.1.conv.weight", "shortcut.0.conv.weight", "shortcut.1.conv.weight", "conv.2.cv2.bn.weight"} <= keys
     assert s2.shortcut[0].conv.groups == 8  # depth-wise stride-2 shortcut
     assert s2(torch.randn(1, 8, 7, 9)).shape == (1, 16, 4, 5)
-    with pytest.raises(ValueError, match="c1 must equal c2"):
-        GhostBottleneck(8, 16)
+    projected = GhostBottleneck(8, 16)  # stride 1 with new channels: GhostNet's projection shortcut
+    assert isinstance(projected.shortcut, nn.Sequential) and projected.shortcut[0].conv.stride == (1, 1)
+    assert projected(torch.randn(1, 8, 5, 6)).shape == (1, 16, 5, 6)
     c3 = C3Ghost(16, 32, n=2)
     assert [type(b) for b in c3.m] == [GhostBottleneck, GhostBottleneck]
 
