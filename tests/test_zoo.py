@@ -9,9 +9,11 @@ from copy import deepcopy
 
 import pytest
 import torch
+import torch.nn as nn
 
 import models.common
 import models.yolo
+from models.common import Conv
 from models.experimental import attempt_load
 from models.yolo import Detect, Model, load_model_yaml, parse_model
 from utils.general import ROOT, yaml_load
@@ -189,3 +191,12 @@ def test_official_format_checkpoint_loads_strictly_and_matches(tmp_path, cfg, sc
         torch.testing.assert_close(loaded(x)[0], expected, atol=1e-4, rtol=1e-4)
         loaded.fuse(verbose=False)  # what attempt_load(fuse=True) does, without building the model again
         torch.testing.assert_close(loaded(x)[0], expected, atol=2e-3, rtol=1e-3)
+
+
+def test_leaky_relu_yaml_sets_every_conv_activation():
+    d = load_model_yaml(ROOT / "models" / "hub" / "yolov5s-LeakyReLU.yaml")
+    d["depth_multiple"], d["width_multiple"] = 0.33, 0.125
+    model = Model(d)
+    acts = [m.act for m in model.modules() if isinstance(m, Conv)]
+    assert len(acts) == 57 and all(isinstance(a, nn.LeakyReLU) and a.negative_slope == 0.1 for a in acts)
+    assert not any(isinstance(m, nn.SiLU) for m in model.modules())
