@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.experimental import attempt_load
+from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, yaml_load
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
@@ -81,8 +83,6 @@ class DetectMultiBackend(nn.Module):
         self._warned_pt_only = False
         meta = {}
         if self.pt:
-            from models.experimental import attempt_load
-
             model = attempt_load(weights, device=device, inplace=True, fuse=fuse)
             self.model = model.half() if self.fp16 else model.float()
             stride, names = int(max(int(model.stride.max()), 32)), model.names
@@ -104,8 +104,6 @@ class DetectMultiBackend(nn.Module):
             self.imgsz = tuple(int(x) for x in meta["imgsz"])
         names = _names_dict(names)
         if data:  # a dataset yaml names the classes when the weights do not (or use placeholder names)
-            from utils.dataset_yaml import find_dataset_yaml
-
             data_names = _names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
             if data_names and (not names or all(str(k) == v for k, v in names.items())):
                 names = data_names

@@ -41,6 +41,21 @@ _OFFICIAL_CLASSES = [
     "models.common.Focus",
     "models.common.Concat",
     "models.common.DWConv",
+    "models.common.GhostConv",
+    "models.common.GhostBottleneck",
+    "models.common.C3Ghost",
+    "models.common.C3TR",
+    "models.common.TransformerLayer",
+    "models.common.TransformerBlock",
+    "models.common.C3x",
+    "models.common.C3SPP",
+    "models.common.BottleneckCSP",
+    "models.common.CrossConv",
+    "models.common.Contract",
+    "models.common.Expand",
+    "models.common.DWConvTranspose2d",
+    "models.experimental.MixConv2d",  # official MixConv2d lives in experimental.py, and CrossConv did up to v6.0
+    "models.experimental.CrossConv",
     "torch.nn.modules.conv.Conv2d",
     "torch.nn.modules.batchnorm.BatchNorm2d",
     "torch.nn.modules.activation.SiLU",
@@ -49,6 +64,12 @@ _OFFICIAL_CLASSES = [
     "torch.nn.modules.container.Sequential",
     "torch.nn.modules.container.ModuleList",
     "torch.nn.modules.linear.Identity",
+    "torch.nn.modules.linear.Linear",
+    "torch.nn.modules.linear.NonDynamicallyQuantizableLinear",  # MultiheadAttention's out_proj
+    "torch.nn.modules.activation.MultiheadAttention",
+    "torch.nn.modules.activation.LeakyReLU",
+    "torch.nn.modules.conv.ConvTranspose2d",
+    "torch.nn.modules.padding.ZeroPad2d",
 ]
 # (stand-in, name in the pickle): every official class maps to its own subclass, so messages can name it
 OFFICIAL_GLOBALS = [
@@ -135,27 +156,6 @@ def _names_dict(names, nc):
     if isinstance(names, (list, tuple)):
         return dict(enumerate(map(str, names)))
     return {i: f"class{i}" for i in range(nc or 0)}
-
-
-def model_from_checkpoint(ckpt):
-    """Rebuild a float Model from a checkpoint dict; the state dict must match the yaml exactly."""
-    from models.yolo import Model
-
-    yaml, names, sd = checkpoint_model_parts(ckpt)
-    model = Model(yaml, ch=yaml.get("ch", 3))
-    model_sd = model.state_dict()
-    missing = [k for k in model_sd if k not in sd]
-    unexpected = [k for k in sd if k not in model_sd]
-    mismatched = [k for k in sd if k in model_sd and sd[k].shape != model_sd[k].shape]
-    if missing or unexpected or mismatched:
-        raise UserError(
-            f"checkpoint weights do not fit its own model description ({len(missing)} missing keys, e.g. "
-            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; {len(mismatched)} of another "
-            f"shape, e.g. {mismatched[:3]}): the file is from another version or was modified"
-        )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-    model.names = names
-    return model
 
 
 def nonfinite_weights(ckpt):
