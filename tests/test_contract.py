@@ -2,7 +2,8 @@
 ``yaml_args``): a new module is tested by being registered.
 
 Each module is built the way a yaml builds it (parse_model on a one-row yaml, with the extra arguments of the first
-shipped yaml row that uses it, else its defaults) at tiny channel counts, then: batch 1 and 2 at square, odd and
+shipped yaml row that uses it, else its defaults) at tiny channel counts (16 -> 32, or 16 -> 16 where the module
+requires equal channels), then: batch 1 and 2 at square, odd and
 rectangular sizes give the channels parse_model booked and the same shape in train and eval mode; every parameter
 gets a gradient; fuse() keeps the eval output; the ONNX export run by onnxruntime gives the same output.
 """
@@ -15,7 +16,7 @@ import torch
 
 from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
 from models.yolo import Detect, parse_model, registered_modules
-from utils.general import ROOT, yaml_load
+from utils.general import ROOT, UserError, yaml_load
 
 C1, C2 = 16, 32  # tiny, but divisible by every group count the modules use
 SIZES = [(1, 8, 8), (2, 7, 5), (1, 5, 9)]  # (batch, height, width): square, odd, rectangular
@@ -41,16 +42,23 @@ EXAMPLES = _yaml_examples()
 
 
 def build(name):
-    """(layer built by parse_model from a one-row yaml, function making an input of a given size)."""
+    """(layer built by parse_model from a one-row yaml, function making an input of a given size).
+
+    C1 -> C2 channels, or C1 -> C1 for a module that rejects a change of channels (e.g. a residual block)."""
     cls = REGISTRY[name]
     args = EXAMPLES.get(name, [])
     rule = cls.yaml_args
-    if rule in (C1_C2, C1_C2_N):
-        args = [C2, *args[1:]]
-    elif rule == KEEP:
-        args = [C1, *args[1:]] if args and isinstance(args[0], int) else args
     frm = [-1, -1] if rule == CONCAT else -1
-    model, _ = parse_model({"nc": 1, "backbone": [[frm, 1, name, args]], "head": []}, ch=[C1])
+    if rule == KEEP:
+        args = [C1, *args[1:]] if args and isinstance(args[0], int) else args
+    for c2 in (C2, C1) if rule in (C1_C2, C1_C2_N) else (None,):
+        row_args = args if c2 is None else [c2, *args[1:]]
+        try:
+            model, _ = parse_model({"nc": 1, "backbone": [[frm, 1, name, row_args]], "head": []}, ch=[C1])
+            break
+        except UserError:
+            if c2 != C2:
+                raise
     layer = model[0]
 
     def make_input(bs, h, w):
