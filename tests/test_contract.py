@@ -14,6 +14,8 @@ import math
 import pytest
 import torch
 
+import export
+from models import common
 from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
 from models.yolo import Detect, parse_model, registered_modules
 from utils.general import ROOT, UserError, yaml_load
@@ -90,6 +92,34 @@ def test_registry_holds_the_project_modules_with_valid_contracts():
         assert cls.yaml_args in (C1_C2, C1_C2_N, KEEP, CONCAT, PLAIN), name
         assert isinstance(getattr(cls, "onnx_opset", 11), int), name
     assert REGISTRY["AKConv"].onnx_opset == 16
+
+
+def test_a_new_module_is_registered_by_its_re_export(monkeypatch):
+    """Class with a contract + re-export in models/common.py: parse_model builds it, errors list it, export's
+    opset follows it. A class without ``yaml_args`` stays unknown."""
+
+    class Doubler(torch.nn.Module):
+        yaml_args = PLAIN
+        onnx_opset = 18
+
+        @staticmethod
+        def yaml_c2(c1, args):
+            return 2 * c1
+
+        def forward(self, x):
+            return torch.cat((x, x), 1)
+
+    class NoContract(torch.nn.Module):
+        pass
+
+    monkeypatch.setattr(common, "Doubler", Doubler, raising=False)
+    monkeypatch.setattr(common, "NoContract", NoContract, raising=False)
+    rows = [[-1, 1, "Doubler", []], [-1, 1, "Conv", [8, 1]]]
+    model, _ = parse_model({"nc": 1, "backbone": rows, "head": []}, ch=[3])
+    assert model[0].booked_channels == 6 and model[1].conv.in_channels == 6
+    assert export.required_opset(model) == 18
+    with pytest.raises(UserError, match=r"unknown module 'NoContract'. Known modules: .*Doubler"):
+        parse_model({"nc": 1, "backbone": [[-1, 1, "NoContract", []]], "head": []}, ch=[3])
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
