@@ -2,7 +2,8 @@
 ``yaml_args``): a new module is tested by being registered.
 
 Each module is built the way a yaml builds it (parse_model on a one-row yaml, with the extra arguments of the first
-shipped yaml row that uses it, else its defaults) at tiny channel counts, then: batch 1 and 2 at square, odd and
+shipped yaml row that uses it, else its defaults) at tiny channel counts (16 -> 32, or 16 -> 16 where the module
+requires equal channels), then: batch 1 and 2 at square, odd and
 rectangular sizes give the channels parse_model booked and the same shape in train and eval mode; every parameter
 gets a gradient; fuse() keeps the eval output; the ONNX export run by onnxruntime gives the same output.
 """
@@ -13,9 +14,11 @@ import math
 import pytest
 import torch
 
+import export
+from models import common
 from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
 from models.yolo import Detect, parse_model, registered_modules
-from utils.general import ROOT, yaml_load
+from utils.general import ROOT, UserError, yaml_load
 
 C1, C2 = 16, 32  # tiny, but divisible by every group count the modules use
 SIZES = [(1, 8, 8), (2, 7, 5), (1, 5, 9)]  # (batch, height, width): square, odd, rectangular
@@ -41,16 +44,23 @@ EXAMPLES = _yaml_examples()
 
 
 def build(name):
-    """(layer built by parse_model from a one-row yaml, function making an input of a given size)."""
+    """(layer built by parse_model from a one-row yaml, function making an input of a given size).
+
+    C1 -> C2 channels, or C1 -> C1 for a module that rejects a change of channels (e.g. a residual block)."""
     cls = REGISTRY[name]
     args = EXAMPLES.get(name, [])
     rule = cls.yaml_args
-    if rule in (C1_C2, C1_C2_N):
-        args = [C2, *args[1:]]
-    elif rule == KEEP:
-        args = [C1, *args[1:]] if args and isinstance(args[0], int) else args
     frm = [-1, -1] if rule == CONCAT else -1
-    model, _ = parse_model({"nc": 1, "backbone": [[frm, 1, name, args]], "head": []}, ch=[C1])
+    if rule == KEEP:
+        args = [C1, *args[1:]] if args and isinstance(args[0], int) else args
+    for c2 in (C2, C1) if rule in (C1_C2, C1_C2_N) else (None,):
+        row_args = args if c2 is None else [c2, *args[1:]]
+        try:
+            model, _ = parse_model({"nc": 1, "backbone": [[frm, 1, name, row_args]], "head": []}, ch=[C1])
+            break
+        except UserError:
+            if c2 != C2:
+                raise
     layer = model[0]
 
     def make_input(bs, h, w):
@@ -82,6 +92,34 @@ def test_registry_holds_the_project_modules_with_valid_contracts():
         assert cls.yaml_args in (C1_C2, C1_C2_N, KEEP, CONCAT, PLAIN), name
         assert isinstance(getattr(cls, "onnx_opset", 11), int), name
     assert REGISTRY["AKConv"].onnx_opset == 16
+
+
+def test_a_new_module_is_registered_by_its_re_export(monkeypatch):
+    """Class with a contract + re-export in models/common.py: parse_model builds it, errors list it, export's
+    opset follows it. A class without ``yaml_args`` stays unknown."""
+
+    class Doubler(torch.nn.Module):
+        yaml_args = PLAIN
+        onnx_opset = 18
+
+        @staticmethod
+        def yaml_c2(c1, args):
+            return 2 * c1
+
+        def forward(self, x):
+            return torch.cat((x, x), 1)
+
+    class NoContract(torch.nn.Module):
+        pass
+
+    monkeypatch.setattr(common, "Doubler", Doubler, raising=False)
+    monkeypatch.setattr(common, "NoContract", NoContract, raising=False)
+    rows = [[-1, 1, "Doubler", []], [-1, 1, "Conv", [8, 1]]]
+    model, _ = parse_model({"nc": 1, "backbone": rows, "head": []}, ch=[3])
+    assert model[0].booked_channels == 6 and model[1].conv.in_channels == 6
+    assert export.required_opset(model) == 18
+    with pytest.raises(UserError, match=r"unknown module 'NoContract'. Known modules: .*Doubler"):
+        parse_model({"nc": 1, "backbone": [[-1, 1, "NoContract", []]], "head": []}, ch=[3])
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -23,7 +23,7 @@ from models.common import (
     TransformerBlock,
 )
 from models.mixconv import mixconv_split
-from models.yolo import main, resolve_cfg
+from models.yolo import main, parse_model, resolve_cfg
 from utils.general import ROOT
 
 BN = ["bias", "num_batches_tracked", "running_mean", "running_var", "weight"]
@@ -136,3 +136,23 @@ def test_hub_yamls_resolve_by_name_and_scale_letter():
 
 def test_yolo_py_cfg_prints_a_hub_yaml():
     assert main(["--cfg", "models/hub/yolov3-tiny.yaml", "--img", "64"]) == 0
+
+
+def test_channel_rules_of_torch_and_reshaping_layers_in_a_yaml():
+    """nn.ConvTranspose2d takes (c1, c2, ...) like Conv; nn.ZeroPad2d keeps channels; Contract, SpaceToDepth and
+    Expand change them by gain**2 (the dry run would name a layer whose booked channels were wrong)."""
+    rows = [
+        [-1, 1, "Contract", [2]],  # 3 -> 12
+        [-1, 1, "nn.ConvTranspose2d", [32, 2, 2]],  # 12 -> 16 at width 0.5
+        [-1, 1, "nn.ZeroPad2d", [[0, 1, 0, 1]]],  # 16
+        [-1, 1, "SpaceToDepth", []],  # 64
+        [-1, 1, "Expand", [4]],  # 64 / 16 = 4
+        [-1, 1, "DWConvTranspose2d", [16, 2, 2]],  # 4 -> 8
+    ]
+    layers, _ = parse_model({"nc": 1, "width_multiple": 0.5, "backbone": rows, "head": []}, ch=[3])
+    assert [m.booked_channels for m in layers] == [12, 16, 16, 64, 4, 8]
+    y = torch.randn(1, 3, 16, 24)
+    for m in layers:
+        y = m(y)
+        assert y.shape[1] == m.booked_channels
+    assert y.shape == (1, 8, 72, 104)  # 16x24: /2, x2, +1 pad -> 17x25, /2 rounding up -> 9x13, x4, x2

@@ -80,7 +80,7 @@ def test_levels_strides_and_forward_at_small_width(name):
     detect = model.model[-1]
     assert isinstance(detect, Detect) and detect.nl == len(strides) and detect.anchors.shape == (len(strides), 3, 2)
     g = max(strides[-1], 32)  # the backbones of P3-P4 and P4-P5 models still downsample to 32
-    h, w = 2 * g, 3 * g
+    h, w = g, 2 * g
     with torch.no_grad():
         pred, raw = model(torch.rand(1, 3, h, w))
     assert pred.shape == (1, 3 * sum((h // s) * (w // s) for s in strides), 85)
@@ -160,7 +160,7 @@ def randomize_batchnorm(model):
 @pytest.mark.parametrize(
     "cfg, scale, classes",
     [
-        ("hub/yolov5n6.yaml", None, ["models.common.C3", "models.common.SPPF"]),
+        ("hub/yolov5n6.yaml", (0.33, 0.125), ["models.common.C3", "models.common.SPPF"]),
         ("hub/yolov5s-ghost.yaml", (0.33, 0.125), ["models.common.GhostConv", "models.common.C3Ghost"]),
         ("hub/yolov5s-transformer.yaml", (0.33, 0.125), ["models.common.C3TR", "torch.nn.modules.activation.MultiheadAttention"]),
     ],
@@ -168,8 +168,7 @@ def randomize_batchnorm(model):
 def test_official_format_checkpoint_loads_strictly_and_matches(tmp_path, cfg, scale, classes):
     torch.manual_seed(0)
     d = load_model_yaml(ROOT / "models" / cfg)
-    if scale:
-        d["depth_multiple"], d["width_multiple"] = scale
+    d["depth_multiple"], d["width_multiple"] = scale  # narrower than the official scales: the same code, faster
     model = Model(d, nc=3)
     model.names = {0: "cat", 1: "dog", 2: "bird"}
     randomize_batchnorm(model)
