@@ -28,6 +28,7 @@ DEFAULT_OPSET = 17
 MODULE_MIN_OPSET = {
     "AKConv": 16,  # bilinear sampling at learned offsets: GridSample entered the standard opset in 16
 }
+MAX_BATCH_SIZE = 1024  # the export input is a real tensor: batch 0 crashes the tracer (SIGFPE), huge ones the RAM
 CHECK_ATOL = 1e-3  # outputs are in pixels; float32 rounding keeps exported models well inside this
 
 
@@ -226,6 +227,8 @@ def run(
     from models.experimental import attempt_load
 
     include = check_formats(include)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UserError(f"--batch-size {batch_size}: must be a whole number from 1 to {MAX_BATCH_SIZE}")
     weights = Path(weights or newest_trained_weights())
     if not weights.is_file():
         raise UserError(f"--weights {weights}: file not found")
