@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from utils.general import LOGGER, ROOT, UserError, yaml_load
-from utils.script_check import load_torchscript
+from utils.script_check import check_onnx_file, load_torchscript
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
 
@@ -124,6 +124,7 @@ class DetectMultiBackend(nn.Module):
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
+        check_onnx_file(w)  # standard operators and embedded weights only
         try:
             session = ort.InferenceSession(w, providers=providers)
         except Exception as e:  # onnxruntime's load errors share no base class narrower than Exception

@@ -1,5 +1,5 @@
-"""TorchScript files are checked before anything in them runs: hostile ops and __setstate__ are refused, and
-every model yaml of the project, exported, passes."""
+"""TorchScript and ONNX files are checked before anything in them runs: hostile ops, __setstate__, custom ONNX
+domains and external tensor data are refused, and every model yaml of the project, exported, passes."""
 
 import copy
 import warnings
@@ -13,7 +13,7 @@ import export
 from models.backends import DetectMultiBackend
 from models.yolo import Model
 from utils.general import ROOT, UserError
-from utils.script_check import check_script_module, load_torchscript
+from utils.script_check import check_onnx_file, check_script_module, load_torchscript
 
 MODEL_YAMLS = sorted(str(p.relative_to(ROOT / "models")) for p in (ROOT / "models").rglob("*.yaml")
                      if "depth_multiple" in p.read_text())
@@ -106,7 +106,7 @@ def test_every_project_export_passes(tmp_path, yaml_name):
     cfg = yaml.safe_load((ROOT / "models" / yaml_name).read_text())
     cfg.update(depth_multiple=0.33, width_multiple=0.25, nc=3)
     model = export.prepare_model(Model(cfg))
-    im = torch.rand(1, 3, 64, 64)
+    im = torch.rand(1, 3, 128, 128)  # P7 models have stride 128
     file = tmp_path / "m.torchscript"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -114,3 +114,37 @@ def test_every_project_export_passes(tmp_path, yaml_name):
     loaded = load_torchscript(str(file))
     with torch.no_grad():
         assert torch.allclose(loaded(im), model(im), atol=1e-4)
+
+
+def onnx_file(path, nodes, initializers=(), domains=(("", 17),)):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3])],
+                              initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in domains])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_custom_domain_and_external_data_are_refused(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    custom = onnx_file(tmp_path / "custom.onnx", [helper.make_node("Evil", ["images"], ["out"], domain="x.evil")],
+                       domains=(("", 17), ("x.evil", 1)))
+    with pytest.raises(UserError, match="operator x.evil::Evil"):
+        DetectMultiBackend(str(custom))
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(bytes(12))
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1, 3], [0.0, 0.0, 0.0])
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    weight.external_data.add(key="location", value="secret.bin")
+    external = onnx_file(tmp_path / "external.onnx", [helper.make_node("Add", ["images", "w"], ["out"])], [weight])
+    with pytest.raises(UserError, match="tensor 'w' stored in an external file"):
+        DetectMultiBackend(str(external))
+    plain = onnx_file(tmp_path / "plain.onnx", [helper.make_node("Sigmoid", ["images"], ["out"])])
+    assert check_onnx_file(plain) is None
+    assert onnx.load(str(plain)).graph.node[0].op_type == "Sigmoid"

@@ -8,6 +8,11 @@ any call, every method of every submodule (its inlined graph, nested blocks incl
 in ``ALLOWED_OPS``, and no module may carry forward hooks. The list holds the tensor operators that this project's
 own exports contain (every model yaml, traced at n scale, collected by walking the saved files), plus the
 activations and layers the official model yamls may name. Anything else is refused with a UserError naming it.
+
+An .onnx file is a program too, but a declarative one that ONNX Runtime interprets with its own operator set.
+``check_onnx_file`` refuses, before a session is made, the two ways one reaches beyond that: operators from a
+custom domain (only the standard ONNX domains run) and tensors stored in external files (a data location such as
+'../../secret' would be read into the model).
 """
 
 import zipfile
@@ -16,6 +21,7 @@ import torch
 
 from utils.general import UserError
 
+ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; exports of this project and of YOLOv5 use only it
 MAX_UNPACKED_BYTES = 4 * 2**30  # far above any YOLOv5 export (yolov5x6 is about 0.6 GB in fp32)
 
 ALLOWED_OPS = frozenset({
@@ -103,3 +109,36 @@ def load_torchscript(path, **load_kwargs):
     module = torch.jit.load(path, **load_kwargs)
     check_script_module(module, path)
     return module
+
+
+def _onnx_graph_problems(graph, found):
+    """Custom-domain ops and external tensors of ``graph`` and of the subgraphs in its nodes' attributes."""
+    import onnx
+
+    for tensor in list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.HasField("t")]:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            found.setdefault(f"tensor '{tensor.name}' stored in an external file", True)
+    for node in graph.node:
+        if node.domain not in ONNX_DOMAINS:
+            found.setdefault(f"operator {node.domain}::{node.op_type}", True)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _onnx_graph_problems(sub, found)
+    return found
+
+
+def check_onnx_file(path):
+    """Refuse an .onnx file with custom-domain operators, local functions or external tensor data."""
+    try:
+        import onnx
+    except ImportError:  # onnxruntime alone still refuses unknown custom ops; the external-data check needs onnx
+        return
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf decode errors have no common base class
+        raise UserError(f"{path} is not a readable ONNX model (re-export it with export.py): {str(e)[:200]}") from e
+    problems = list(_onnx_graph_problems(model.graph, {}))
+    problems += [f"local function {f.domain}::{f.name}" for f in model.functions]
+    if problems:
+        raise UserError(f"{path} is refused: ONNX files are programs, and this one has {', '.join(problems[:3])}; "
+                        f"only standard ONNX operators with embedded weights are run")
