@@ -188,7 +188,8 @@ def run(
                     if is_image:
                         cv2.imwrite(str(save_path), im0)
                     else:
-                        videos.write(save_path if not stream else save_dir / safe_filename(f"{p.stem or 'stream'}_{i}"), im0, fps)
+                        stream_path = save_dir / safe_filename(f"{p.stem or 'stream'}_{i}")
+                        videos.write(save_path if not stream else stream_path, im0, fps)
             LOGGER.info(f"{s}{(t2 - t1) * 1e3:.1f}ms")
     finally:
         videos.close()
