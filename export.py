@@ -26,6 +26,7 @@ from utils.torch_utils import select_device
 FORMATS = ("torchscript", "onnx")
 DEFAULT_OPSET = 17
 BASE_OPSET = 11  # enough for the plain convolutional network; a module class may need more (its ``onnx_opset``)
+MAX_BATCH_SIZE = 1024  # the export input is a real tensor: batch 0 crashes the tracer (SIGFPE), huge ones the RAM
 CHECK_ATOL = 1e-3  # outputs are in pixels; float32 rounding keeps exported models well inside this
 
 
@@ -225,6 +226,8 @@ def run(
 ):
     """Export ``weights`` to the formats in ``include``; returns the list of exported files."""
     include = check_formats(include)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UserError(f"--batch-size {batch_size}: must be a whole number from 1 to {MAX_BATCH_SIZE}")
     weights = Path(weights or newest_trained_weights())
     if not weights.is_file():
         raise UserError(f"--weights {weights}: file not found")

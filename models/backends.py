@@ -15,6 +15,7 @@ import torch.nn as nn
 from models.experimental import attempt_load
 from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, yaml_load
+from utils.script_check import check_onnx_file, load_torchscript
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
 
@@ -90,7 +91,7 @@ class DetectMultiBackend(nn.Module):
             LOGGER.info(f"Loading {w} for TorchScript inference...")
             extra = {EXPORT_METADATA_KEY: ""}
             try:
-                self.model = torch.jit.load(w, map_location=device, _extra_files=extra)
+                self.model = load_torchscript(w, map_location=device, _extra_files=extra)  # checked first
             except RuntimeError as e:
                 raise UserError(f"--weights {w} is not a readable TorchScript file (re-export it with export.py): "
                                 f"{str(e).splitlines()[0]}") from e
@@ -121,6 +122,7 @@ class DetectMultiBackend(nn.Module):
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
+        check_onnx_file(w)  # standard operators and embedded weights only
         try:
             session = ort.InferenceSession(w, providers=providers)
         except Exception as e:  # onnxruntime's load errors share no base class narrower than Exception
