@@ -221,8 +221,10 @@ def export_onnx_int8(onnx_file, calib):
             x = next(self.batches, None)
             return None if x is None else {input_name: x}
 
+    prepared = file.with_suffix(".prep.onnx")  # shape inference and graph clean-up, as ORT recommends first
+    quantization.shape_inference.quant_pre_process(str(onnx_file), str(prepared))
     quantization.quantize_static(
-        str(onnx_file), str(file), Reader(),
+        str(prepared), str(file), Reader(),
         quant_format=quantization.QuantFormat.QDQ,
         activation_type=quantization.QuantType.QUInt8,
         weight_type=quantization.QuantType.QInt8,
@@ -231,6 +233,7 @@ def export_onnx_int8(onnx_file, calib):
         calibrate_method=quantization.CalibrationMethod.MinMax,
         extra_options={"CalibMaxIntermediateOutputs": 32},  # bounds calibration memory at 640 px
     )
+    prepared.unlink()
     quantized = onnx.load(str(file))
     del quantized.metadata_props[:]
     for entry in graph.metadata_props:
@@ -434,7 +437,7 @@ def file_hash(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def backend_weights(weights, backend, imgsz, cache=BACKEND_CACHE):
+def backend_weights(weights, backend, imgsz, cache=None):
     """The .onnx file or OpenVINO folder for ``--backend onnx|openvino`` with .pt weights, exported on first use.
 
     Conversions live in ``cache/<stem>-<sha256 of the weights, 16 hex>-<h>x<w>/`` (runs/backend-cache by default),
@@ -455,14 +458,15 @@ def backend_weights(weights, backend, imgsz, cache=BACKEND_CACHE):
     if not weights.is_file():
         raise UserError(f"--weights {weights}: file not found")
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    folder = Path(cache) / f"{weights.stem}-{file_hash(weights)[:16]}-{h}x{w}"
+    cache = Path(cache or BACKEND_CACHE)
+    folder = cache / f"{weights.stem}-{file_hash(weights)[:16]}-{h}x{w}"
     target = folder / (f"{weights.stem}.onnx" if backend == "onnx" else f"{weights.stem}_openvino_model")
     done = target.is_file() if backend == "onnx" else (target / OPENVINO_METADATA).is_file()
     if done:
         LOGGER.info(f"--backend {backend}: using the cached conversion {target}")
         return target
     LOGGER.info(f"--backend {backend}: converting {weights} once into {folder}")
-    Path(cache).mkdir(parents=True, exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=cache, prefix=f"{folder.name}."))  # moved into place when complete
     try:
         copy = work / weights.name
