@@ -245,16 +245,17 @@ class Detections:
             LOGGER.info(f"Saved {len(crops)} crops to {Path(save_dir) / 'crops'}")
         return crops
 
-    def show(self, labels=True):
-        """Show the annotated images in windows; with no display (or no GUI support in OpenCV) save them instead."""
+    def show(self, labels=True, save_dir=DETECT_DIR / "exp"):
+        """Show the annotated images in windows; with no display (or no GUI support in OpenCV) save them to a new
+        run folder instead and return it."""
         if os.name != "nt" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
             LOGGER.info("no display: saving the images instead of showing them")
-            return self.save(labels)
+            return self.save(labels, save_dir=save_dir)
         try:
             for i in range(self.n):
                 cv2.imshow(self.files[i], self._annotated(i, labels)[..., ::-1])
             cv2.waitKey(1)
         except cv2.error:
             LOGGER.info("OpenCV has no GUI support here: saving the images instead of showing them")
-            return self.save(labels)
+            return self.save(labels, save_dir=save_dir)
         return None
