@@ -218,7 +218,8 @@ class DetectMultiBackend(nn.Module):
             from utils.dataset_yaml import find_dataset_yaml
 
             data_names = _names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
-            if data_names and (not names or all(str(k) == v or v == f"class{k}" for k, v in names.items())):
+            placeholder = names and all(v in (str(k), f"class{k}") for k, v in names.items())
+            if data_names and (not names or (placeholder and len(data_names) == len(names))):
                 names = data_names
         self.stride = int(meta.get("stride", 32))
         self.names = names or {i: f"class{i}" for i in range(self._probe_nc())}
