@@ -88,6 +88,7 @@ def test_openvino_half_is_bf16_and_close(weights, reference, tmp_path):
     assert (got[..., :4] - expected[..., :4]).abs().max() > 0  # really a reduced-precision path
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_int8_openvino_and_onnx(weights, reference):
     pytest.importorskip("nncf")
@@ -249,6 +250,7 @@ print("done")
 """
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_no_socket_is_opened_during_export_and_inference(weights, tmp_path):
     """In a fresh process (NNCF silences itself under pytest) with a home folder that has no consent file, which
