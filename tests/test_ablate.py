@@ -294,9 +294,9 @@ def test_budget_presets_and_baseline(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(train, "run", lambda **kw: seen.append((kw["epochs"], kw["imgsz"])) or _Results(0.3))
     monkeypatch.setattr(ablate, "measure_model", lambda cfg, img, runs: (1, 2.0, 3.0))
-    rows = ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml", "yolov5s.yaml"], budget="medium", imgsz=96,
+    rows = ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml", "yolov5s.yaml"], budget="long", imgsz=96,
                       baseline="yolov5s", project=str(tmp_path))
-    assert seen == [(ablate.BUDGETS["medium"][0], 96)] * 2  # --imgsz overrides the preset's
+    assert seen == [(ablate.BUDGETS["long"][0], 96)] * 2  # --imgsz overrides the preset's
     assert [r["verdict"] for r in rows] == [ablate.ONE_SEED, ablate.BASELINE]
     assert ablate.parse_opt([]).budget == ablate.DEFAULT_BUDGET
     with pytest.raises(UserError, match="--baseline"):
