@@ -476,7 +476,8 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), budget=DEFAULT_BUDGE
             run_id, run_settings = f"{name}/seed{seed}", {**settings, "seed": seed}
             key = {"cfg": cfg, **run_settings, **measure}
             saved = state.get(run_id)
-            if saved and saved.get("key") == key:
+            # --no-train also reuses the row of a finished training of the same settings (it has the training time)
+            if saved and saved.get("key") in (key, {**key, "train": True}):
                 LOGGER.info(f"ablate: [{i + 1}/{len(cfg_list)}] {run_id}: finished earlier, reusing its row")
                 row = saved["row"]
                 seed_rows.append(row)
@@ -502,7 +503,8 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), budget=DEFAULT_BUDGE
                    "latency_ms": latency_ms, "map50": map50, "map50_95": map50_95,
                    "epochs": None if no_train else epochs, "train_s": train_s}
             seed_rows.append(row)
-            if not failed:
+            # a --no-train row without mAP is not kept: the training may finish before the next invocation
+            if not failed and (map50_95 is not None or not no_train):
                 state[run_id] = {"key": key, "row": row}
                 save_state(state_path, state)
 

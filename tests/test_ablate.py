@@ -275,6 +275,15 @@ def test_interrupted_multi_seed_run_continues(tmp_path, monkeypatch):
     assert calls == [("yolov5n.yaml", 0), ("measure", "yolov5n.yaml"), ("yolov5n.yaml", 1), ("yolov5n.yaml", 2),
                      ("yolov5s.yaml", 0), ("measure", "yolov5s.yaml")]
 
+    # --no-train meanwhile: the finished trainings' rows are reused, the unfinished ones show no mAP and are not kept
+    monkeypatch.setattr(train, "run", lambda **kw: pytest.fail("--no-train trained"))
+    partial = ablate.run(**kwargs, no_train=True)
+    assert [(r["model"], r["seeds"], r["verdict"]) for r in partial] == [("yolov5n", 3, ablate.BASELINE),
+                                                                       ("yolov5s", 1, ablate.ONE_SEED)]
+    assert partial[1]["diff_map50_95"] == pytest.approx(0.05) and len(calls) == 6  # nothing trained or measured
+    assert sorted(json.loads((tmp_path / ablate.STATE_FILE).read_text())["rows"]) == [
+        "yolov5n/seed0", "yolov5n/seed1", "yolov5n/seed2", "yolov5s/seed0"]
+
     calls.clear()
     monkeypatch.setattr(train, "run", lambda **kw: calls.append((kw["cfg"], kw["seed"])) or _Results(maps[kw["cfg"], kw["seed"]]))
     rows = ablate.run(**kwargs)
