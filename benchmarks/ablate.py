@@ -331,7 +331,9 @@ def markdown_table(summary, latency_img, baseline):
     ]
     for r in summary:
         train_min = None if r["train_s"] is None else r["train_s"] / 60
-        if r["seeds_to_resolve"] is not None:
+        if r["verdict"] == BASELINE:
+            to_resolve = "—"
+        elif r["seeds_to_resolve"] is not None:
             to_resolve = str(r["seeds_to_resolve"])
         else:
             to_resolve = f"> {MAX_SEEDS_TO_RESOLVE}" if r["diff_low"] is not None else "n/a"
