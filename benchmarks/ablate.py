@@ -516,6 +516,10 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), budget=DEFAULT_BUDGE
     train_total = sum(r["train_s"] or 0 for r in seed_rows)
     note = (f"Settings: {settings_note(settings, seeds, budget, latency_img, latency_runs)}. Training time, all "
             f"rows: {train_total / 60:.1f} min.\n\n{statistics_note(len(seeds))}")
+    finished = sum(r["map50_95"] is not None for r in seed_rows)
+    if finished < len(seed_rows):  # e.g. --no-train while the trainings run, or failed ones
+        note += (f"\n\nOnly {finished} of the {len(seed_rows)} runs have an mAP so far (the others show fewer seeds or "
+                 f"n/a); run the same command without --no-train to finish them (finished runs are reused).")
     wall = time.time() - t_start
     md_path.write_text(f"{table}\n{note}\n")
     write_csv(summary, csv_path, COLUMNS)

@@ -281,6 +281,7 @@ def test_interrupted_multi_seed_run_continues(tmp_path, monkeypatch):
     assert [(r["model"], r["seeds"], r["verdict"]) for r in partial] == [("yolov5n", 3, ablate.BASELINE),
                                                                        ("yolov5s", 1, ablate.ONE_SEED)]
     assert partial[1]["diff_map50_95"] == pytest.approx(0.05) and len(calls) == 6  # nothing trained or measured
+    assert "Only 4 of the 6 runs have an mAP so far" in (tmp_path / "ablation.md").read_text()
     assert sorted(json.loads((tmp_path / ablate.STATE_FILE).read_text())["rows"]) == [
         "yolov5n/seed0", "yolov5n/seed1", "yolov5n/seed2", "yolov5s/seed0"]
 
