@@ -344,6 +344,7 @@ def train(hyp, opt, device):
     if main_process:
         start_results_csv(csv_file, resume_epoch=start_epoch - 1 if resume else None)
     last_saved_epoch = start_epoch - 1 if resume else None  # epoch of the newest finite last.pt
+    best_saved = resume and best.exists()  # a new run writes its own best.pt, also over an --exist-ok folder
     t0 = time.time()
     LOGGER.info(
         f"Image sizes {imgsz} train, {imgsz} val\nUsing {getattr(train_loader, 'num_workers', 0)} dataloader "
@@ -433,7 +434,7 @@ def train(hyp, opt, device):
             else:
                 fi = float(fitness(np.array(results).reshape(1, -1))[0]) if val_loader is not None else 0.0
                 stop = stopper(epoch=epoch, fitness=fi)
-                improved = fi > best_fitness or not best.exists()  # a tie (at 0: nothing learnt) keeps best.pt
+                improved = fi > best_fitness or not best_saved  # a tie (at 0: nothing learnt) keeps best.pt
                 best_fitness = max(best_fitness, fi)
                 row = [epoch, *mloss.tolist(), *[float(x) for x in results], *lr]
                 _append_csv(csv_file, row)
@@ -452,6 +453,7 @@ def train(hyp, opt, device):
                     last_saved_epoch = epoch
                     if improved:
                         save_checkpoint(ckpt, best)
+                        best_saved = True
                     if opt.save_period > 0 and epoch % opt.save_period == 0:
                         save_checkpoint(ckpt, wdir / f"epoch{epoch}.pt")
                     del ckpt

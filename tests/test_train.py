@@ -392,3 +392,16 @@ def test_non_finite_validation_losses_stop_training_before_anything_is_saved(tmp
                   noautoanchor=True)
     assert not (tmp_path / "exp" / "weights").exists() or not list((tmp_path / "exp" / "weights").iterdir())
     assert not (tmp_path / "exp" / "results.csv").exists()
+
+
+def test_exist_ok_rerun_starts_fresh_results_and_best(tmp_path):
+    """An --exist-ok rerun into a folder of an older run: its results.csv has only the new rows and best.pt is the
+    new run's, although the new fitness (0 after one tiny epoch) does not beat anything."""
+    old = tmp_path / "exp"
+    (old / "weights").mkdir(parents=True)
+    (old / "results.csv").write_text("epoch,x\n0,1\n1,1\n2,1\n")
+    (old / "weights" / "best.pt").write_bytes(b"the old run's best")
+    train.run(**(TINY | dict(epochs=1, batch_size=4)), project=str(tmp_path), name="exp", exist_ok=True,
+              noplots=True, noautoanchor=True)
+    assert [r[0] for r in results_rows(old)[1]] == [0]
+    assert load_checkpoint(old / "weights" / "best.pt")["opt"]["exist_ok"] is True
