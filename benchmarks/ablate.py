@@ -403,12 +403,12 @@ def replace_readme_block(readme, block):
 
 def settings_note(settings, seeds, budget, latency_img, latency_runs):
     """One sentence on how the table was made."""
-    epochs, weights = settings["epochs"], settings["weights"] or "scratch"
+    epochs, weights, threads = settings["epochs"], settings["weights"] or "scratch", torch.get_num_threads()
     preset = f" (--budget {budget})" if BUDGETS.get(budget) == (epochs, settings["imgsz"]) else ""
     return (f"data {Path(settings['data']).name}, {epochs} epoch{'s' if epochs > 1 else ''} at image size "
             f"{settings['imgsz']}{preset}, batch {settings['batch_size']}, seed{'s' if len(seeds) > 1 else ''} "
             f"{', '.join(map(str, seeds))}, from {weights}; latency: median of {latency_runs} runs at {latency_img} px, "
-            f"batch 1, fused, channels-last, {torch.get_num_threads()} CPU threads; train (min): wall time of the "
+            f"batch 1, fused, channels-last, {threads} CPU thread{'s' if threads > 1 else ''}; train (min): wall time of the "
             f"trainings and final validations of all seeds in the invocations that finished them")
 
 
@@ -422,8 +422,7 @@ def statistics_note(n_seeds):
             "paired Student-t interval (n-1 degrees of freedom). Verdict: better / worse when the interval excludes "
             "0, otherwise not distinguishable from the baseline at this budget. Seeds to resolve Δ: the smallest "
             "number of paired seeds n for which a difference of the observed size would exclude 0 at the observed "
-            "spread of the differences sd (t(n-1)·sd/√n < |Δ|, about (t·sd/Δ)²); a longer --budget shrinks the "
-            "spread (README).")
+            "spread of the differences sd (t(n-1)·sd/√n < |Δ|, about (t·sd/Δ)²).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
