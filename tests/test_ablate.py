@@ -221,7 +221,8 @@ def test_noise_is_not_distinguishable_and_says_how_many_seeds_would_be():
     c = ablate.paired_comparison({0: 0.33, 1: 0.30, 2: 0.33}, BASE)
     sd = (0.0014 / 2) ** 0.5
     assert c["diff"] == pytest.approx(0.01)
-    assert c["low"] == pytest.approx(0.01 - 4.303 * sd / 3**0.5) and c["high"] == pytest.approx(0.01 + 4.303 * sd / 3**0.5)
+    half = 4.303 * sd / 3**0.5  # t(0.975, 2 dof) * sd / sqrt(n)
+    assert c["low"] == pytest.approx(0.01 - half) and c["high"] == pytest.approx(0.01 + half)
     assert c["low"] < 0 < c["high"] and c["verdict"] == ablate.UNRESOLVED
     # smallest n with t(n-1) * sd / sqrt(n) < 0.01: n=30 gives 2.045 * 0.026458 / 5.477 = 0.009879 (n=29: 0.010065)
     assert c["seeds_to_resolve"] == 30
@@ -286,7 +287,11 @@ def test_interrupted_multi_seed_run_continues(tmp_path, monkeypatch):
         "yolov5n/seed0", "yolov5n/seed1", "yolov5n/seed2", "yolov5s/seed0"]
 
     calls.clear()
-    monkeypatch.setattr(train, "run", lambda **kw: calls.append((kw["cfg"], kw["seed"])) or _Results(maps[kw["cfg"], kw["seed"]]))
+    def resumed(**kw):
+        calls.append((kw["cfg"], kw["seed"]))
+        return _Results(maps[kw["cfg"], kw["seed"]])
+
+    monkeypatch.setattr(train, "run", resumed)
     rows = ablate.run(**kwargs)
     assert calls == [("yolov5s.yaml", 1), ("yolov5s.yaml", 2)]  # only the unfinished seeds; no new measurement
     base, variant = rows
@@ -294,8 +299,8 @@ def test_interrupted_multi_seed_run_continues(tmp_path, monkeypatch):
     assert variant["seeds"] == 3 and variant["diff_map50_95"] == pytest.approx(0.05)
     assert (variant["diff_low"], variant["verdict"]) == (pytest.approx(0.025157, abs=1e-6), ablate.BETTER)
     table = (tmp_path / "ablation.md").read_text()
-    assert "| yolov5s | 3 | 0.000 | 2.00 | 3.0 | 0.460 ± 0.010 | 0.360 ± 0.010 | +0.050 [+0.025, +0.075] | better | 3 |" \
-        in table
+    assert ("| yolov5s | 3 | 0.000 | 2.00 | 3.0 | 0.460 ± 0.010 | 0.360 ± 0.010 | +0.050 [+0.025, +0.075] | better "
+            "| 3 |") in table
 
 
 def test_budget_presets_and_baseline(tmp_path, monkeypatch):
