@@ -128,6 +128,7 @@ def measure(weights, data, imgsz, val_imgsz, threads, runs, warmup, calib, proje
     val_paths = paths if val_imgsz == imgsz else export_formats(weights, folder / f"{val_imgsz[0]}x{val_imgsz[1]}",
                                                                   val_imgsz, data, calib)
     ms = latencies(paths, imgsz, runs, warmup)
+    print(f"{stem} latency (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()), flush=True)  # before the vals
     maps = {}
     for name, path in val_paths.items():
         if name in ("PyTorch channels-last", "ONNX Runtime, bare session"):
