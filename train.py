@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.amp import AMP_CHOICES, check_amp, select_amp  # noqa: E402
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
 from utils.general import exit_code, print_args, yaml_load, yaml_save  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
@@ -237,6 +238,10 @@ def train(hyp, opt, device):
     else:
         model = create_model(opt.cfg, ckpt, nc, anchors=hyp.get("anchors")).to(device)
     model.names = names
+    amp = select_amp(opt.amp, device.type)
+    if amp.device_type == "cuda":
+        amp = check_amp(model, amp)
+    LOGGER.info(f"{colorstr('AMP:')} {amp.describe()}")
 
     # Freeze
     freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
@@ -320,7 +325,7 @@ def train(hyp, opt, device):
         model = nn.parallel.DistributedDataParallel(model, device_ids=[LOCAL_RANK], output_device=LOCAL_RANK)
     elif RANK != -1:
         model = nn.parallel.DistributedDataParallel(model)
-    if cuda:
+    if amp.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     # Loss scaling by the number of detection levels, classes and image size (hyps are tuned for 3 levels,
@@ -338,8 +343,7 @@ def train(hyp, opt, device):
     # Training loop
     nw = max(round(hyp["warmup_epochs"] * nb), 100) if hyp["warmup_epochs"] > 0 else 0
     results = (0, 0, 0, 0, 0, 0, 0)
-    amp = cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    scaler = amp.grad_scaler()
     stopper = EarlyStopping(patience=opt.patience)
     stopper.best_fitness, stopper.best_epoch = best_fitness, best_epoch
     tb_writer = _tensorboard(save_dir) if main_process else None
@@ -373,14 +377,14 @@ def train(hyp, opt, device):
                 accumulate = warmup(optimizer, ni, nw, epoch, lf, hyp, batch_size)
             if opt.multi_scale:
                 imgs = _random_rescale(imgs, imgsz, gs)
-            if cuda:
+            if amp.channels_last:
                 imgs = imgs.contiguous(memory_format=torch.channels_last)
 
-            with torch.autocast(device.type, enabled=amp):
+            with amp.autocast():
                 pred = model(imgs)
-                loss, loss_items = compute_loss(pred, targets.to(device))
-                if RANK != -1:
-                    loss *= WORLD_SIZE  # gradients are averaged between processes
+            loss, loss_items = compute_loss([p.float() for p in pred], targets.to(device))  # the loss is fp32
+            if RANK != -1:
+                loss *= WORLD_SIZE  # gradients are averaged between processes
             if not torch.isfinite(loss):
                 nan_stop = (epoch, i, loss_items.tolist())
                 break
@@ -417,7 +421,7 @@ def train(hyp, opt, device):
             final_epoch = epoch + 1 == epochs or stopper.patience <= epoch - stopper.best_epoch + 1
             if val_loader is not None and (not noval or final_epoch):
                 results, maps, _ = validate.run(
-                    data_dict, batch_size=batch_size // WORLD_SIZE * 2, imgsz=imgsz, half=amp, model=ema.ema,
+                    data_dict, batch_size=batch_size // WORLD_SIZE * 2, imgsz=imgsz, half=amp.fp16, model=ema.ema,
                     single_cls=single_cls, dataloader=val_loader, save_dir=save_dir, plots=False,
                     compute_loss=compute_loss,
                 )
@@ -477,9 +481,9 @@ def train(hyp, opt, device):
                     LOGGER.info(f"\nValidating {f}...")
                     results, _, _ = validate.run(
                         data_dict, batch_size=batch_size // WORLD_SIZE * 2, imgsz=imgsz,
-                        model=attempt_load(f, device).half() if amp else attempt_load(f, device),
+                        model=attempt_load(f, device).half() if amp.fp16 else attempt_load(f, device),
                         single_cls=single_cls, dataloader=val_loader, save_dir=save_dir, verbose=True,
-                        plots=plots, compute_loss=compute_loss, half=amp,
+                        plots=plots, compute_loss=compute_loss, half=amp.fp16,
                     )
         if plots and csv_file.exists():
             plot_results(file=csv_file)
@@ -581,6 +585,9 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     parser.add_argument("--save-period", type=int, default=-1, help="checkpoint every x epochs (off if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                        help="mixed precision: auto = fp16 on CUDA (after a check), bf16 + channels-last on CPUs "
+                             "with native bf16, else fp32; on = also emulated bf16; off = fp32")
     parser.add_argument("--local_rank", type=int, default=-1, help="automatic DDP multi-GPU argument, do not modify")
     return parser.parse_known_args(argv)[0] if known else parser.parse_args(argv)
 
