@@ -192,7 +192,7 @@ def train(hyp, opt, device):
     from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint, strip_optimizer
     from utils.dataloaders import create_dataloader
     from utils.dataset_yaml import check_dataset
-    from utils.loss import ComputeLoss
+    from utils.loss import ComputeLoss, scale_loss_gains
     from utils.metrics import fitness
     from utils.plots import plot_images, plot_labels, plot_results
 
@@ -328,17 +328,11 @@ def train(hyp, opt, device):
     if amp.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    # Loss scaling by the number of detection levels, classes and image size (hyps are tuned for 3 levels,
-    # 80 classes, 640 px)
-    nl = de_parallel(model).model[-1].nl
-    hyp["box"] *= 3 / nl
-    hyp["cls"] *= nc / 80 * 3 / nl
-    hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
-    hyp["label_smoothing"] = opt.label_smoothing
     bare = de_parallel(model)
-    bare.hyp = hyp
+    hyp = scale_loss_gains(hyp, bare.model[-1].nl, nc, imgsz)
+    hyp["label_smoothing"] = opt.label_smoothing
     bare.class_weights = labels_to_class_weights(dataset.labels, nc).to(device) * nc
-    compute_loss = ComputeLoss(bare)
+    compute_loss = ComputeLoss(bare, hyp)
 
     # Training loop
     nw = max(round(hyp["warmup_epochs"] * nb), 100) if hyp["warmup_epochs"] > 0 else 0
@@ -417,7 +411,7 @@ def train(hyp, opt, device):
         t_train = time.time() - t_epoch
         stop = False
         if main_process:
-            ema.update_attr(model, include=["yaml", "nc", "hyp", "names", "stride", "class_weights"])
+            ema.update_attr(model, include=["yaml", "nc", "names", "stride", "class_weights"])
             final_epoch = epoch + 1 == epochs or stopper.patience <= epoch - stopper.best_epoch + 1
             if val_loader is not None and (not noval or final_epoch):
                 results, maps, _ = validate.run(

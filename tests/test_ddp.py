@@ -161,8 +161,7 @@ def test_every_model_trains_under_ddp(gloo_group, cfg):
 
     torch.manual_seed(0)
     model = Model(cfg, nc=3)
-    model.hyp = yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml")
-    compute_loss = ComputeLoss(model)
+    compute_loss = ComputeLoss(model, yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml"))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [1, 2, 0.4, 0.4, 0.2, 0.5]])
     loss, _ = compute_loss(ddp(torch.rand(2, 3, 32, 32)), targets)
