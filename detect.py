@@ -43,6 +43,25 @@ def count_string(det, names):
     return "".join(f"{n} {names[c]}{'s' * (n > 1)}, " for c, n in sorted(counts.items()))
 
 
+class OutputNames:
+    """Output stem of each source file, unique within a run: the first a.jpg writes a.jpg / labels/a.txt, a later
+    source with the same stem (other/a.jpg, a.png) writes a_2.*, so no result overwrites another's."""
+
+    def __init__(self):
+        self.stems, self.taken = {}, set()
+
+    def __call__(self, path):
+        key = str(path)
+        if key not in self.stems:
+            base = stem = Path(key).stem
+            n = 2
+            while stem in self.taken:
+                stem, n = f"{base}_{n}", n + 1
+            self.taken.add(stem)
+            self.stems[key] = stem
+        return self.stems[key]
+
+
 class VideoSaver:
     """One cv2.VideoWriter per output path (mp4v), opened on the first frame and released by ``close``."""
 
@@ -95,6 +114,8 @@ def run(
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
         weights = weights[0]
     source = str(source)
+    if not isinstance(imgsz, int) and len(imgsz) not in (1, 2):
+        raise UserError(f"--imgsz {' '.join(map(str, imgsz))}: give one size (square) or two (height width)")
     stream = is_stream_source(source)
     files = None if stream else list_source_files(source)  # a bad source fails before the model loads
     save_img = not nosave
@@ -123,8 +144,10 @@ def run(
         dataset = LoadStreams(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride)
     else:
         dataset = LoadImages(files, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride)
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
+    if save_txt:
+        (save_dir / "labels").mkdir(exist_ok=True)
+    output_stem = OutputNames()
 
     bs = len(dataset) if stream else 1
     model.warmup(imgsz=(1 if model.pt else bs, 3, *imgsz))
@@ -158,8 +181,9 @@ def run(
                     p, im0, frame = Path(path), im0s.copy(), dataset.frame
                     fps = (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
                 is_image = not stream and dataset.mode == "image"
-                save_path = save_dir / p.name
-                stem = p.stem if is_image else f"{p.stem}_{frame}"
+                out_stem = output_stem(p)
+                save_path = save_dir / f"{out_stem}{p.suffix}"
+                stem = out_stem if is_image else f"{out_stem}_{frame}"
                 s += "{:g}x{:g} ".format(*im.shape[2:])
                 imc = im0.copy() if save_crop else im0
                 annotator = Annotator(im0, line_width=line_thickness)

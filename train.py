@@ -13,6 +13,7 @@ labels.jpg, train_batch{0,1,2}.jpg and the final validation plots.
 import argparse
 import logging
 import math
+import os
 import random
 import sys
 import time
@@ -29,7 +30,9 @@ if str(ROOT) not in sys.path:
 
 from utils.amp import AMP_CHOICES, check_amp, select_amp  # noqa: E402
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
-from utils.general import exit_code, print_args, yaml_load, yaml_save  # noqa: E402
+from utils.general import exit_code, print_args, start_results_csv, yaml_load, yaml_save  # noqa: E402
+from utils.hyp import check_hyp  # noqa: E402
+from utils.resume import load_resume_state  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
 
 DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights is given
@@ -172,14 +175,6 @@ def create_model(cfg, ckpt=None, nc=None, anchors=None):
     return model
 
 
-def get_latest_run(search_dir=ROOT / "runs"):
-    """Path of the newest last*.pt under ``search_dir`` (for --resume without a path)."""
-    runs = sorted(Path(search_dir).rglob("last*.pt"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise UserError(f"--resume: no last.pt found under {search_dir}; pass the checkpoint path: --resume PATH")
-    return runs[-1]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------------------------------
@@ -189,7 +184,7 @@ def train(hyp, opt, device):
     import val as validate
     from models.yolo import Model
     from utils.autoanchor import check_anchors
-    from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint, strip_optimizer
+    from utils.checkpoints import load_checkpoint, make_checkpoint, nonfinite_weights, save_checkpoint, strip_optimizer
     from utils.dataloaders import create_dataloader
     from utils.dataset_yaml import check_dataset
     from utils.loss import ComputeLoss, scale_loss_gains
@@ -212,6 +207,7 @@ def train(hyp, opt, device):
     not_numbers = [k for k, v in hyp.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
     if not_numbers:
         raise UserError(f"hyperparameters {not_numbers} in --hyp {opt.hyp} must be numbers")
+    check_hyp(hyp, f"--hyp {opt.hyp}")
     LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
 
     if main_process:
@@ -273,7 +269,8 @@ def train(hyp, opt, device):
 
     # Data
     train_loader, dataset = create_dataloader(
-        train_path, imgsz, batch_size // WORLD_SIZE, gs, single_cls, hyp=hyp, augment=True, cache=opt.cache,
+        train_path, imgsz, batch_size // WORLD_SIZE, gs, single_cls, hyp=hyp, augment=True,
+        cache=None if opt.cache == "val" else opt.cache,
         rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers, image_weights=opt.image_weights,
         prefix=colorstr("train: "), shuffle=True, seed=opt.seed,
     )
@@ -342,12 +339,15 @@ def train(hyp, opt, device):
     stopper.best_fitness, stopper.best_epoch = best_fitness, best_epoch
     tb_writer = _tensorboard(save_dir) if main_process else None
     csv_file = save_dir / "results.csv"
+    if main_process:
+        start_results_csv(csv_file, resume_epoch=start_epoch - 1 if resume else None)
+    last_saved_epoch = start_epoch - 1 if resume else None  # epoch of the newest finite last.pt
     t0 = time.time()
     LOGGER.info(
         f"Image sizes {imgsz} train, {imgsz} val\nUsing {getattr(train_loader, 'num_workers', 0)} dataloader "
         f"workers\nLogging results to {colorstr('bold', save_dir)}\nStarting training for {epochs} epochs..."
     )
-    nan_stop = None
+    nan_stop = diverged = None
     epoch = start_epoch
     for epoch in range(start_epoch, epochs):
         init_seeds(opt.seed + 1 + RANK + epoch)  # per-epoch seeds: a resumed run draws what it would have drawn
@@ -413,39 +413,46 @@ def train(hyp, opt, device):
         if main_process:
             ema.update_attr(model, include=["yaml", "nc", "names", "stride", "class_weights"])
             final_epoch = epoch + 1 == epochs or stopper.patience <= epoch - stopper.best_epoch + 1
-            if val_loader is not None and (not noval or final_epoch):
+            # the epoch's last optimizer steps can break the weights although every loss was finite
+            bad = nonfinite_weights({"model": de_parallel(model).state_dict(), "ema": ema.ema.state_dict()})
+            if not bad and val_loader is not None and (not noval or final_epoch):
                 results, maps, _ = validate.run(
                     data_dict, batch_size=batch_size // WORLD_SIZE * 2, imgsz=imgsz, half=amp.fp16, model=ema.ema,
                     single_cls=single_cls, dataloader=val_loader, save_dir=save_dir, plots=False,
                     compute_loss=compute_loss,
                 )
+                bad = [k for k, v in zip(RESULTS_COLUMNS[8:11], results[4:7]) if not math.isfinite(v)]
             LOGGER.info(
                 f"epoch {epoch}: train {t_train:.1f}s ({n_images / max(t_train, 1e-9):.1f} img/s), "
                 f"val {time.time() - t_epoch - t_train:.1f}s"
             )
-            fi = float(fitness(np.array(results).reshape(1, -1))[0]) if val_loader is not None else 0.0
-            stop = stopper(epoch=epoch, fitness=fi)
-            if fi > best_fitness:
-                best_fitness = fi
-            row = [epoch, *mloss.tolist(), *[float(x) for x in results], *lr]
-            _append_csv(csv_file, row)
-            if tb_writer is not None:
-                for k, v in zip(RESULTS_COLUMNS[1:], row[1:]):
-                    tb_writer.add_scalar(k, v, epoch)
+            if bad:  # nothing of this epoch is logged or saved
+                diverged, stop = (epoch, bad), True
+            else:
+                fi = float(fitness(np.array(results).reshape(1, -1))[0]) if val_loader is not None else 0.0
+                stop = stopper(epoch=epoch, fitness=fi)
+                improved = fi > best_fitness or not best.exists()  # a tie (at 0: nothing learnt) keeps best.pt
+                best_fitness = max(best_fitness, fi)
+                row = [epoch, *mloss.tolist(), *[float(x) for x in results], *lr]
+                _append_csv(csv_file, row)
+                if tb_writer is not None:
+                    for k, v in zip(RESULTS_COLUMNS[1:], row[1:]):
+                        tb_writer.add_scalar(k, v, epoch)
 
-            if not nosave or final_epoch:
-                train_state = {"last_opt_step": int(last_opt_step), "best_epoch": int(stopper.best_epoch),
-                               "maps": [float(x) for x in maps]}
-                ckpt = make_checkpoint(
-                    model, names=names, ema=ema, optimizer=optimizer, epoch=epoch, best_fitness=best_fitness,
-                    opt=vars(opt), hyp=hyp_saved, half=False, train_state=train_state,
-                )
-                save_checkpoint(ckpt, last)
-                if best_fitness == fi:
-                    save_checkpoint(ckpt, best)
-                if opt.save_period > 0 and epoch % opt.save_period == 0:
-                    save_checkpoint(ckpt, wdir / f"epoch{epoch}.pt")
-                del ckpt
+                if not nosave or final_epoch:
+                    train_state = {"last_opt_step": int(last_opt_step), "best_epoch": int(stopper.best_epoch),
+                                   "maps": [float(x) for x in maps]}
+                    ckpt = make_checkpoint(
+                        model, names=names, ema=ema, optimizer=optimizer, epoch=epoch, best_fitness=best_fitness,
+                        opt=vars(opt), hyp=hyp_saved, half=False, train_state=train_state,
+                    )
+                    save_checkpoint(ckpt, last)
+                    last_saved_epoch = epoch
+                    if improved:
+                        save_checkpoint(ckpt, best)
+                    if opt.save_period > 0 and epoch % opt.save_period == 0:
+                        save_checkpoint(ckpt, wdir / f"epoch{epoch}.pt")
+                    del ckpt
         if RANK != -1:  # every process stops together
             flag = [stop]
             torch.distributed.broadcast_object_list(flag, 0)
@@ -453,13 +460,17 @@ def train(hyp, opt, device):
         if stop:
             break
 
-    if nan_stop is not None:
-        e, i, items = nan_stop
-        kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint was written yet"
-        msg = (
-            f"training stopped: the loss became NaN/inf at epoch {e}, batch {i} (box, obj, cls = {items}); {kept}. "
-            f"Lower the learning rate (--hyp with a smaller lr0), check the labels, or resume with --resume {last}"
-        )
+    if nan_stop is not None or diverged is not None:
+        if nan_stop is not None:
+            e, i, items = nan_stop
+            what = f"the loss became NaN/inf at epoch {e}, batch {i} (box, obj, cls = {items})"
+        else:
+            e, bad = diverged
+            what = f"NaN/inf at the end of epoch {e} in {len(bad)} of the weights/val losses (e.g. {bad[:3]})"
+        kept = (f"the newest finite checkpoint is {last} (epoch {last_saved_epoch})" if last_saved_epoch is not None
+                else "no checkpoint was written yet")
+        msg = (f"training stopped: {what}; {kept}. Lower the learning rate (--hyp with a smaller lr0) or the "
+               f"momentum, check the labels, then start again or resume with --resume {last}")
         LOGGER.error(msg)
         raise UserError(msg)
 
@@ -496,8 +507,9 @@ def _progress(iterable, total):
 
 
 def _random_rescale(imgs, imgsz, gs):
-    """Multi-scale training: resize the batch to a random multiple of ``gs`` in [0.5, 1.5] x imgsz."""
-    size = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
+    """Multi-scale training: resize the batch to a random multiple of ``gs`` in [0.5, 1.5] x imgsz, at least
+    2 * gs (at gs the deepest feature map is 1x1, and BatchNorm of a 1-image batch on it fails)."""
+    size = max(random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs, 2 * gs)
     factor = size / max(imgs.shape[2:])
     if factor != 1:
         new_shape = [math.ceil(x * factor / gs) * gs for x in imgs.shape[2:]]
@@ -511,6 +523,9 @@ def _resample_images(dataset, nc, class_weights):
         LOGGER.warning("WARNING: --image-weights is not supported by this dataset; sampling uniformly")
         return
     iw = labels_to_image_weights(dataset.labels, nc=nc, class_weights=class_weights)
+    if not iw.sum() > 0:  # no labels at all: nothing to weigh by
+        LOGGER.warning("WARNING: --image-weights: the training images have no labels; sampling uniformly")
+        return
     dataset.indices = random.choices(range(dataset.n), weights=iw, k=dataset.n)
 
 
@@ -560,7 +575,8 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--noval", action="store_true", help="only validate final epoch")
     parser.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     parser.add_argument("--noplots", action="store_true", help="save no plot files")
-    parser.add_argument("--cache", type=str, nargs="?", const="ram", help="image --cache ram/disk")
+    parser.add_argument("--cache", type=str, nargs="?", const="ram", choices=["ram", "disk", "val"],
+                        help="cache images: ram (default), disk (.npy beside each image) or val (val split only)")
     parser.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")
@@ -592,24 +608,12 @@ def main(opt):
     else:  # DDP: only rank 0 logs; the other ranks report errors only
         LOGGER.setLevel(logging.ERROR)
 
-    if opt.resume:
-        ckpt_path = Path(opt.resume) if isinstance(opt.resume, (str, Path)) else get_latest_run()
-        if not ckpt_path.is_file():
-            raise UserError(f"--resume {opt.resume}: checkpoint not found")
-        from utils.checkpoints import load_checkpoint
-
-        ckpt = load_checkpoint(ckpt_path)
-        saved = ckpt.get("opt") or {}
-        if not saved or ckpt.get("optimizer") is None:
-            raise UserError(f"{ckpt_path} cannot be resumed (no training state; finished runs are stripped). "
-                            f"Start a new run with --weights {ckpt_path}")
-        hyp = ckpt.get("hyp") or yaml_load(saved["hyp"])
-        workers, device_arg = opt.workers, opt.device
-        opt = argparse.Namespace(**{**vars(parse_opt([])), **saved})
-        opt.freeze = list(opt.freeze)
-        opt.resume, opt.weights, opt.workers, opt.device = True, str(ckpt_path), workers, device_arg
-        opt.save_dir = str(ckpt_path.resolve().parents[1])
-        del ckpt
+    if opt.resume:  # only training state and whitelisted options come from the checkpoint (utils/resume.py)
+        ckpt_path, saved, hyp = load_resume_state(opt.resume)
+        cli = {k: getattr(opt, k) for k in ("workers", "device", "download")}
+        opt = argparse.Namespace(**{**vars(parse_opt([])), **saved, **cli})
+        opt.resume, opt.weights = True, str(ckpt_path)
+        opt.save_dir = str(Path(os.path.abspath(ckpt_path)).parents[1])
     else:
         if not opt.cfg and not opt.weights:
             opt.cfg = DEFAULT_CFG
@@ -618,7 +622,9 @@ def main(opt):
             raise UserError(f"--epochs must be at least 1, got {opt.epochs}")
         if opt.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {opt.batch_size}")
-        opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+        if opt.workers < 0:
+            raise UserError(f"--workers must be 0 (load in the main process) or more, got {opt.workers}")
+        opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=RANK in (-1, 0)))
         if isinstance(opt.hyp, dict):
             opt.hyp = "dict"
 

@@ -322,7 +322,7 @@ def run(
         if not data.get(split):
             raise UserError(f"--task {task}: the dataset yaml has no '{split}' split; add it or use --task val")
         device = select_device(device, batch_size=batch_size)
-        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
         model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data.get("yaml_file"), fp16=half)
         stride, pt = model.stride, model.pt
         imgsz = check_img_size(imgsz, s=stride)

@@ -1,5 +1,12 @@
 """Checkpoints: official pickles through the restricted loader, the project's format, transfer, ensembles."""
 
+import errno
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,6 +16,7 @@ from utils.checkpoints import (
     load_checkpoint,
     make_checkpoint,
     model_from_checkpoint,
+    nonfinite_weights,
     save_checkpoint,
     strip_optimizer,
     transfer_weights,
@@ -156,3 +164,67 @@ def test_newer_format_version_loads_with_a_warning(tmp_path, monkeypatch):
     model = model_from_checkpoint(load_checkpoint(save_checkpoint(ckpt, tmp_path / "future.pt")))
     assert model.nc == 2
     assert len(warnings) == 1 and "newer than this code's" in warnings[0]
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    model = Model("yolov5n.yaml", nc=2)
+    f = save_checkpoint(make_checkpoint(model, epoch=0, half=False), tmp_path / "last.pt")
+    before = f.read_bytes()
+    with torch.no_grad():
+        model.model[0].conv.weight[0, 0, 0, 0] = float("inf")
+    ckpt = make_checkpoint(model, epoch=1, half=False)
+    assert nonfinite_weights(ckpt) == ["model/model.0.conv.weight"]
+    with pytest.raises(UserError, match=r"refusing to write .*last.pt: 1 weight tensors hold NaN/inf"):
+        save_checkpoint(ckpt, f)
+    assert f.read_bytes() == before
+
+
+def test_full_disk_is_a_user_error_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    f = save_checkpoint({"model": {"w": torch.ones(3)}, "epoch": 1}, tmp_path / "last.pt")
+    before = f.read_bytes()
+
+    def disk_full(obj, file):
+        file.write(b"PK\x03\x04partial")  # part of the archive reached the disk before the error
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match=r"could not write .*last.pt \(.*No space left on device\); "
+                                        r"the previous last.pt is intact"):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "epoch": 2}, f)
+    assert f.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    with pytest.raises(UserError, match="no best.pt was written"):
+        save_checkpoint({"model": {"w": torch.zeros(3)}}, tmp_path / "best.pt")
+
+
+def test_checkpoint_is_fsynced_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", stat.S_ISDIR(os.fstat(fd).st_mode)))
+                        or fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", Path(b).name)) or replace(a, b))
+    save_checkpoint({"model": {}}, tmp_path / "last.pt")
+    assert events == [("fsync", False), ("replace", "last.pt"), ("fsync", True)]  # file, rename, folder
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / f".last.pt.{dead.pid}.tmp").write_bytes(b"truncated")
+        (tmp_path / f".last.pt.{alive.pid}.tmp").write_bytes(b"being written")
+        save_checkpoint({"model": {}}, tmp_path / "best.pt")
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f".last.pt.{alive.pid}.tmp", "best.pt"]
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_strip_keeps_fp32_when_weights_exceed_the_fp16_range(tmp_path):
+    model = Model("yolov5n.yaml", nc=2)
+    with torch.no_grad():
+        model.model[0].conv.weight[0, 0, 0, 0] = 1e6  # finite in fp32, inf in fp16
+    f = save_checkpoint(make_checkpoint(model, epoch=3, half=False), tmp_path / "last.pt")
+    strip_optimizer(f)
+    weight = torch.load(f, weights_only=True)["model"]["model.0.conv.weight"]
+    assert weight.dtype == torch.float32 and weight[0, 0, 0, 0] == 1e6

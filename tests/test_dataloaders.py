@@ -1,5 +1,8 @@
 """Dataset verification, label cache, letterbox/mosaic/flip box consistency, rect batches, loaders, determinism."""
 
+import builtins
+import errno
+import logging
 import os
 from pathlib import Path
 
@@ -315,3 +318,111 @@ def test_distributed_sampler(red_dataset, tmp_path):
         assert len(loader) == 3
     finally:
         dist.destroy_process_group()
+
+
+def test_same_length_label_edit_rebuilds_the_cache(red_dataset):
+    """class 4 -> 7: same size, so only the modification time tells the cache is stale."""
+    label = red_dataset.parents[1] / "labels" / "train" / "im0.txt"
+    label.write_text("4 0.5 0.5 0.25 0.25\n")
+    assert LoadImagesAndLabels(red_dataset, img_size=64).labels[0][0, 0] == 4
+    before = label.stat()
+    label.write_text("7 0.5 0.5 0.25 0.25\n")
+    os.utime(label, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # saved a second later
+    assert label.stat().st_size == before.st_size
+    assert LoadImagesAndLabels(red_dataset, img_size=64).labels[0][0, 0] == 7
+
+
+@pytest.fixture()
+def caplog_lines():
+    """Messages the project logger emits during the test (it does not propagate to pytest's caplog)."""
+    lines, handler, level = [], logging.Handler(), LOGGER.level
+    handler.emit = lambda record: lines.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    yield lines
+    LOGGER.removeHandler(handler)
+    LOGGER.setLevel(level)
+
+
+class ReadOnlyFileSystem:
+    """Every write, rename or delete under ``root`` fails with EROFS, like a dataset on a read-only mount (tests
+    run as root in CI, where chmod does not stop writes)."""
+
+    def __init__(self, root, monkeypatch):
+        self.root, self.attempts = str(root), []
+        real_open, real_replace, real_unlink = open, os.replace, os.unlink
+
+        def guard(path, op):
+            if str(path).startswith(self.root):
+                self.attempts.append(op)
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+        def ro_open(file, mode="r", *args, **kwargs):
+            if any(c in mode for c in "wax+"):
+                guard(file, "open")
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", ro_open)
+        monkeypatch.setattr(os, "replace", lambda a, b, **kw: guard(b, "replace") or real_replace(a, b, **kw))
+        monkeypatch.setattr(os, "unlink", lambda p, **kw: guard(p, "unlink") or real_unlink(p, **kw))
+        monkeypatch.setattr(dl, "_warned_unwritable", set())
+
+
+@pytest.mark.parametrize("cache", [None, "disk"])
+def test_read_only_dataset_works_and_warns_once(red_dataset, monkeypatch, cache, caplog_lines):
+    ro = ReadOnlyFileSystem(red_dataset.parents[1], monkeypatch)
+    first = LoadImagesAndLabels(red_dataset, img_size=64, hyp=NO_AUG, cache_images=cache)
+    second = LoadImagesAndLabels(red_dataset, img_size=64, hyp=NO_AUG, cache_images=cache)  # e.g. the val split
+    assert ro.attempts and len(first) == len(second) == 6 and first[1][0].shape == (3, 64, 64)
+    warnings = [x for x in caplog_lines if "not saved" in x]
+    kinds = ["label cache"] + (["image cache"] if cache else [])
+    assert len(warnings) == len(kinds) and all(any(k in w for w in warnings) for k in kinds), warnings
+    assert "Read-only file system" in warnings[0]
+    assert not list(red_dataset.parents[1].rglob("*.npy")) and not list(red_dataset.parents[1].rglob("*.cache"))
+
+
+@pytest.mark.skipif(os.name == "nt" or os.geteuid() == 0, reason="root ignores folder permissions")
+def test_read_only_dataset_folder_really_read_only(red_dataset):
+    folders = [red_dataset.parents[1] / "labels", red_dataset]
+    for f in folders:
+        f.chmod(0o555)
+    try:
+        assert len(LoadImagesAndLabels(red_dataset, img_size=64, cache_images="disk")) == 6
+    finally:
+        for f in folders:
+            f.chmod(0o755)
+
+
+def _flat_dataset(tmp_path):
+    """a.jpg (red) and a.png (blue) in one folder: two images with the same stem."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), np.full((60, 100, 3), (0, 0, 255), np.uint8))
+    cv2.imwrite(str(folder / "a.png"), np.full((60, 100, 3), (255, 0, 0), np.uint8))
+    return folder
+
+
+def test_disk_cache_is_full_resolution_per_file_and_only_used_with_cache_disk(tmp_path):
+    folder = _flat_dataset(tmp_path)
+    small = LoadImagesAndLabels(folder, img_size=64, hyp=NO_AUG, cache_images="disk")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "a.jpg.npy", "a.png", "a.png.npy"]
+    assert np.load(folder / "a.jpg.npy").shape == np.load(folder / "a.png.npy").shape == (60, 100, 3)
+    colours = {Path(f).suffix: small.load_image(i)[0][30, 32].tolist() for i, f in enumerate(small.im_files)}
+    assert colours[".jpg"][2] > 200 and colours[".png"][0] > 200  # red and blue: no shared a.npy
+    assert small.load_image(0)[0].shape == (39, 64, 3)
+    large = LoadImagesAndLabels(folder, img_size=128, hyp=NO_AUG, cache_images="disk")
+    assert large.load_image(0)[0].shape == (77, 128, 3)  # the same files serve any --imgsz
+    np.save(folder / "a.jpg.npy", np.zeros((60, 100, 3), np.uint8))  # a cache file that lies
+    os.utime(folder / "a.jpg.npy", ns=(0, (folder / "a.jpg").stat().st_mtime_ns + 10**9))
+    plain = LoadImagesAndLabels(folder, img_size=64, hyp=NO_AUG)  # no --cache: .npy files are never read
+    assert plain.load_image(plain.im_files.index(str(folder / "a.jpg")))[0][30, 32, 2] > 200
+
+
+def test_truncated_disk_cache_file_is_rebuilt(tmp_path):
+    folder = _flat_dataset(tmp_path)
+    LoadImagesAndLabels(folder, img_size=64, hyp=NO_AUG, cache_images="disk")
+    npy = folder / "a.jpg.npy"
+    npy.write_bytes(npy.read_bytes()[:5000])  # killed mid-write by an older version
+    ds = LoadImagesAndLabels(folder, img_size=64, hyp=NO_AUG, cache_images="disk")
+    assert np.load(npy).shape == (60, 100, 3) and ds.load_image(0)[0].shape == (39, 64, 3)
+    assert not list(folder.glob("*.tmp"))

@@ -1,8 +1,10 @@
 """check_dataset: path resolution, names/nc, missing data messages, opt-in download, the synthetic generator."""
 
+import io
 import threading
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +153,74 @@ def test_concurrent_generation_is_safe(tmp_path):
     assert len(list((target / "images" / "train").glob("*.jpg"))) == 20
     assert len(list((target / "labels" / "val").glob("*.txt"))) == 5
     assert [p.name for p in tmp_path.iterdir()] == ["shapes"]  # no temporary folders left behind
+
+
+class FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _zip_bytes(members):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("download, match", [
+    ("file:///etc/passwd", "only http:// and https://"),
+    ({"url": "ftp://example.com/ds.zip"}, "only http:// and https://"),
+    ({"url": "https://example.com/ds.zip", "dir": "../../.."}, "outside the dataset folder"),
+    ({"url": "https://example.com/ds.zip", "dir": "/tmp"}, "relative to the dataset path"),
+    ([{"url": "https://example.com/ok.zip", "dir": "images"}, "file:///x.zip"], "only http"),
+])
+def test_download_refuses_other_schemes_and_targets_outside_the_dataset(tmp_path, monkeypatch, download, match):
+    calls = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: calls.append(a) or 1 / 0)
+    f = _yaml(tmp_path / "cfg" / "d.yaml", path="ds", train="images/train", val="images/val", names=["a"],
+              download=download)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(UserError, match=match):
+        check_dataset(f, autodownload=True)
+    assert calls == [] and sorted(tmp_path.rglob("*")) == before  # every entry is checked before any fetch
+
+
+def test_download_unzips_only_inside_the_dataset(tmp_path, monkeypatch):
+    """The official default (unzip beside the dataset folder) keeps only the members under '<name>/'; a member
+    named '../x' lands inside the target, never above it."""
+    archive = _zip_bytes({"ds/images/train/a.txt": "1", "ds/images/val/b.txt": "2", "other/x.txt": "3",
+                          "../escape.txt": "4"})
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: FakeResponse(archive))
+    f = _yaml(tmp_path / "d.yaml", path="ds", train="images/train", val="images/val", names=["a"],
+              download="https://example.com/ds.zip")
+    data = check_dataset(f, autodownload=True)
+    assert Path(data["train"], "a.txt").read_text() == "1"
+    assert not (tmp_path / "other").exists() and not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_relative_path_beside_the_yaml_then_the_official_rule(tmp_path, monkeypatch):
+    """'../datasets/x' is looked up from the yaml's folder first, then from the repository root (official)."""
+    import utils.dataset_yaml
+
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(utils.dataset_yaml, "ROOT", repo)
+    _split(tmp_path / "datasets" / "x", "t")  # beside the repo: official YOLOv5's place
+    f = _yaml(tmp_path / "cfgs" / "sub" / "x.yaml", path="../datasets/x", train="images/t", val="images/t", nc=1)
+    logged = []
+    monkeypatch.setattr(utils.dataset_yaml.LOGGER, "info", logged.append)
+    assert check_dataset(f)["path"] == str(tmp_path / "datasets" / "x")
+    assert "relative to the repository root" in logged[0]
+    _split(tmp_path / "cfgs" / "datasets" / "x", "t")  # now beside the yaml too: that one wins
+    assert check_dataset(f)["path"] == str(tmp_path / "cfgs" / "datasets" / "x")
+    assert "relative to the yaml's folder" in logged[-1]
+
+
+def test_home_folder_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _split(tmp_path / "data", "t")
+    data = check_dataset(dict(path="~/data", train="images/t", val="~/data/images/t", nc=1))
+    assert data["path"] == str(tmp_path / "data") and data["val"] == str(tmp_path / "data" / "images" / "t")

@@ -271,3 +271,44 @@ def test_log_has_a_line_per_image_with_class_counts_and_a_summary(tmp_path):
             sorted((c, int(n)) for n, c in counts)
     assert "2 image(s) processed, 2 label file(s) saved" in log and "Results saved to" in log and str(save_dir) in log
     assert re.search(r"Speed: [\d.]+ms pre-process, [\d.]+ms inference, [\d.]+ms NMS per image", log)
+
+
+def test_sources_sharing_a_file_name_get_unique_outputs(tmp_path, model):
+    """a/bus.jpg, b/bus.jpg (really zidane) and c/bus.png: three annotated images and label files, none
+    overwritten, each holding its own image's detections."""
+    for folder, src, name in (("a", "bus.jpg", "bus.jpg"), ("b", "zidane.jpg", "bus.jpg"), ("c", "bus.jpg", "bus.png")):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / name), cv2.imread(str(IMAGES / src)))
+    (tmp_path / "list.txt").write_text("a/bus.jpg\nb/bus.jpg\nc/bus.png\n")
+    save_dir = run_detect(tmp_path, source=tmp_path / "list.txt", save_txt=True)
+    assert sorted(p.name for p in save_dir.glob("*.*")) == ["bus.jpg", "bus_2.jpg", "bus_3.png"]
+    assert sorted(p.name for p in (save_dir / "labels").iterdir()) == ["bus.txt", "bus_2.txt", "bus_3.txt"]
+    zidane = expected_labels(model, tmp_path / "b" / "bus.jpg")
+    np.testing.assert_allclose(sort_rows(read_labels(save_dir / "labels" / "bus_2.txt"))[:, :5],
+                               sort_rows(zidane)[:, :5], atol=2e-6)
+    assert cv2.imread(str(save_dir / "bus_2.jpg")).shape == cv2.imread(str(IMAGES / "zidane.jpg")).shape
+
+
+def test_output_names_are_stable_per_source_and_unique():
+    names = detect.OutputNames()
+    assert [names(p) for p in ("a/x.jpg", "b/x.jpg", "x_2.jpg", "a/x.jpg", "c/x.mp4")] == \
+        ["x", "x_2", "x_2_2", "x", "x_3"]
+
+
+def test_three_image_sizes_are_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="--imgsz 64 32 16: give one size"):
+        run_detect(tmp_path, imgsz=[64, 32, 16])
+    assert detect.main(["--weights", str(FIXTURE), "--imgsz", "64", "32", "16"]) == 1
+
+
+def test_txt_source_lists_naming_themselves_are_user_errors(tmp_path):
+    (tmp_path / "self.txt").write_text(f"{IMAGES / 'bus.jpg'}\nself.txt\n")
+    with pytest.raises(UserError, match=r"self.txt: the .txt list names itself"):
+        list_source_files(tmp_path / "self.txt")
+    (tmp_path / "a.txt").write_text("b.txt\n")
+    (tmp_path / "b.txt").write_text(f"{IMAGES / 'zidane.jpg'}\na.txt\n")
+    with pytest.raises(UserError, match=r"names itself \(.*a.txt -> .*b.txt -> .*a.txt\)"):
+        list_source_files(tmp_path / "a.txt")
+    (tmp_path / "c.txt").write_text("b2.txt\nb2.txt\n")  # the same list twice is fine
+    (tmp_path / "b2.txt").write_text(f"{IMAGES / 'zidane.jpg'}\n")
+    assert len(list_source_files(tmp_path / "c.txt")) == 2

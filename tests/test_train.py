@@ -199,6 +199,11 @@ def test_end_to_end_run_killed_and_resumed(tmp_path):
     ckpt = load_checkpoint(last)
     assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None and ckpt["updates"] > 0
     assert ckpt["names"][0] == "person" and ckpt["hyp"]["lr0"] == 0.01
+    # as if killed after logging epoch 1 but before its last.pt was renamed into place, mid-write of last.pt
+    with open(save_dir / "results.csv", "a") as f:
+        f.write(f"{1:>20}," + ",".join(f"{0.5:>20.5g}" for _ in train.RESULTS_COLUMNS[1:]) + "\n")
+    stale = save_dir / "weights" / f".last.pt.{2 ** 22 + 1}.tmp"  # above any Linux pid_max
+    stale.write_bytes(b"PK truncated")
 
     with LogCapture() as log:
         opt = train.run(resume=str(last))
@@ -211,6 +216,7 @@ def test_end_to_end_run_killed_and_resumed(tmp_path):
     header, rows = results_rows(save_dir)
     assert header == list(train.RESULTS_COLUMNS)
     assert [r[0] for r in rows] == [0, 1]  # epoch 0 from the killed run, epoch 1 from the resumed one
+    assert rows[1][1] != 0.5 and not stale.exists()  # the orphan row was dropped and rewritten
     assert all(math.isfinite(x) for r in rows for x in r)
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(save_dir / "weights" / name, map_location="cpu", weights_only=True)
@@ -294,3 +300,95 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         train.run(**TINY, project=str(tmp_path), name="exp", noplots=True, noval=True, noautoanchor=True)
     ckpt = load_checkpoint(tmp_path / "exp" / "weights" / "last.pt")
     assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None  # resumable
+
+
+def test_weights_broken_by_the_last_step_of_an_epoch_never_reach_disk(tmp_path, monkeypatch):
+    """The last optimizer step of epoch 2 makes every weight NaN while each loss of the epoch was finite (batch 4:
+    one batch and one step per epoch): training
+    stops with a UserError naming the newest finite checkpoint (last.pt of epoch 1), nothing of epoch 2 is
+    written, and best.pt stays the epoch-0 file (epoch 1 only tied its fitness of 0)."""
+    import utils.loss
+
+    original_loss, original_clip = utils.loss.ComputeLoss.__call__, torch.nn.utils.clip_grad_norm_
+    calls = [0]
+
+    def call(self, p, targets):
+        calls[0] += p[0].requires_grad
+        return original_loss(self, p, targets)
+
+    def clip(parameters, max_norm):
+        parameters = list(parameters)
+        if calls[0] == 3:  # the only batch of epoch 2
+            for p in parameters:
+                p.grad.fill_(float("nan"))
+        return original_clip(parameters, max_norm)
+
+    monkeypatch.setattr(utils.loss.ComputeLoss, "__call__", call)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    with pytest.raises(UserError, match=r"NaN/inf at the end of epoch 2 .*'model/model.0.conv.weight'.*; the newest "
+                                        r"finite checkpoint is .*last.pt \(epoch 1\)"):
+        train.run(**(TINY | dict(epochs=3, batch_size=4)), project=str(tmp_path), name="exp", noplots=True, noval=True,
+                  noautoanchor=True)
+    weights = tmp_path / "exp" / "weights"
+    last, best = load_checkpoint(weights / "last.pt"), load_checkpoint(weights / "best.pt")
+    assert last["epoch"] == 1 and last["optimizer"] is not None and best["epoch"] == 0
+    assert all(torch.isfinite(v).all() for part in ("model", "ema") for v in last[part].values())
+    assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]
+    assert [r[0] for r in results_rows(tmp_path / "exp")[1]] == [0, 1]
+
+
+def test_bad_run_flags_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="--workers must be 0 .* got -1"):
+        train.run(**(TINY | dict(workers=-1)), project=str(tmp_path), name="bad")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot create the folder .*file"):
+        train.run(**TINY, project=str(tmp_path / "file" / "runs"))
+
+
+def test_multi_scale_never_draws_a_size_below_two_strides():
+    """At --imgsz 64 the draw reaches 32 px, where the stride-32 map is 1x1 and BatchNorm of a 1-image batch
+    fails; sizes stay >= 64."""
+    imgs = torch.zeros(1, 3, 64, 64)
+    sizes = {train._random_rescale(imgs, 64, 32).shape[-1] for _ in range(200)}
+    assert sizes == {64, 96}
+
+
+def test_image_weights_with_no_labels_sample_uniformly():
+    class Dataset:
+        n, labels, indices = 3, [torch.zeros(0, 5).numpy()] * 3, [0, 1, 2]
+
+    train._resample_images(Dataset, nc=2, class_weights=[0.5, 0.5])
+    assert Dataset.indices == [0, 1, 2]
+
+
+@pytest.mark.parametrize("cache, train_cache, val_cache", [("val", None, "val"), ("ram", "ram", "ram")])
+def test_cache_val_caches_only_the_val_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
+    import utils.dataloaders
+
+    create, caches = utils.dataloaders.create_dataloader, []
+
+    def record(*args, **kwargs):
+        caches.append(kwargs["cache"])
+        if len(caches) == 2:  # train and val loaders made: enough
+            raise Interrupted
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(utils.dataloaders, "create_dataloader", record)
+    with pytest.raises(Interrupted):
+        train.run(**TINY, cache=cache, project=str(tmp_path), name="exp", noplots=True, noautoanchor=True)
+    assert caches == [train_cache, val_cache]
+
+
+def test_non_finite_validation_losses_stop_training_before_anything_is_saved(tmp_path, monkeypatch):
+    import val
+
+    def diverged_val(*args, **kwargs):
+        return (0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan")), [0.0] * 80, (0.0, 0.0, 0.0)
+
+    monkeypatch.setattr(val, "run", diverged_val)
+    with pytest.raises(UserError, match=r"end of epoch 0 in 2 .*'val/box_loss', 'val/cls_loss'.*no checkpoint was "
+                                        r"written yet"):
+        train.run(**(TINY | dict(epochs=1, batch_size=4)), project=str(tmp_path), name="exp", noplots=True,
+                  noautoanchor=True)
+    assert not (tmp_path / "exp" / "weights").exists() or not list((tmp_path / "exp" / "weights").iterdir())
+    assert not (tmp_path / "exp" / "results.csv").exists()

@@ -158,17 +158,76 @@ def model_from_checkpoint(ckpt):
     return model
 
 
+def nonfinite_weights(ckpt):
+    """Names ('model/key', 'ema/key') of the floating-point tensors in ``ckpt['model']`` and ``ckpt['ema']``
+    (state dicts) that hold a NaN or inf; empty when every weight is finite."""
+    bad = []
+    for part in ("model", "ema"):
+        state = ckpt.get(part)
+        if isinstance(state, dict):
+            bad += [f"{part}/{k}" for k, v in state.items()
+                    if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    return bad
+
+
 def save_checkpoint(ckpt, path):
-    """Write ``ckpt`` atomically: a temporary file in the same folder, then a rename over ``path``."""
+    """Write ``ckpt`` atomically and durably: a temporary file in the same folder, fsynced, then renamed over
+    ``path`` and the folder fsynced, so a kill or power cut at any moment leaves the old or the new file whole.
+    Refuses weights holding NaN/inf; a failed write (full disk) is a UserError saying the old file is intact.
+    Temporary files left by dead processes in the folder are removed first."""
     path = Path(path)
+    bad = nonfinite_weights(ckpt)
+    if bad:
+        raise UserError(f"refusing to write {path}: {len(bad)} weight tensors hold NaN/inf (e.g. {bad[:3]})")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_tmp_files(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(ckpt, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write (ENOSPC) as RuntimeError
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+        raise UserError(f"could not write {path} ({e}); {kept}") from e
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder):
+    """Make a rename in ``folder`` durable (POSIX; folders cannot be opened for fsync on Windows)."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_tmp_files(folder):
+    """Delete ``.<name>.<pid>.tmp`` files of :func:`save_checkpoint` in ``folder`` whose writer process is gone
+    (killed mid-write). Files of live processes, and all of them on Windows (no cheap liveness test), stay."""
+    if os.name == "nt":
+        return
+    for f in Path(folder).glob(".*.tmp"):
+        pid = f.name[:-len(".tmp")].rsplit(".", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_alive(int(pid)):
+            f.unlink(missing_ok=True)
+            LOGGER.info(f"removed {f}, left by an interrupted checkpoint write")
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except (ProcessLookupError, OverflowError):  # no such process, or not a pid at all
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def make_checkpoint(model, names=None, ema=None, optimizer=None, epoch=-1, best_fitness=None, opt=None, hyp=None,
@@ -233,12 +292,18 @@ def transfer_weights(model, state_dict, exclude=()):
 
 def strip_optimizer(path, out=None):
     """Shrink a finished checkpoint: drop the optimizer and training state, keep only the EMA weights (as
-    'model'), in fp16 like released YOLOv5 files."""
+    'model'), in fp16 like released YOLOv5 files (fp32 when a weight exceeds the fp16 range)."""
     ckpt = load_checkpoint(path)
     if ckpt.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a checkpoint of this project; nothing to strip")
     weights = ckpt.get("ema") or ckpt["model"]
-    ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    overflow = nonfinite_weights({"model": half})
+    if overflow and not nonfinite_weights({"model": weights}):
+        LOGGER.warning(f"WARNING: {len(overflow)} weight tensors of {path} exceed the fp16 range (e.g. "
+                       f"{overflow[:2]}); stripped weights stay fp32")
+        half = weights
+    ckpt["model"] = half
     ckpt.update(ema=None, optimizer=None, updates=0, epoch=-1, train_state=None)
     save_checkpoint(ckpt, out or path)
     size = Path(out or path).stat().st_size / 1e6

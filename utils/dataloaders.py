@@ -62,12 +62,45 @@ def list_image_files(path, prefix=""):
 
 
 def get_hash(paths):
-    """Hash of file paths and sizes: changes when a file is added, removed, renamed or rewritten to a new size."""
+    """Hash of file paths, sizes and modification times (ns): changes when a file is added, removed, renamed or
+    rewritten, also when an edit keeps its length (class 45 -> 75)."""
     h = hashlib.sha256()
     for p in paths:
-        size = os.path.getsize(p) if os.path.exists(p) else -1
-        h.update(f"{p}\0{size}\0".encode())
+        try:
+            st = os.stat(p)
+            signature = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError:  # missing file
+            signature = "-1"
+        h.update(f"{p}\0{signature}\0".encode())
     return h.hexdigest()
+
+
+_warned_unwritable = set()  # kinds of cache already reported as not saved in this process
+
+
+def _warn_not_saved(kind, path, error):
+    """Warn once per process and kind of cache that it cannot be written (read-only dataset, full disk)."""
+    if kind not in _warned_unwritable:
+        _warned_unwritable.add(kind)
+        LOGGER.warning(f"WARNING: {kind} not saved to {path} ({getattr(error, 'strerror', None) or error}); "
+                       f"going on without it (further {kind} files of this run are not reported)")
+
+
+def _write_atomic(path, write):
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it over ``path``: readers see the
+    old file or the whole new one, never a partial write. Returns the OSError instead of raising it."""
+    tmp = Path(f"{path}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+        return None
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # read-only file system: even the clean-up of a file never made fails
+            pass
+        return e
 
 
 def exif_size(img):
@@ -181,17 +214,12 @@ def verify_image_label(args):
 
 
 def _save_label_cache(path, cache):
-    """Write the cache next to the labels via a temporary file + rename (safe with concurrent processes)."""
-    tmp = Path(f"{path}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **cache)
-        os.replace(tmp, path)
-        return True
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        LOGGER.warning(f"WARNING: label cache not saved to {path}: {e}")
-        return False
+    """Write the cache next to the labels atomically (safe with concurrent processes); on a read-only dataset
+    warn once and go on (the labels are verified again next time)."""
+    error = _write_atomic(path, lambda f: np.savez(f, **cache))
+    if error:
+        _warn_not_saved("label cache", path, error)
+    return error is None
 
 
 def _load_label_cache(path, expected_hash):
@@ -239,9 +267,13 @@ class LoadImagesAndLabels(Dataset):
         if rect:
             self._sort_for_rect(batch_size, pad)
         self.ims = [None] * self.n  # images cached in RAM
-        self.npy_files = [Path(f).with_suffix(".npy") for f in self.im_files]
-        if cache_images:
-            self.cache_images("disk" if cache_images == "disk" else "ram")
+        # --cache disk: the decoded full-resolution image beside the original, named after all of it (a.jpg.npy)
+        self.npy_files = [Path(f"{f}.npy") for f in self.im_files]
+        if cache_images not in (None, False, True, "ram", "disk", "val"):
+            raise UserError(f"--cache {cache_images}: choose ram, disk or val")
+        self.cache = "disk" if cache_images == "disk" else "ram" if cache_images else None
+        if self.cache:
+            self.cache_images(self.cache)
 
     def _verify(self, path, im_files):
         """Verify all images and labels (or reuse a valid cache); returns the usable files, labels, shapes."""
@@ -318,14 +350,16 @@ class LoadImagesAndLabels(Dataset):
         self.batch = batch_index
         self.batch_shapes = np.ceil(shapes * self.img_size / self.stride + pad).astype(int) * self.stride
 
-    def _image_bytes(self):
-        """Bytes all images take once resized to img_size (long side), computed from the verified shapes."""
-        r = self.img_size / self.shapes.max(1)
+    def _image_bytes(self, resized=True):
+        """Bytes all images take decoded, resized to img_size (long side) or at full resolution, from the
+        verified shapes."""
+        r = self.img_size / self.shapes.max(1) if resized else np.ones(self.n)
         return int((np.ceil(self.shapes[:, 0] * r) * np.ceil(self.shapes[:, 1] * r) * 3).sum())
 
     def cache_images(self, where="ram"):
-        """Cache resized images in RAM (when they fit with room to spare) or as .npy files next to the images."""
-        need = self._image_bytes()
+        """Cache resized images in RAM (when they fit with room to spare) or the decoded full-resolution images
+        as .npy files next to the originals (valid at any --imgsz)."""
+        need = self._image_bytes(resized=where == "ram")
         if where == "ram":
             available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
             if need * 1.5 > available:  # leave room for the model, the workers and the rest of the machine
@@ -349,14 +383,34 @@ class LoadImagesAndLabels(Dataset):
         self.ims[i] = self.load_image(i)[0]
 
     def _cache_on_disk(self, i):
-        if not self.npy_files[i].exists():
-            np.save(self.npy_files[i], self._read_resized(i))
+        """Write image ``i``'s .npy unless a valid one exists (one that is unreadable, truncated, of another
+        shape or older than the image is rebuilt)."""
+        if self._read_npy(i, mmap_mode="r") is None:
+            error = _write_atomic(self.npy_files[i], lambda f: np.save(f, self._read_image(i)))
+            if error:
+                _warn_not_saved("image cache", self.npy_files[i], error)
 
-    def _read_resized(self, i):
-        """Read image ``i`` (EXIF orientation applied) and resize its long side to img_size."""
+    def _read_npy(self, i, mmap_mode=None):
+        """Image ``i`` from its --cache disk .npy file, or None when that is missing, unreadable, of another shape
+        than the image or older than it."""
+        npy, w0, h0 = self.npy_files[i], *self.shapes[i]
+        try:
+            if npy.stat().st_mtime_ns < os.stat(self.im_files[i]).st_mtime_ns:
+                return None
+            im = np.load(npy, mmap_mode=mmap_mode, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        return im if im.dtype == np.uint8 and im.shape == (h0, w0, 3) else None
+
+    def _read_image(self, i):
+        """Read image ``i`` at full resolution (BGR, EXIF orientation applied)."""
         im = cv2.imread(self.im_files[i])  # IMREAD_COLOR honours EXIF orientation
         if im is None:
             raise UserError(f"{self.im_files[i]} could not be read (was it removed after the dataset was scanned?)")
+        return im
+
+    def _resize(self, im):
+        """Resize the long side of a full-resolution image to img_size."""
         h0, w0 = im.shape[:2]
         r = self.img_size / max(h0, w0)
         if r != 1:
@@ -365,11 +419,13 @@ class LoadImagesAndLabels(Dataset):
         return im
 
     def load_image(self, i):
-        """(image BGR resized to img_size, original (h0, w0), resized (h, w))."""
+        """(image BGR resized to img_size, original (h0, w0), resized (h, w)). The .npy files are read only with
+        --cache disk; a missing or broken one falls back to the image file."""
         w0, h0 = self.shapes[i]
         im = self.ims[i]
         if im is None:
-            im = np.load(self.npy_files[i]) if self.npy_files[i].exists() else self._read_resized(i)
+            full = self._read_npy(i) if self.cache == "disk" else None
+            im = self._resize(full if full is not None else self._read_image(i))
         return im, (int(h0), int(w0)), im.shape[:2]
 
     def __len__(self):

@@ -1,14 +1,16 @@
 """Dataset yamls: resolve paths, check names/nc, generate the built-in synthetic data, explain missing data."""
 
 import importlib
+import os
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
 
-from utils.general import LOGGER, ROOT, UserError, colorstr, yaml_load
+from utils.general import LOGGER, ROOT, UserError, colorstr, safe_filename, yaml_load
 
 DOWNLOAD_TIMEOUT_S = 30  # per network operation: an offline machine fails fast with a clear message
 SPLITS = ("train", "val", "test")
@@ -49,13 +51,33 @@ def _normalise_names(names, nc, source):
     return names
 
 
+def _dataset_root(value, yaml_dir, source):
+    """The dataset folder of a yaml's ``path`` ('~' expanded). A relative one is looked up beside the yaml first,
+    then by the official YOLOv5 rule, relative to the repository root (``../datasets/coco128`` beside the repo);
+    the log says which was used. When neither exists, the yaml's folder is where the data are expected."""
+    if value is not None and not isinstance(value, str):
+        raise UserError(f"{source}: 'path' must be a folder path, got {type(value).__name__}")
+    path = Path(os.path.expanduser(value or ""))
+    if path.is_absolute():
+        return path.resolve()
+    beside_yaml, official = (yaml_dir / path).resolve(), (ROOT / path).resolve()
+    chosen, rule = ((official, "the repository root, the official YOLOv5 rule")
+                    if not beside_yaml.exists() and official.exists() else (beside_yaml, "the yaml's folder"))
+    if value and beside_yaml != official:
+        LOGGER.info(f"{colorstr('dataset: ')}path '{value}' -> {chosen} (relative to {rule})")
+    return chosen
+
+
 def _resolve_split(value, root):
     """A split entry (str or list) -> absolute path string(s), relative entries taken relative to ``root``."""
     if value is None or value == "":
         return None
     if isinstance(value, (list, tuple)):
-        return [str((root / v).resolve()) if not Path(v).is_absolute() else str(v) for v in value]
-    return str((root / value).resolve()) if not Path(value).is_absolute() else str(value)
+        return [_resolve_split(v, root) for v in value]
+    if not isinstance(value, str):
+        raise UserError(f"split entry {value!r:.60} must be a path (a string)")
+    value = Path(os.path.expanduser(value))
+    return str(value if value.is_absolute() else (root / value).resolve())
 
 
 def _missing_paths(split_value):
@@ -87,25 +109,56 @@ def _download_file(url, file, timeout=DOWNLOAD_TIMEOUT_S):
                         f"and unzip it as described in the dataset yaml") from e
 
 
-def download_dataset(download, path):
-    """Fetch and unzip the ``download`` entries of a dataset yaml.
+def _download_entry(entry, path, source):
+    """(url, target folder, archive member prefix or '') of one ``download`` entry, refusing anything that is not
+    http(s) or that would write outside the dataset folder ``path``. The default target (``dir: ..``, the
+    official layout) is the folder above ``path``; there only archive members under ``<path name>/`` are kept."""
+    url, rel_dir = (entry.get("url"), entry.get("dir", "..")) if isinstance(entry, dict) else (entry, "..")
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise UserError(f"{source}: download entry {url!r:.100} is refused: only http:// and https:// URLs are "
+                        f"fetched")
+    if not isinstance(rel_dir, str) or Path(rel_dir).is_absolute():
+        raise UserError(f"{source}: download 'dir: {rel_dir!r:.100}' is refused: give a folder relative to the "
+                        f"dataset path {path}")
+    target = (path / rel_dir).resolve()
+    if target == path.parent and path.name:
+        return url, target, path.name + "/"
+    if target != path and path not in target.parents:
+        raise UserError(f"{source}: download 'dir: {rel_dir}' resolves to {target}, outside the dataset folder "
+                        f"{path}; refused")
+    return url, target, ""
+
+
+def _extract(archive, target, member_prefix):
+    """Unzip into ``target``; with ``member_prefix`` only the members under it (others are skipped, with a note).
+    zipfile drops absolute paths and '..' from member names, so nothing lands outside ``target``."""
+    with zipfile.ZipFile(archive) as z:
+        members = [m for m in z.namelist() if m.startswith(member_prefix)]
+        if len(members) < len(z.namelist()):
+            LOGGER.warning(f"WARNING: {len(z.namelist()) - len(members)} archive member(s) outside "
+                           f"'{member_prefix}' skipped")
+        z.extractall(target, members=members)
+
+
+def download_dataset(download, path, source="dataset yaml"):
+    """Fetch and unzip the ``download`` entries of a dataset yaml (http/https only, see ``_download_entry``).
 
     Each entry is a URL (unzipped into the parent of ``path``) or {url, dir} with ``dir`` relative to ``path``.
     """
-    entries = download if isinstance(download, list) else [download]
-    for entry in entries:
-        url, rel_dir = (entry["url"], entry.get("dir", "..")) if isinstance(entry, dict) else (entry, "..")
-        target = (path / rel_dir).resolve()
+    path = Path(path).resolve()
+    entries = [_download_entry(e, path, source) for e in (download if isinstance(download, list) else [download])]
+    for url, target, member_prefix in entries:  # all entries are checked before anything is fetched
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target) as tmp:
-            file = Path(tmp) / Path(url).name
+            file = Path(tmp) / (safe_filename(Path(urllib.parse.urlsplit(url).path).name) or "download")
             LOGGER.info(f"{colorstr('dataset: ')}downloading {url} to {target} ...")
             _download_file(url, file)
             if zipfile.is_zipfile(file):
-                with zipfile.ZipFile(file) as z:
-                    z.extractall(target)
-            else:
+                _extract(file, target, member_prefix)
+            elif not member_prefix:
                 shutil.move(str(file), target / file.name)
+            else:
+                raise UserError(f"{source}: {url} is not a zip archive; only archives unzip beside {path}")
 
 
 def check_dataset(data, autodownload=False):
@@ -125,8 +178,7 @@ def check_dataset(data, autodownload=False):
         if not data.get(key):
             raise UserError(f"{source}: '{key}' is missing; give a folder, a .txt list of images or a list of those")
 
-    path = Path(data.get("path") or "")
-    path = (path if path.is_absolute() else yaml_dir / path).resolve()
+    path = _dataset_root(data.get("path"), yaml_dir, source)
     data["path"] = str(path)
     for key in SPLITS:
         data[key] = _resolve_split(data.get(key), path)
@@ -138,7 +190,7 @@ def check_dataset(data, autodownload=False):
         _run_generator(data["generator"], path)
         missing = sorted({p for key in ("train", "val") for p in _missing_paths(data[key])})
     if missing and data.get("download") and autodownload:
-        download_dataset(data["download"], path)
+        download_dataset(data["download"], path, source)
         missing = sorted({p for key in ("train", "val") for p in _missing_paths(data[key])})
     if missing:
         hint = (" Or pass --download to train.py to fetch it (needs internet; nothing is downloaded otherwise)."

@@ -1,5 +1,6 @@
 """Small shared helpers: logging, paths, yaml files, seeding, rounding to strides."""
 
+import itertools
 import logging
 import math
 import os
@@ -68,17 +69,61 @@ def yaml_save(path, data):
 
 
 def increment_path(path, exist_ok=False, sep="", mkdir=False):
-    """runs/exp -> runs/exp2, runs/exp3 ... the first that does not exist (or ``path`` itself with exist_ok)."""
+    """runs/exp -> runs/exp2, runs/exp3 ... the first free name (or ``path`` itself with exist_ok). With ``mkdir``
+    the folder is taken atomically (mkdir without exist_ok, on to the next number when it exists), so two runs
+    started at the same moment never share a folder. A parent that is a file is a UserError."""
     path = Path(path)
-    if path.exists() and not exist_ok:
-        stem, suffix = (path.with_suffix(""), path.suffix) if path.is_file() else (path, "")
-        n = 2
-        while Path(f"{stem}{sep}{n}{suffix}").exists():
-            n += 1
-        path = Path(f"{stem}{sep}{n}{suffix}")
     if mkdir:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # FileExistsError / NotADirectoryError: a parent is a file
+            raise UserError(f"cannot create the folder {path.parent}: {e.strerror or e} (is a part of it a file?)")
+    if exist_ok:
+        if mkdir:
+            try:
+                path.mkdir(exist_ok=True)
+            except FileExistsError:
+                raise UserError(f"{path} exists and is not a folder; choose another --name") from None
+        return path
+    stem, suffix = (path.with_suffix(""), path.suffix) if path.is_file() and not mkdir else (path, "")
+    for n in itertools.count(1):
+        candidate = path if n == 1 else Path(f"{stem}{sep}{n}{suffix}")
+        if not mkdir:
+            if not candidate.exists():
+                return candidate
+            continue
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:  # taken, possibly a moment ago by another run
+            continue
+
+
+def start_results_csv(file, resume_epoch=None):
+    """Prepare a run's results.csv: a new run starts without one (an --exist-ok rerun never appends to the old
+    rows); a run resumed from a checkpoint of epoch ``resume_epoch`` keeps the header and the rows up to that
+    epoch and drops the rest (rows written by a run killed after logging an epoch but before saving it, or a
+    half-written last line). The file is rewritten atomically."""
+    file = Path(file)
+    if resume_epoch is None:
+        file.unlink(missing_ok=True)
+        return
+    if not file.is_file():
+        return
+    lines = file.read_text().splitlines()
+    kept = lines[:1]
+    for line in lines[1:]:
+        try:
+            epoch = float(line.split(",")[0])
+        except ValueError:
+            continue
+        if epoch <= resume_epoch:
+            kept.append(line)
+    if len(kept) < len(lines):
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(x + "\n" for x in kept))
+        os.replace(tmp, file)
+        LOGGER.info(f"{file}: dropped {len(lines) - len(kept)} rows after epoch {resume_epoch}, the resumed epoch")
 
 
 def init_seeds(seed=0, deterministic=False):
@@ -116,6 +161,18 @@ def check_img_size(imgsz, s=32, floor=0):
 def clean_str(s):
     """Replace characters that are awkward in file names with '_'."""
     return re.sub(r"[|@#!¡·$€%&()=?¿^*;:,¨´><+]", "_", s)
+
+
+_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')  # separators, control and Windows-reserved characters
+MAX_NAME_CHARS = 100
+
+
+def safe_filename(name, default="_"):
+    """``name`` (a class name, a stem: anything a model or dataset says) as one plain file name: separators and
+    awkward characters become '_', and '', '.' and '..' become ``default``, so that ``folder / safe_filename(x)``
+    always stays directly inside ``folder``."""
+    name = _UNSAFE_IN_NAME.sub("_", str(name)).strip()[:MAX_NAME_CHARS]
+    return default if name.strip(".") == "" else name
 
 
 def print_args(args, name=""):

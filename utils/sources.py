@@ -39,19 +39,24 @@ def _media_kind(path):
     return "image" if suffix in IMG_FORMATS else "video" if suffix in VID_FORMATS else None
 
 
-def list_source_files(path):
+def list_source_files(path, _lists=()):
     """Expand a source (file, folder, glob, .txt list of paths, or a list of those) into media files.
 
     Files with other extensions inside folders and globs are ignored; a path that does not exist, an explicit file
-    of an unknown type, or a source with no images or videos at all raises UserError.
+    of an unknown type, a .txt list that names itself (directly or through other lists), or a source with no images
+    or videos at all raises UserError. ``_lists``: the .txt lists being expanded, outermost first.
     """
     if isinstance(path, (list, tuple)):
-        return [f for p in path for f in list_source_files(p)]
+        return [f for p in path for f in list_source_files(p, _lists)]
     path = str(path)
     p = Path(path)
     if p.suffix.lower() == ".txt" and p.is_file():  # one path per line, relative ones relative to the list
+        if p.resolve() in _lists:
+            chain = " -> ".join(str(x) for x in (*_lists, p.resolve()))
+            raise UserError(f"--source {path}: the .txt list names itself ({chain})")
         lines = [x.strip() for x in p.read_text().splitlines() if x.strip()]
-        return list_source_files([x if Path(x).is_absolute() or Path(x).exists() else str(p.parent / x) for x in lines])
+        paths = [x if Path(x).is_absolute() or Path(x).exists() else str(p.parent / x) for x in lines]
+        return list_source_files(paths, (*_lists, p.resolve()))
     if any(c in path for c in "*?["):
         matches = sorted(glob.glob(path, recursive=True))
         if not matches:
