@@ -41,7 +41,8 @@ def test_yolov5_hook_names():
 
 def fake_training(save_dir, tensorboard, epochs=2):
     """Drive Loggers through the hooks like train.py does for a 2-epoch, 2-batch run."""
-    cb = Loggers(save_dir, names={0: "a", 1: "b"}, plots=True, tensorboard=tensorboard).register(Callbacks())
+    cb = Callbacks()
+    Loggers(save_dir, names={0: "a", 1: "b"}, plots=True, tensorboard=tensorboard).register(cb)
     labels = torch.tensor([[0, 0.5, 0.5, 0.2, 0.3], [1, 0.3, 0.6, 0.1, 0.1]])
     cb.run("on_pretrain_routine_end", labels, {0: "a", 1: "b"})
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()

@@ -1,8 +1,8 @@
 """Distributed (DDP) training on CPU with gloo: two real torchrun processes, and every model under DDP.
 
-The torchrun test launches train.py's main() through a small probe script that records the image paths of each
-rank's training batches and simulates an interruption at the start of the second epoch; a second launch resumes
-from that last.pt.
+The torchrun test launches train.py's main() through a small probe script whose callbacks record the image paths
+of each rank's training batches and simulate an interruption at the start of the second epoch; a second launch
+resumes from that last.pt.
 """
 
 import os
@@ -24,29 +24,27 @@ PROBE = textwrap.dedent(
     import os, sys
     sys.path.insert(0, {root!r})
     import train
-    from utils.dataloaders import LoadImagesAndLabels
+    from utils.callbacks import Callbacks
 
     dump_dir, stop_at = os.environ["DDP_PROBE_DIR"], int(os.environ.get("DDP_PROBE_STOP_AT", -1))
-    rank, epoch = os.environ["RANK"], [None]
-    collate, set_epoch_lr = LoadImagesAndLabels.collate_fn, train.set_epoch_lr
+    rank, current_epoch = os.environ["RANK"], [None]
 
 
-    def recording_collate(batch):  # one line per image of a batch: epoch and path
-        with open(os.path.join(dump_dir, f"rank{{rank}}.txt"), "a") as f:
-            f.writelines(f"{{epoch[0]}} {{item[2]}}\\n" for item in batch)
-        return collate(batch)
-
-
-    def interrupting_set_epoch_lr(optimizer, lf, e):
-        if e == stop_at:  # as if killed at the start of this epoch, after the previous epoch's checkpoint
+    def epoch_start(epoch):
+        if epoch == stop_at:  # as if killed at the start of this epoch, after the previous epoch's checkpoint
             sys.exit(0)
-        epoch[0] = e
-        set_epoch_lr(optimizer, lf, e)
+        current_epoch[0] = epoch
 
 
-    LoadImagesAndLabels.collate_fn = staticmethod(recording_collate)
-    train.set_epoch_lr = interrupting_set_epoch_lr
-    train.main(train.parse_opt())
+    def record(ni, model, imgs, targets, paths, mloss):  # one line per image of a training batch: epoch and path
+        with open(os.path.join(dump_dir, f"rank{{rank}}.txt"), "a") as f:
+            f.writelines(f"{{current_epoch[0]}} {{path}}\\n" for path in paths)
+
+
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_epoch_start", "interrupt", epoch_start)
+    callbacks.register_action("on_train_batch_end", "record", record)
+    train.main(train.parse_opt(), callbacks)
     """
 )
 

@@ -60,3 +60,8 @@ class Callbacks:
             raise KeyError(f"hook '{hook}' not found in callbacks; known hooks: {', '.join(HOOKS)}")
         for entry in self._callbacks[hook]:
             entry["callback"](*args, **kwargs)
+
+    def remove_actions(self, name):
+        """Unregister every callback registered under ``name``."""
+        for hook, entries in self._callbacks.items():
+            self._callbacks[hook] = [e for e in entries if e["name"] != name]

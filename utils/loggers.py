@@ -70,10 +70,16 @@ class Loggers:
         self.csv = self.save_dir / "results.csv"
         self.tb = tensorboard_writer(self.save_dir) if tensorboard else None
 
-    def register(self, callbacks):
+    def register(self, callbacks, name="loggers"):
         for hook in self.HOOKS:
-            callbacks.register_action(hook, name="loggers", callback=getattr(self, hook))
-        return callbacks
+            callbacks.register_action(hook, name=name, callback=getattr(self, hook))
+        return self
+
+    def close(self):
+        """Flush and close the TensorBoard file (also when training ended with an error)."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
 
     def on_pretrain_routine_end(self, labels, names):
         self.names = names
@@ -98,10 +104,9 @@ class Loggers:
     def on_train_end(self, last, best, epoch, results):
         if self.plots and self.csv.exists():
             plot_results(file=self.csv)
-        if self.tb is not None:
-            for name in FINAL_PLOTS:
-                self._image(Path(name).stem, self.save_dir / name, epoch)
-            self.tb.close()
+        for name in FINAL_PLOTS:
+            self._image(Path(name).stem, self.save_dir / name, epoch)
+        self.close()
 
     def _image(self, tag, file, step):
         """Add a saved plot file to TensorBoard (nothing when TensorBoard is off or the file is missing)."""
