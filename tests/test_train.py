@@ -1,6 +1,7 @@
 """train.py: optimizer groups, schedule and warmup values, an end-to-end run, resume after a kill, transfer."""
 
 import csv
+import importlib.util
 import logging
 import math
 import os
@@ -14,6 +15,7 @@ import torch
 import torch.nn as nn
 
 import train
+import val
 from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint
 from utils.general import LOGGER, UserError, yaml_load
@@ -383,3 +385,64 @@ def test_non_finite_validation_losses_stop_training_before_anything_is_saved(tmp
                   noautoanchor=True)
     assert not (tmp_path / "exp" / "weights").exists() or not list((tmp_path / "exp" / "weights").iterdir())
     assert not (tmp_path / "exp" / "results.csv").exists()
+
+
+def test_callbacks_see_every_event_in_order_and_can_stop_training(tmp_path):
+    """3 epochs planned, 2 batches each, bf16 autocast forced on (emulated where the CPU has no bf16); a callback
+    stops training after epoch 1. Events come in order with the expected counts, the run ends like an early stop
+    (checkpoint of epoch 1, best.pt validated), and the default loggers wrote results.csv and TensorBoard."""
+    events = []
+    callbacks = Callbacks()
+    for hook in callbacks.get_registered_actions():
+        callbacks.register_action(hook, "record", lambda *args, hook=hook, **kwargs: events.append(hook))
+
+    def stop_after_epoch_1(values, epoch, best_fitness, fitness):
+        assert values[0] == epoch and len(values) == len(train.RESULTS_COLUMNS)
+        if epoch == 1:
+            callbacks.stop_training = True
+
+    callbacks.register_action("on_fit_epoch_end", "stopper", stop_after_epoch_1)
+    opt = train.run(**(TINY | dict(epochs=3)), amp="on", project=str(tmp_path), name="exp", noplots=True,
+                    callbacks=callbacks)
+    per_epoch = ["on_train_epoch_start", *["on_train_batch_start", "on_train_batch_end"] * 2, "on_train_epoch_end",
+                 "on_val_start", "on_val_end", "on_fit_epoch_end", "on_model_save"]
+    assert events == ["on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start", *per_epoch * 2,
+                      "on_val_start", "on_val_end", "on_train_end"]
+    assert isinstance(opt.results, val.ValResults) and opt.results.box_loss > 0
+    assert [r[0] for r in results_rows(opt.save_dir)[1]] == [0, 1]
+    assert len(list(Path(opt.save_dir).glob("events.out.tfevents.*"))) == (importlib.util.find_spec("tensorboard")
+                                                                            is not None)
+    assert [e["name"] for e in callbacks.get_registered_actions("on_fit_epoch_end")] == ["record", "stopper"]
+
+
+def test_defaults_are_the_demo_without_data_and_official_with_it(tmp_path):
+    demo = train.parse_opt([])
+    assert "built-in demo" in train.apply_defaults(demo)
+    assert (Path(demo.data).name, demo.imgsz, demo.epochs, demo.cfg) == ("shapes.yaml", 256, 30, "yolov5n.yaml")
+    official = train.parse_opt(["--data", "coco8.yaml", "--epochs", "5"])
+    train.apply_defaults(official)
+    assert (official.imgsz, official.epochs, Path(official.hyp).name) == (640, 5, "hyp.scratch-low.yaml")
+    with LogCapture() as log, pytest.raises(UserError):
+        train.run(data=str(tmp_path / "missing.yaml"), project=str(tmp_path), name="bad")
+    assert log.lines[0].startswith("train: ") and "640 px, 100 epochs" in log.lines[0]
+    assert "precision: " in log.lines[0]
+
+
+def test_evolve_two_generations_then_resume_to_three(tmp_path):
+    """--evolve 2 on coco8 (1 epoch at 64 px each): evolve.csv with 2 rows (generation 0 trains the given hyps),
+    hyp_evolve.yaml and evolve.png; --evolve 3 in the same folder trains only the missing third generation."""
+    from utils.evolve import HYP_RANGES, read_evolve_csv
+
+    kwargs = dict(TINY, epochs=1, project=str(tmp_path), name="evo")
+    opt = train.run(**kwargs, evolve=2)
+    save_dir = tmp_path / "evo"
+    assert Path(opt.save_dir) == save_dir
+    rows = read_evolve_csv(save_dir / "evolve.csv")
+    base = yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml")
+    assert len(rows) == 2 and rows[0]["lr0"] == base["lr0"] and rows[0]["fitness"] >= 0
+    assert any(rows[1][k] != base[k] for k in base)  # the second generation is a mutant
+    assert all(HYP_RANGES[k][1] <= rows[1][k] <= HYP_RANGES[k][2] for k in base if k in HYP_RANGES)
+    best = yaml_load(save_dir / "hyp_evolve.yaml")
+    assert set(best) == set(base) and (save_dir / "evolve.png").stat().st_size > 1000
+    train.run(**kwargs, evolve=3)
+    assert len(read_evolve_csv(save_dir / "evolve.csv")) == 3
