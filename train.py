@@ -521,6 +521,8 @@ def evolve(hyp, opt, device, callbacks=None):
         gen_opt = argparse.Namespace(**{**vars(opt), "hyp": dict(gen_hyp), "noval": True, "nosave": True,
                                         "noplots": True})
         LOGGER.info(f"\n{colorstr('evolve: ')}generation {generation + 1}/{opt.evolve}")
+        for f in ("last.pt", "best.pt"):  # the previous generation's: its best.pt must not stand in for this one's
+            (save_dir / "weights" / f).unlink(missing_ok=True)
         results = train(gen_hyp, gen_opt, device, callbacks)
         fit = append_evolve_csv(evolve_csv, results, gen_hyp)
         LOGGER.info(f"{colorstr('evolve: ')}generation {generation + 1}: fitness {fit:.4f}")

@@ -193,7 +193,7 @@ def test_end_to_end_run_killed_and_resumed(tmp_path):
     script = KILL_SCRIPT.format(root=str(ROOT), kill_at=2, kwargs=kwargs)  # 2 batches per epoch: epoch 1
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert "Transferred 348/349 items from pretrained weights" in proc.stderr  # 80 classes like the fixture
     save_dir = tmp_path / "exp"
