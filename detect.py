@@ -20,7 +20,8 @@ import torch
 
 from models.backends import DetectMultiBackend, newest_trained_weights
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
-from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args, exit_code
+from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, exit_code, increment_path, print_args
+from utils.general import safe_filename
 from utils.plots import Annotator, colors, save_one_box
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
 from utils.torch_utils import select_device, time_sync
@@ -44,8 +45,9 @@ def count_string(det, names):
 
 
 class OutputNames:
-    """Output stem of each source file, unique within a run: the first a.jpg writes a.jpg / labels/a.txt, a later
-    source with the same stem (other/a.jpg, a.png) writes a_2.*, so no result overwrites another's."""
+    """Output stem of each source file, a plain file name unique within a run: the first a.jpg writes a.jpg /
+    labels/a.txt, a later source with the same stem (other/a.jpg, a.png) writes a_2.*, so no result overwrites
+    another's."""
 
     def __init__(self):
         self.stems, self.taken = {}, set()
@@ -53,7 +55,7 @@ class OutputNames:
     def __call__(self, path):
         key = str(path)
         if key not in self.stems:
-            base = stem = Path(key).stem
+            base = stem = safe_filename(Path(key).stem)  # nothing a source names leaves the run folder
             n = 2
             while stem in self.taken:
                 stem, n = f"{base}_{n}", n + 1
@@ -163,7 +165,7 @@ def run(
             t1 = time_sync()
             vis_dir = False
             if visualize and not stream:
-                vis_dir = increment_path(save_dir / Path(path).stem, mkdir=True)
+                vis_dir = increment_path(save_dir / safe_filename(Path(path).stem), mkdir=True)
             with torch.inference_mode():
                 pred = model(im, augment=augment, visualize=vis_dir)
             t2 = time_sync()
@@ -181,8 +183,8 @@ def run(
                     p, im0, frame = Path(path), im0s.copy(), dataset.frame
                     fps = (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
                 is_image = not stream and dataset.mode == "image"
-                out_stem = output_stem(p)
-                save_path = save_dir / f"{out_stem}{p.suffix}"
+                out_stem = output_stem(p)  # unique within the run and a plain file name
+                save_path = save_dir / safe_filename(f"{out_stem}{p.suffix}")
                 stem = out_stem if is_image else f"{out_stem}_{frame}"
                 s += "{:g}x{:g} ".format(*im.shape[2:])
                 imc = im0.copy() if save_crop else im0
@@ -200,7 +202,8 @@ def run(
                             label = "" if hide_labels else names[c] if hide_conf else f"{names[c]} {conf:.2f}"
                             annotator.box_label(xyxy, label, color=colors(c, True))
                         if save_crop:
-                            save_one_box(xyxy, imc, file=save_dir / "crops" / names[c] / f"{stem}.jpg", BGR=True)
+                            crop_dir = save_dir / "crops" / safe_filename(names[c], default=str(c))
+                            save_one_box(xyxy, imc, file=crop_dir / f"{stem}.jpg", BGR=True)
                 else:
                     s += "(no detections), "
                 im0 = annotator.result()
@@ -210,7 +213,8 @@ def run(
                     if is_image:
                         cv2.imwrite(str(save_path), im0)
                     else:
-                        videos.write(save_path if not stream else save_dir / f"{p.stem or 'stream'}_{i}", im0, fps)
+                        stream_path = save_dir / safe_filename(f"{p.stem or 'stream'}_{i}")
+                        videos.write(save_path if not stream else stream_path, im0, fps)
             LOGGER.info(f"{s}{(t2 - t1) * 1e3:.1f}ms")
     finally:
         videos.close()

@@ -18,23 +18,26 @@ from pathlib import Path
 import torch
 
 from models.backends import EXPORT_METADATA_KEY, export_metadata, newest_trained_weights
+from models.experimental import attempt_load
 from models.yolo import Detect, Model
 from utils.general import LOGGER, UserError, check_img_size, colorstr, print_args, exit_code
 from utils.torch_utils import select_device
 
 FORMATS = ("torchscript", "onnx")
 DEFAULT_OPSET = 17
-# Modules whose ONNX form needs a newer opset than the plain convolutional network does (opset 11 suffices there).
-MODULE_MIN_OPSET = {
-    "AKConv": 16,  # bilinear sampling at learned offsets: GridSample entered the standard opset in 16
-}
+BASE_OPSET = 11  # enough for the plain convolutional network; a module class may need more (its ``onnx_opset``)
+MAX_BATCH_SIZE = 1024  # the export input is a real tensor: batch 0 crashes the tracer (SIGFPE), huge ones the RAM
 CHECK_ATOL = 1e-3  # outputs are in pixels; float32 rounding keeps exported models well inside this
 
 
+def module_opsets(model):
+    """Class name -> ``onnx_opset`` of each module class in ``model`` that declares one."""
+    return {type(m).__name__: type(m).onnx_opset for m in model.modules() if hasattr(type(m), "onnx_opset")}
+
+
 def required_opset(model):
-    """The lowest ONNX opset able to express every module in ``model`` (at least 11)."""
-    names = {type(m).__name__ for m in model.modules()}
-    return max([11] + [v for k, v in MODULE_MIN_OPSET.items() if k in names])
+    """The lowest ONNX opset able to express every module in ``model``."""
+    return max([BASE_OPSET, *module_opsets(model).values()])
 
 
 def prepare_model(model, inplace=False):
@@ -84,8 +87,7 @@ def export_onnx(model, im, file, metadata, opset=None, dynamic=False, simplify=F
     need = required_opset(model)
     opset = opset or max(DEFAULT_OPSET, need)
     if opset < need:
-        present = {type(m).__name__ for m in model.modules()}
-        used = sorted(k for k, v in MODULE_MIN_OPSET.items() if v > opset and k in present)
+        used = sorted(k for k, v in module_opsets(model).items() if v > opset)
         raise UserError(f"--opset {opset} cannot express {', '.join(used)}; use --opset {need} or higher")
     LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} opset {opset}...")
     dynamic_axes = None
@@ -223,9 +225,9 @@ def run(
     opset=None,
 ):
     """Export ``weights`` to the formats in ``include``; returns the list of exported files."""
-    from models.experimental import attempt_load
-
     include = check_formats(include)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise UserError(f"--batch-size {batch_size}: must be a whole number from 1 to {MAX_BATCH_SIZE}")
     weights = Path(weights or newest_trained_weights())
     if not weights.is_file():
         raise UserError(f"--weights {weights}: file not found")

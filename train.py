@@ -129,6 +129,7 @@ class TrainState:
     maps: np.ndarray = None  # per-class mAP50-95 of the latest validation
     results: tuple = (0.0,) * 7  # latest validation results
     last_saved_epoch: int = None  # epoch of the newest finite last.pt
+    best_saved: bool = False  # best.pt written by this run (a new run writes its own, also in an --exist-ok folder)
     failure: str = None  # why training stopped on NaN/inf, when it did
     t0: float = field(default_factory=time.time)
 
@@ -252,6 +253,7 @@ def setup(hyp, opt, device, callbacks):
     )
     if opt.resume:
         _restore(state, ckpt)
+        state.best_saved = state.best.exists()
     del ckpt
 
     if RANK != -1:
@@ -390,7 +392,7 @@ def end_epoch(state, epoch, metrics):
         else:
             fi = float(fitness(np.array(state.results).reshape(1, -1))[0]) if state.val_loader is not None else 0.0
             stop = state.stopper(epoch=epoch, fitness=fi) or stop
-            improved = fi > state.best_fitness or not state.best.exists()  # a tie (at 0: nothing learnt) keeps best
+            improved = fi > state.best_fitness or not state.best_saved  # a tie (at 0: nothing learnt) keeps best
             state.best_fitness = max(state.best_fitness, fi)
             values = [epoch, *metrics.mloss.tolist(), *[float(x) for x in state.results], *metrics.lr]
             cb.run("on_fit_epoch_end", values, epoch, state.best_fitness, fi)
@@ -430,6 +432,7 @@ def _save(state, epoch, improved):
     state.last_saved_epoch = epoch
     if improved:
         save_checkpoint(ckpt, state.best)
+        state.best_saved = True
     if opt.save_period > 0 and epoch % opt.save_period == 0:
         save_checkpoint(ckpt, state.save_dir / "weights" / f"epoch{epoch}.pt")
 
@@ -521,8 +524,6 @@ def evolve(hyp, opt, device, callbacks=None):
         gen_opt = argparse.Namespace(**{**vars(opt), "hyp": dict(gen_hyp), "noval": True, "nosave": True,
                                         "noplots": True})
         LOGGER.info(f"\n{colorstr('evolve: ')}generation {generation + 1}/{opt.evolve}")
-        for f in ("last.pt", "best.pt"):  # the previous generation's: its best.pt must not stand in for this one's
-            (save_dir / "weights" / f).unlink(missing_ok=True)
         results = train(gen_hyp, gen_opt, device, callbacks)
         fit = append_evolve_csv(evolve_csv, results, gen_hyp)
         LOGGER.info(f"{colorstr('evolve: ')}generation {generation + 1}: fitness {fit:.4f}")

@@ -21,6 +21,7 @@ import torch
 
 from utils.boxes import MAX_NMS, non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args, exit_code
+from utils.general import safe_filename
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
 from utils.torch_utils import select_device, time_sync
 
@@ -371,13 +372,13 @@ def run(
         LOGGER.info("--save-json: no detections to save")
     if save_json and jdict:
         w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else "model"
-        pred_json = save_dir / f"{w}_predictions.json"
+        pred_json = save_dir / safe_filename(f"{w}_predictions.json")
         with open(pred_json, "w") as f:
             json.dump(jdict, f)
         LOGGER.info(f"COCO-format predictions saved to {pred_json}")
         dataset = getattr(dataloader, "dataset", None)
         if dataset is not None and hasattr(dataset, "labels"):
-            anno_json = save_dir / f"{task}_ground_truth.json"
+            anno_json = save_dir / safe_filename(f"{task}_ground_truth.json")
             with open(anno_json, "w") as f:
                 json.dump(coco_ground_truth(dataset, names, class_map), f)
             LOGGER.info(f"\nEvaluating pycocotools mAP against {anno_json}...")

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.layers import Conv, autopad, fold_bn
+from models.layers import C1_C2, Conv, autopad, fold_bn
 
 
 class ACConv(nn.Module):
@@ -22,6 +22,8 @@ class ACConv(nn.Module):
     ``fuse()`` on every submodule, reaches only ``ACConv.fuse()``. After ``fuse()`` the block is one k x k
     convolution with bias (``conv``) and the branch modules are None; outputs equal the eval-mode block.
     """
+
+    yaml_args = C1_C2
 
     def __init__(self, c1, c2, k=3, s=1, p=None, g=1, d=1, act=True):
         super().__init__()

@@ -13,8 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from models.layers import fuse_conv_and_bn
-from utils.general import UserError
+from models.layers import C1_C2, fuse_conv_and_bn
 
 
 def initial_pattern(num_param):
@@ -88,18 +87,34 @@ class AKConv(nn.Module):
     ONNX export (tracing) uses the same function through ``grid_sample`` (opset 16+), exportable and equal to
     1e-4. See benchmarks/bench_akconv.py for speed and memory against the plain gather implementation.
 
-    The offset branch learns at ``offset_lr_scale`` (0.1) times the learning rate: its weight and bias gradients are
-    scaled by 0.1 (exactly a 0.1x learning rate for SGD; Adam-type optimisers normalise gradient scale away).
+    Offset learning rate: the paper's code means the offset branch to learn at 0.1x the learning rate. Here the
+    gradients of ``p_conv``'s weight and bias are multiplied by ``offset_lr_scale`` (0.1) in the backward pass.
+    That equals a 0.1x learning rate only for SGD (with or without momentum) on parameters without weight decay:
+    the optimizer adds weight decay after the scaling, so ``p_conv.weight`` (which train.py decays) still decays
+    at the full rate, and its steps differ from a true 0.1x learning rate once it is non-zero (the bias, not
+    decayed, is exact). Adam-type optimisers divide by the gradient's running scale, so there the 0.1 changes
+    almost nothing. A separate optimizer parameter group at 0.1x lr would be exact for every optimizer.
+
+    Differences from the authors' code (weights load unchanged; outputs differ where noted):
+    - Their learning-rate hook (a full backward hook on ``p_conv`` that builds scaled generators and returns
+      nothing) is a no-op: there the offset branch trains at the full learning rate.
+    - Border sampling: they clamp the four corners and the position separately, so a point on or beyond the last
+      row or column, or beyond the first, reads both of its clamped corners with weight 1 each: the border pixel
+      counts twice per axis (four times at a corner). Here the position is clamped first and a corner clamped
+      onto its neighbour gets weight 0, so the bilinear weights always sum to 1.
     """
+
+    yaml_args = C1_C2
+    onnx_opset = 16  # bilinear sampling at learned offsets: GridSample entered the standard opset in 16
 
     offset_lr_scale = 0.1
 
     def __init__(self, c1, c2, num_param, stride=1, bias=None):
         super().__init__()
         if not isinstance(num_param, int) or num_param < 1:
-            raise UserError(f"AKConv: num_param (sampling points) must be a positive integer, got {num_param!r}")
+            raise ValueError(f"AKConv: num_param (sampling points) must be a positive integer, got {num_param!r}")
         if not isinstance(stride, int) or stride < 1:
-            raise UserError(f"AKConv: stride must be a positive integer, got {stride!r}")
+            raise ValueError(f"AKConv: stride must be a positive integer, got {stride!r}")
         self.num_param = num_param
         self.stride = stride
         self.conv = nn.Sequential(
@@ -136,7 +151,7 @@ class AKConv(nn.Module):
             return self.forward_export(x)
         b, c, height, width = x.shape
         if b * height * width >= 2**31:
-            raise UserError(f"AKConv: input {tuple(x.shape)} has too many pixels for int32 indices; use a smaller "
+            raise ValueError(f"AKConv: input {tuple(x.shape)} has too many pixels for int32 indices; use a smaller "
                             "batch")
         pixels = x.permute(0, 2, 3, 1).contiguous()  # channels-last: the sampled rows, and a faster p_conv
         offset = self.offsets(pixels.permute(0, 3, 1, 2))

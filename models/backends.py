@@ -12,7 +12,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.experimental import attempt_load
+from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, yaml_load
+from utils.script_check import check_onnx_file, load_torchscript
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
 
@@ -81,8 +84,6 @@ class DetectMultiBackend(nn.Module):
         self._warned_pt_only = False
         meta = {}
         if self.pt:
-            from models.experimental import attempt_load
-
             model = attempt_load(weights, device=device, inplace=True, fuse=fuse)
             self.model = model.half() if self.fp16 else model.float()
             stride, names = int(max(int(model.stride.max()), 32)), model.names
@@ -90,7 +91,7 @@ class DetectMultiBackend(nn.Module):
             LOGGER.info(f"Loading {w} for TorchScript inference...")
             extra = {EXPORT_METADATA_KEY: ""}
             try:
-                self.model = torch.jit.load(w, map_location=device, _extra_files=extra)
+                self.model = load_torchscript(w, map_location=device, _extra_files=extra)  # checked first
             except RuntimeError as e:
                 raise UserError(f"--weights {w} is not a readable TorchScript file (re-export it with export.py): "
                                 f"{str(e).splitlines()[0]}") from e
@@ -104,8 +105,6 @@ class DetectMultiBackend(nn.Module):
             self.imgsz = tuple(int(x) for x in meta["imgsz"])
         names = _names_dict(names)
         if data:  # a dataset yaml names the classes when the weights do not (or use placeholder names)
-            from utils.dataset_yaml import find_dataset_yaml
-
             data_names = _names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
             if data_names and (not names or all(str(k) == v for k, v in names.items())):
                 names = data_names
@@ -123,6 +122,7 @@ class DetectMultiBackend(nn.Module):
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in available:
             providers.insert(0, "CUDAExecutionProvider")
+        check_onnx_file(w)  # standard operators and embedded weights only
         try:
             session = ort.InferenceSession(w, providers=providers)
         except Exception as e:  # onnxruntime's load errors share no base class narrower than Exception

@@ -18,9 +18,14 @@ from models.layers import (  # noqa: F401
     fuse_conv_and_bn,
     space_to_depth,
 )
-from models.spd import SPDConv  # noqa: F401
+from models.spd import SPDConv, SpaceToDepth  # noqa: F401
 from models.scconv import CRU, SRU, C3_ScConv, ScConv  # noqa: F401
 from models.acnet import ACConv  # noqa: F401
 from models.focal import FocalModulation  # noqa: F401
 from models.akconv import AKConv  # noqa: F401
 from models.gsconv import GSBottleneck, GSBottleneckC, GSConv, GSConvns, VoVGSCSP, VoVGSCSPC  # noqa: F401
+from models.ghost import C3Ghost, GhostBottleneck, GhostConv  # noqa: F401
+from models.transformer import C3TR, TransformerBlock, TransformerLayer  # noqa: F401
+from models.csp import C3SPP, BottleneckCSP, C3x, CrossConv  # noqa: F401
+from models.mixconv import MixConv2d  # noqa: F401
+from models.resample import Contract, DWConvTranspose2d, Expand  # noqa: F401

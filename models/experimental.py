@@ -3,8 +3,8 @@
 import torch
 import torch.nn as nn
 
-from models.yolo import Detect
-from utils.checkpoints import load_checkpoint, model_from_checkpoint
+from models.yolo import Detect, Model
+from utils.checkpoints import checkpoint_model_parts, load_checkpoint
 from utils.general import LOGGER, UserError
 
 
@@ -13,6 +13,25 @@ class Ensemble(nn.ModuleList):
 
     def forward(self, x, augment=False, visualize=False):
         return torch.cat([m(x, augment=augment, visualize=visualize)[0] for m in self], 1), None
+
+
+def model_from_checkpoint(ckpt):
+    """Rebuild a float Model from a checkpoint dict; the state dict must match the yaml exactly."""
+    yaml, names, sd = checkpoint_model_parts(ckpt)
+    model = Model(yaml, ch=yaml.get("ch", 3))
+    model_sd = model.state_dict()
+    missing = [k for k in model_sd if k not in sd]
+    unexpected = [k for k in sd if k not in model_sd]
+    mismatched = [k for k in sd if k in model_sd and sd[k].shape != model_sd[k].shape]
+    if missing or unexpected or mismatched:
+        raise UserError(
+            f"checkpoint weights do not fit its own model description ({len(missing)} missing keys, e.g. "
+            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; {len(mismatched)} of another "
+            f"shape, e.g. {mismatched[:3]}): the file is from another version or was modified"
+        )
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.names = names
+    return model
 
 
 def attempt_load(weights, device=None, inplace=True, fuse=True):

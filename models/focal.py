@@ -9,6 +9,8 @@ multiplies the query element-wise.
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.layers import KEEP
+
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of an NCHW tensor (each pixel's C-vector normalised): (N, C, H, W) -> same."""
@@ -30,6 +32,8 @@ class FocalModulation(nn.Module):
         normalize_modulator: divide the gated context by L + 1.
     The input projection is ``proj_in`` (FocalNet's ``f``): parse_model sets ``.f`` (the yaml 'from') on layers.
     """
+
+    yaml_args = KEEP
 
     def __init__(self, dim, focal_window=3, focal_level=2, focal_factor=2, bias=True, proj_drop=0.0,
                  use_postln_in_modulation=False, normalize_modulator=False):

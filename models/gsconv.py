@@ -5,13 +5,20 @@ GSConv mixes a dense convolution with a cheap depth-wise one and interleaves the
 so that the information of the dense half reaches every part of the output. The slim-neck puts GSConv in
 place of the neck's Convs and VoVGSCSP (a one-shot aggregation CSP block of GS bottlenecks) in place of its C3s.
 Attribute names follow the authors' code (cv1, cv2, shuf, conv_lighting, shortcut, gsb, cv3).
+
+Differences from the authors' YOLOv5 code (their state dicts load, but outputs differ):
+- Activation: their Convs (inside GSConv too) use Mish; here every Conv keeps YOLOv5's SiLU (or the model
+  yaml's ``activation``), so a slim-neck trained with their code needs ``activation: nn.Mish()`` to match.
+- Channel order: their shuffle takes the even channels of [dense, depth-wise] and then the odd ones
+  ([d0, d2, .., w0, w2, .., d1, d3, .., w1, w3, ..]), the inverse permutation of the interleave here
+  ([d0, w0, d1, w1, ..]). Both spread the dense half over the output, but the layer after a GSConv sees its
+  input channels in another order, so weights trained there do not reproduce their outputs here.
 """
 
 import torch
 import torch.nn as nn
 
-from models.layers import Conv, DWConv
-from utils.general import UserError
+from models.layers import C1_C2, C1_C2_N, Conv, DWConv
 
 
 def channel_shuffle(x):
@@ -26,7 +33,7 @@ def channel_shuffle(x):
 
 def _half_channels(c2, name):
     if c2 % 2:
-        raise UserError(f"{name}: output channels must be even (two halves are concatenated), got c2={c2}")
+        raise ValueError(f"{name}: output channels must be even (two halves are concatenated), got c2={c2}")
     return c2 // 2
 
 
@@ -34,8 +41,11 @@ class GSConv(nn.Module):
     """GSConv: (B, c1, H, W) -> (B, c2, H/s, W/s), c2 even.
 
     ``cv1`` = Conv(c1, c2/2, k, s, g) (dense), ``cv2`` = depth-wise 5x5 Conv on its output; the two are
-    concatenated and their channels interleaved (``channel_shuffle``).
+    concatenated and their channels interleaved (``channel_shuffle``: the inverse of the authors' even/odd
+    order, and SiLU where they use Mish; see the module docstring).
     """
+
+    yaml_args = C1_C2
 
     def __init__(self, c1, c2, k=1, s=1, g=1, act=True):
         super().__init__()
@@ -55,6 +65,8 @@ class GSConvns(GSConv):
     ignored k and s and applied ``nn.ReLU`` to a tensor (constructing a module instead of activating).
     """
 
+    yaml_args = C1_C2
+
     def __init__(self, c1, c2, k=1, s=1, g=1, act=True):
         super().__init__(c1, c2, k, s, g, act)
         self.shuf = nn.Conv2d(c2, c2, 1, 1, 0, bias=False)
@@ -72,6 +84,8 @@ class GSBottleneck(nn.Module):
     ``shortcut`` = Conv(c1, c2, 1, s, act=False) projection.
     """
 
+    yaml_args = C1_C2
+
     def __init__(self, c1, c2, k=3, s=1, e=0.5):
         super().__init__()
         c_ = int(c2 * e)
@@ -85,6 +99,8 @@ class GSBottleneck(nn.Module):
 class GSBottleneckC(GSBottleneck):
     """Cheap GS bottleneck: as GSBottleneck with a 1x1 depth-wise shortcut (DWConv(c1, c2, 1, s, act=False))."""
 
+    yaml_args = C1_C2
+
     def __init__(self, c1, c2, k=3, s=1, e=0.5):
         super().__init__(c1, c2, k, s, e)
         self.shortcut = DWConv(c1, c2, 1, s, act=False)
@@ -97,6 +113,8 @@ class VoVGSCSP(nn.Module):
     concatenation [bypass, bottlenecks]. ``shortcut`` and ``g`` are accepted so that C3's yaml arguments work; a GS
     bottleneck always has its projection shortcut.
     """
+
+    yaml_args = C1_C2_N
 
     def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
         super().__init__()
@@ -116,6 +134,8 @@ class VoVGSCSP(nn.Module):
 
 class VoVGSCSPC(VoVGSCSP):
     """Cheap VoV-GSCSP: ``n`` cheap GS bottlenecks (GSBottleneckC, hidden width c_ / 2) in ``gsb``."""
+
+    yaml_args = C1_C2_N
 
     @staticmethod
     def bottleneck(c_):

@@ -3,10 +3,27 @@
 Attribute names (``conv``, ``bn``, ``cv1``, ``m`` ...) are those of the official implementation, so that
 state-dict keys match official checkpoints one to one. Module-family files import their basics from here;
 ``models/common.py`` is the public face that re-exports everything, as YOLOv5 users expect.
+
+The yaml contract lives on each module class, so that adding a module is: write the class, re-export it in
+``models/common.py``, write the yaml. ``parse_model`` registers every class re-exported there that has
+``yaml_args``; the optional attributes below are read where they matter.
+
+- ``yaml_args``: how a yaml row's arguments become constructor arguments (one of the constants below).
+- ``onnx_opset``: the lowest ONNX opset that expresses the module (export picks at least this; default 11).
+- ``yaml_c2(c1, args)``: staticmethod giving the output channels of a ``PLAIN`` module (default: c1).
+- ``spatial_multiple``: input height and width must be multiples of this (default 1; the contract test uses it).
 """
 
 import torch
 import torch.nn as nn
+
+# Values of ``yaml_args``. ``c1`` is the input channel count (of the layer in ``from``), ``c2`` the first yaml
+# argument scaled by width_multiple and rounded up to a multiple of 8.
+C1_C2 = "c1_c2"  # Module(c1, c2, *args[1:])
+C1_C2_N = "c1_c2_n"  # Module(c1, c2, n, *args[1:]): the repeat count goes inside the module
+KEEP = "keep"  # Module(c1, *args[1:]): channels in = out; args[0], if given, must scale to c1
+CONCAT = "concat"  # Module(*args) on a list of inputs; output channels = the sum of the inputs'
+PLAIN = "plain"  # Module(*args) as written; output channels = yaml_c2(c1, args) if the class has it, else c1
 
 
 def autopad(k, p=None, d=1):
@@ -27,6 +44,7 @@ class Conv(nn.Module):
     ``fuse()`` folds the BatchNorm into the convolution (eval-mode equivalent, for inference and export).
     """
 
+    yaml_args = C1_C2
     default_act = nn.SiLU()
 
     def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True):
@@ -82,6 +100,8 @@ class DWConv(Conv):
 class Bottleneck(nn.Module):
     """1x1 Conv to c_ = c2 * e, 3x3 Conv to c2, plus the input when ``shortcut`` and c1 == c2."""
 
+    yaml_args = C1_C2
+
     def __init__(self, c1, c2, shortcut=True, g=1, e=0.5):
         super().__init__()
         c_ = int(c2 * e)
@@ -101,6 +121,8 @@ class C3(nn.Module):
     Subclasses replace ``self.m`` to swap the inner block (e.g. C3_ScConv).
     """
 
+    yaml_args = C1_C2_N
+
     def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
         super().__init__()
         c_ = int(c2 * e)
@@ -116,6 +138,8 @@ class C3(nn.Module):
 class SPP(nn.Module):
     """Spatial pyramid pooling (YOLOv3-SPP): parallel max-pools of kernels ``k``, concatenated."""
 
+    yaml_args = C1_C2
+
     def __init__(self, c1, c2, k=(5, 9, 13)):
         super().__init__()
         c_ = c1 // 2
@@ -130,6 +154,8 @@ class SPP(nn.Module):
 
 class SPPF(nn.Module):
     """Fast SPP: three chained k x k max-pools, equal to SPP(k=(5, 9, 13)) for k=5 and cheaper."""
+
+    yaml_args = C1_C2
 
     def __init__(self, c1, c2, k=5):
         super().__init__()
@@ -148,6 +174,9 @@ class SPPF(nn.Module):
 class Focus(nn.Module):
     """Space-to-depth by 2 then Conv (YOLOv5 up to v5.0): (N, c1, H, W) -> (N, c2, H/2, W/2), H and W even."""
 
+    yaml_args = C1_C2
+    spatial_multiple = 2  # space-to-depth pairs rows and columns
+
     def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=True):
         super().__init__()
         self.conv = Conv(c1 * 4, c2, k, s, p, g, act=act)
@@ -163,6 +192,8 @@ def space_to_depth(x):
 
 class Concat(nn.Module):
     """Concatenate a list of tensors along ``dimension``."""
+
+    yaml_args = CONCAT
 
     def __init__(self, dimension=1):
         super().__init__()

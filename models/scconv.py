@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from models.layers import C3
+from models.layers import C1_C2_N, C3, KEEP
 
 
 def _require_divisible(c, m, what):
@@ -29,6 +29,8 @@ class SRU(nn.Module):
     ``X1 = W1 * x``, ``X2 = W2 * x``; output ``cat(X1a + X2b, X1b + X2a)`` over the channel halves a, b.
     The GroupNorm uses ``gcd(group_num, C)`` groups so that it divides C at every model scale.
     """
+
+    yaml_args = KEEP
 
     def __init__(self, c, group_num=16, gate_threshold=0.5):
         super().__init__()
@@ -61,6 +63,8 @@ class CRU(nn.Module):
     the public code normalises over all 2C channels instead, which shrinks the output by about 1/C);
     output ``beta1 * Y1 + beta2 * Y2``.
     """
+
+    yaml_args = KEEP
 
     def __init__(self, c, alpha=0.5, squeeze_ratio=2, group_size=2, group_kernel_size=3):
         super().__init__()
@@ -96,6 +100,8 @@ class CRU(nn.Module):
 class ScConv(nn.Module):
     """SCConv block, SRU then CRU: (N, c, H, W) -> (N, c, H, W); channels in = out (yaml rule KEEP)."""
 
+    yaml_args = KEEP
+
     def __init__(self, c, group_num=16, gate_threshold=0.5, alpha=0.5, squeeze_ratio=2, group_size=2,
                  group_kernel_size=3):
         super().__init__()
@@ -109,6 +115,8 @@ class ScConv(nn.Module):
 class C3_ScConv(C3):
     """C3 with ``n`` ScConv blocks (on c_ = c2 * e channels) in place of the Bottlenecks: (N, c1, H, W) ->
     (N, c2, H, W). ``shortcut`` and ``g`` are accepted so that C3 yaml rows work unchanged; ScConv uses neither."""
+
+    yaml_args = C1_C2_N
 
     def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
         super().__init__(c1, c2, n, shortcut, g, e)

@@ -2,7 +2,7 @@
 
 Run as a script for a structure check of a model yaml::
 
-    python models/yolo.py --cfg models/yolov5s.yaml [--img 640] [--batch-size 1]
+    python models/yolo.py --cfg models/yolov5s.yaml [--img 640] [--batch-size 1] [--strict]
 """
 
 import argparse
@@ -20,45 +20,30 @@ import torch.nn as nn
 import yaml
 
 from models import common
+from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN, Conv
+from utils.autoanchor import check_anchor_order
 from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
-from utils.torch_utils import initialize_weights, model_info, scale_img
+from utils.plots import feature_visualization
+from utils.torch_utils import initialize_weights, model_info, scale_img, select_device, time_sync
 
-# How each module's yaml arguments take channels. ``c1`` is the input channel count (from the layer(s) in
-# ``from``), ``c2`` the first yaml argument scaled by width_multiple and rounded to a multiple of 8.
-C1_C2 = "c1_c2"  # module(c1, c2, *args[1:])
-C1_C2_N = "c1_c2_n"  # module(c1, c2, n, *args[1:]): the repeat count goes inside the module
-KEEP = "keep"  # module(c1, *args[1:]); channels in = out; args[0], if given, must scale to c1
-BATCHNORM = "batchnorm"  # module(c1)
-CONCAT = "concat"  # c2 = sum of the inputs' channels
 DETECT = "detect"  # Detect(nc, anchors, [channels of each input])
-PLAIN = "plain"  # module(*args), channels unchanged (nn.Upsample, nn.MaxPool2d, ...)
+# torch.nn layers cannot carry the contract (see models/layers.py); any other nn.<Module> is PLAIN
+TORCH_YAML_ARGS = {"BatchNorm2d": KEEP, "ConvTranspose2d": C1_C2}
 
-MODULE_CHANNELS = {
-    "Conv": C1_C2,
-    "DWConv": C1_C2,
-    "Bottleneck": C1_C2,
-    "SPP": C1_C2,
-    "SPPF": C1_C2,
-    "Focus": C1_C2,
-    "C3": C1_C2_N,
-    "Concat": CONCAT,
-    "Detect": DETECT,
-    "SPDConv": C1_C2,
-    "ScConv": KEEP,
-    "SRU": KEEP,
-    "CRU": KEEP,
-    "C3_ScConv": C1_C2_N,
-    "AKConv": C1_C2,
-    "GSConv": C1_C2,
-    "GSConvns": C1_C2,
-    "GSBottleneck": C1_C2,
-    "GSBottleneckC": C1_C2,
-    "VoVGSCSP": C1_C2_N,
-    "VoVGSCSPC": C1_C2_N,
-    "ACConv": C1_C2,
-    "FocalModulation": KEEP,
-    "nn.BatchNorm2d": BATCHNORM,
-}
+# top-level keys of a model yaml (ch, yaml_file: set by Model); any other key is ignored with a warning
+MODEL_YAML_KEYS = ("nc", "depth_multiple", "width_multiple", "anchors", "activation", "backbone", "head", "ch",
+                   "inplace", "yaml_file")
+ACTIVATION_CALL = re.compile(r"nn\.([A-Za-z_]\w*)\(([^()]*)\)")
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+# Bounds on model-yaml numbers, far beyond every official model (largest: x6, 1280 channels, 12 repeats, 80
+# classes, 3 anchors): a hostile or mistyped yaml fails at once instead of allocating for hours.
+MAX_MULTIPLE = 10.0  # depth_multiple, width_multiple
+MAX_REPEATS = 100  # a layer's repeats after depth scaling
+MAX_CHANNELS = 8192  # input channels, any layer's output channels, and any other number in a layer's arguments
+MAX_CLASSES = 10000  # nc
+MAX_ANCHORS = 16  # anchors per level
+MAX_LAYERS = 1000  # backbone + head rows
 
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
@@ -73,6 +58,7 @@ class Detect(nn.Module):
     ``anchors`` is a buffer in grid units (pixels / stride), as in official state dicts.
     """
 
+    yaml_args = DETECT
     export = False  # export: return only the decoded predictions
 
     def __init__(self, nc=80, anchors=(), ch=(), inplace=True):
@@ -179,8 +165,6 @@ class Model(nn.Module):
             x = m(x)
             y.append(x if m.i in self.save else None)
             if visualize:
-                from utils.plots import feature_visualization
-
                 feature_visualization(x, m.type, m.i, save_dir=visualize)
         return x
 
@@ -202,6 +186,12 @@ class Model(nn.Module):
             except Exception as e:
                 shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
                 raise UserError(f"layer {m.i} {m.type} (from {m.f}) fails on input of shape {shapes}: {e}") from e
+            if isinstance(x, torch.Tensor) and x.shape[1] != m.booked_channels:  # else the next layer would take the blame
+                raise UserError(
+                    f"layer {m.i} {m.type} (from {m.f}) outputs {x.shape[1]} channels, but the yaml parser booked "
+                    f"{m.booked_channels} for it by its channel rule '{m.channel_rule}', and built later layers for that. "
+                    f"Fix the row's arguments, or the module's yaml_args (see models/layers.py)"
+                )
             y.append(x)
         return x
 
@@ -258,17 +248,9 @@ class Model(nn.Module):
 DetectionModel = Model  # the name v7.0 uses
 
 
-def check_anchor_order(m):
-    """Reverse the anchors when their order (small to large) disagrees with the order of the strides."""
-    a = m.anchors.prod(-1).mean(-1).view(-1)
-    da, ds = a[-1] - a[0], m.stride[-1] - m.stride[0]
-    if da and da.sign() != ds.sign():
-        LOGGER.info("AutoAnchor: reversing anchor order")
-        m.anchors[:] = m.anchors.flip(0)
-
-
 def resolve_cfg(cfg):
-    """Find a model yaml: as given, under models/, or a variant at another scale letter.
+    """Find a model yaml: as given, under models/ or models/hub/ (the official zoo), or a variant at another scale
+    letter.
 
     Returns (path, scale) where scale is the letter requested in the file name (yolov5n_ScConv.yaml -> 'n') when
     that file does not exist itself and another scale's file of the same variant does, else None.
@@ -276,7 +258,7 @@ def resolve_cfg(cfg):
     p = Path(cfg)
     if p.suffix not in (".yaml", ".yml"):
         p = p.with_suffix(".yaml")
-    candidates = [p, ROOT / "models" / p.name, ROOT / p]
+    candidates = [p, ROOT / "models" / p.name, ROOT / "models" / "hub" / p.name, ROOT / p]
     for c in candidates:
         if c.is_file():
             return c, None
@@ -284,14 +266,15 @@ def resolve_cfg(cfg):
     if match:
         prefix, scale, rest = match.groups()
         for letter in "snmlx":
-            for folder in (p.parent, ROOT / "models"):
+            for folder in (p.parent, ROOT / "models", ROOT / "models" / "hub"):
                 c = folder / f"{prefix}{letter}{rest}"
                 if c.is_file():
                     return c, scale
     folders = dict.fromkeys(str(c.parent.resolve()) for c in candidates)
     raise UserError(
         f"model yaml '{cfg}' not found (looked in {', '.join(folders)}); "
-        f"available: {', '.join(sorted(x.name for x in (ROOT / 'models').glob('*.yaml')))}"
+        f"available: {', '.join(sorted(x.name for x in (ROOT / 'models').glob('*.yaml')))}, and in models/hub: "
+        f"{', '.join(sorted(x.name for x in (ROOT / 'models' / 'hub').glob('yolo*.yaml')))}"
     )
 
 
@@ -307,12 +290,14 @@ def load_model_yaml(cfg):
     return d
 
 
-def check_index_comments(text, path=""):
-    """Reject a yaml whose layer-index comments (``# 9``, ``# 17 (P3/8-small)``) disagree with the real indices.
+def check_index_comments(text, path="", strict=False):
+    """Warn about (with ``strict``: reject) a yaml whose layer-index comments (``# 9``, ``# 17 (P3/8-small)``)
+    disagree with the real indices.
 
     YOLOv5 yamls number their key rows in comments. A layer inserted or removed above a numbered row shifts the
     real indices; when the comments were not updated, the absolute ``from`` indices below were usually not updated
-    either, and the model still builds, silently wired to the wrong layers.
+    either, and the model still builds, silently wired to the wrong layers. Only a warning by default: a comment
+    can also simply be wrong (official yolov5s-transformer.yaml comments its layer 8 '# 9').
     """
     lines = text.splitlines()
     root = yaml.compose(text)
@@ -321,35 +306,49 @@ def check_index_comments(text, path=""):
     sections = {k.value: v for k, v in root.value if isinstance(k, yaml.ScalarNode)}
     rows = [r for key in ("backbone", "head") if isinstance(sections.get(key), yaml.SequenceNode)
             for r in sections[key].value]
+    stale = []
     for i, row in enumerate(rows):
         comment = lines[row.start_mark.line].partition("#")[2] if row.start_mark.line < len(lines) else ""
         match = re.match(r"\s*(\d+)\b", comment)
         if match and int(match.group(1)) != i:
             module = row.value[2].value if isinstance(row, yaml.SequenceNode) and len(row.value) > 2 else "?"
-            raise UserError(
-                f"{Path(path).name}: layer {i} ({module}) is commented '# {match.group(1)}', so layers were inserted "
-                f"or removed above it without renumbering. Check every absolute 'from' index from layer "
-                f"{min(i, int(match.group(1)))} on (Concat and Detect rows) against the real layer indices, then "
-                f"update the comments"
-            )
+            stale.append((i, module, int(match.group(1)), row.start_mark.line + 1))
+    if not stale:
+        return
+    i, module, said, line = stale[0]
+    more = f" (and {len(stale) - 1} more rows)" if len(stale) > 1 else ""
+    message = (
+        f"{Path(path).name} line {line}: layer {i} ({module}) is commented '# {said}'{more}, so layers were "
+        f"inserted or removed above it without renumbering, or the comment is wrong. Check every absolute 'from' "
+        f"index from layer {min(i, said)} on (Concat and Detect rows) against the real layer indices, then update "
+        f"the comments"
+    )
+    if strict:
+        raise UserError(message)
+    LOGGER.warning(f"WARNING: {message}")
 
 
-def _resolve_module(name, layer):
-    """The class a yaml module name refers to: models.common.<name> or torch.nn.<name> for 'nn.<name>'."""
+def registered_modules():
+    """Name -> class of every module a yaml may name: the classes re-exported by models/common.py that carry the
+    yaml contract (``yaml_args``, see models/layers.py), and Detect. torch layers are named ``nn.<Module>``."""
+    modules = {k: v for k, v in vars(common).items()
+               if isinstance(v, type) and issubclass(v, nn.Module) and hasattr(v, "yaml_args")}
+    modules["Detect"] = Detect
+    return modules
+
+
+def _resolve_module(name, layer, modules):
+    """The class a yaml module name refers to, and its ``yaml_args`` rule."""
     if not isinstance(name, str):
         raise UserError(f"layer {layer}: module must be a name, got {name!r}")
     if name.startswith("nn."):
         cls = getattr(nn, name[3:], None)
-        ok = isinstance(cls, type) and issubclass(cls, nn.Module)
-    else:
-        cls = getattr(common, name, None) if name in MODULE_CHANNELS else None
-        if cls is None and name == "Detect":
-            cls = Detect
-        ok = cls is not None
-    if not ok:
-        known = ", ".join(sorted(k for k in MODULE_CHANNELS if k.startswith("nn.") or hasattr(common, k)))
-        raise UserError(f"layer {layer}: unknown module '{name}'. Known modules: {known}, and nn.<Module>")
-    return cls
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            return cls, TORCH_YAML_ARGS.get(name[3:], PLAIN)
+    elif name in modules:
+        return modules[name], modules[name].yaml_args
+    raise UserError(f"layer {layer}: unknown module '{name}'. Known modules: {', '.join(sorted(modules))}, "
+                    f"and nn.<Module> (torch.nn layers)")
 
 
 def _parse_arg(a, nc, anchors):
@@ -359,42 +358,100 @@ def _parse_arg(a, nc, anchors):
     return a
 
 
+def parse_activation(text):
+    """The module of a yaml ``activation: nn.<Activation>(numbers)`` entry, e.g. ``nn.LeakyReLU(0.1)``.
+
+    Parsed without eval: a regex, the class looked up on torch.nn (a parameter-free activation, since one instance
+    is shared by every Conv) and int/float literal arguments.
+    """
+    usage = "model yaml 'activation' must be a torch activation without parameters called with numbers, e.g. " \
+            "nn.LeakyReLU(0.1) or nn.ReLU()"
+    match = ACTIVATION_CALL.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise UserError(f"{usage}; got {text!r}")
+    name, arg_text = match.groups()
+    cls = getattr(nn, name, None)
+    args = [a.strip() for a in arg_text.split(",")] if arg_text.strip() else []
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == nn.ReLU.__module__):
+        raise UserError(f"{usage}; nn.{name} is not a torch activation")
+    bad = [a for a in args if not NUMBER.fullmatch(a)]
+    if bad:
+        raise UserError(f"{usage}; got the argument(s) {', '.join(bad)} in {text!r}")
+    try:
+        act = cls(*(int(a) if a.lstrip("+-").isdigit() else float(a) for a in args))
+    except Exception as e:
+        raise UserError(f"model yaml 'activation: {text}' cannot be built: {e}") from e
+    if any(True for _ in act.parameters()):
+        raise UserError(f"{usage}; nn.{name} has parameters, which every Conv would share")
+    return act
+
+
 def parse_model(d, ch):
     """Build ``nn.Sequential`` of the layers in model dict ``d``; ``ch`` = [input channels].
 
     Each layer gets ``.i`` (index), ``.f`` (from), ``.type`` (module name) and ``.np`` (parameters).
     Returns (model, save) where save lists the layer indices whose outputs later layers read.
+    An ``activation`` entry is the default activation of every Conv of this model only (Conv.default_act is
+    restored afterwards, so models built later are not affected).
     """
+    unknown = [str(k) for k in d if k not in MODEL_YAML_KEYS]
+    if unknown:
+        LOGGER.warning(f"WARNING: model yaml {d.get('yaml_file', '')}: unknown key(s) {', '.join(unknown)} ignored "
+                       f"(known keys: {', '.join(MODEL_YAML_KEYS[:7])})")
+    act = d.get("activation")
+    previous_act = Conv.default_act
+    if act is not None:
+        Conv.default_act = parse_activation(act)
+        LOGGER.info(f"activation: {Conv.default_act} in every Conv")
+    try:
+        return _parse_layers(d, ch)
+    finally:
+        Conv.default_act = previous_act
+
+
+def _parse_layers(d, ch):
     for key in ("nc", "backbone", "head"):
         if key not in d:
             raise UserError(f"model yaml has no '{key}' entry")
     nc, gd, gw = d["nc"], d.get("depth_multiple", 1.0), d.get("width_multiple", 1.0)
     if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
         raise UserError(f"model yaml 'nc' must be a positive integer (the number of classes), got {nc!r}")
+    if nc > MAX_CLASSES:
+        raise UserError(f"model yaml 'nc' is {nc}; at most {MAX_CLASSES} classes are supported")
     for key, multiple in (("depth_multiple", gd), ("width_multiple", gw)):
-        if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or multiple <= 0:
-            raise UserError(f"model yaml '{key}' must be a positive number, got {multiple!r}")
+        if isinstance(multiple, bool) or not isinstance(multiple, (int, float)) or not 0 < multiple <= MAX_MULTIPLE:
+            raise UserError(f"model yaml '{key}' must be a positive number up to {MAX_MULTIPLE:g}, got {multiple!r}")
+    if not all(isinstance(c, int) and not isinstance(c, bool) and 0 < c <= MAX_CHANNELS for c in ch):
+        raise UserError(f"input channels must be integers from 1 to {MAX_CHANNELS}, got {ch}")
     anchors = d.get("anchors", [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]])
-    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
+    na = _check_anchors(anchors)
     no = na * (nc + 5)
+    if not all(isinstance(d[key], list) for key in ("backbone", "head")):
+        raise UserError("model yaml 'backbone' and 'head' must be lists of [from, number, module, args] rows")
+    if len(d["backbone"]) + len(d["head"]) > MAX_LAYERS:
+        raise UserError(f"model yaml has {len(d['backbone']) + len(d['head'])} layers; at most {MAX_LAYERS}")
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, c2 = [], [], ch[-1]
     consumed = set()
+    modules = registered_modules()
     rows = d["backbone"] + d["head"]
     for i, row in enumerate(rows):
         if not isinstance(row, (list, tuple)) or len(row) != 4:
             raise UserError(f"layer {i}: expected [from, number, module, args], got {row!r}")
         f, n, name, args = row
-        cls = _resolve_module(name, i)
-        rule = MODULE_CHANNELS.get(name, BATCHNORM if cls is nn.BatchNorm2d else PLAIN)
+        cls, rule = _resolve_module(name, i, modules)
         args = [_parse_arg(a, nc, anchors) for a in (args or [])]
         sources = _check_from(f, i, name)
         consumed.update(sources)
         if not isinstance(n, int) or n < 1:
             raise UserError(f"layer {i} {name}: number of repeats must be a positive integer, got {n!r}")
         n = n_ = max(round(n * gd), 1) if n > 1 else n
+        if n > MAX_REPEATS:
+            raise UserError(f"layer {i} {name}: {n} repeats (after depth_multiple); at most {MAX_REPEATS}")
+        if rule != DETECT:
+            _check_numbers(args, i, name)
         c1 = ch[f] if isinstance(f, int) else None
-        if rule in (C1_C2, C1_C2_N, KEEP, BATCHNORM) and not isinstance(f, int):
+        if rule in (C1_C2, C1_C2_N, KEEP) and not isinstance(f, int):
             raise UserError(f"layer {i} {name}: takes one input, but 'from' is {f}")
         if rule in (C1_C2, C1_C2_N):
             if not args or not isinstance(args[0], int):
@@ -414,8 +471,6 @@ def parse_model(d, ch):
                     )
                 args = args[1:]
             args, c2 = [c1, *args], c1
-        elif rule == BATCHNORM:
-            args, c2 = [c1], c1
         elif rule == CONCAT:
             c2 = sum(ch[x] for x in ([f] if isinstance(f, int) else f))
         elif rule == DETECT:
@@ -427,13 +482,20 @@ def parse_model(d, ch):
             if len(args[1]) != len(f_list):
                 raise UserError(f"layer {i} Detect: {len(args[1])} anchor levels but {len(f_list)} inputs in 'from'")
             args.append([ch[x] for x in f_list])
-        else:
+        elif rule == PLAIN:
             c2 = c1 if c1 is not None else ch[-1]
+            if hasattr(cls, "yaml_c2"):
+                c2 = cls.yaml_c2(c2, args)
+        else:
+            raise UserError(f"layer {i} {name}: unknown yaml_args rule {rule!r} on the class (see models/layers.py)")
+        if not isinstance(c2, int) or not 0 < c2 <= MAX_CHANNELS:
+            raise UserError(f"layer {i} {name}: {c2} output channels (after width_multiple); at most {MAX_CHANNELS}")
         try:
             m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
         except Exception as e:
             raise UserError(f"layer {i} {name}: cannot build with arguments {args}: {e}") from e
         m_.i, m_.f, m_.type = i, f, name
+        m_.booked_channels, m_.channel_rule = c2, rule  # the output channels booked for later layers: the dry run checks them
         m_.np = sum(x.numel() for x in m_.parameters())
         LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {name:<40}{str(args):<30}")
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
@@ -449,6 +511,31 @@ def parse_model(d, ch):
             f"removed without updating the 'from' indices after it"
         )
     return nn.Sequential(*layers), sorted(save)
+
+
+def _check_anchors(anchors):
+    """Validate the yaml 'anchors' (a count per level, or per level a list of w, h pixel pairs); return the count."""
+    if isinstance(anchors, int) and not isinstance(anchors, bool) and 0 < anchors <= MAX_ANCHORS:
+        return anchors
+    ok = isinstance(anchors, list) and 0 < len(anchors) <= MAX_LAYERS and all(
+        isinstance(level, list) and len(level) == len(anchors[0]) and 0 < len(level) <= 2 * MAX_ANCHORS
+        and len(level) % 2 == 0 and all(_is_number(a) and 0 < a < math.inf for a in level) for level in anchors)
+    if not ok:
+        raise UserError(f"model yaml 'anchors' must be a count from 1 to {MAX_ANCHORS} or, per level, the same number "
+                        f"of positive w, h pixel pairs (at most {MAX_ANCHORS}), e.g. [[10, 13, 16, 30, 33, 23], ...]")
+    return len(anchors[0]) // 2
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_numbers(args, i, name):
+    """Every number in a layer's arguments (also inside lists, e.g. SPP kernels) is within +-MAX_CHANNELS."""
+    flat = [y for x in args for y in (x if isinstance(x, (list, tuple)) else [x])]
+    big = [x for x in flat if _is_number(x) and not abs(x) <= MAX_CHANNELS]  # also NaN
+    if big:
+        raise UserError(f"layer {i} {name}: argument {big[0]!r} is out of range (at most {MAX_CHANNELS} in size)")
 
 
 def _check_from(f, i, name):
@@ -476,11 +563,13 @@ def main(argv=None):
     parser.add_argument("--img", "--img-size", dest="img", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda device, i.e. 0")
     parser.add_argument("--line-profile", action="store_true", help="time each layer")
+    parser.add_argument("--strict", action="store_true", help="stale layer-index comments are an error, not a warning")
     opt = parser.parse_args(argv)
-    from utils.torch_utils import select_device
-
     try:
         device = select_device(opt.device)
+        if opt.strict:
+            path = resolve_cfg(opt.cfg)[0]
+            check_index_comments(path.read_text(errors="ignore"), path, strict=True)
         model = Model(opt.cfg).to(device)
         model.info()
         img = torch.rand(opt.batch_size, model.yaml["ch"], opt.img, opt.img, device=device)
@@ -498,8 +587,6 @@ def main(argv=None):
 
 def profile_layers(model, x, runs=5):
     """Log the time of each layer (ms) for input ``x``."""
-    from utils.torch_utils import time_sync
-
     y = []
     LOGGER.info(f"{'layer':>5} {'ms':>10}  module")
     with torch.inference_mode():

@@ -1,17 +1,16 @@
 """AKConv (models/akconv.py): initial pattern, known outputs at zero offsets, equality with the plain gather
 implementation of benchmarks/bench_akconv.py (values and gradients), the 0.1x offset gradient against finite
-differences, the export path, ONNX with onnxruntime, BatchNorm fusion and argument errors."""
+differences, the export path, the ONNX GridSample op and argument errors (shapes, gradients, fusion and ONNX
+outputs: tests/test_contract.py)."""
 
 import io
 import warnings
 
 import pytest
 import torch
-import torch.nn as nn
 
 from benchmarks.bench_akconv import gather_forward
 from models.akconv import AKConv, initial_pattern
-from utils.general import UserError
 
 
 def make(c1=3, c2=4, n=5, s=1, seed=0, offsets=True):
@@ -138,34 +137,20 @@ def test_no_grad_and_export_paths_agree():
         torch.testing.assert_close(m.forward_export(x), y, atol=1e-4, rtol=1e-4)
 
 
-def test_onnx_export_runs_in_onnxruntime():
-    ort = pytest.importorskip("onnxruntime")
+def test_onnx_graph_samples_with_the_standard_gridsample():
+    """The ONNX output itself is compared in tests/test_contract.py; here: the sampling is one standard op."""
+    onnx = pytest.importorskip("onnx")
     m = make(c1=3, c2=4, n=5, s=2).eval()
-    x = torch.randn(1, 3, 11, 6)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(m, (x,), buffer, opset_version=17, dynamo=False, input_names=["x"])
-    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    (y,) = session.run(None, {"x": x.numpy()})
-    torch.testing.assert_close(torch.from_numpy(y), m(x).detach(), atol=1e-4, rtol=1e-4)
-    import onnx
-
+        torch.onnx.export(m, (torch.randn(1, 3, 11, 6),), buffer, opset_version=AKConv.onnx_opset, dynamo=False)
     assert "GridSample" in {node.op_type for node in onnx.load_from_string(buffer.getvalue()).graph.node}
-
-
-def test_fuse_keeps_outputs():
-    m = make(c1=3, c2=4, n=5, s=2).eval()
-    x = torch.randn(2, 3, 9, 10)
-    y = m(x)
-    m.fuse()
-    assert isinstance(m.conv[1], nn.Identity)
-    torch.testing.assert_close(m(x), y, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs", [dict(num_param=0), dict(num_param=2.5), dict(num_param=5, stride=0)])
 def test_bad_arguments(kwargs):
-    with pytest.raises(UserError, match="AKConv"):
+    with pytest.raises(ValueError, match="AKConv"):
         AKConv(3, 4, **kwargs)
 
 

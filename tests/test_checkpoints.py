@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.experimental import Ensemble, attempt_load
+from models.experimental import Ensemble, attempt_load, model_from_checkpoint
 from models.yolo import Model
 from utils.checkpoints import (
     load_checkpoint,
     make_checkpoint,
-    model_from_checkpoint,
     nonfinite_weights,
     save_checkpoint,
     strip_optimizer,

@@ -107,10 +107,12 @@ def test_stored_download_flag_is_never_taken(attack):
 def test_option_whitelist():
     saved = {"epochs": 5, "batch_size": True, "imgsz": "640", "freeze": [0, 1], "label_smoothing": float("nan"),
              "rect": 1, "cos_lr": True, "optimizer": "Adam", "cache": "/etc", "cfg": "yolov5n.yaml",
-             "hyp": "https://x/hyp.yaml", "workers": 99, "device": "cuda", "download": False, "bucket": "x"}
+             "hyp": "https://x/hyp.yaml", "workers": 99, "device": "cuda", "download": False, "bucket": "x",
+             "data": "coco8.yaml"}
     with Warnings() as log:
         taken = resume_options(saved, "last.pt")
-    assert taken == {"epochs": 5, "freeze": [0, 1], "cos_lr": True, "optimizer": "Adam", "cfg": "yolov5n.yaml"}
+    assert taken == {"epochs": 5, "freeze": [0, 1], "cos_lr": True, "optimizer": "Adam", "cfg": "yolov5n.yaml",
+                     "data": "coco8.yaml"}
     warning = log.lines[0]
     for key in ("batch_size", "imgsz", "label_smoothing", "rect", "cache", "hyp", "bucket"):
         assert key in warning
@@ -119,11 +121,13 @@ def test_option_whitelist():
     assert resume_hyp({"lr0": 0.01, "mosaic": True, "x": "1e-3"}, "last.pt") == {"lr0": 0.01}
     with pytest.raises(UserError, match="not a mapping"):
         resume_options(["epochs", 3], "last.pt")
+    with pytest.raises(UserError, match="names no dataset yaml"):
+        resume_options({"epochs": 3}, "last.pt")
 
 
 def test_bare_resume_skips_linked_checkpoints(tmp_path, monkeypatch):
     """A symlinked last.pt under runs/ would move the run folder to wherever it points: it is not picked."""
-    real = plant(tmp_path / "elsewhere", {"epochs": 2})
+    real = plant(tmp_path / "elsewhere", {"epochs": 2, "data": "coco8.yaml"})
     link = tmp_path / "runs" / "exp" / "weights" / "last.pt"
     link.parent.mkdir(parents=True)
     link.symlink_to(real)

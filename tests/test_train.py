@@ -446,3 +446,16 @@ def test_evolve_two_generations_then_resume_to_three(tmp_path):
     assert set(best) == set(base) and (save_dir / "evolve.png").stat().st_size > 1000
     train.run(**kwargs, evolve=3)
     assert len(read_evolve_csv(save_dir / "evolve.csv")) == 3
+
+
+def test_exist_ok_rerun_starts_fresh_results_and_best(tmp_path):
+    """An --exist-ok rerun into a folder of an older run: its results.csv has only the new rows and best.pt is the
+    new run's, although the new fitness (0 after one tiny epoch) does not beat anything."""
+    old = tmp_path / "exp"
+    (old / "weights").mkdir(parents=True)
+    (old / "results.csv").write_text("epoch,x\n0,1\n1,1\n2,1\n")
+    (old / "weights" / "best.pt").write_bytes(b"the old run's best")
+    train.run(**(TINY | dict(epochs=1, batch_size=4)), project=str(tmp_path), name="exp", exist_ok=True,
+              noplots=True, noautoanchor=True)
+    assert [r[0] for r in results_rows(old)[1]] == [0]
+    assert load_checkpoint(old / "weights" / "best.pt")["opt"]["exist_ok"] is True

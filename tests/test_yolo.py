@@ -1,12 +1,16 @@
 """Model core: parameter counts, official state-dict layout, yaml errors, strides, fusing, the structure check."""
 
 import copy
+import re
+import signal
+from contextlib import contextmanager
 
 import pytest
 import torch
 
+from models.layers import Conv
 from models.yolo import Detect, Model, main, parse_model
-from utils.general import ROOT, UserError, yaml_load
+from utils.general import LOGGER, ROOT, UserError, yaml_load
 
 OFFICIAL_PARAMS = {"n": 1872157, "s": 7235389, "m": 21190557, "l": 46563709, "x": 86749405}
 
@@ -128,8 +132,8 @@ def test_malformed_yaml_errors_name_the_layer(v5n_dict, where, value, message):
     [
         ("nc", 0, "'nc' must be a positive integer (the number of classes), got 0"),
         ("nc", "abc", "'nc' must be a positive integer (the number of classes), got 'abc'"),
-        ("width_multiple", "x", "'width_multiple' must be a positive number, got 'x'"),
-        ("depth_multiple", -1, "'depth_multiple' must be a positive number, got -1"),
+        ("width_multiple", "x", "'width_multiple' must be a positive number up to 10, got 'x'"),
+        ("depth_multiple", -1, "'depth_multiple' must be a positive number up to 10, got -1"),
     ],
 )
 def test_malformed_scalars_are_user_errors(v5n_dict, key, value, message):
@@ -144,6 +148,17 @@ def test_channel_mismatch_names_the_layer(v5n_dict):
     for row in d["head"]:  # keep the head's absolute indices right after the insert
         row[0] = [x + 1 if x > 8 else x for x in row[0]] if isinstance(row[0], list) else row[0]
     with pytest.raises(UserError, match=r"layer 9 nn.Conv2d .* fails on input of shape"):
+        Model(d)
+
+
+def test_wrong_channel_rule_blames_the_layer_itself(v5n_dict):
+    """nn.Conv2d has no channel rule: booked as channels-unchanged (256) but it outputs 128. The dry run blames it,
+    not the next layer that was built for 256."""
+    d = copy.deepcopy(v5n_dict)
+    d["backbone"].insert(9, [-1, 1, "nn.Conv2d", [256, 128, 1]])
+    for row in d["head"]:
+        row[0] = [x + 1 if x > 8 else x for x in row[0]] if isinstance(row[0], list) else row[0]
+    with pytest.raises(UserError, match=r"layer 9 nn.Conv2d \(from -1\) outputs 128 channels, .* booked 256"):
         Model(d)
 
 
@@ -184,11 +199,118 @@ def test_augmented_inference_shape():
     assert pred.ndim == 3 and pred.shape[-1] == 85 and pred.shape[1] > 0
 
 
-def test_stale_index_comments_are_a_structure_error(tmp_path):
-    """A row inserted above '# 9' without renumbering: the comments (and usually the indices) are stale."""
+@pytest.fixture
+def warnings_logged(caplog):
+    """The project logger's records (it does not propagate to the root logger)."""
+    LOGGER.addHandler(caplog.handler)
+    with caplog.at_level("WARNING", logger=LOGGER.name):
+        yield caplog
+    LOGGER.removeHandler(caplog.handler)
+
+
+def test_wrong_index_comment_is_a_warning_naming_the_row_and_an_error_with_strict(tmp_path, warnings_logged):
+    """As in official yolov5s-transformer.yaml, whose '# 9' sits on layer 8: the model is right, the comment not."""
+    text = (ROOT / "models" / "yolov5n.yaml").read_text()
+    assert "[-1, 1, SPPF, [1024, 5]],  # 9" in text
+    (tmp_path / "comment.yaml").write_text(text.replace("[-1, 1, SPPF, [1024, 5]],  # 9", "[-1, 1, SPPF, [1024, 5]],  # 8"))
+    model = Model(tmp_path / "comment.yaml")
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS["n"]
+    assert re.search(r"comment.yaml line \d+: layer 9 \(SPPF\) is commented '# 8'", warnings_logged.text)
+    assert main(["--cfg", str(tmp_path / "comment.yaml"), "--img", "64"]) == 0
+    warnings_logged.clear()
+    assert main(["--cfg", str(tmp_path / "comment.yaml"), "--img", "64", "--strict"]) == 1
+    assert "ERROR: comment.yaml line" in warnings_logged.text and "layer 9 (SPPF) is commented '# 8'" in warnings_logged.text
+
+
+def test_stale_index_comments_with_stale_indices_still_fail_the_structure_check(tmp_path, warnings_logged):
+    """A row inserted above '# 9' without renumbering: the comments (and the indices) are stale."""
     text = (ROOT / "models" / "yolov5n.yaml").read_text()
     sppf = "   [-1, 1, SPPF, [1024, 5]],  # 9"
     text = text.replace(sppf, "   [-1, 1, C3, [1024]],\n" + sppf)
     (tmp_path / "yolov5n_Inserted.yaml").write_text(text)
-    with pytest.raises(UserError, match=r"layer 10 \(SPPF\) is commented '# 9'"):
+    with pytest.raises(UserError, match=r"layer\(s\) 24 \(C3\) is never used"):
         Model(tmp_path / "yolov5n_Inserted.yaml")
+    assert "layer 10 (SPPF) is commented '# 9' (and 4 more rows)" in warnings_logged.text
+
+
+@pytest.mark.parametrize("act,cls,slope", [("nn.LeakyReLU(0.1)", torch.nn.LeakyReLU, 0.1), ("nn.ReLU()", torch.nn.ReLU, None),
+                                           ("nn.LeakyReLU(-2e-1)", torch.nn.LeakyReLU, -0.2)])
+def test_activation_key_sets_every_conv_of_that_model_only(v5n_dict, act, cls, slope):
+    model = Model({**v5n_dict, "activation": act})
+    convs = [m for m in model.modules() if isinstance(m, Conv)]
+    assert len(convs) == 57 and all(isinstance(m.act, cls) for m in convs)
+    if slope is not None:
+        assert convs[0].act.negative_slope == pytest.approx(slope)
+    assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS["n"]  # parameter-free activations
+    assert all(isinstance(m.act, torch.nn.SiLU) for m in Model(v5n_dict).modules() if isinstance(m, Conv))
+    assert isinstance(Conv.default_act, torch.nn.SiLU) and isinstance(Conv(3, 4).act, torch.nn.SiLU)
+
+
+@pytest.mark.parametrize("act", ["eval('1')", "nn.LeakyReLU(__import__('os'))", "nn.Linear(3, 4)", "nn.PReLU()",
+                                 "nn.LeakyReLU(0.1); import os", "nn.NoSuchAct()", 0.1, "nn.Softmax(dim=1)"])
+def test_activation_key_is_parsed_without_eval(v5n_dict, act):
+    with pytest.raises(UserError, match="'activation' must be a torch activation"):
+        Model({**v5n_dict, "activation": act})
+    assert isinstance(Conv.default_act, torch.nn.SiLU)  # restored after a failure too
+
+
+def test_unknown_yaml_keys_are_a_warning(v5n_dict, warnings_logged):
+    Model({**v5n_dict, "depth_multiplier": 0.5, "activations": "nn.ReLU()"})
+    assert "unknown key(s) depth_multiplier, activations ignored" in warnings_logged.text
+    warnings_logged.clear()
+    Model(v5n_dict)
+    assert "unknown key" not in warnings_logged.text
+
+
+@contextmanager
+def time_limit(seconds):
+    """Fail instead of hanging (SIGALRM interrupts the Python loops that build modules)."""
+    def fail(*_):
+        raise TimeoutError(f"took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _row(d, index, row):
+    d = copy.deepcopy(d)
+    d["backbone"][index] = row
+    return d
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(depth_multiple=1e5), "'depth_multiple' must be a positive number up to 10, got 100000.0"),
+        (dict(width_multiple=1e5), "'width_multiple' must be a positive number up to 10, got 100000.0"),
+        (dict(width_multiple=float("nan")), "'width_multiple' must be a positive number up to 10, got nan"),
+        (dict(nc=10**9), "'nc' is 1000000000; at most 10000 classes"),
+        (dict(anchors=10**6), "'anchors' must be a count from 1 to 16"),
+        (dict(anchors=[[10, 13, 16]]), "'anchors' must be a count from 1 to 16"),
+        (dict(ch=10**7), "input channels must be integers from 1 to 8192, got [10000000]"),
+        (dict(head={"a": 1}), "'backbone' and 'head' must be lists"),
+        (dict(head=[[-1, 1, "Conv", [8]]] * 2000), "at most 1000"),
+        (dict(row=[-1, 10**8, "C3", [128]]), "layer 2 C3: 33000000 repeats (after depth_multiple); at most 100"),
+        (dict(row=[-1, 1, "Conv", [10**9, 3]]), "layer 2 Conv: argument 1000000000 is out of range"),
+        (dict(row=[-1, 1, "Conv", [128, 10**6]]), "layer 2 Conv: argument 1000000 is out of range"),
+        (dict(row=[-1, 1, "SPP", [128, [5, 10**6]]]), "layer 2 SPP: argument 1000000 is out of range"),
+        (dict(width_multiple=8, row=[-1, 1, "Conv", [2048]]), "layer 2 Conv: 16384 output channels (after width"),
+    ],
+)
+def test_hostile_yaml_numbers_fail_fast(v5n_dict, change, message):
+    """Each of these would allocate for minutes to hours (or forever) without the bounds."""
+    change = dict(change)
+    d = _row(v5n_dict, 2, change.pop("row")) if "row" in change else v5n_dict
+    with time_limit(20), pytest.raises(UserError) as e:
+        Model({**d, **change})
+    assert message in str(e.value)
+
+
+def test_module_value_error_becomes_a_user_error_naming_the_layer(v5n_dict):
+    with pytest.raises(UserError, match=r"layer 2 ACConv: cannot build with arguments \[32, 32, 2\]: ACConv needs an odd"):
+        Model(_row(v5n_dict, 2, [-1, 1, "ACConv", [128, 2]]))

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from utils.general import LOGGER, colorstr
+from utils.torch_utils import de_parallel
 
 PREFIX = colorstr("AutoAnchor: ")
 BPR_THRESHOLD = 0.98  # best possible recall below which new anchors are evolved
@@ -38,15 +39,21 @@ def dataset_wh(dataset, img_size=640, augment_scale=0.0, rng=None):
     return np.concatenate(parts, 0).astype(np.float64) if parts else np.zeros((0, 2))
 
 
+def check_anchor_order(m):
+    """Reverse the anchors when their order (small to large) disagrees with the order of the strides."""
+    a = m.anchors.prod(-1).mean(-1).view(-1)
+    da, ds = a[-1] - a[0], m.stride[-1] - m.stride[0]
+    if da and da.sign() != ds.sign():
+        LOGGER.info("AutoAnchor: reversing anchor order")
+        m.anchors[:] = m.anchors.flip(0)
+
+
 def check_anchors(dataset, model, thr=4.0, imgsz=640):
     """Log the anchors' best possible recall on ``dataset``; below 0.98 evolve new anchors and write them into
     ``model`` (in grid units) if they recall more. Returns True when the model's anchors were replaced.
 
     ``dataset`` needs ``.shapes`` (N, 2) [w, h] and ``.labels`` (list of (n, 5) [cls, x, y, w, h] normalised).
     """
-    from models.yolo import check_anchor_order
-    from utils.torch_utils import de_parallel
-
     m = de_parallel(model).model[-1]
     wh = torch.tensor(dataset_wh(dataset, imgsz, augment_scale=0.1), dtype=torch.float32)
     if not len(wh):

@@ -41,6 +41,21 @@ _OFFICIAL_CLASSES = [
     "models.common.Focus",
     "models.common.Concat",
     "models.common.DWConv",
+    "models.common.GhostConv",
+    "models.common.GhostBottleneck",
+    "models.common.C3Ghost",
+    "models.common.C3TR",
+    "models.common.TransformerLayer",
+    "models.common.TransformerBlock",
+    "models.common.C3x",
+    "models.common.C3SPP",
+    "models.common.BottleneckCSP",
+    "models.common.CrossConv",
+    "models.common.Contract",
+    "models.common.Expand",
+    "models.common.DWConvTranspose2d",
+    "models.experimental.MixConv2d",  # official MixConv2d lives in experimental.py, and CrossConv did up to v6.0
+    "models.experimental.CrossConv",
     "torch.nn.modules.conv.Conv2d",
     "torch.nn.modules.batchnorm.BatchNorm2d",
     "torch.nn.modules.activation.SiLU",
@@ -49,6 +64,12 @@ _OFFICIAL_CLASSES = [
     "torch.nn.modules.container.Sequential",
     "torch.nn.modules.container.ModuleList",
     "torch.nn.modules.linear.Identity",
+    "torch.nn.modules.linear.Linear",
+    "torch.nn.modules.linear.NonDynamicallyQuantizableLinear",  # MultiheadAttention's out_proj
+    "torch.nn.modules.activation.MultiheadAttention",
+    "torch.nn.modules.activation.LeakyReLU",
+    "torch.nn.modules.conv.ConvTranspose2d",
+    "torch.nn.modules.padding.ZeroPad2d",
 ]
 # (stand-in, name in the pickle): every official class maps to its own subclass, so messages can name it
 OFFICIAL_GLOBALS = [
@@ -68,6 +89,33 @@ def _numpy_globals():
         return []
 
 
+MAX_PICKLE_BYTES = 64 * 2**20  # the pickled structure of a checkpoint (tensors are stored beside it): ~100 KB
+MAX_UNPACKED_BYTES = 16 * 2**30  # everything in the archive: yolov5x6 with optimizer state is under 2 GB
+
+
+def _check_archive_sizes(path):
+    """Refuse, before anything is unpacked, an archive whose declared sizes are beyond any YOLOv5 checkpoint
+    (a zip bomb, or a pickle carrying a huge bytes object)."""
+    with zipfile.ZipFile(path) as z:
+        members = z.infolist()
+    total = sum(m.file_size for m in members)
+    pickles = [m for m in members if m.filename.endswith(".pkl") and m.file_size > MAX_PICKLE_BYTES]
+    if pickles:
+        raise UserError(f"'{path}' holds a {pickles[0].file_size / 2**20:.0f} MB pickle ({pickles[0].filename}), "
+                        f"over the {MAX_PICKLE_BYTES // 2**20} MB limit; not a YOLOv5 checkpoint")
+    if total > MAX_UNPACKED_BYTES:
+        raise UserError(f"'{path}' would unpack to {total / 2**30:.1f} GB, over the {MAX_UNPACKED_BYTES // 2**30} GB "
+                        f"limit; not a YOLOv5 checkpoint")
+
+
+def _plain_number(value):
+    """A numpy scalar (unstripped official files store best_fitness so) as a float; None if it is not one."""
+    try:
+        return float(value)
+    except Exception:  # a hostile dtype state can make any conversion fail
+        return None
+
+
 def load_checkpoint(path):
     """Read a checkpoint file (project or official format) into a dict, admitting only known globals."""
     path = Path(path)
@@ -79,8 +127,11 @@ def load_checkpoint(path):
     if not zipfile.is_zipfile(path):
         raise UserError(f"'{path}' is not a PyTorch checkpoint (expected a torch.save zip archive)")
     try:
+        _check_archive_sizes(path)
         with torch.serialization.safe_globals(OFFICIAL_GLOBALS + _numpy_globals()):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
     except pickle.UnpicklingError as e:
         msg = str(e)
         hint = msg.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if msg else "unknown"
@@ -90,72 +141,116 @@ def load_checkpoint(path):
         ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"'{path}' is corrupt or truncated: {e}") from e
+    except Exception as e:  # e.g. numpy refusing a crafted dtype state: the file is not a sound checkpoint
+        raise UserError(f"'{path}' could not be read: {type(e).__name__}: {str(e)[:200]}") from e
     if not isinstance(ckpt, dict) or not ({"model", "ema"} & set(ckpt)):
         raise UserError(f"'{path}' is not a YOLOv5 checkpoint (no 'model' or 'ema' entry)")
+    for key, value in ckpt.items():
+        if type(value).__module__ == "numpy":
+            ckpt[key] = _plain_number(value)
     return ckpt
 
 
-def _record_state_dict(record, prefix=""):
-    """State dict (parameters and persistent buffers, official key names) of a pickled module record."""
+MAX_MODULE_DEPTH = 64  # official models nest 4 deep (Model > Sequential > C3 > Sequential > Bottleneck > Conv)
+MAX_MODULE_VISITS = 100_000  # yolov5x6 has about 1,000 modules; shared ones (the SiLU) are visited once per user
+
+
+def _record_state_dict(record, prefix="", walk=None):
+    """State dict (parameters and persistent buffers, official key names) of a pickled module record. A record
+    inside itself (a cycle), or a tree that takes more than MAX_MODULE_VISITS visits (children shared so that
+    the walk grows exponentially), is refused."""
+    walk = {"open": set(), "visits": 0} if walk is None else walk
+    walk["visits"] += 1
+    where = prefix.rstrip(".") or "model"
+    if id(record) in walk["open"] or prefix.count(".") > MAX_MODULE_DEPTH:
+        raise UserError(f"checkpoint module tree is malformed at '{where}': a module refers back to itself (or "
+                        f"nests beyond {MAX_MODULE_DEPTH} levels); refused")
+    if walk["visits"] > MAX_MODULE_VISITS:
+        raise UserError(f"checkpoint module tree is malformed: over {MAX_MODULE_VISITS} modules to walk (at "
+                        f"'{where}'); refused")
+    walk["open"].add(id(record))
     sd = OrderedDict()
     d = record.__dict__
-    non_persistent = d.get("_non_persistent_buffers_set", set())
+    non_persistent = d.get("_non_persistent_buffers_set") or set()
+    for kind in ("_parameters", "_buffers", "_modules"):
+        if not isinstance(d.get(kind) or {}, dict):
+            raise UserError(f"checkpoint module '{where}' has a malformed {kind} entry")
+    if not isinstance(non_persistent, (set, frozenset)):
+        raise UserError(f"checkpoint module '{where}' has a malformed _non_persistent_buffers_set entry")
     for name, p in (d.get("_parameters") or {}).items():
         if p is not None:
-            sd[prefix + name] = p.detach() if isinstance(p, torch.Tensor) else p
+            sd[prefix + str(name)] = p.detach() if isinstance(p, torch.Tensor) else p
     for name, b in (d.get("_buffers") or {}).items():
         if b is not None and name not in non_persistent:
-            sd[prefix + name] = b
+            sd[prefix + str(name)] = b
     for name, child in (d.get("_modules") or {}).items():
-        if child is not None:
-            sd.update(_record_state_dict(child, f"{prefix}{name}."))
+        if isinstance(child, PickledObject):
+            sd.update(_record_state_dict(child, f"{prefix}{name}.", walk))
+        elif child is not None:
+            raise UserError(f"checkpoint module '{prefix}{name}' is not a module record")
+    walk["open"].discard(id(record))
     return sd
 
 
-def checkpoint_model_parts(ckpt):
-    """(yaml dict, names {i: name}, state dict) of a checkpoint dict, preferring EMA weights like YOLOv5."""
+def _check_state_dict(sd, source):
+    """Every entry a tensor, and the anchors finite and positive."""
+    if not isinstance(sd, dict) or not sd:
+        raise UserError(f"{source}: the checkpoint holds no weights (a mapping of tensors)")
+    bad = [k for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"{source}: checkpoint weight entries {bad[:3]} are not tensors")
+    anchors = [k for k, v in sd.items() if k.endswith("anchors") and not (v.isfinite().all() and (v > 0).all())]
+    if anchors:
+        raise UserError(f"{source}: checkpoint anchors '{anchors[0]}' are not finite positive numbers")
+    return sd
+
+
+def checkpoint_model_parts(ckpt, source="checkpoint"):
+    """(yaml dict, names {i: name} with one name per class, state dict) of a checkpoint dict, preferring EMA
+    weights like YOLOv5; a malformed entry is a UserError naming it."""
     if ckpt.get("format") == FORMAT:
-        if ckpt.get("version", VERSION) > VERSION:
-            LOGGER.warning(f"WARNING: checkpoint format version {ckpt['version']} is newer than this code's "
+        version = ckpt.get("version", VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise UserError(f"{source}: malformed checkpoint 'version' {version!r:.40}; expected an integer")
+        if version > VERSION:
+            LOGGER.warning(f"WARNING: checkpoint format version {version} is newer than this code's "
                            f"({VERSION}); loading what matches")
-        sd = ckpt.get("ema") or ckpt["model"]
-        return ckpt["yaml"], _names_dict(ckpt.get("names"), ckpt["yaml"].get("nc")), sd
+        yaml = ckpt.get("yaml")
+        if not isinstance(yaml, dict):
+            raise UserError(f"{source}: the checkpoint's 'yaml' (its model description) is not a mapping")
+        sd = _check_state_dict(ckpt.get("ema") or ckpt.get("model"), source)
+        return yaml, _names_dict(ckpt.get("names"), yaml.get("nc"), source), sd
     record = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(record, PickledObject) or not isinstance(getattr(record, "yaml", None), dict):
         raise UserError("checkpoint holds no model with a 'yaml' description; cannot rebuild it")
     yaml = dict(record.yaml)
     nc = getattr(record, "nc", None) or yaml.get("nc")
     yaml["nc"] = nc
-    return yaml, _names_dict(getattr(record, "names", None), nc), _record_state_dict(record)
+    sd = _check_state_dict(_record_state_dict(record), source)
+    return yaml, _names_dict(getattr(record, "names", None), nc, source), sd
 
 
-def _names_dict(names, nc):
+def _names_dict(names, nc, source="checkpoint"):
+    """{i: name} for classes 0..nc-1: ids from a list or mapping; classes without a name are called 'class{i}'
+    (with a warning), names beyond nc are dropped."""
     if isinstance(names, dict):
-        return {int(k): str(v) for k, v in names.items()}
-    if isinstance(names, (list, tuple)):
-        return dict(enumerate(map(str, names)))
-    return {i: f"class{i}" for i in range(nc or 0)}
-
-
-def model_from_checkpoint(ckpt):
-    """Rebuild a float Model from a checkpoint dict; the state dict must match the yaml exactly."""
-    from models.yolo import Model
-
-    yaml, names, sd = checkpoint_model_parts(ckpt)
-    model = Model(yaml, ch=yaml.get("ch", 3))
-    model_sd = model.state_dict()
-    missing = [k for k in model_sd if k not in sd]
-    unexpected = [k for k in sd if k not in model_sd]
-    mismatched = [k for k in sd if k in model_sd and sd[k].shape != model_sd[k].shape]
-    if missing or unexpected or mismatched:
-        raise UserError(
-            f"checkpoint weights do not fit its own model description ({len(missing)} missing keys, e.g. "
-            f"{missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; {len(mismatched)} of another "
-            f"shape, e.g. {mismatched[:3]}): the file is from another version or was modified"
-        )
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-    model.names = names
-    return model
+        try:
+            out = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError, OverflowError) as e:
+            raise UserError(f"{source}: checkpoint 'names' keys must be class ids, got {list(names)[:5]!r:.80}") from e
+    elif isinstance(names, (list, tuple)):
+        out = dict(enumerate(map(str, names)))
+    elif names is None:
+        out = {}
+    else:
+        raise UserError(f"{source}: checkpoint 'names' must be a list or a mapping, got {type(names).__name__}")
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
+        return out
+    unnamed = [i for i in range(nc) if i not in out]
+    if unnamed and out:
+        LOGGER.warning(f"WARNING: {source}: {len(unnamed)} of {nc} classes have no name (e.g. {unnamed[:3]}); "
+                       f"called 'class<i>'")
+    return {i: out.get(i, f"class{i}") for i in range(nc)}
 
 
 def nonfinite_weights(ckpt):

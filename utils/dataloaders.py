@@ -10,6 +10,7 @@ import math
 import os
 import random
 import shutil
+import stat
 from itertools import repeat
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -41,9 +42,10 @@ def img2label_paths(img_paths):
 
 
 def list_image_files(path, prefix=""):
-    """Image files of a split: a folder (searched recursively), a .txt list of paths, or a list of those.
+    """Image files of a split: a folder (searched recursively), a .txt list of paths, one image, or a list of those.
 
-    Relative entries of a .txt list are relative to the list's folder.
+    Relative entries of a .txt list are relative to the list's folder. Entries that are not regular files (a FIFO
+    or device named x.jpg would block the scan forever) are skipped with a warning, never opened.
     """
     files = []
     for p in path if isinstance(path, (list, tuple)) else [path]:
@@ -51,14 +53,32 @@ def list_image_files(path, prefix=""):
         if p.is_dir():
             files += [str(f) for f in p.rglob("*.*")]
         elif p.is_file() and p.suffix == ".txt":
-            lines = [x.strip() for x in p.read_text().splitlines() if x.strip()]
+            lines = [x.strip() for x in p.read_text(encoding="utf-8-sig").splitlines() if x.strip()]
             files += [str(x if Path(x).is_absolute() else (p.parent / x).resolve()) for x in lines]
+        elif p.is_file() and p.suffix[1:].lower() in IMG_FORMATS:
+            files.append(str(p))
+        elif p.exists():
+            raise UserError(f"{prefix}{p} is neither a folder, a .txt list of images nor an image "
+                            f"({', '.join(IMG_FORMATS)})")
         else:
             raise UserError(f"{prefix}{p} does not exist; give an image folder, a .txt list of images or a list")
     im_files = sorted(f for f in files if f.rsplit(".", 1)[-1].lower() in IMG_FORMATS)
+    special = {f for f in im_files if _not_a_regular_file(f)}
+    if special:
+        LOGGER.warning(f"{prefix}WARNING: skipped {len(special)} entries that are not regular files (FIFOs, devices, "
+                       f"folders), e.g. {min(special)}")
+        im_files = [f for f in im_files if f not in special]
     if not im_files:
         raise UserError(f"{prefix}no images found in {path}; supported formats: {', '.join(IMG_FORMATS)}")
     return im_files
+
+
+def _not_a_regular_file(file):
+    """True for an existing entry that is not a regular file; one stat, nothing is opened."""
+    try:
+        return not stat.S_ISREG(os.stat(file).st_mode)
+    except OSError:  # missing: the verification step reports it
+        return False
 
 
 def get_hash(paths):
@@ -203,7 +223,7 @@ def verify_image_label(args):
     else:
         missing, found = 0, 1
         try:
-            labels = _parse_label_rows(Path(lb_file).read_text())
+            labels = _parse_label_rows(Path(lb_file).read_text(encoding="utf-8-sig"))  # a BOM is not a digit
         except (OSError, UnicodeDecodeError, ValueError) as e:
             return im_file, None, None, 0, 1, 0, 1, f"{prefix}{im_file}: corrupt label {lb_file} skipped: {e}"
         labels, repairs = _repair_labels(labels)

@@ -47,16 +47,74 @@ def colorstr(*args):
     return "".join(codes[s] for s in styles) + f"{text}" + codes["end"]
 
 
+MAX_YAML_BYTES = 16 * 2**20  # yamls here are configs: a few KB; a bigger file is not one
+MAX_YAML_ALIAS_NODES = 10_000  # nodes that aliases may add when expanded (a billion-laughs yaml adds billions)
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads '1e-3' (no dot, YAML 1.2 style) as a float, as YOLOv5 users write."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def _children(node):
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    return node.value if isinstance(node, yaml.SequenceNode) else []
+
+
+def _expanded_size(node, sizes, open_nodes):
+    """Nodes in ``node`` with every alias expanded (each distinct node computed once); a cycle is an error."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_nodes:
+        raise ValueError("an alias refers to a node that contains it (a recursive structure)")
+    open_nodes.add(id(node))
+    sizes[id(node)] = 1 + sum(_expanded_size(c, sizes, open_nodes) for c in _children(node))
+    open_nodes.discard(id(node))
+    return sizes[id(node)]
+
+
+def _distinct_nodes(node, seen):
+    if id(node) not in seen:
+        seen.add(id(node))
+        for c in _children(node):
+            _distinct_nodes(c, seen)
+    return len(seen)
+
+
+def yaml_text_load(text, source="yaml"):
+    """Parse yaml text safely: no tags that build objects, '1e-3' is a number, and aliases may add at most
+    MAX_YAML_ALIAS_NODES nodes when expanded (no cycles), so a small file cannot expand to gigabytes."""
+    loader = _YamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        added = _expanded_size(node, {}, set()) - _distinct_nodes(node, set())
+        if added > MAX_YAML_ALIAS_NODES:
+            raise UserError(f"{source}: its aliases (*name) expand to {added} more nodes, over the limit of "
+                            f"{MAX_YAML_ALIAS_NODES}; refused")
+        return loader.construct_document(node)
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        raise UserError(f"{source} is not valid yaml: {str(e)[:300]}") from e
+    finally:
+        loader.dispose()
+
+
 def yaml_load(path):
-    """Read a yaml file into a dict; a missing or malformed file is a UserError naming it."""
+    """Read a yaml file into a dict (see ``yaml_text_load``); a missing, oversized or malformed file is a
+    UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"yaml file not found: {path}")
-    try:
-        with open(path, errors="ignore") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid yaml: {e}") from e
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise UserError(f"{path} is {path.stat().st_size / 2**20:.0f} MB, over the {MAX_YAML_BYTES // 2**20} MB "
+                        f"limit for a yaml config")
+    data = yaml_text_load(path.read_text(encoding="utf-8-sig", errors="replace"), str(path))
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping at the top level, found {type(data).__name__}")
     return data

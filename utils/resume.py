@@ -92,6 +92,9 @@ def resume_options(saved, source):
             ignored.append(f"{key!s:.40}")
     if ignored:
         LOGGER.warning(f"WARNING: --resume {source}: ignored option(s) stored in the checkpoint: {', '.join(ignored)}")
+    if "data" not in taken:
+        raise UserError(f"{source} names no dataset yaml; it cannot be resumed. Start a new run instead: "
+                        f"--weights {source} --data your.yaml")
     return taken
 
 

@@ -7,12 +7,15 @@ video (None for images), ``s`` a log prefix such as ``image 1/2 data/images/bus.
 
 import glob
 import math
+import os
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from utils.augmentations import letterbox
 from utils.general import LOGGER, UserError, clean_str
@@ -20,6 +23,33 @@ from utils.general import LOGGER, UserError, clean_str
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 VID_FORMATS = ("asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv")
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
+DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; larger images are skipped unless YOLOV5_MAX_PIXELS allows them
+
+
+def max_image_pixels():
+    """The pixel limit for an input image: YOLOV5_MAX_PIXELS from the environment, else DEFAULT_MAX_PIXELS."""
+    value = os.environ.get("YOLOV5_MAX_PIXELS", "")
+    try:
+        return int(float(value)) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise UserError(f"YOLOV5_MAX_PIXELS={value!r} must be a number of pixels, e.g. 2e8") from None
+
+
+def oversized_image(path, limit):
+    """Why ``path`` is too large to decode ('' when it is not), read from its header only: cv2.imread would
+    allocate the whole image first. Files PIL cannot identify are left to cv2."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is the one applied
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:  # PIL refuses beyond twice its own limit before reporting a size
+        return f"{str(e).split(',')[0]}; refused before decoding (PIL's hard limit; ours is {limit:,})"
+    except Exception:  # not an image PIL knows: cv2 decides whether it is readable
+        return ""
+    if w * h <= limit:
+        return ""
+    return f"{w}x{h} = {w * h:,} pixels, over the limit of {limit:,} (raise it with YOLOV5_MAX_PIXELS)"
 
 
 def is_stream_source(source):
@@ -108,6 +138,7 @@ class LoadImages:
         self.cap = None
         self.frame = self.frames = 0
         self.skipped = []  # files that could not be read
+        self.max_pixels = max_image_pixels()
 
     def __len__(self):
         return self.nf
@@ -156,6 +187,10 @@ class LoadImages:
                 s = f"video {self.count + 1}/{self.nf} ({self.frame}/{self.frames}) {path}: "
             else:
                 self.mode = "image"
+                too_large = oversized_image(path, self.max_pixels)
+                if too_large:
+                    self._skip(path, too_large)
+                    continue
                 im0 = cv2.imread(path)
                 if im0 is None:
                     self._skip(path, "not a readable image")
