@@ -1,9 +1,9 @@
 """Training benchmark: yolov5n from scratch on the built-in synthetic shapes data (fixed seed, 256 px, batch 16),
 once per --amp setting in the same invocation, so that the precisions are compared on the same machine state.
 
-Prints, per setting (timed with training callbacks), the seconds per epoch (training part and validation part), the training speed in images/s,
-the share of the training time spent waiting for the data loader, and the final mAP50 / mAP50-95 of best.pt;
-then the ratio of the median training epoch of each setting to the first one. Reference (official YOLOv5 v7.0 on
+Prints, per setting (timed with training callbacks), the seconds per epoch (training part and validation part),
+the training speed in images/s, the share of the training time spent waiting for the data loader, and the final
+mAP50 / mAP50-95 of best.pt; then the ratio of the median training epoch of each setting to the first one. Reference (official YOLOv5 v7.0 on
 a 2-core machine of this kind, SPEC section 3): about 34 images/s (11 s per training epoch of 384 images); after
 30 epochs mAP50 0.46, mAP50-95 0.27.
 
