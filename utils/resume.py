@@ -38,11 +38,12 @@ RESUME_OPTIONS = {
     "optimizer": (("SGD", "Adam", "AdamW"), None),
     "cache": ((None, "ram", "disk", "val"), None),
     "amp": (("auto", "on", "off"), None),  # the precision of the interrupted run, for an exact continuation
+    "evolve": ((None,), None),  # a training run is never an evolution (which resumes from its evolve.csv)
 }
 PATH_OPTIONS = ("data", "hyp", "cfg")  # local yaml paths, read again on resume
 # set by this command line or by where the checkpoint lies, never by the file: dropped without a warning
 NOT_TAKEN = ("weights", "resume", "project", "name", "exist_ok", "device", "workers", "local_rank", "save_dir",
-             "download", "evolve")
+             "download")
 RUNS_DIR = ROOT / "runs"  # where bare --resume looks
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(//|\\\\)")  # any scheme://, also file:// and smb:\\
 
