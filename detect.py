@@ -4,8 +4,10 @@ Usage:
     python detect.py --weights runs/train/exp/weights/best.pt --source data/images
     python detect.py --weights yolov5s.pt --source video.mp4 --save-txt --save-conf --save-crop
     python detect.py --weights best.onnx --source 0          # webcam; also rtsp://, http:// stream URLs
+    python detect.py --weights best.pt --backend openvino    # converted once (runs/backend-cache), then run there
 
-Weights: .pt (project or official YOLOv5 checkpoints), .torchscript and .onnx files from export.py.
+Weights: .pt (project or official YOLOv5 checkpoints), .torchscript, .onnx, OpenVINO folders and TensorRT .engine
+files from export.py.
 Results go to runs/detect/exp{N}: annotated images and videos, labels/*.txt (class x y w h [conf], normalised)
 and crops/<class>/*.jpg.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from export import backend_weights
 from models.backends import DetectMultiBackend, newest_trained_weights
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, exit_code, increment_path, print_args
@@ -110,6 +113,7 @@ def run(
     half=False,
     dnn=False,
     vid_stride=1,
+    backend=None,
 ):
     """Detect objects in ``source`` with ``weights``; returns the results folder (runs/detect/exp{N})."""
     weights = weights or newest_trained_weights()
@@ -125,9 +129,10 @@ def run(
     device = select_device(device)
     if half and device.type != "cuda":
         LOGGER.warning("WARNING: --half needs a CUDA device; running in float32")
+    imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
+    weights = backend_weights(weights, backend, check_img_size(imgsz))
     model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data, fp16=half)
     stride, names = model.stride, model.names
-    imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
     if model.imgsz and tuple(imgsz) != model.imgsz:
         h, w = model.imgsz
         LOGGER.info(f"{Path(str(weights)).name} was exported for {h}x{w} inputs: using --imgsz {h} {w}")
@@ -249,7 +254,7 @@ def show_frame(name, im):
 def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description="YOLOv5 detection on images, videos and streams")
     parser.add_argument("--weights", nargs="+", type=str, default=None,
-                        help="model path(s): .pt, .torchscript or .onnx (default: newest runs/train/*/weights/best.pt)")
+                        help="model path(s): .pt, .torchscript, .onnx, *_openvino_model, .engine (default: newest runs/train/*/weights/best.pt)")
     parser.add_argument("--source", type=str, default=ROOT / "data/images",
                         help="file/dir/glob/.txt list/URL/webcam index (0)")
     parser.add_argument("--data", type=str, default=None, help="(optional) dataset.yaml for class names")
@@ -276,6 +281,8 @@ def parse_opt(argv=None):
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA)")
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference (not supported)")
     parser.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
+                        help=".pt weights: convert once (cached by content hash in runs/backend-cache) and run there")
     opt = parser.parse_args(argv)
     opt.imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
     print_args(vars(opt), "detect")

@@ -295,6 +295,7 @@ def run(
     save_dir=Path(""),
     plots=True,
     compute_loss=None,
+    backend=None,
 ):
     """Validate ``weights`` (or an in-memory ``model`` with its ``dataloader``) on the ``task`` split of ``data``:
     set up the model, data and output folder, ``evaluate``, then report (speeds, COCO json and pycocotools).
@@ -309,6 +310,7 @@ def run(
         names = _names_dict(model.names if hasattr(model, "names") else model.module.names)
         data = data if isinstance(data, dict) else _check_dataset(data)
     else:
+        from export import backend_weights
         from models.backends import DetectMultiBackend, newest_trained_weights
 
         if batch_size < 1:
@@ -323,6 +325,7 @@ def run(
         if not data.get(split):
             raise UserError(f"--task {task}: the dataset yaml has no '{split}' split; add it or use --task val")
         device = select_device(device, batch_size=batch_size)
+        weights = backend_weights(weights, backend, check_img_size(imgsz))
         save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
         model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data.get("yaml_file"), fp16=half)
         stride, pt = model.stride, model.pt
@@ -422,7 +425,7 @@ def parse_opt(argv=None):
     parser = argparse.ArgumentParser(description="Validate a YOLOv5 detection model on a dataset.")
     parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
     parser.add_argument("--weights", nargs="+", type=str, default=None,
-                        help="model path(s) (.pt, .torchscript, .onnx); several .pt make an ensemble; default: the "
+                        help="model path(s) (.pt, .torchscript, .onnx, *_openvino_model, .engine); several .pt make an ensemble; default: the "
                              "newest runs/train/*/weights/best.pt")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
@@ -445,6 +448,8 @@ def parse_opt(argv=None):
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference (not supported)")
+    parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
+                        help=".pt weights: convert once (cached by content hash in runs/backend-cache) and run there")
     opt = parser.parse_args(argv)
     opt.save_json |= opt.data.endswith("coco.yaml")
     opt.save_txt |= opt.save_hybrid

@@ -25,6 +25,7 @@ if __package__ in (None, ""):
 import torch
 
 from export import export_model
+from models.backends import onnx_session
 from models.yolo import Model
 from utils.boxes import non_max_suppression, scale_boxes
 from utils.general import LOGGER, ROOT
@@ -47,12 +48,8 @@ def torch_runner(model, channels_last=False):
 
 
 def onnx_runner(file, threads):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    """The project's ONNX Runtime session (models/backends.py): the path detect.py and val.py use."""
+    session = onnx_session(file, threads=threads)
 
     def infer(im):
         return torch.from_numpy(session.run(None, {"images": im.numpy()})[0])

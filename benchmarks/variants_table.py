@@ -64,14 +64,14 @@ def markdown_table(rows, img, threads, runs):
     return "\n".join(lines)
 
 
-def replace_readme_block(table, readme):
-    """Replace the text between the variants-table markers of ``readme`` with ``table``."""
+def replace_readme_block(table, readme, start=START, end=END):
+    """Replace the text between the ``start`` and ``end`` markers (the variants table's) of ``readme``."""
     text = readme.read_text()
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise UserError(f"{readme} needs exactly one '{START}' followed by one '{END}' line to place the table in")
-    head, rest = text.split(START)
-    _, tail = rest.split(END)
-    readme.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise UserError(f"{readme} needs exactly one '{start}' followed by one '{end}' line to place the table in")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
 
 
 def run(cfg=None, img=640, threads=2, runs=5, warmup=2, write_readme=False, readme=ROOT / "README.md"):

@@ -1,10 +1,15 @@
-"""One interface over the weight formats detect.py and val.py accept: PyTorch .pt, TorchScript and ONNX.
+"""One interface over the weight formats detect.py and val.py accept: PyTorch .pt, TorchScript, ONNX (ONNX Runtime),
+OpenVINO (a ``*_openvino_model/`` folder or its .xml) and TensorRT .engine files (CUDA only).
 
 ``DetectMultiBackend(weights)`` loads any of them and is called like a model on a float image batch
 (N, 3, H, W) in 0-1, returning the decoded predictions (N, cells, 5 + nc) in input pixels, ready for NMS.
-Exported files carry their stride, class names and input size as metadata written by export.py.
+Files exported by export.py carry their stride, class names and input size as metadata. Files exported by
+official YOLOv5 store names as a Python dict string and the stride as a string: both are read as literals
+(``ast.literal_eval``, never ``eval``). Files without metadata get names from ``data`` (or class0, class1, ...)
+and their input size from the graph.
 """
 
+import ast
 import json
 from pathlib import Path
 
@@ -15,9 +20,24 @@ import torch.nn as nn
 from models.experimental import attempt_load
 from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, yaml_load
+from utils.optional import import_openvino, require
 from utils.script_check import check_onnx_file, load_torchscript
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
+OPENVINO_METADATA = "metadata.yaml"  # file in an OpenVINO model folder (the name official YOLOv5 uses)
+METADATA_KEYS = ("stride", "names", "imgsz", "dynamic", "precision")
+
+
+def weights_format(w):
+    """'pt', 'torchscript', 'onnx', 'openvino' or 'engine' for a weights path; a UserError for anything else."""
+    p = Path(w)
+    if p.is_dir() or p.suffix.lower() == ".xml":
+        return "openvino"
+    fmt = {".pt": "pt", ".torchscript": "torchscript", ".onnx": "onnx", ".engine": "engine"}.get(p.suffix.lower())
+    if fmt is None:
+        raise UserError(f"--weights {w}: unsupported format '{p.suffix}'; use a .pt, .torchscript, .onnx or .engine "
+                        f"file or an OpenVINO *_openvino_model folder")
+    return fmt
 
 
 def newest_trained_weights(runs=ROOT / "runs" / "train"):
@@ -42,23 +62,114 @@ def _names_dict(names):
     return {int(k): str(v) for k, v in names.items()}
 
 
-def export_metadata(model, imgsz, dynamic=False):
-    """The metadata export.py stores with an exported model: stride, class names, input size."""
+def _literal(value):
+    """A metadata value: json (this project), a Python literal (official YOLOv5's str(dict)), or the string."""
+    if not isinstance(value, str):
+        return value
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            return parse(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+    return value
+
+
+def read_metadata(raw, source=""):
+    """Validated metadata {stride, names, imgsz, dynamic, precision} from an exported file's key/value strings.
+
+    Unknown keys are ignored; a malformed value is a warning and is left out, so the caller falls back to
+    --data names, numbered names, stride 32 and the graph's input size.
+    """
+    meta = {}
+    for key in METADATA_KEYS:
+        if key not in raw:
+            continue
+        value = _literal(raw[key])
+        try:
+            if key == "stride":
+                value = int(value)
+            elif key == "names":
+                value = _names_dict(value)
+            elif key == "imgsz":
+                value = [int(x) for x in value]
+                if len(value) != 2:
+                    raise ValueError
+            elif key == "dynamic":
+                value = bool(value)
+            else:
+                value = str(value)
+        except (TypeError, ValueError, AttributeError):
+            LOGGER.warning(f"WARNING: {source}: metadata '{key}' = {str(raw[key])[:60]!r} is not readable; ignored")
+            continue
+        meta[key] = value
+    return meta
+
+
+def export_metadata(model, imgsz, dynamic=False, precision="fp32"):
+    """The metadata export.py stores with an exported model: stride, class names, input size, precision."""
     return {
         "stride": int(max(int(model.stride.max()), 32)),
         "names": {str(k): v for k, v in _names_dict(model.names).items()},
         "imgsz": list(imgsz),
         "dynamic": bool(dynamic),
+        "precision": precision,
         "format": "yolov5-plugins",
     }
 
 
-class DetectMultiBackend(nn.Module):
-    """Inference with .pt, .torchscript or .onnx weights behind one call.
+def onnx_session(file, device=torch.device("cpu"), threads=None):
+    """An ONNX Runtime session set up for low latency: full graph optimisation, ``threads`` (default: torch's
+    thread count) intra-op threads that do not spin when idle, one inter-op thread, sequential execution; CUDA first
+    when asked and present."""
+    ort = require("onnxruntime", "running .onnx weights")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    # idle workers sleep instead of spinning: between runs torch does the letterbox and NMS on the same cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(str(file), options, providers=providers)
+    except Exception as e:  # onnxruntime's load errors share no base class narrower than Exception
+        raise UserError(f"--weights {file} is not a readable ONNX model (re-export it with export.py): "
+                        f"{str(e).splitlines()[0]}") from e
 
-    Attributes: ``pt``, ``jit``, ``onnx`` (which format), ``stride`` (int), ``names`` ({i: name}), ``nc``,
-    ``imgsz`` (the fixed (h, w) an exported model needs, or None when any stride multiple works),
-    ``fp16`` and ``model`` (the torch module for .pt / .torchscript).
+
+def openvino_files(folder):
+    """(xml, bin) of an OpenVINO model folder or .xml path; a UserError when they are missing."""
+    folder = Path(folder)
+    xml = folder if folder.suffix.lower() == ".xml" else next(iter(sorted(folder.glob("*.xml"))), None)
+    if xml is None or not xml.is_file() or not xml.with_suffix(".bin").is_file():
+        raise UserError(f"--weights {folder}: no OpenVINO model (.xml with its .bin) found; export one with "
+                        f"`python export.py --include openvino`")
+    return xml, xml.with_suffix(".bin")
+
+
+def openvino_config(core, precision, threads=None):
+    """compile_model settings: latency hint, ``threads`` (default torch's) and the precision the file asks for.
+
+    fp32 files run in f32 even where the CPU plugin would default to bf16; 'bf16' (export --half) runs bf16 on
+    CPUs that support it and f16 elsewhere; int8 files keep the plugin's default for their float parts.
+    """
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
+    if precision in ("fp32", "bf16"):
+        hint = "f32"
+        if precision == "bf16":
+            hint = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f16"
+        config["INFERENCE_PRECISION_HINT"] = hint
+    return config
+
+
+class DetectMultiBackend(nn.Module):
+    """Inference with .pt, .torchscript, .onnx, OpenVINO or TensorRT weights behind one call.
+
+    Attributes: ``format`` and the flags ``pt``, ``jit``, ``onnx``, ``openvino``, ``engine``; ``stride`` (int),
+    ``names`` ({i: name}), ``nc``, ``imgsz`` (the fixed (h, w) an exported model needs, or None when any stride
+    multiple works), ``fp16`` and ``model`` (the torch module for .pt / .torchscript).
     """
 
     def __init__(self, weights, device=torch.device("cpu"), dnn=False, data=None, fp16=False, fuse=True):
@@ -66,14 +177,11 @@ class DetectMultiBackend(nn.Module):
         if isinstance(weights, (list, tuple)) and len(weights) == 1:
             weights = weights[0]
         w = str(weights[0] if isinstance(weights, (list, tuple)) else weights)
-        suffix = Path(w).suffix.lower()
-        self.pt = suffix == ".pt" or isinstance(weights, (list, tuple))
-        self.jit = suffix == ".torchscript"
-        self.onnx = suffix == ".onnx"
-        if not (self.pt or self.jit or self.onnx):
-            raise UserError(f"--weights {w}: unsupported format '{suffix}'; use a .pt, .torchscript or .onnx file")
+        self.format = "pt" if isinstance(weights, (list, tuple)) else weights_format(w)
+        self.pt, self.jit, self.onnx = self.format == "pt", self.format == "torchscript", self.format == "onnx"
+        self.openvino, self.engine = self.format == "openvino", self.format == "engine"
         for p in weights if isinstance(weights, (list, tuple)) else [weights]:
-            if not Path(p).is_file():
+            if not Path(p).exists():
                 raise UserError(f"--weights {p}: file not found")
         if dnn:
             LOGGER.warning("WARNING: --dnn (OpenCV DNN) is not supported; using ONNX Runtime for .onnx files")
@@ -82,11 +190,11 @@ class DetectMultiBackend(nn.Module):
         self.imgsz = None
         self.model = None
         self._warned_pt_only = False
-        meta = {}
+        meta, graph_imgsz = {}, None
         if self.pt:
             model = attempt_load(weights, device=device, inplace=True, fuse=fuse)
             self.model = model.half() if self.fp16 else model.float()
-            stride, names = int(max(int(model.stride.max()), 32)), model.names
+            meta = {"stride": int(max(int(model.stride.max()), 32)), "names": _names_dict(model.names)}
         elif self.jit:
             LOGGER.info(f"Loading {w} for TorchScript inference...")
             extra = {EXPORT_METADATA_KEY: ""}
@@ -96,45 +204,100 @@ class DetectMultiBackend(nn.Module):
                 raise UserError(f"--weights {w} is not a readable TorchScript file (re-export it with export.py): "
                                 f"{str(e).splitlines()[0]}") from e
             self.model = self.model.half() if self.fp16 else self.model.float()
-            meta = json.loads(extra[EXPORT_METADATA_KEY]) if extra[EXPORT_METADATA_KEY] else {}
-            stride, names = meta.get("stride", 32), meta.get("names")
+            meta = read_metadata(json.loads(extra[EXPORT_METADATA_KEY]) if extra[EXPORT_METADATA_KEY] else {}, w)
+        elif self.onnx:
+            meta, graph_imgsz = self._load_onnx(w, device)
+        elif self.openvino:
+            meta, graph_imgsz = self._load_openvino(w)
         else:
-            self.session, meta = self._load_onnx(w, device)
-            stride, names = meta.get("stride", 32), meta.get("names")
-        if (self.jit or self.onnx) and not meta.get("dynamic", False) and meta.get("imgsz"):
-            self.imgsz = tuple(int(x) for x in meta["imgsz"])
-        names = _names_dict(names)
+            meta, graph_imgsz = self._load_engine(w, device)
+        if not self.pt and not meta.get("dynamic", False):
+            self.imgsz = tuple(meta["imgsz"]) if meta.get("imgsz") else graph_imgsz
+        names = meta.get("names")
         if data:  # a dataset yaml names the classes when the weights do not (or use placeholder names)
             data_names = _names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
-            if data_names and (not names or all(str(k) == v for k, v in names.items())):
+            placeholder = names and all(v in (str(k), f"class{k}") for k, v in names.items())
+            if data_names and (not names or (placeholder and len(data_names) == len(names))):
                 names = data_names
-        self.stride = int(stride)
+        self.stride = int(meta.get("stride", 32))
         self.names = names or {i: f"class{i}" for i in range(self._probe_nc())}
         self.nc = len(self.names)
 
+    @staticmethod
+    def _static_shape(shape):
+        """(h, w) of a (1, 3, h, w) input shape whose sizes are all numbers, else None (dynamic axes)."""
+        if len(shape) == 4 and all(isinstance(x, int) and x > 0 for x in shape[2:]):
+            return int(shape[2]), int(shape[3])
+        return None
+
     def _load_onnx(self, w, device):
-        try:
-            import onnxruntime as ort
-        except ImportError as e:
-            raise UserError("running .onnx weights needs the onnxruntime package (listed in requirements.txt)") from e
         LOGGER.info(f"Loading {w} for ONNX Runtime inference...")
-        available = ort.get_available_providers()
-        providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in available:
-            providers.insert(0, "CUDAExecutionProvider")
         check_onnx_file(w)  # standard operators and embedded weights only
-        try:
-            session = ort.InferenceSession(w, providers=providers)
-        except Exception as e:  # onnxruntime's load errors share no base class narrower than Exception
-            raise UserError(f"--weights {w} is not a readable ONNX model (re-export it with export.py): "
-                            f"{str(e).splitlines()[0]}") from e
-        props = session.get_modelmeta().custom_metadata_map
-        meta = {k: json.loads(v) for k, v in props.items() if k in ("stride", "names", "imgsz", "dynamic")}
-        inp = session.get_inputs()[0]
+        self.session = onnx_session(w, device)
+        inp = self.session.get_inputs()[0]
         self.fp16 = inp.type == "tensor(float16)"
         self.input_name = inp.name
-        self.output_names = [o.name for o in session.get_outputs()]
-        return session, meta
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        return read_metadata(self.session.get_modelmeta().custom_metadata_map, w), self._static_shape(inp.shape)
+
+    def _load_openvino(self, w):
+        ov = import_openvino("running OpenVINO weights")
+        xml, _ = openvino_files(w)
+        LOGGER.info(f"Loading {xml.parent} for OpenVINO inference...")
+        meta_file = xml.parent / OPENVINO_METADATA
+        raw = {}
+        if meta_file.is_file():
+            try:  # the project's safe loader: an alias bomb in a model folder is refused like any other yaml
+                raw = yaml_load(meta_file)
+            except UserError as e:
+                LOGGER.warning(f"WARNING: {e}; its metadata is ignored")
+        meta = read_metadata(raw, str(meta_file))
+        core = ov.Core()
+        try:
+            model = core.read_model(str(xml))
+        except RuntimeError as e:
+            raise UserError(f"--weights {w} is not a readable OpenVINO model (re-export it with export.py): "
+                            f"{str(e).splitlines()[0]}") from e
+        shape = model.inputs[0].get_partial_shape()
+        graph_imgsz = None
+        if shape.is_static:
+            graph_imgsz = self._static_shape([int(d.get_length()) for d in shape])
+        config = openvino_config(core, meta.get("precision", "fp32"))
+        self.ov_request = core.compile_model(model, "CPU", config).create_infer_request()
+        return meta, graph_imgsz
+
+    def _load_engine(self, w, device):
+        trt = require("tensorrt", "running TensorRT .engine weights")
+        if device.type != "cuda":
+            raise UserError(f"--weights {w}: TensorRT engines run on CUDA devices only; pass --device 0")
+        LOGGER.info(f"Loading {w} for TensorRT inference...")
+        data = Path(w).read_bytes()
+        meta_len = int.from_bytes(data[:4], byteorder="little")  # export.py: 4-byte length + json, then the engine
+        try:
+            meta = read_metadata(json.loads(data[4:4 + meta_len].decode()), w)
+            engine_bytes = data[4 + meta_len:]
+        except (UnicodeDecodeError, ValueError):
+            meta, engine_bytes = {}, data  # an engine written by other tools: no metadata header
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        engine = runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None:
+            raise UserError(f"--weights {w} is not a TensorRT engine for this GPU and TensorRT version; re-export it "
+                            f"here with `python export.py --include engine --device 0`")
+        self.trt_context = engine.create_execution_context()
+        self.trt_buffers, graph_imgsz = {}, None
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            shape = tuple(engine.get_tensor_shape(name))
+            dtype = torch.float16 if engine.get_tensor_dtype(name) == trt.DataType.HALF else torch.float32
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            if is_input:
+                self.trt_input, graph_imgsz = name, self._static_shape(list(shape))
+                self.fp16 = dtype == torch.float16
+            else:
+                self.trt_output = name
+            self.trt_buffers[name] = torch.empty(shape, dtype=dtype, device=device)
+            self.trt_context.set_tensor_address(name, self.trt_buffers[name].data_ptr())
+        return meta, graph_imgsz
 
     def _probe_nc(self):
         """Class count from the output width when the weights carry no names (exported elsewhere)."""
@@ -161,13 +324,24 @@ class DetectMultiBackend(nn.Module):
             if (augment or visualize) and not self._warned_pt_only:
                 LOGGER.warning("WARNING: --augment and --visualize need .pt weights; ignored for exported models")
                 self._warned_pt_only = True
-            if self.jit:
-                y = self.model(im)
-            else:
-                out = self.session.run(self.output_names, {self.input_name: im.cpu().numpy()})
-                y = torch.from_numpy(np.asarray(out[0])).to(self.device)
+            y = self._forward_exported(im)
         y = y[0] if isinstance(y, (list, tuple)) else y
         return y.float()
+
+    def _forward_exported(self, im):
+        if self.jit:
+            return self.model(im)
+        if self.engine:
+            self.trt_buffers[self.trt_input].copy_(im)
+            self.trt_context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream)
+            return self.trt_buffers[self.trt_output].clone()
+        # the runtimes read a C-contiguous numpy array in place: no copy when the tensor already is one
+        x = np.ascontiguousarray(im.detach().cpu().numpy())
+        if self.onnx:
+            y = self.session.run(self.output_names, {self.input_name: x})[0]
+        else:
+            y = self.ov_request.infer({0: x})[self.ov_request.model_outputs[0]].copy()  # buffer reused next call
+        return torch.from_numpy(y).to(self.device)
 
     def warmup(self, imgsz=(1, 3, 640, 640)):
         """One forward pass so first-image timings do not include lazy initialisation."""

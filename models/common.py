@@ -2,7 +2,12 @@
 
 Official YOLOv5 code and checkpoints name ``models.common.<Class>``, so ``from models.common import Conv, SPDConv``
 keeps working. This file only re-exports; the leaves (``layers.py`` and the family files) never import it.
+``DetectMultiBackend``, ``AutoShape`` and ``Detections`` (inference wrappers, which build on ``models/yolo.py``,
+which reads this file) are resolved on first access by the module ``__getattr__``, so importing this file never
+cycles.
 """
+
+import importlib
 
 from models.layers import (  # noqa: F401
     C3,
@@ -29,3 +34,12 @@ from models.transformer import C3TR, TransformerBlock, TransformerLayer  # noqa:
 from models.csp import C3SPP, BottleneckCSP, C3x, CrossConv  # noqa: F401
 from models.mixconv import MixConv2d  # noqa: F401
 from models.resample import Contract, DWConvTranspose2d, Expand  # noqa: F401
+
+_LAZY = {"DetectMultiBackend": "models.backends", "AutoShape": "models.autoshape", "Detections": "models.autoshape"}
+
+
+def __getattr__(name):
+    """``from models.common import DetectMultiBackend, AutoShape`` (official YOLOv5 import paths), imported lazily."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'models.common' has no attribute '{name}'")

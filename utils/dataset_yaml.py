@@ -150,7 +150,7 @@ def download_dataset(download, path, source="dataset yaml"):
     for url, target, member_prefix in entries:  # all entries are checked before anything is fetched
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target) as tmp:
-            file = Path(tmp) / (safe_filename(Path(urllib.parse.urlsplit(url).path).name) or "download")
+            file = Path(tmp) / safe_filename(Path(urllib.parse.urlsplit(url).path).name, default="download")
             LOGGER.info(f"{colorstr('dataset: ')}downloading {url} to {target} ...")
             _download_file(url, file)
             if zipfile.is_zipfile(file):

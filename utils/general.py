@@ -246,3 +246,16 @@ def exit_code(call):
         LOGGER.error(f"ERROR: {e}")
         return 1
     return 0
+
+
+_BOX_HELPERS = ("non_max_suppression", "scale_boxes", "xyxy2xywh", "xywh2xyxy")
+
+
+def __getattr__(name):
+    """Official YOLOv5 import paths: ``from utils.general import non_max_suppression, scale_boxes, xyxy2xywh,
+    xywh2xyxy`` re-export utils/boxes.py, imported on first access (this file stays free of torch)."""
+    if name in _BOX_HELPERS:
+        import utils.boxes
+
+        return getattr(utils.boxes, name)
+    raise AttributeError(f"module 'utils.general' has no attribute '{name}'")

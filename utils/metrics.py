@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.boxes import box_iou
+from utils.boxes import bbox_iou, box_iou  # noqa: F401 (bbox_iou: official import path)
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # COCO's mAP@0.5:0.95
 

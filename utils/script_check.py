@@ -25,31 +25,28 @@ ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; exports of this pro
 MAX_UNPACKED_BYTES = 4 * 2**30  # far above any YOLOv5 export (yolov5x6 is about 0.6 GB in fp32)
 
 ALLOWED_OPS = frozenset({
-    # graph plumbing (no control flow: traced exports have none)
+    # graph plumbing (no control flow, no calls: traced exports, inlined, have none)
     "prim::Constant", "prim::GetAttr", "prim::ListConstruct", "prim::ListUnpack", "prim::TupleConstruct",
     "prim::TupleUnpack", "prim::NumToTensor", "aten::Int", "aten::ScalarImplicit", "aten::size",
-    # convolution, normalisation, pooling, resampling
+    # convolution, normalisation, pooling, resampling, attention (C3TR)
     "aten::_convolution", "aten::conv2d", "aten::conv_transpose2d", "aten::batch_norm", "aten::group_norm",
     "aten::layer_norm", "aten::max_pool2d", "aten::avg_pool2d", "aten::adaptive_avg_pool2d",
     "aten::upsample_nearest2d", "aten::upsample_bilinear2d", "aten::grid_sampler", "aten::constant_pad_nd",
     "aten::pad", "aten::linear", "aten::matmul", "aten::bmm", "aten::baddbmm", "aten::dropout",
     "aten::scaled_dot_product_attention",
-    # activations (in place or not)
+    # activations a model yaml may choose (in place or not)
     "aten::sigmoid", "aten::sigmoid_", "aten::silu", "aten::silu_", "aten::relu", "aten::relu_",
     "aten::leaky_relu", "aten::leaky_relu_", "aten::hardswish", "aten::hardswish_", "aten::hardsigmoid",
     "aten::hardsigmoid_", "aten::hardtanh", "aten::hardtanh_", "aten::gelu", "aten::mish", "aten::mish_",
-    "aten::elu", "aten::elu_", "aten::tanh", "aten::tanh_", "aten::softplus", "aten::softmax", "aten::exp",
-    # arithmetic and comparisons
-    "aten::add", "aten::add_", "aten::sub", "aten::sub_", "aten::mul", "aten::mul_", "aten::div", "aten::div_",
-    "aten::floor_divide", "aten::pow", "aten::reciprocal", "aten::sqrt", "aten::rsqrt", "aten::clamp",
-    "aten::clamp_", "aten::abs", "aten::neg", "aten::gt", "aten::lt", "aten::ge", "aten::le", "aten::eq",
-    "aten::where", "aten::mean", "aten::sum", "aten::amax", "aten::max",
-    # shapes and new tensors shaped like others
-    "aten::cat", "aten::stack", "aten::chunk", "aten::split", "aten::split_with_sizes", "aten::unbind",
-    "aten::view", "aten::reshape", "aten::flatten", "aten::unflatten", "aten::permute", "aten::transpose",
-    "aten::contiguous", "aten::expand", "aten::expand_as", "aten::squeeze", "aten::unsqueeze", "aten::select",
-    "aten::slice", "aten::index", "aten::repeat", "aten::meshgrid", "aten::arange", "aten::to", "aten::type_as",
-    "aten::detach", "aten::zeros_like", "aten::ones_like", "aten::zeros", "aten::ones", "aten::copy_",
+    "aten::elu", "aten::elu_", "aten::tanh", "aten::tanh_", "aten::softplus", "aten::softmax",
+    # arithmetic, comparisons, reductions
+    "aten::add", "aten::sub", "aten::mul", "aten::mul_", "aten::div", "aten::floor_divide", "aten::pow",
+    "aten::reciprocal", "aten::clamp", "aten::gt", "aten::where", "aten::mean", "aten::sum",
+    # shapes, and new tensors shaped like others
+    "aten::cat", "aten::stack", "aten::chunk", "aten::split_with_sizes", "aten::view", "aten::reshape",
+    "aten::flatten", "aten::unflatten", "aten::permute", "aten::transpose", "aten::contiguous", "aten::expand",
+    "aten::squeeze", "aten::unsqueeze", "aten::select", "aten::slice", "aten::meshgrid", "aten::arange",
+    "aten::to", "aten::zeros_like", "aten::ones_like",
 })
 
 

@@ -1,0 +1,261 @@
+"""Python API: ``AutoShape`` wraps a model so it takes images as they come and ``Detections`` holds the results.
+
+    model = AutoShape(DetectMultiBackend("best.pt"))      # or torch.hub.load(repo_dir, "custom", path=..., source="local")
+    results = model(["data/images/bus.jpg", pil_image, rgb_array], size=640)
+    results.print(); results.pandas().xyxy[0]; results.save(); crops = results.crop(save=False)
+
+Inputs: a path, a PIL image, an RGB HWC uint8 numpy array, or a list of these (letterboxed to one batch shape,
+NMS, boxes scaled back to each original image); a (N, 3, H, W) float tensor goes straight to the model and its
+raw predictions come back. URLs are refused: nothing is downloaded. Boxes equal detect.py's for the same image,
+size and thresholds (the same letterbox, NMS and scale_boxes).
+"""
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from utils.augmentations import letterbox
+from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
+from utils.general import LOGGER, ROOT, UserError, increment_path, make_divisible
+from utils.plots import Annotator, colors, save_one_box
+from utils.sources import STREAM_PREFIXES
+from utils.torch_utils import time_sync
+
+DETECT_DIR = ROOT / "runs" / "detect"
+
+
+def _load_rgb(x, i):
+    """(RGB HWC uint8 array, file name) from a path, PIL image or numpy array; a UserError for anything else."""
+    if isinstance(x, (str, Path)):
+        path = str(x)
+        if path.lower().startswith(STREAM_PREFIXES):
+            raise UserError(f"{path}: URLs are not fetched (no network at run time); download the image and pass "
+                            f"its path")
+        im = cv2.imread(path)  # BGR, EXIF orientation applied, as detect.py reads images
+        if im is None:
+            raise UserError(f"{path}: not a readable image file")
+        return np.ascontiguousarray(im[..., ::-1]), Path(path).with_suffix(".jpg").name
+    if isinstance(x, Image.Image):
+        return np.asarray(x.convert("RGB")), Path(getattr(x, "filename", "") or f"image{i}.jpg").with_suffix(".jpg").name
+    if isinstance(x, np.ndarray):
+        im = x
+        if im.ndim == 2:
+            im = np.stack([im] * 3, axis=-1)
+        if im.ndim != 3 or im.shape[2] not in (1, 3, 4):
+            raise UserError(f"input {i}: numpy images must be HWC with 1, 3 or 4 channels, got shape {x.shape}")
+        if im.shape[2] == 1:
+            im = np.repeat(im, 3, axis=2)
+        im = im[..., :3]  # drop alpha
+        if im.dtype != np.uint8:
+            im = np.clip(im, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(im), f"image{i}.jpg"
+    raise UserError(f"input {i}: unsupported type {type(x).__name__}; give a path, PIL image, numpy HWC RGB array, "
+                    f"a list of these, or a (N, 3, H, W) tensor")
+
+
+class AutoShape(nn.Module):
+    """Pre-processing, inference, NMS and box scaling around a model (a DetectMultiBackend or a yolo Model)."""
+
+    conf = 0.25  # NMS confidence threshold
+    iou = 0.45  # NMS IoU threshold
+    agnostic = False  # class-agnostic NMS
+    multi_label = False  # several labels per box
+    classes = None  # keep only these class indices, e.g. [0, 15, 16]
+    max_det = 1000  # detections per image
+    amp = False  # CUDA automatic mixed precision
+
+    def __init__(self, model, verbose=True):
+        super().__init__()
+        if verbose:
+            LOGGER.info("Adding AutoShape... ")
+        self.model = model.eval()
+        self.stride = int(max(int(torch.as_tensor(model.stride).max()), 32))
+        names = getattr(model, "names", None) or {i: f"class{i}" for i in range(int(model.nc))}
+        self.names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names)
+        self.fixed_size = getattr(model, "imgsz", None)  # exported models take one input size
+
+    @property
+    def device(self):
+        device = getattr(self.model, "device", None)
+        if device is None:
+            device = next(self.model.parameters()).device
+        return torch.device(device)
+
+    def _forward_model(self, x, augment=False):
+        y = self.model(x, augment=augment)
+        return y[0] if isinstance(y, (list, tuple)) else y
+
+    @torch.inference_mode()
+    def forward(self, ims, size=640, augment=False):
+        """ims: a path, PIL image, RGB HWC array or a list of them -> Detections; a BCHW tensor -> raw predictions."""
+        device = self.device
+        use_amp = self.amp and device.type == "cuda"
+        if isinstance(ims, torch.Tensor):
+            with torch.autocast("cuda", enabled=use_amp):
+                return self._forward_model(ims.to(device).float(), augment)
+        t0 = time_sync()
+        items = list(ims) if isinstance(ims, (list, tuple)) else [ims]
+        if not items:
+            raise UserError("no images given")
+        loaded = [_load_rgb(x, i) for i, x in enumerate(items)]
+        originals, files = [x[0] for x in loaded], [x[1] for x in loaded]
+        shape = self._batch_shape(originals, size)
+        batch = np.stack([letterbox(im, shape, auto=False)[0] for im in originals])
+        x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device).float() / 255
+        t1 = time_sync()
+        with torch.autocast("cuda", enabled=use_amp):
+            pred = self._forward_model(x, augment).float()
+        t2 = time_sync()
+        pred = non_max_suppression(pred, self.conf, self.iou, self.classes, self.agnostic, self.multi_label,
+                                   max_det=self.max_det)
+        for det, im in zip(pred, originals):
+            det[:, :4] = scale_boxes(shape, det[:, :4], im.shape).round()  # rounded like detect.py's
+        t3 = time_sync()
+        times = tuple((b - a) * 1e3 / len(items) for a, b in ((t0, t1), (t1, t2), (t2, t3)))
+        return Detections(originals, pred, files, times, self.names, tuple(x.shape))
+
+    def _batch_shape(self, originals, size):
+        """(h, w) for the batch: the fixed size of an exported model, else each image scaled so that its long side
+        is ``size``, the largest of those rounded up to stride multiples (detect.py's minimum rectangle)."""
+        if self.fixed_size:
+            return tuple(self.fixed_size)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        hs, ws = [], []
+        for im in originals:
+            h, w = im.shape[:2]
+            r = min(size[0] / h, size[1] / w)
+            hs.append(max(1, round(h * r)))
+            ws.append(max(1, round(w * r)))
+        return make_divisible(max(hs), self.stride), make_divisible(max(ws), self.stride)
+
+
+class Detections:
+    """Detections of one AutoShape call: per image, boxes in original-image pixels.
+
+    ``xyxy``, ``xywh`` (pixels) and ``xyxyn``, ``xywhn`` (normalised): lists of (n, 6) tensors [box, conf, cls];
+    ``pandas()``, ``print()``, ``save()``, ``crop()``, ``render()``, ``show()``, ``tolist()``; ``t``: (pre-process,
+    inference, NMS) ms per image; ``shape``: the batch shape the model saw.
+    """
+
+    def __init__(self, ims, pred, files, times=(0.0, 0.0, 0.0), names=None, shape=None):
+        self.ims = ims  # RGB HWC uint8 originals
+        self.pred = pred
+        self.files = files
+        self.names = names or {}
+        self.t = times
+        self.shape = shape
+        self.n = len(pred)
+        gains = [torch.tensor([im.shape[1], im.shape[0]] * 2 + [1.0, 1.0], device=p.device) for im, p in zip(ims, pred)]
+        self.xyxy = pred
+        self.xywh = [torch.cat((xyxy2xywh(p[:, :4]), p[:, 4:]), 1) for p in pred]
+        self.xyxyn = [p / g for p, g in zip(self.xyxy, gains)]
+        self.xywhn = [p / g for p, g in zip(self.xywh, gains)]
+
+    def __len__(self):
+        return self.n
+
+    def _summary(self, i, det):
+        s = f"image {i + 1}/{self.n}: {self.ims[i].shape[0]}x{self.ims[i].shape[1]} "
+        if not len(det):
+            return s + "(no detections)"
+        counts = {}
+        for c in det[:, 5].int().tolist():
+            counts[c] = counts.get(c, 0) + 1
+        return s + ", ".join(f"{n} {self.names.get(c, c)}{'s' * (n > 1)}" for c, n in sorted(counts.items()))
+
+    def _annotated(self, i, labels=True):
+        annotator = Annotator(self.ims[i].copy())
+        for *box, conf, cls in reversed(self.pred[i].tolist()):
+            label = f"{self.names.get(int(cls), int(cls))} {conf:.2f}" if labels else ""
+            annotator.box_label(box, label, color=colors(int(cls)))
+        return annotator.result()
+
+    def timing(self):
+        """The speed line, as detect.py prints it."""
+        return (f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {self.shape}"
+                % tuple(self.t))
+
+    def __str__(self):
+        return "\n".join([self._summary(i, det) for i, det in enumerate(self.pred)] + [self.timing()])
+
+    def __repr__(self):
+        return f"YOLOv5 {self.__class__.__name__}\n{self}"
+
+    def print(self):
+        LOGGER.info(str(self))
+
+    def pandas(self):
+        """A copy whose xyxy, xyxyn, xywh, xywhn are lists of DataFrames (one per image) with class names."""
+        import pandas as pd
+
+        new = Detections(self.ims, self.pred, self.files, self.t, self.names, self.shape)
+        columns = {
+            "xyxy": ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"],
+            "xyxyn": ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"],
+            "xywh": ["xcenter", "ycenter", "width", "height", "confidence", "class", "name"],
+            "xywhn": ["xcenter", "ycenter", "width", "height", "confidence", "class", "name"],
+        }
+        for key, cols in columns.items():
+            frames = []
+            for t in getattr(self, key):
+                rows = [[*row[:5], int(row[5]), self.names.get(int(row[5]), str(int(row[5])))] for row in t.tolist()]
+                dtypes = {**{c: "float64" for c in cols[:5]}, "class": "int64", "name": "object"}
+                frames.append(pd.DataFrame(rows, columns=cols).astype(dtypes))
+            setattr(new, key, frames)
+        return new
+
+    def tolist(self):
+        """One Detections per image."""
+        return [Detections([self.ims[i]], [self.pred[i]], [self.files[i]], self.t, self.names, self.shape)
+                for i in range(self.n)]
+
+    def render(self, labels=True):
+        """Draw the boxes into the images (self.ims) and return them (RGB)."""
+        self.ims = [self._annotated(i, labels) for i in range(self.n)]
+        return self.ims
+
+    def save(self, labels=True, save_dir=DETECT_DIR / "exp", exist_ok=False):
+        """Write the annotated images to a new run folder (runs/detect/exp{N}); returns the folder."""
+        save_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True)
+        for i in range(self.n):
+            cv2.imwrite(str(save_dir / self.files[i]), self._annotated(i, labels)[..., ::-1])
+        LOGGER.info(f"Saved {self.n} image{'s' * (self.n > 1)} to {save_dir}")
+        return save_dir
+
+    def crop(self, save=True, save_dir=DETECT_DIR / "exp", exist_ok=False):
+        """The detected boxes as crops: a list of {box, conf, cls, label, im (RGB)}; ``save`` also writes them to
+        <run folder>/crops/<class>/<image>.jpg."""
+        if save:
+            save_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True)
+        crops = []
+        for i in range(self.n):
+            bgr = self.ims[i][..., ::-1]
+            for *box, conf, cls in reversed(self.pred[i].tolist()):
+                name = self.names.get(int(cls), str(int(cls)))
+                file = Path(save_dir) / "crops" / name / self.files[i]
+                crop = save_one_box(box, bgr, file=file, BGR=True, save=save)
+                crops.append({"box": box, "conf": conf, "cls": int(cls), "label": f"{name} {conf:.2f}",
+                              "im": np.ascontiguousarray(crop[..., ::-1])})
+        if save:
+            LOGGER.info(f"Saved {len(crops)} crops to {Path(save_dir) / 'crops'}")
+        return crops
+
+    def show(self, labels=True, save_dir=DETECT_DIR / "exp"):
+        """Show the annotated images in windows; with no display (or no GUI support in OpenCV) save them to a new
+        run folder instead and return it."""
+        if os.name != "nt" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+            LOGGER.info("no display: saving the images instead of showing them")
+            return self.save(labels, save_dir=save_dir)
+        try:
+            for i in range(self.n):
+                cv2.imshow(self.files[i], self._annotated(i, labels)[..., ::-1])
+            cv2.waitKey(1)
+        except cv2.error:
+            LOGGER.info("OpenCV has no GUI support here: saving the images instead of showing them")
+            return self.save(labels, save_dir=save_dir)
+        return None

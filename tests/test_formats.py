@@ -1,0 +1,271 @@
+"""Deployment formats: OpenVINO (fp32, bf16, INT8), ONNX INT8, TensorRT, files exported elsewhere, --backend caching,
+and that nothing opens a network connection (OpenVINO telemetry declined).
+
+The random-weight v7.0 fixture at 64-160 px keeps these fast; INT8 calibrates on the bundled coco8 images.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import detect
+import export
+import val
+from models.backends import DetectMultiBackend, onnx_session, read_metadata
+from models.experimental import attempt_load
+from utils.general import ROOT, UserError
+from utils.optional import import_openvino, require
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
+COCO8 = ROOT / "data" / "coco8.yaml"
+IMGSZ = (128, 128)  # square, so val.py (square --imgsz) can run the same exported files
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+needs_openvino = pytest.mark.skipif(not __import__("importlib").util.find_spec("openvino"), reason="openvino missing")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    w = tmp_path_factory.mktemp("formats") / "fixture.pt"
+    w.write_bytes(FIXTURE.read_bytes())
+    return w
+
+
+@pytest.fixture(scope="module")
+def reference(weights):
+    """(input, PyTorch output) on a real image letterboxed to IMGSZ."""
+    from utils.sources import LoadImages
+
+    im = next(iter(LoadImages(str(ROOT / "data" / "images" / "bus.jpg"), img_size=list(IMGSZ), auto=False)))[1]
+    x = torch.from_numpy(im)[None].float() / 255
+    with torch.no_grad():
+        return x, attempt_load(weights)(x)[0]
+
+
+@pytest.fixture(scope="module")
+def openvino_fp32(weights):
+    pytest.importorskip("openvino")
+    return Path(export.run(weights=weights, imgsz=IMGSZ, include=("openvino",))[0])
+
+
+@pytest.fixture(scope="module")
+def plain_onnx(weights):
+    return Path(export.run(weights=weights, imgsz=IMGSZ, include=("onnx",))[0])
+
+
+@needs_openvino
+def test_openvino_folder_metadata_and_outputs(openvino_fp32, reference):
+    assert openvino_fp32.name == "fixture_openvino_model"
+    assert {p.name for p in openvino_fp32.iterdir()} == {"fixture.xml", "fixture.bin", "metadata.yaml"}
+    backend = DetectMultiBackend(openvino_fp32)
+    assert backend.openvino and backend.stride == 32 and backend.imgsz == IMGSZ and backend.nc == 80
+    assert backend.names == attempt_load(FIXTURE).names
+    x, expected = reference
+    torch.testing.assert_close(backend(x), expected, atol=1e-3, rtol=0)  # fp32 execution even on bf16 CPUs
+
+
+@needs_openvino
+def test_openvino_half_is_bf16_and_close(weights, reference, tmp_path):
+    w = tmp_path / "half.pt"
+    w.write_bytes(weights.read_bytes())
+    folder = Path(export.run(weights=w, imgsz=IMGSZ, include=("openvino",), half=True)[0])
+    meta = read_metadata(__import__("yaml").safe_load((folder / "metadata.yaml").read_text()))
+    assert meta["precision"] == "bf16"
+    x, expected = reference
+    got = DetectMultiBackend(folder)(x)
+    # boxes (pixels) within a few bf16 steps; objectness and class scores (0-1) to about 1%
+    assert (got[..., :4] - expected[..., :4]).abs().max() < 4.0
+    assert (got[..., 4:] - expected[..., 4:]).abs().max() < 0.02
+    assert (got[..., :4] - expected[..., :4]).abs().max() > 0  # really a reduced-precision path
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_int8_openvino_and_onnx(weights, reference):
+    pytest.importorskip("nncf")
+    files = [Path(f) for f in export.run(weights=weights, imgsz=IMGSZ, include=("onnx", "openvino"), int8=True,
+                                         data=COCO8, calib=4)]
+    assert [f.name for f in files] == ["fixture.onnx", "fixture_int8.onnx", "fixture_int8_openvino_model"]
+    x, expected = reference
+    for f in files[1:]:
+        backend = DetectMultiBackend(f)
+        assert backend.names == attempt_load(FIXTURE).names
+        got = backend(x)
+        # INT8 moves boxes by a few pixels at most (the decoding stays float) and keeps the ranking of scores
+        box_err = (got[..., :4] - expected[..., :4]).abs()
+        assert box_err.median() < 1.0 and box_err.max() < 16, f.name
+        top = expected[0, :, 4].topk(20).indices
+        assert len(set(top.tolist()) & set(got[0, :, 4].topk(40).indices.tolist())) >= 10, f.name
+    precision = {p.key: p.value for p in onnx.load(str(files[1])).metadata_props}["precision"]
+    assert json.loads(precision) == "int8"
+
+
+def test_int8_needs_data_and_a_quantizable_format(weights):
+    with pytest.raises(UserError, match="--data"):
+        export.run(weights=weights, imgsz=IMGSZ, include=("onnx",), int8=True)
+    with pytest.raises(UserError, match="onnx and openvino"):
+        export.run(weights=weights, imgsz=IMGSZ, include=("torchscript",), int8=True, data=COCO8)
+
+
+@needs_openvino
+def test_val_through_openvino_equals_onnx(openvino_fp32, plain_onnx, tmp_path):
+    kw = dict(data=COCO8, imgsz=IMGSZ[0], conf_thres=0.0001, device="cpu", workers=0, plots=False, project=tmp_path)
+    (ov_results, _, _), (onnx_results, _, _) = val.run(weights=openvino_fp32, **kw), val.run(weights=plain_onnx, **kw)
+    np.testing.assert_allclose(ov_results[:4], onnx_results[:4], atol=1e-3)
+
+
+def _with_metadata(src, dst, props):
+    model = onnx.load(str(src))
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_official_onnx_metadata_is_read_as_literals(plain_onnx, tmp_path):
+    names = {i: f"thing{i}" for i in range(80)}
+    f = _with_metadata(plain_onnx, tmp_path / "official.onnx", {"stride": "32", "names": str(names)})
+    backend = DetectMultiBackend(f)
+    assert backend.names == names and backend.stride == 32 and backend.imgsz == IMGSZ  # size from the graph
+
+
+def test_onnx_metadata_never_runs_code(plain_onnx, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    f = _with_metadata(plain_onnx, tmp_path / "evil.onnx", {"stride": "32", "names": payload})
+    backend = DetectMultiBackend(f)
+    assert not marker.exists()
+    assert backend.names == {i: f"class{i}" for i in range(80)}
+
+
+def test_onnx_without_metadata_takes_names_from_data_or_numbers(plain_onnx, tmp_path):
+    f = _with_metadata(plain_onnx, tmp_path / "bare.onnx", {})
+    bare = DetectMultiBackend(f)
+    assert bare.names == {i: f"class{i}" for i in range(80)} and bare.imgsz == IMGSZ and bare.stride == 32
+    assert DetectMultiBackend(f, data=str(ROOT / "data" / "coco.yaml")).names[0] == "person"
+
+
+@needs_openvino
+def test_openvino_without_metadata(openvino_fp32, tmp_path):
+    bare = tmp_path / "bare_openvino_model"
+    bare.mkdir()
+    for p in openvino_fp32.glob("fixture.*"):
+        (bare / p.name).write_bytes(p.read_bytes())
+    backend = DetectMultiBackend(bare)
+    assert backend.imgsz == IMGSZ and backend.names[79] == "class79"
+    with pytest.raises(UserError, match="no OpenVINO model"):
+        DetectMultiBackend(tmp_path)
+
+
+def test_onnx_session_is_tuned(plain_onnx):
+    options = onnx_session(plain_onnx, threads=3).get_session_options()
+    assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert onnx_session(plain_onnx).get_session_options().intra_op_num_threads == torch.get_num_threads()
+
+
+def test_backend_flag_converts_once_and_matches_pytorch(weights, reference, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "BACKEND_CACHE", tmp_path / "cache")
+    converted = export.backend_weights(weights, "onnx", IMGSZ)
+    assert converted.parent.parent == tmp_path / "cache" and converted.suffix == ".onnx"
+    assert converted.parent.name == f"fixture-{export.file_hash(weights)[:16]}-128x128"
+    mtime = converted.stat().st_mtime_ns
+    assert export.backend_weights(weights, "onnx", IMGSZ) == converted
+    assert converted.stat().st_mtime_ns == mtime  # reused, not converted again
+    x, expected = reference
+    torch.testing.assert_close(DetectMultiBackend(converted)(x), expected, atol=1e-3, rtol=0)
+    out = detect.run(weights=weights, backend="onnx", source=ROOT / "data" / "images" / "bus.jpg", imgsz=IMGSZ,
+                     device="cpu", nosave=True, project=tmp_path / "runs")
+    assert out.is_dir() and len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_backend_flag_rejects_unknown_backends_and_ensembles(weights):
+    with pytest.raises(UserError, match="choose pytorch, onnx or openvino"):
+        export.backend_weights(weights, "tflite", 128)
+    with pytest.raises(UserError, match="ensemble"):
+        export.backend_weights([weights, weights], "onnx", 128)
+
+
+def test_missing_optional_packages_are_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(UserError, match="needs the openvino package"):
+        import_openvino()
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(UserError, match="needs the tensorrt package"):
+        require("tensorrt", "TensorRT export")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the errors raised without CUDA")
+def test_engine_without_cuda_is_a_clear_error(weights, tmp_path):
+    with pytest.raises(UserError, match="CUDA"):
+        export.run(weights=weights, imgsz=IMGSZ, include=("engine",), device="cpu")
+    fake = tmp_path / "fake.engine"
+    fake.write_bytes(b"\0" * 8)
+    with pytest.raises(UserError, match="tensorrt package|CUDA devices only"):
+        DetectMultiBackend(fake)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT engines need CUDA (none here)")
+def test_engine_export_and_outputs(weights, reference):
+    pytest.importorskip("tensorrt")
+    engine = Path(export.run(weights=weights, imgsz=IMGSZ, include=("engine",), device="0")[0])
+    backend = DetectMultiBackend(engine, device=torch.device("cuda:0"))
+    assert backend.engine and backend.imgsz == IMGSZ and backend.names == attempt_load(FIXTURE).names
+    x, expected = reference
+    torch.testing.assert_close(backend(x.cuda()).cpu(), expected, atol=1e-2, rtol=1e-3)
+
+
+NO_NETWORK_SCRIPT = """
+import socket, sys
+log = sys.argv[1]
+
+def refuse(*args, **kwargs):  # written to a file: OpenVINO telemetry sends from a forked child process
+    with open(log, "a") as f:
+        f.write(repr(args[:2])[:100] + "\\n")
+    raise OSError("no network in this test")
+
+socket.socket.connect = lambda self, *a, **k: refuse(*a)
+socket.socket.connect_ex = lambda self, *a, **k: refuse(*a)
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+sys.path.insert(0, sys.argv[2])
+import export, detect
+files = export.run(weights=sys.argv[3], imgsz=(64, 64), include=("openvino",), int8=True,
+                   data=sys.argv[4], calib=2)
+for f in files:
+    detect.run(weights=f, source=sys.argv[5], imgsz=(64, 64), device="cpu", project=sys.argv[6])
+import time
+time.sleep(1)  # give any background sender time to try
+print("done")
+"""
+
+
+@pytest.mark.slow
+@needs_openvino
+def test_no_socket_is_opened_during_export_and_inference(weights, tmp_path):
+    """In a fresh process (NNCF silences itself under pytest) with a home folder that has no consent file, which
+    openvino-telemetry alone would take as consent: export (OpenVINO conversion, NNCF INT8) and detect connect
+    nowhere. (Without ``openvino_telemetry_off`` this export makes 18 connection attempts to google-analytics.)"""
+    pytest.importorskip("nncf")
+    script, log = tmp_path / "no_network.py", tmp_path / "connections.log"
+    script.write_text(textwrap.dedent(NO_NETWORK_SCRIPT))
+    w = tmp_path / "net.pt"
+    w.write_bytes(weights.read_bytes())
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL", "NNCF_CI")}
+    env["HOME"] = str(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+    out = subprocess.run([sys.executable, str(script), str(log), str(ROOT), str(w), str(COCO8),
+                          str(ROOT / "data" / "images" / "bus.jpg"), str(tmp_path / "runs")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
+    assert not log.exists(), log.read_text()
