@@ -33,7 +33,7 @@ def fit_batch_size(batch_sizes, memory_gb, free_gb, fraction=DEFAULT_FRACTION, f
     slope, intercept = np.polyfit(*zip(*measured), deg=1)
     if slope <= 0:
         return fallback
-    batch = int((free_gb * fraction - intercept) / slope)
+    batch = int((free_gb * fraction - intercept) / slope + 1e-6)  # the fit's rounding must not lose a whole image
     if failed:
         batch = min(batch, min(failed) - 1)
     return max(1, min(batch, MAX_BATCH_SIZE))
