@@ -1,16 +1,21 @@
-"""Ablation runner: train every model variant on the same data with the same settings, then compare.
+"""Ablation runner: train every model variant with several seeds under the same settings, then compare each with
+the baseline on paired seeds.
 
-    python benchmarks/ablate.py --data data/shapes.yaml --cfgs all --epochs 3 --imgsz 128
-    python benchmarks/ablate.py --cfgs models/yolov5n.yaml yolov5n_ScConv.yaml --epochs 10
+    python benchmarks/ablate.py --cfgs all --seeds 0 1 2                      # the default budget, 3 seeds
+    python benchmarks/ablate.py --cfgs models/yolov5n.yaml yolov5n_ScConv.yaml --budget long --seeds 0 1 2 3 4
     python benchmarks/ablate.py --cfgs 'models/yolov5s_*.yaml' --no-train      # measure only
-    python benchmarks/ablate.py --cfgs all --epochs 3 --out benchmarks/results --write-readme
+    python benchmarks/ablate.py --cfgs all --seeds 0 1 2 --out benchmarks/results --write-readme
 
-Each configuration trains with train.run(...) into <project>/<name>/ (identical seed, image size, batch size,
-epochs, workers; validation after the last epoch only). Then parameters, GFLOPs at 640, CPU latency (batch 1,
-fused, median) and mAP50 / mAP50-95 of the final weights on the val split are collected into <out>/ablation.md,
-ablation.csv and ablation.png (mAP vs GFLOPs and vs latency). <out>/ablation_state.json remembers finished rows:
-a second invocation with the same settings reuses them, and an interrupted training continues from its last.pt
-(train.py --resume).
+Each (configuration, seed) trains with train.run(...) into <project>/<name>/seed<k>/ (identical image size, batch
+size, epochs, workers; validation after the last epoch only). A seed fixes the data order and every augmentation,
+so the same seed gives every configuration the same training stream: the seeds pair the runs. Then parameters,
+GFLOPs at 640 and CPU latency (batch 1, fused, median) of each configuration, and mAP50 / mAP50-95 of each seed's
+final weights on the val split are collected into <out>/ablation.md and ablation.csv (per configuration: seed
+count, mean and standard deviation, the mean paired difference in mAP50-95 from the baseline with a 95% Student-t
+interval, a verdict, and the seeds a difference of that size would need), ablation_seeds.csv (one row per seed)
+and ablation.png (mean mAP50-95 with error bars vs GFLOPs and vs latency). <out>/ablation_state.json remembers
+finished (configuration, seed) rows: a second invocation with the same settings reuses them, and an interrupted
+training continues from its last.pt (train.py --resume).
 """
 
 import argparse
@@ -35,14 +40,34 @@ import torch  # noqa: E402
 from utils.general import LOGGER, UserError, exit_code  # noqa: E402
 
 STATE_FILE = "ablation_state.json"
+STATE_VERSION = 2  # rows per (configuration, seed); version 1 kept one row per configuration
 RUN_SETTINGS_FILE = "ablate_settings.json"  # in each run folder: the settings it was started with
-BASELINE_CFG = "yolov5n.yaml"  # the stock model of the scale, marked in the plot
 SCALE = "n"
 README_START, README_END = "<!-- ablation-table:start -->", "<!-- ablation-table:end -->"
-# CSV columns (the Markdown table shows the same values, rounded)
-COLUMNS = ("model", "cfg", "params", "gflops_640", "latency_ms", "map50", "map50_95", "epochs", "train_s")
+# one row per (configuration, seed): ablation_seeds.csv
+SEED_COLUMNS = ("model", "cfg", "seed", "params", "gflops_640", "latency_ms", "map50", "map50_95", "epochs", "train_s")
+# one row per configuration: ablation.csv (the Markdown table shows the same values, rounded)
+COLUMNS = ("model", "cfg", "seeds", "params", "gflops_640", "latency_ms", "map50_mean", "map50_std",
+           "map50_95_mean", "map50_95_std", "diff_map50_95", "diff_low", "diff_high", "verdict", "seeds_to_resolve",
+           "epochs", "train_s")
 # the settings of a training (train.run flags); a run started with other values is trained again
 TRAIN_KEYS = ("data", "hyp", "epochs", "imgsz", "batch_size", "seed", "weights", "noautoanchor")
+# --budget presets (epochs, image size). yolov5n from scratch on data/shapes.yaml (mAP50-95 over 3 seeds, README)
+# is at 0.0006 after 6 epochs, 0.009 after 12 and 0.055 after 18 (the warmup alone is 100 iterations, 4 epochs):
+# 'short' is the shortest budget whose models detect something; 'long' is train.py's default training; 'smoke'
+# only checks that every configuration trains.
+BUDGETS = {"smoke": (1, 64), "short": (18, 128), "long": (30, 256)}
+DEFAULT_BUDGET = "short"
+
+# Verdicts of the paired comparison with the baseline
+BETTER, WORSE = "better", "worse"
+UNRESOLVED = "not distinguishable from the baseline at this budget"
+ONE_SEED = "no interval with 1 seed"
+BASELINE = "baseline"
+# 0.975 quantiles of Student's t for 1..30 degrees of freedom (two-sided 95% intervals)
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+MAX_SEEDS_TO_RESOLVE = 1000  # beyond this the table says "> 1000"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,14 +189,109 @@ def validate(weights, settings, workers, device, run_dir):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Statistics over seeds
+# ---------------------------------------------------------------------------------------------------------------
+def t_quantile_975(dof):
+    """The 0.975 quantile of Student's t with ``dof`` degrees of freedom: the table up to 30, beyond that the
+    Cornish-Fisher expansion around the normal quantile (within 5e-4 of the exact value for dof > 30)."""
+    if dof < 1:
+        raise ValueError(f"Student's t needs at least 1 degree of freedom, got {dof}")
+    if dof <= len(T_975):
+        return T_975[dof - 1]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
+
+
+def mean_std(values):
+    """(mean, sample standard deviation) of a list of numbers; the deviation is None for fewer than 2 values, both
+    are None for none."""
+    n = len(values)
+    if n == 0:
+        return None, None
+    mean = sum(values) / n
+    if n == 1:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+
+
+def seeds_to_resolve(mean_diff, sd_diff):
+    """The smallest number of paired seeds n >= 2 whose 95% t interval, at the observed spread ``sd_diff`` of the
+    differences, excludes 0 for a mean difference of the observed size: t(n-1) * sd / sqrt(n) < |mean|, about
+    (t * sd / mean)^2. None when no n up to MAX_SEEDS_TO_RESOLVE does (or the mean difference is 0)."""
+    if mean_diff == 0:
+        return None
+    for n in range(2, MAX_SEEDS_TO_RESOLVE + 1):
+        if t_quantile_975(n - 1) * sd_diff / math.sqrt(n) < abs(mean_diff):
+            return n
+    return None
+
+
+def paired_comparison(variant, baseline):
+    """Compare mAPs of a variant with the baseline's on the seeds both have ({seed: mAP} each; None = no value).
+
+    Returns a dict: n (paired seeds), diff (mean of variant - baseline), low/high (95% paired-t interval with n-1
+    degrees of freedom; None for n < 2), verdict (BETTER / WORSE when the interval excludes 0, else UNRESOLVED;
+    ONE_SEED for one pair) and seeds_to_resolve (see seeds_to_resolve; None for n < 2)."""
+    seeds = sorted(s for s in variant if variant[s] is not None and baseline.get(s) is not None)
+    diffs = [variant[s] - baseline[s] for s in seeds]
+    n = len(diffs)
+    out = {"n": n, "diff": None, "low": None, "high": None, "verdict": None, "seeds_to_resolve": None}
+    if n == 0:
+        return out
+    mean, sd = mean_std(diffs)
+    out["diff"] = mean
+    if n == 1:
+        out["verdict"] = ONE_SEED
+        return out
+    half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    out.update(low=mean - half, high=mean + half, seeds_to_resolve=seeds_to_resolve(mean, sd))
+    out["verdict"] = BETTER if mean - half > 0 else WORSE if mean + half < 0 else UNRESOLVED
+    return out
+
+
+def summarize(seed_rows, baseline):
+    """One row per configuration (the COLUMNS keys, in the order of first appearance) from the per-seed rows; each
+    variant is compared with the configuration named ``baseline`` on the seeds both finished."""
+    by_model = {}
+    for r in seed_rows:
+        by_model.setdefault(r["model"], []).append(r)
+    base_map = {r["seed"]: r["map50_95"] for r in by_model.get(baseline, [])}
+    summary = []
+    for name, rows in by_model.items():
+        done = [r for r in rows if r["map50_95"] is not None]
+        map50_mean, map50_std = mean_std([r["map50"] for r in done])
+        map_mean, map_std = mean_std([r["map50_95"] for r in done])
+        if name == baseline:
+            comp = {"diff": None, "low": None, "high": None, "verdict": BASELINE, "seeds_to_resolve": None}
+        else:
+            comp = paired_comparison({r["seed"]: r["map50_95"] for r in rows}, base_map)
+        train_s = [r["train_s"] for r in rows if r["train_s"] is not None]
+        first = rows[0]
+        summary.append({
+            "model": name, "cfg": first["cfg"], "seeds": len(done), "params": first["params"],
+            "gflops_640": first["gflops_640"], "latency_ms": first["latency_ms"], "map50_mean": map50_mean,
+            "map50_std": map50_std, "map50_95_mean": map_mean, "map50_95_std": map_std, "diff_map50_95": comp["diff"],
+            "diff_low": comp["low"], "diff_high": comp["high"], "verdict": comp["verdict"],
+            "seeds_to_resolve": comp["seeds_to_resolve"], "epochs": first["epochs"],
+            "train_s": sum(train_s) if train_s else None,
+        })
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # State, table, plot, README
 # ---------------------------------------------------------------------------------------------------------------
 def load_state(path):
+    """The finished rows of earlier invocations ({'<name>/seed<k>': {'key': ..., 'row': ...}})."""
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text()).get("rows", {})
-    except (json.JSONDecodeError, AttributeError):
+        state = json.loads(path.read_text())
+        if state.get("version") != STATE_VERSION:  # rows of another layout never match: start a new state
+            LOGGER.info(f"ablate: {path} is from another version of this runner; measuring every run again")
+            return {}
+        return state["rows"]
+    except (json.JSONDecodeError, AttributeError, KeyError):
         LOGGER.warning(f"WARNING: {path} is unreadable; measuring every configuration again")
         return {}
 
@@ -179,7 +299,7 @@ def load_state(path):
 def save_state(path, rows):
     """Write the state atomically so that a kill never leaves half a file."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"version": 1, "rows": rows}, indent=1))
+    tmp.write_text(json.dumps({"version": STATE_VERSION, "rows": rows}, indent=1))
     os.replace(tmp, path)
 
 
@@ -187,35 +307,57 @@ def _fmt(x, spec):
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
-def markdown_table(rows, latency_img):
-    """A Markdown table of result rows (dicts with the COLUMNS keys)."""
+def _mean_sd(mean, sd):
+    return _fmt(mean, ".3f") if sd is None else f"{mean:.3f} ± {sd:.3f}"
+
+
+def _difference(r):
+    """The difference cell: '+0.012 [-0.010, +0.034]', or the difference alone without an interval."""
+    if r["verdict"] == BASELINE:
+        return "(baseline)"
+    if r["diff_map50_95"] is None:
+        return "n/a"
+    if r["diff_low"] is None:
+        return f"{r['diff_map50_95']:+.3f}"
+    return f"{r['diff_map50_95']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
+
+
+def markdown_table(summary, latency_img, baseline):
+    """A Markdown table of summary rows (dicts with the COLUMNS keys)."""
     lines = [
-        f"| model | params (M) | GFLOPs @640 (fused) | CPU ms @{latency_img} (fused) | mAP50 | mAP50-95 "
-        "| train (min) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| model | seeds | params (M) | GFLOPs @640 (fused) | CPU ms @{latency_img} (fused) | mAP50 | mAP50-95 "
+        f"| Δ mAP50-95 vs {baseline} [95% CI] | verdict | seeds to resolve Δ | train (min) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
-    for r in rows:
+    for r in summary:
         train_min = None if r["train_s"] is None else r["train_s"] / 60
+        if r["verdict"] == BASELINE:
+            to_resolve = "—"
+        elif r["seeds_to_resolve"] is not None:
+            to_resolve = str(r["seeds_to_resolve"])
+        else:
+            to_resolve = f"> {MAX_SEEDS_TO_RESOLVE}" if r["diff_low"] is not None else "n/a"
         lines.append(
-            f"| {r['model']} | {_fmt(r['params'] / 1e6, '.3f')} | {_fmt(r['gflops_640'], '.2f')} | "
-            f"{_fmt(r['latency_ms'], '.1f')} | {_fmt(r['map50'], '.3f')} | {_fmt(r['map50_95'], '.3f')} | "
-            f"{_fmt(train_min, '.1f')} |"
+            f"| {r['model']} | {r['seeds']} | {_fmt(r['params'] / 1e6, '.3f')} | {_fmt(r['gflops_640'], '.2f')} | "
+            f"{_fmt(r['latency_ms'], '.1f')} | {_mean_sd(r['map50_mean'], r['map50_std'])} | "
+            f"{_mean_sd(r['map50_95_mean'], r['map50_95_std'])} | {_difference(r)} | {r['verdict'] or 'n/a'} | "
+            f"{to_resolve} | {_fmt(train_min, '.1f')} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows, path):
+def write_csv(rows, path, columns):
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: "" if r[k] is None else r[k] for k in COLUMNS})
+            writer.writerow({k: "" if r[k] is None else r[k] for k in columns})
 
 
-def plot_ablation(rows, path, latency_img):
-    """Scatter mAP50-95 against GFLOPs and against latency, one labelled point per model; False when no row has
-    an mAP (nothing to plot)."""
-    rows = [r for r in rows if r["map50_95"] is not None]
+def plot_ablation(summary, path, latency_img, baseline):
+    """Mean mAP50-95 with error bars (one standard deviation over the seeds) against GFLOPs and against latency, one
+    labelled point per model; False when no row has an mAP (nothing to plot)."""
+    rows = [r for r in summary if r["map50_95_mean"] is not None]
     if not rows:
         return False
     import matplotlib
@@ -223,19 +365,23 @@ def plot_ablation(rows, path, latency_img):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    baseline = next((r for r in rows if Path(r["cfg"]).name == BASELINE_CFG), None)
+    base = next((r for r in rows if r["model"] == baseline), None)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), constrained_layout=True)
     for ax, key, label in ((axes[0], "gflops_640", "GFLOPs @640 (fused)"),
                            (axes[1], "latency_ms", f"CPU latency @{latency_img}, batch 1, fused (ms)")):
-        if baseline is not None:  # the stock model is the reference the variants are read against
-            ax.axhline(baseline["map50_95"], color="grey", lw=0.8, ls="--")
+        if base is not None:  # the baseline's mean and spread are what the variants are read against
+            ax.axhline(base["map50_95_mean"], color="grey", lw=0.8, ls="--")
+            if base["map50_95_std"]:
+                ax.axhspan(base["map50_95_mean"] - base["map50_95_std"], base["map50_95_mean"] + base["map50_95_std"],
+                           color="grey", alpha=0.12, lw=0)
         for r in rows:
-            is_base = r is baseline
-            ax.scatter(r[key], r["map50_95"], s=90 if is_base else 30, marker="*" if is_base else "o")
-            ax.annotate(r["model"].replace(f"yolov5{SCALE}_", ""), (r[key], r["map50_95"]), fontsize=8,
+            is_base = r is base
+            ax.errorbar(r[key], r["map50_95_mean"], yerr=r["map50_95_std"] or 0, fmt="*" if is_base else "o",
+                        ms=10 if is_base else 5, capsize=3, lw=1)
+            ax.annotate(r["model"].replace(f"yolov5{SCALE}_", ""), (r[key], r["map50_95_mean"]), fontsize=8,
                         xytext=(4, 3), textcoords="offset points")
         ax.set_xlabel(label)
-        ax.set_ylabel("mAP50-95 (val)")
+        ax.set_ylabel("mAP50-95 (val), mean ± 1 sd over seeds")
         ax.grid(alpha=0.3)
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -255,35 +401,62 @@ def replace_readme_block(readme, block):
         readme.write_text(text[: start + len(README_START)] + "\n" + block.strip("\n") + "\n" + text[end:])
 
 
-def settings_note(settings, latency_img, latency_runs):
+def settings_note(settings, seeds, budget, latency_img, latency_runs):
     """One sentence on how the table was made."""
-    epochs, weights = settings["epochs"], settings["weights"] or "scratch"
-    return (f"data {Path(settings['data']).name}, {epochs} epoch{'s' if epochs > 1 else ''}, image size "
-            f"{settings['imgsz']}, batch {settings['batch_size']}, seed {settings['seed']}, from {weights}; latency: "
-            f"median of {latency_runs} runs at {latency_img} px, batch 1, fused, channels-last, "
-            f"{torch.get_num_threads()} CPU threads; train (min): wall time of the training and its final "
-            f"validation in the invocation that finished it")
+    epochs, weights, threads = settings["epochs"], settings["weights"] or "scratch", torch.get_num_threads()
+    preset = f" (--budget {budget})" if BUDGETS.get(budget) == (epochs, settings["imgsz"]) else ""
+    return (f"data {Path(settings['data']).name}, {epochs} epoch{'s' if epochs > 1 else ''} at image size "
+            f"{settings['imgsz']}{preset}, batch {settings['batch_size']}, seed{'s' if len(seeds) > 1 else ''} "
+            f"{', '.join(map(str, seeds))}, from {weights}; latency: median of {latency_runs} runs at {latency_img} "
+            f"px, batch 1, fused, channels-last, {threads} CPU thread{'s' if threads > 1 else ''}; train (min): wall "
+            f"time of the trainings and final validations of all seeds in the invocations that finished them")
+
+
+def statistics_note(n_seeds):
+    """What the mean, spread, difference, verdict and seeds-to-resolve columns mean."""
+    if n_seeds < 2:
+        return ("mAP: one seed, so no spread; Δ: the variant's mAP50-95 minus the baseline's on the same seed. With 1 "
+                "seed no interval can be computed and no verdict given: run with --seeds 0 1 2 (or more).")
+    return ("mAP: mean ± sample standard deviation over the seeds. Δ: mean over the seeds of (variant - baseline) "
+            "mAP50-95 on the same seed (same data order and augmentation, so the runs are paired), with a 95% "
+            "paired Student-t interval (n-1 degrees of freedom). Verdict: better / worse when the interval excludes "
+            "0, otherwise not distinguishable from the baseline at this budget. Seeds to resolve Δ: the smallest "
+            "number of paired seeds n for which a difference of the observed size would exclude 0 at the observed "
+            "spread of the differences sd (t(n-1)·sd/√n < |Δ|, about (t·sd/Δ)²).")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Runner
 # ---------------------------------------------------------------------------------------------------------------
-def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128, batch_size=16, workers=0, seed=0,
-        hyp="", weights="", device="cpu", project=str(ROOT / "runs/ablate"), out="", no_train=False,
-        latency_img=640, latency_runs=5, threads=0, plots=False, noautoanchor=False, write_readme=False):
-    """Train (unless ``no_train``) and measure each configuration; write the table, CSV and plot into ``out``
-    (default: ``project``). Returns the list of result rows (dicts with the COLUMNS keys)."""
+def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), budget=DEFAULT_BUDGET, epochs=None, imgsz=None,
+        batch_size=16, workers=0, seeds=(0,), baseline="", hyp="", weights="", device="cpu",
+        project=str(ROOT / "runs/ablate"), out="", no_train=False, latency_img=640, latency_runs=5, threads=0,
+        plots=False, noautoanchor=False, write_readme=False):
+    """Train (unless ``no_train``) each configuration with each seed and measure it; write the tables, CSVs and plot
+    into ``out`` (default: ``project``). ``epochs`` and ``imgsz`` default to the ``budget`` preset. Returns the
+    summary rows (dicts with the COLUMNS keys); the per-seed rows are in ablation_seeds.csv."""
     from models.yolo import resolve_cfg
     from utils.dataset_yaml import check_dataset
 
     t_start = time.time()
     if threads:
         torch.set_num_threads(threads)
+    if budget not in BUDGETS:
+        raise UserError(f"--budget must be one of {sorted(BUDGETS)}, got '{budget}'")
+    epochs = BUDGETS[budget][0] if epochs is None else epochs
+    imgsz = BUDGETS[budget][1] if imgsz is None else imgsz
     if epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {epochs}")
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds needs one or more different seeds, got {seeds}")
     cfg_list = expand_cfgs([cfgs] if isinstance(cfgs, str) else list(cfgs))
     for cfg in cfg_list:  # a missing yaml stops here, not after hours of training the others
         resolve_cfg(cfg)
+    names = [Path(c).stem for c in cfg_list]
+    baseline = Path(baseline).stem if baseline else names[0]
+    if baseline not in names:
+        raise UserError(f"--baseline '{baseline}' is not one of the configurations {names}")
     readme = ROOT / "README.md"
     if write_readme:
         replace_readme_block(readme, None)  # checks the markers before the work
@@ -294,56 +467,70 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), epochs=3, imgsz=128,
     state = load_state(state_path)
     check_dataset(data)  # a missing dataset stops here (the synthetic one is generated)
     settings = {"data": str(data), "hyp": str(hyp), "epochs": epochs, "imgsz": imgsz, "batch_size": batch_size,
-                "seed": seed, "weights": str(weights), "noautoanchor": bool(noautoanchor)}
+                "weights": str(weights), "noautoanchor": bool(noautoanchor)}
     measure = {"latency_img": latency_img, "train": not no_train}
 
-    rows = []
-    for i, cfg in enumerate(cfg_list):
-        name = Path(cfg).stem
-        key = {"cfg": cfg, **settings, **measure}
-        saved = state.get(name)
-        if saved and saved.get("key") == key:
-            LOGGER.info(f"ablate: [{i + 1}/{len(cfg_list)}] {name}: finished earlier, reusing its row")
-            rows.append(saved["row"])
-            continue
-        LOGGER.info(f"ablate: [{i + 1}/{len(cfg_list)}] {name}")
-        run_dir = project / name
-        map50 = map50_95 = train_s = None
-        failed = False
-        if no_train:
-            plan, weights_file = training_plan(run_dir, settings)
-            if plan == "done":
-                map50, map50_95 = validate(weights_file, settings, workers, device, run_dir)
-        else:
-            try:
-                map50, map50_95, train_s = train_config(cfg, run_dir, settings, workers, device, plots)
-            except UserError as e:  # e.g. a NaN loss: the other configurations still run; this one is not kept
-                LOGGER.error(f"ablate: {name} failed: {e}")
-                failed = True
-        params, gflops, latency_ms = measure_model(cfg, latency_img, latency_runs)
-        row = {"model": name, "cfg": cfg, "params": params, "gflops_640": gflops, "latency_ms": latency_ms,
-               "map50": map50, "map50_95": map50_95, "epochs": None if no_train else epochs, "train_s": train_s}
-        rows.append(row)
-        if not failed:
-            state[name] = {"key": key, "row": row}
-            save_state(state_path, state)
+    seed_rows = []
+    for i, (cfg, name) in enumerate(zip(cfg_list, names)):
+        measured = None  # (params, GFLOPs, latency): one measurement per configuration, shared by its seeds
+        for seed in seeds:
+            run_id, run_settings = f"{name}/seed{seed}", {**settings, "seed": seed}
+            key = {"cfg": cfg, **run_settings, **measure}
+            saved = state.get(run_id)
+            # --no-train also reuses the row of a finished training of the same settings (it has the training time)
+            if saved and saved.get("key") in (key, {**key, "train": True}):
+                LOGGER.info(f"ablate: [{i + 1}/{len(cfg_list)}] {run_id}: finished earlier, reusing its row")
+                row = saved["row"]
+                seed_rows.append(row)
+                measured = measured or (row["params"], row["gflops_640"], row["latency_ms"])
+                continue
+            LOGGER.info(f"ablate: [{i + 1}/{len(cfg_list)}] {run_id}")
+            run_dir = project / name / f"seed{seed}"
+            map50 = map50_95 = train_s = None
+            failed = False
+            if no_train:
+                plan, weights_file = training_plan(run_dir, run_settings)
+                if plan == "done":
+                    map50, map50_95 = validate(weights_file, run_settings, workers, device, run_dir)
+            else:
+                try:
+                    map50, map50_95, train_s = train_config(cfg, run_dir, run_settings, workers, device, plots)
+                except UserError as e:  # e.g. a NaN loss: the other runs still go; this one is not kept
+                    LOGGER.error(f"ablate: {run_id} failed: {e}")
+                    failed = True
+            measured = measured or measure_model(cfg, latency_img, latency_runs)
+            params, gflops, latency_ms = measured
+            row = {"model": name, "cfg": cfg, "seed": seed, "params": params, "gflops_640": gflops,
+                   "latency_ms": latency_ms, "map50": map50, "map50_95": map50_95,
+                   "epochs": None if no_train else epochs, "train_s": train_s}
+            seed_rows.append(row)
+            # a --no-train row without mAP is not kept: the training may finish before the next invocation
+            if not failed and (map50_95 is not None or not no_train):
+                state[run_id] = {"key": key, "row": row}
+                save_state(state_path, state)
 
+    summary = summarize(seed_rows, baseline)
     md_path, csv_path, png_path = out_dir / "ablation.md", out_dir / "ablation.csv", out_dir / "ablation.png"
-    table = markdown_table(rows, latency_img)
-    train_total = sum(r["train_s"] or 0 for r in rows)
-    note = f"Settings: {settings_note(settings, latency_img, latency_runs)}. Training time, all rows: " \
-           f"{train_total / 60:.1f} min."
+    table = markdown_table(summary, latency_img, baseline)
+    train_total = sum(r["train_s"] or 0 for r in seed_rows)
+    note = (f"Settings: {settings_note(settings, seeds, budget, latency_img, latency_runs)}. Training time, all "
+            f"rows: {train_total / 60:.1f} min.\n\n{statistics_note(len(seeds))}")
+    finished = sum(r["map50_95"] is not None for r in seed_rows)
+    if finished < len(seed_rows):  # e.g. --no-train while the trainings run, or failed ones
+        note += (f"\n\nOnly {finished} of the {len(seed_rows)} runs have an mAP so far (the others show fewer seeds or "
+                 f"n/a); run the same command without --no-train to finish them (finished runs are reused).")
     wall = time.time() - t_start
     md_path.write_text(f"{table}\n{note}\n")
-    write_csv(rows, csv_path)
-    plotted = plot_ablation(rows, png_path, latency_img)
-    LOGGER.info(f"\n{table}\nablate: {len(rows)} rows in {wall / 60:.1f} min; wrote {md_path}, {csv_path}"
-                f"{f', {png_path}' if plotted else ' (no mAP values, so no plot)'}")
+    write_csv(summary, csv_path, COLUMNS)
+    write_csv(seed_rows, out_dir / "ablation_seeds.csv", SEED_COLUMNS)
+    plotted = plot_ablation(summary, png_path, latency_img, baseline)
+    LOGGER.info(f"\n{table}\nablate: {len(seed_rows)} runs of {len(summary)} configurations in {wall / 60:.1f} min; "
+                f"wrote {md_path}, {csv_path}{f', {png_path}' if plotted else ' (no mAP values, so no plot)'}")
     if write_readme:
         link = f"\n![mAP vs GFLOPs and latency]({os.path.relpath(png_path, readme.parent)})\n" if plotted else ""
         replace_readme_block(readme, f"{table}\n{note}\n{link}")
         LOGGER.info(f"ablate: table written into {readme}")
-    return rows
+    return summary
 
 
 def parse_opt(argv=None):
@@ -351,16 +538,22 @@ def parse_opt(argv=None):
     p.add_argument("--data", default=str(ROOT / "data/shapes.yaml"), help="dataset.yaml path")
     p.add_argument("--cfgs", nargs="+", default=["all"],
                    help="model yamls, glob patterns, or 'all' (stock yolov5n and every variant at n scale)")
-    p.add_argument("--epochs", type=int, default=3, help="training epochs of every configuration")
-    p.add_argument("--imgsz", "--img", type=int, default=128, help="train and val image size (pixels)")
+    presets = ", ".join(f"{k}: {e} epochs at {s} px" for k, (e, s) in BUDGETS.items())
+    p.add_argument("--budget", default=DEFAULT_BUDGET, choices=list(BUDGETS),
+                   help=f"training length preset ({presets}); --epochs / --imgsz override it")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs of every run (default: --budget's)")
+    p.add_argument("--imgsz", "--img", type=int, default=None, help="train and val image size (default: --budget's)")
     p.add_argument("--batch-size", type=int, default=16, help="training batch size")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers")
-    p.add_argument("--seed", type=int, default=0, help="training seed (the same for every configuration)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="training seeds; every configuration trains once per seed (the same seeds for all)")
+    p.add_argument("--baseline", default="", help="the configuration the others are compared with (default: first)")
     p.add_argument("--hyp", default="", help="hyperparameters yaml ('' = train.py's default)")
     p.add_argument("--weights", default="", help="initial weights for every configuration ('' = from scratch)")
     p.add_argument("--device", default="cpu", help="cpu or a CUDA device such as 0")
-    p.add_argument("--project", default=str(ROOT / "runs/ablate"), help="training runs go to project/<model name>")
-    p.add_argument("--out", default="", help="folder of the table, CSV, plot and state file (default: --project)")
+    p.add_argument("--project", default=str(ROOT / "runs/ablate"),
+                   help="training runs go to project/<model name>/seed<k>")
+    p.add_argument("--out", default="", help="folder of the tables, CSVs, plot and state file (default: --project)")
     p.add_argument("--no-train", action="store_true", help="only measure (mAP from earlier runs' weights, if any)")
     p.add_argument("--latency-img", type=int, default=640, help="image size of the latency measurement")
     p.add_argument("--latency-runs", type=int, default=5, help="timed forward passes per model (median reported)")

@@ -19,35 +19,63 @@ def n_params(cfg, nc):
     return sum(p.numel() for p in Model(cfg, nc=nc).parameters())
 
 
+SEEDS = [0, 1]
+
+
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
-    """One real invocation: 2 configurations, 1 epoch at 64 px on coco8 (4 train, 4 val images)."""
+    """One real invocation: 2 configurations x 2 seeds, 1 epoch at 64 px on coco8 (4 train, 4 val images)."""
     tmp = tmp_path_factory.mktemp("ablate")
-    kwargs = dict(data="coco8.yaml", cfgs=CFGS, epochs=1, imgsz=64, batch_size=4, workers=0, noautoanchor=True,
-                  project=str(tmp / "runs"), out=str(tmp / "out"), latency_img=64, latency_runs=1)
+    kwargs = dict(data="coco8.yaml", cfgs=CFGS, seeds=SEEDS, epochs=1, imgsz=64, batch_size=4, workers=0,
+                  noautoanchor=True, project=str(tmp / "runs"), out=str(tmp / "out"), latency_img=64, latency_runs=1)
     rows = ablate.run(**kwargs)
     return tmp, kwargs, rows
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def test_table_csv_and_plot(ablation):
     tmp, _, rows = ablation
     out = tmp / "out"
-    with open(out / "ablation.csv") as f:
-        table = list(csv.DictReader(f))
+    per_seed = read_csv(out / "ablation_seeds.csv")
+    assert [(r["model"], r["seed"]) for r in per_seed] == [("yolov5n", "0"), ("yolov5n", "1"),
+                                                          ("yolov5n_SPDConv", "0"), ("yolov5n_SPDConv", "1")]
+    for r in per_seed:
+        assert 0 <= float(r["map50_95"]) <= float(r["map50"]) <= 1
+        assert float(r["latency_ms"]) > 0 and float(r["train_s"]) > 0 and r["epochs"] == "1"
+    table = read_csv(out / "ablation.csv")
+    assert list(table[0]) == list(ablate.COLUMNS)
     assert [r["model"] for r in table] == ["yolov5n", "yolov5n_SPDConv"]
     assert int(table[0]["params"]) == 1872157  # the official YOLOv5n v7.0 count (80 classes)
     assert 4.4 < float(table[0]["gflops_640"]) < 4.6  # official: 4.5 GFLOPs at 640
     assert int(table[1]["params"]) == n_params(CFGS[1], nc=80)
-    for r in table:
-        assert 0 <= float(r["map50_95"]) <= float(r["map50"]) <= 1
-        assert float(r["latency_ms"]) > 0 and float(r["train_s"]) > 0 and r["epochs"] == "1"
+    for model, r in zip(("yolov5n", "yolov5n_SPDConv"), table):  # mean and sample sd of the two seeds
+        maps = [float(s["map50_95"]) for s in per_seed if s["model"] == model]
+        assert r["seeds"] == "2"
+        assert float(r["map50_95_mean"]) == pytest.approx(sum(maps) / 2)
+        assert float(r["map50_95_std"]) == pytest.approx(abs(maps[0] - maps[1]) / 2**0.5)
+        assert float(r["map50_mean"]) >= float(r["map50_95_mean"]) and float(r["map50_std"]) >= 0
+    base, variant = table
+    assert base["verdict"] == ablate.BASELINE and base["diff_map50_95"] == ""
+    diffs = [float(v["map50_95"]) - float(b["map50_95"]) for b, v in zip(per_seed[:2], per_seed[2:])]
+    half = 12.706 * abs(diffs[0] - diffs[1]) / 2**0.5 / 2**0.5  # t(0.975, 1 dof) * sd / sqrt(n)
+    assert float(variant["diff_map50_95"]) == pytest.approx(sum(diffs) / 2)
+    assert float(variant["diff_low"]) == pytest.approx(sum(diffs) / 2 - half)
+    assert float(variant["diff_high"]) == pytest.approx(sum(diffs) / 2 + half)
+    assert variant["verdict"] in (ablate.BETTER, ablate.WORSE, ablate.UNRESOLVED)
     md = (out / "ablation.md").read_text()
-    assert "| yolov5n | 1.872 | 4.47 |" in md and "| yolov5n_SPDConv |" in md
+    assert "| yolov5n | 2 | 1.872 | 4.47 |" in md and "| yolov5n_SPDConv | 2 |" in md
+    assert "Δ mAP50-95 vs yolov5n [95% CI]" in md and "paired Student-t interval" in md and "seeds 0, 1" in md
     png = (out / "ablation.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    for name in ("yolov5n", "yolov5n_SPDConv"):  # each trained into project/<name>/
-        ckpt = torch.load(tmp / "runs" / name / "weights" / "best.pt", map_location="cpu", weights_only=True)
-        assert ckpt["opt"]["imgsz"] == 64 and ckpt["opt"]["epochs"] == 1 and ckpt["opt"]["seed"] == 0
+    for name in ("yolov5n", "yolov5n_SPDConv"):  # each trained into project/<name>/seed<k>/
+        for seed in SEEDS:
+            ckpt = torch.load(tmp / "runs" / name / f"seed{seed}" / "weights" / "best.pt", map_location="cpu",
+                              weights_only=True)
+            assert ckpt["opt"]["imgsz"] == 64 and ckpt["opt"]["epochs"] == 1 and ckpt["opt"]["seed"] == seed
 
 
 def test_second_invocation_reuses_finished_rows(ablation, monkeypatch):
@@ -63,7 +91,7 @@ def test_second_invocation_reuses_finished_rows(ablation, monkeypatch):
     monkeypatch.setattr(ablate, "measure_model", fail)
     assert ablate.run(**kwargs) == rows
     state = json.loads((tmp / "out" / ablate.STATE_FILE).read_text())["rows"]
-    assert sorted(state) == ["yolov5n", "yolov5n_SPDConv"]
+    assert sorted(state) == ["yolov5n/seed0", "yolov5n/seed1", "yolov5n_SPDConv/seed0", "yolov5n_SPDConv/seed1"]
 
 
 def _fake_run(run_dir, settings, epoch, optimizer=True, best=True):
@@ -158,6 +186,135 @@ def test_a_failed_training_is_reported_and_not_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "run", train_run)
     monkeypatch.setattr(ablate, "measure_model", lambda cfg, img, runs: (1_000_000, 2.0, 10.0))
     rows = ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml", "yolov5s.yaml"], project=str(tmp_path))
-    assert [(r["model"], r["map50"], r["map50_95"]) for r in rows] == [("yolov5n", 0.3, 0.2), ("yolov5s", None, None)]
-    assert "| yolov5s | 1.000 | 2.00 | 10.0 | n/a | n/a | n/a |" in (tmp_path / "ablation.md").read_text()
-    assert sorted(json.loads((tmp_path / ablate.STATE_FILE).read_text())["rows"]) == ["yolov5n"]  # retried next time
+    assert [(r["model"], r["seeds"], r["map50_mean"], r["map50_95_mean"]) for r in rows] == [
+        ("yolov5n", 1, 0.3, 0.2), ("yolov5s", 0, None, None)]
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| yolov5s | 0 | 1.000 | 2.00 | 10.0 | n/a | n/a | n/a | n/a | n/a | n/a |" in md
+    assert "With 1 seed no interval can be computed" in md
+    assert sorted(json.loads((tmp_path / ablate.STATE_FILE).read_text())["rows"]) == ["yolov5n/seed0"]  # retried
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paired comparison on hand-made numbers
+# ---------------------------------------------------------------------------------------------------------------
+BASE = {0: 0.30, 1: 0.32, 2: 0.31}
+
+
+def test_clear_gain_is_better():
+    # differences 0.05, 0.04, 0.06: mean 0.05, sd 0.01; half width t(0.975, 2 dof) * 0.01 / sqrt(3) = 0.024843
+    c = ablate.paired_comparison({0: 0.35, 1: 0.36, 2: 0.37}, BASE)
+    assert c["n"] == 3 and c["diff"] == pytest.approx(0.05)
+    assert (c["low"], c["high"]) == (pytest.approx(0.025157, abs=1e-6), pytest.approx(0.074843, abs=1e-6))
+    assert c["verdict"] == ablate.BETTER
+    assert c["seeds_to_resolve"] == 3  # n=2: 12.706 * 0.01 / sqrt(2) = 0.0898 > 0.05; n=3: 0.0248 < 0.05
+
+
+def test_clear_loss_is_worse():
+    c = ablate.paired_comparison({0: 0.25, 1: 0.28, 2: 0.25}, BASE)  # differences -0.05, -0.04, -0.06
+    assert c["diff"] == pytest.approx(-0.05)
+    assert (c["low"], c["high"]) == (pytest.approx(-0.074843, abs=1e-6), pytest.approx(-0.025157, abs=1e-6))
+    assert c["verdict"] == ablate.WORSE and c["seeds_to_resolve"] == 3
+
+
+def test_noise_is_not_distinguishable_and_says_how_many_seeds_would_be():
+    # differences +0.03, -0.02, +0.02: mean 0.01, sd sqrt((0.02^2 + 0.03^2 + 0.01^2) / 2) = 0.026458
+    c = ablate.paired_comparison({0: 0.33, 1: 0.30, 2: 0.33}, BASE)
+    sd = (0.0014 / 2) ** 0.5
+    assert c["diff"] == pytest.approx(0.01)
+    half = 4.303 * sd / 3**0.5  # t(0.975, 2 dof) * sd / sqrt(n)
+    assert c["low"] == pytest.approx(0.01 - half) and c["high"] == pytest.approx(0.01 + half)
+    assert c["low"] < 0 < c["high"] and c["verdict"] == ablate.UNRESOLVED
+    # smallest n with t(n-1) * sd / sqrt(n) < 0.01: n=30 gives 2.045 * 0.026458 / 5.477 = 0.009879 (n=29: 0.010065)
+    assert c["seeds_to_resolve"] == 30
+    assert ablate.seeds_to_resolve(0.0, sd) is None  # no difference is ever resolved
+
+
+def test_comparison_pairs_seeds_and_handles_one_seed():
+    c = ablate.paired_comparison({0: 0.35, 5: 0.9}, BASE)  # seed 5 has no baseline partner: one pair left
+    assert c["n"] == 1 and c["diff"] == pytest.approx(0.05) and c["low"] is None and c["verdict"] == ablate.ONE_SEED
+    assert ablate.paired_comparison({0: None}, BASE)["verdict"] is None  # a failed run pairs with nothing
+
+
+def test_t_quantiles():
+    assert ablate.t_quantile_975(1) == 12.706 and ablate.t_quantile_975(30) == 2.042
+    assert ablate.t_quantile_975(60) == pytest.approx(2.000, abs=5e-4)  # expansion beyond the table
+    assert ablate.t_quantile_975(10**6) == pytest.approx(1.960, abs=5e-4)
+    assert ablate.mean_std([0.1, 0.3]) == (pytest.approx(0.2), pytest.approx(0.141421, abs=1e-6))
+    assert ablate.mean_std([0.1]) == (0.1, None) and ablate.mean_std([]) == (None, None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# An interrupted multi-seed run continues
+# ---------------------------------------------------------------------------------------------------------------
+class _Results:
+    """What train.run returns: an options namespace with the final results (P, R, mAP50, mAP50-95, ...)."""
+
+    def __init__(self, map50_95):
+        self.results = (0.5, 0.4, map50_95 + 0.1, map50_95, 0, 0, 0)
+
+
+def test_interrupted_multi_seed_run_continues(tmp_path, monkeypatch):
+    import train
+
+    # the variant gains 0.05, 0.04, 0.06 over the baseline's 0.30, 0.32, 0.31 on seeds 0, 1, 2
+    maps = {("yolov5n.yaml", s): m for s, m in BASE.items()}
+    maps |= {("yolov5s.yaml", 0): 0.35, ("yolov5s.yaml", 1): 0.36, ("yolov5s.yaml", 2): 0.37}
+
+    calls = []
+
+    def killed_at_yolov5s_seed1(**kw):
+        if (kw["cfg"], kw["seed"]) == ("yolov5s.yaml", 1):
+            raise KeyboardInterrupt  # the invocation is killed during this training
+        calls.append((kw["cfg"], kw["seed"]))
+        return _Results(maps[kw["cfg"], kw["seed"]])
+
+    monkeypatch.setattr(train, "run", killed_at_yolov5s_seed1)
+    monkeypatch.setattr(ablate, "measure_model", lambda cfg, img, runs: calls.append(("measure", cfg)) or (1, 2.0, 3.0))
+    kwargs = dict(data="coco8.yaml", cfgs=["yolov5n.yaml", "yolov5s.yaml"], seeds=[0, 1, 2], project=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        ablate.run(**kwargs)
+    assert calls == [("yolov5n.yaml", 0), ("measure", "yolov5n.yaml"), ("yolov5n.yaml", 1), ("yolov5n.yaml", 2),
+                     ("yolov5s.yaml", 0), ("measure", "yolov5s.yaml")]
+
+    # --no-train meanwhile: the finished trainings' rows are reused, the unfinished ones show no mAP and are not kept
+    monkeypatch.setattr(train, "run", lambda **kw: pytest.fail("--no-train trained"))
+    partial = ablate.run(**kwargs, no_train=True)
+    assert [(r["model"], r["seeds"], r["verdict"]) for r in partial] == [("yolov5n", 3, ablate.BASELINE),
+                                                                       ("yolov5s", 1, ablate.ONE_SEED)]
+    assert partial[1]["diff_map50_95"] == pytest.approx(0.05) and len(calls) == 6  # nothing trained or measured
+    assert "Only 4 of the 6 runs have an mAP so far" in (tmp_path / "ablation.md").read_text()
+    assert sorted(json.loads((tmp_path / ablate.STATE_FILE).read_text())["rows"]) == [
+        "yolov5n/seed0", "yolov5n/seed1", "yolov5n/seed2", "yolov5s/seed0"]
+
+    calls.clear()
+    def resumed(**kw):
+        calls.append((kw["cfg"], kw["seed"]))
+        return _Results(maps[kw["cfg"], kw["seed"]])
+
+    monkeypatch.setattr(train, "run", resumed)
+    rows = ablate.run(**kwargs)
+    assert calls == [("yolov5s.yaml", 1), ("yolov5s.yaml", 2)]  # only the unfinished seeds; no new measurement
+    base, variant = rows
+    assert (base["seeds"], base["map50_95_mean"], base["verdict"]) == (3, pytest.approx(0.31), ablate.BASELINE)
+    assert variant["seeds"] == 3 and variant["diff_map50_95"] == pytest.approx(0.05)
+    assert (variant["diff_low"], variant["verdict"]) == (pytest.approx(0.025157, abs=1e-6), ablate.BETTER)
+    table = (tmp_path / "ablation.md").read_text()
+    assert ("| yolov5s | 3 | 0.000 | 2.00 | 3.0 | 0.460 ± 0.010 | 0.360 ± 0.010 | +0.050 [+0.025, +0.075] | better "
+            "| 3 |") in table
+
+
+def test_budget_presets_and_baseline(tmp_path, monkeypatch):
+    import train
+
+    seen = []
+    monkeypatch.setattr(train, "run", lambda **kw: seen.append((kw["epochs"], kw["imgsz"])) or _Results(0.3))
+    monkeypatch.setattr(ablate, "measure_model", lambda cfg, img, runs: (1, 2.0, 3.0))
+    rows = ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml", "yolov5s.yaml"], budget="long", imgsz=96,
+                      baseline="yolov5s", project=str(tmp_path))
+    assert seen == [(ablate.BUDGETS["long"][0], 96)] * 2  # --imgsz overrides the preset's
+    assert [r["verdict"] for r in rows] == [ablate.ONE_SEED, ablate.BASELINE]
+    assert ablate.parse_opt([]).budget == ablate.DEFAULT_BUDGET
+    with pytest.raises(UserError, match="--baseline"):
+        ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml"], baseline="yolov5x", project=str(tmp_path))
+    with pytest.raises(UserError, match="--seeds"):
+        ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml"], seeds=[1, 1], project=str(tmp_path))
