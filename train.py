@@ -1,22 +1,29 @@
 """Train a YOLOv5 detection model on a dataset.
 
 Usage:
-    python train.py                                  # yolov5n from scratch on the built-in synthetic shapes
+    python train.py                                  # the built-in demo: yolov5n on generated shapes, 256 px, 30 epochs
+    python train.py --data data/coco8.yaml --weights yolov5s.pt        # official defaults: 640 px, 100 epochs
     python train.py --cfg models/yolov5s_ScConv.yaml --data data/coco8.yaml --weights yolov5s.pt --epochs 100
     python train.py --resume                         # continue the newest interrupted run (runs/**/last.pt)
     python train.py --resume runs/train/exp3/weights/last.pt
+    python train.py --data data/coco8.yaml --evolve 300                # hyperparameter evolution (runs/evolve/exp)
 
 Outputs go to runs/train/exp{N}/: weights/last.pt and best.pt, results.csv and .png, opt.yaml, hyp.yaml,
-labels.jpg, train_batch{0,1,2}.jpg and the final validation plots.
+labels.jpg, train_batch{0,1,2}.jpg, the final validation plots and a TensorBoard event file.
+
+Training reads top to bottom as phases (``train``): ``setup`` builds a TrainState (model, EMA, optimizer,
+schedule, loaders, loss, AMP, paths, resume state), then per epoch ``train_one_epoch`` and ``end_epoch``
+(validate, log, checkpoint, early stop), and ``finish`` (strip the checkpoints, validate best.pt, plots). The
+events of utils/callbacks.py fire along the way; the loggers of utils/loggers.py listen to them.
 """
 
 import argparse
 import logging
 import math
 import os
-import random
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,143 +35,43 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import val as validate  # noqa: E402
+from models.experimental import attempt_load  # noqa: E402
+from models.yolo import Model  # noqa: E402
+from utils.amp import AMP_CHOICES, check_amp, select_amp  # noqa: E402
+from utils.autoanchor import check_anchors  # noqa: E402
+from utils.autobatch import autobatch  # noqa: E402
+from utils.callbacks import Callbacks  # noqa: E402
+from utils.checkpoints import checkpoint_model_parts, load_checkpoint, make_checkpoint, nonfinite_weights  # noqa: E402
+from utils.checkpoints import save_checkpoint, strip_optimizer, transfer_weights  # noqa: E402
+from utils.dataloaders import create_dataloader  # noqa: E402
+from utils.dataset_yaml import check_dataset  # noqa: E402
+from utils.evolve import append_evolve_csv, next_hyp, plot_evolve, read_evolve_csv, write_best_hyp  # noqa: E402
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
 from utils.general import exit_code, print_args, start_results_csv, yaml_load, yaml_save  # noqa: E402
 from utils.hyp import check_hyp  # noqa: E402
+from utils.loggers import RESULTS_COLUMNS, Loggers  # noqa: E402
+from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
+from utils.metrics import fitness  # noqa: E402
 from utils.resume import load_resume_state  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
+from utils.training import NBS, EarlyStopping, build_optimizer, labels_to_class_weights, lr_lambda  # noqa: E402
+from utils.training import random_rescale, resample_images, set_epoch_lr, warmup  # noqa: E402
 
 DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights is given
-NBS = 64  # nominal batch size: gradients are accumulated up to it
+DEMO = dict(data=str(ROOT / "data/shapes.yaml"), epochs=30, imgsz=256)  # `python train.py` without --data
+OFFICIAL = dict(epochs=100, imgsz=640)  # YOLOv5's defaults, for unset flags once --data is given
 GRAD_CLIP_NORM = 10.0
-RESULTS_COLUMNS = (
-    "epoch",
-    "train/box_loss",
-    "train/obj_loss",
-    "train/cls_loss",
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-    "x/lr0",
-    "x/lr1",
-    "x/lr2",
-)
 HYP_KEYS = (
     "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr", "box", "cls",
     "cls_pw", "obj", "obj_pw", "anchor_t",
 )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Optimizer, learning-rate schedule and warmup
-# ---------------------------------------------------------------------------------------------------------------
-def build_optimizer(model, name="SGD", lr=0.001, momentum=0.9, decay=1e-5):
-    """Optimizer with three parameter groups: 0 biases (no decay), 1 conv/linear weights (decay ``decay``),
-    2 normalisation-layer weights (no decay). Adam/AdamW use ``momentum`` as beta1; SGD is Nesterov."""
-    biases, weights, norm_weights = [], [], []
-    norm_types = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
-    for module in model.modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if pname == "bias":
-                biases.append(p)
-            elif pname == "weight" and isinstance(module, norm_types):
-                norm_weights.append(p)
-            else:
-                weights.append(p)
-    if name == "Adam":
-        optimizer = torch.optim.Adam(biases, lr=lr, betas=(momentum, 0.999))
-    elif name == "AdamW":
-        optimizer = torch.optim.AdamW(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
-    elif name == "SGD":
-        optimizer = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
-    else:
-        raise UserError(f"--optimizer {name} is not supported; choose SGD, Adam or AdamW")
-    optimizer.add_param_group({"params": weights, "weight_decay": decay})
-    optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
-    for group in optimizer.param_groups:
-        group["initial_lr"] = lr
-    LOGGER.info(
-        f"{colorstr('optimizer:')} {name}(lr={lr}) with parameter groups {len(norm_weights)} weight(decay=0.0), "
-        f"{len(weights)} weight(decay={decay}), {len(biases)} bias"
-    )
-    return optimizer
-
-
-def lr_lambda(epochs, lrf, cos_lr=False):
-    """Learning-rate factor of an epoch: linear from 1 to ``lrf`` over ``epochs``, or a cosine one-cycle."""
-    if cos_lr:
-        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
-    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
-
-
-def set_epoch_lr(optimizer, lf, epoch):
-    """Scheduled learning rate of every group for ``epoch``: initial_lr * lf(epoch)."""
-    for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * lf(epoch)
-
-
-def warmup(optimizer, ni, nw, epoch, lf, hyp, batch_size):
-    """Warm up iteration ``ni`` of ``nw``: learning rates rise linearly to their scheduled values (the bias group
-    0 falls from warmup_bias_lr), momentum rises from warmup_momentum, and the gradient accumulation grows from
-    1 to NBS / batch_size. Returns the accumulation (number of batches per optimizer step)."""
-    xi = [0, nw]
-    for j, group in enumerate(optimizer.param_groups):
-        start = hyp["warmup_bias_lr"] if j == 0 else 0.0
-        group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * lf(epoch)]))
-        if "momentum" in group:  # SGD only; Adam keeps beta1
-            group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
-    return max(1, int(np.interp(ni, xi, [1, NBS / batch_size]).round()))
-
-
-class EarlyStopping:
-    """Stop when the fitness has not improved for ``patience`` epochs."""
-
-    def __init__(self, patience=30):
-        self.best_fitness = 0.0
-        self.best_epoch = 0
-        self.patience = patience or float("inf")
-
-    def __call__(self, epoch, fitness):
-        if fitness >= self.best_fitness:
-            self.best_epoch = epoch
-            self.best_fitness = fitness
-        stop = (epoch - self.best_epoch) >= self.patience
-        if stop:
-            LOGGER.info(
-                f"Stopping training early as no improvement observed in last {self.patience} epochs. "
-                f"Best results observed at epoch {self.best_epoch}, best model saved as best.pt.\n"
-                f"To update EarlyStopping(patience={self.patience}) pass a new patience value, "
-                f"i.e. `python train.py --patience 300` or use `--patience 0` to disable EarlyStopping."
-            )
-        return stop
-
-
-def labels_to_class_weights(labels, nc=80):
-    """Inverse class frequencies (nc,) of a list of (n, 5) label arrays, normalised to sum 1."""
-    classes = np.concatenate([x[:, 0] for x in labels if len(x)] or [np.zeros(0)]).astype(int)
-    counts = np.bincount(classes, minlength=nc)[:nc].astype(np.float64)
-    counts[counts == 0] = 1  # absent classes weigh like a single label
-    weights = 1 / counts
-    return torch.from_numpy(weights / weights.sum()).float()
-
-
-def labels_to_image_weights(labels, nc, class_weights):
-    """Sampling weight of each image: the sum of its labels' class weights."""
-    counts = np.array([np.bincount(x[:, 0].astype(int), minlength=nc)[:nc] for x in labels])
-    return (np.asarray(class_weights).reshape(1, nc) * counts).sum(1)
-
-
 def create_model(cfg, ckpt=None, nc=None, anchors=None):
     """A new Model from ``cfg`` (or the checkpoint's own yaml when cfg is empty), with every weight of checkpoint
     dict ``ckpt`` (official or project format) whose key and shape match copied in. The checkpoint's anchors are
     kept only when the model comes from its own yaml and no ``anchors`` are given."""
-    from models.yolo import Model
-    from utils.checkpoints import checkpoint_model_parts, transfer_weights
-
     if ckpt is None:
         return Model(cfg or DEFAULT_CFG, ch=3, nc=nc, anchors=anchors)
     ckpt_yaml, _, ckpt_sd = checkpoint_model_parts(ckpt)
@@ -174,84 +81,131 @@ def create_model(cfg, ckpt=None, nc=None, anchors=None):
     return model
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------------------------
-def train(hyp, opt, device):
-    """Train with options ``opt`` (the CLI namespace) and hyperparameters ``hyp``; returns the final
-    (P, R, mAP50, mAP50-95, val box, obj, cls) tuple."""
-    import val as validate
-    from models.yolo import Model
-    from utils.autoanchor import check_anchors
-    from utils.checkpoints import load_checkpoint, make_checkpoint, nonfinite_weights, save_checkpoint, strip_optimizer
-    from utils.dataloaders import create_dataloader
-    from utils.dataset_yaml import check_dataset
-    from utils.loss import ComputeLoss
-    from utils.metrics import fitness
-    from utils.plots import plot_images, plot_labels, plot_results
-
-    save_dir = Path(opt.save_dir)
-    epochs, batch_size, weights, single_cls = opt.epochs, opt.batch_size, opt.weights, opt.single_cls
-    resume, noval, nosave, plots = opt.resume, opt.noval, opt.nosave, not opt.noplots
-    main_process = RANK in (-1, 0)
-    wdir = save_dir / "weights"
-    last, best = wdir / "last.pt", wdir / "best.pt"
-    hyp_saved = dict(hyp)  # as given; the copy below is scaled for this model and batch
-    hyp = dict(hyp)
+def check_hyperparameters(hyp, source):
+    """Every key training needs is present and every value a number within its range (UserError otherwise)."""
     missing = [k for k in HYP_KEYS if k not in hyp]
     if missing:
-        raise UserError(
-            f"hyperparameters {missing} missing from --hyp {opt.hyp}; start from data/hyps/hyp.scratch-low.yaml"
-        )
+        raise UserError(f"hyperparameters {missing} missing from --hyp {source}; start from "
+                        f"data/hyps/hyp.scratch-low.yaml")
     not_numbers = [k for k, v in hyp.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
     if not_numbers:
-        raise UserError(f"hyperparameters {not_numbers} in --hyp {opt.hyp} must be numbers")
-    check_hyp(hyp, f"--hyp {opt.hyp}")
-    LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
+        raise UserError(f"hyperparameters {not_numbers} in --hyp {source} must be numbers")
+    check_hyp(hyp, f"--hyp {source}")
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training phases
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    """What the phases of one training share; built by ``setup``."""
+
+    opt: argparse.Namespace
+    device: torch.device
+    callbacks: Callbacks
+    save_dir: Path
+    hyp: dict  # scaled for this model, batch and image size
+    hyp_saved: dict  # as given (hyp.yaml, checkpoints)
+    data_dict: dict
+    nc: int
+    names: dict
+    model: nn.Module  # the training model (DDP-wrapped under torchrun)
+    ema: ModelEMA  # None on DDP ranks other than 0
+    optimizer: torch.optim.Optimizer
+    lf: object  # learning-rate factor of an epoch
+    amp: object  # utils.amp.AmpPolicy
+    scaler: torch.amp.GradScaler
+    compute_loss: ComputeLoss
+    train_loader: object
+    dataset: object
+    val_loader: object  # None without a val split and on DDP ranks other than 0
+    imgsz: int
+    gs: int
+    batch_size: int
+    stopper: EarlyStopping
+    start_epoch: int = 0
+    best_fitness: float = 0.0
+    last_opt_step: int = -1
+    maps: np.ndarray = None  # per-class mAP50-95 of the latest validation
+    results: tuple = (0.0,) * 7  # latest validation results
+    last_saved_epoch: int = None  # epoch of the newest finite last.pt
+    best_saved: bool = False  # best.pt written by this run (a new run writes its own, also in an --exist-ok folder)
+    failure: str = None  # why training stopped on NaN/inf, when it did
+    t0: float = field(default_factory=time.time)
+
+    @property
+    def main_process(self):
+        return RANK in (-1, 0)
+
+    @property
+    def last(self):
+        return self.save_dir / "weights" / "last.pt"
+
+    @property
+    def best(self):
+        return self.save_dir / "weights" / "best.pt"
+
+    @property
+    def epochs(self):
+        return self.opt.epochs
+
+
+def setup(hyp, opt, device, callbacks):
+    """Everything before the first epoch: options and hyperparameters checked and saved, data, model (new,
+    transferred or resumed), AMP, optimizer, EMA, loss and the resumed training state."""
+    callbacks.run("on_pretrain_routine_start")
+    save_dir = Path(opt.save_dir)
+    main_process = RANK in (-1, 0)
+    hyp_saved = dict(hyp)  # as given; the copy below is scaled for this model and batch
+    check_hyperparameters(hyp, opt.hyp)
+    LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
     if main_process:
-        wdir.mkdir(parents=True, exist_ok=True)
+        (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         yaml_save(save_dir / "hyp.yaml", hyp_saved)
         yaml_save(save_dir / "opt.yaml", vars(opt))
 
     cuda = device.type == "cuda"
-    ckpt = load_checkpoint(weights) if weights else None  # first: a missing file fails fast, nothing is downloaded
+    ckpt = load_checkpoint(opt.weights) if opt.weights else None  # first: a missing file fails fast
     init_seeds(opt.seed + 1 + RANK, deterministic=cuda)  # CPU kernels are deterministic already
     data_dict = check_dataset(opt.data, autodownload=opt.download)
-    train_path, val_path = data_dict["train"], data_dict["val"]
-    nc = 1 if single_cls else int(data_dict["nc"])
-    names = {0: "item"} if single_cls and len(data_dict["names"]) != 1 else dict(data_dict["names"])
+    nc = 1 if opt.single_cls else int(data_dict["nc"])
+    names = {0: "item"} if opt.single_cls and len(data_dict["names"]) != 1 else dict(data_dict["names"])
 
     # Model
-    if resume:
-        if not 0 <= ckpt["epoch"] < epochs - 1:
-            raise UserError(f"{weights} has finished training ({epochs} epochs); nothing to resume. "
-                            f"Start a new run with --weights {weights}")
+    if opt.resume:
+        if not 0 <= ckpt["epoch"] < opt.epochs - 1:
+            raise UserError(f"{opt.weights} has finished training ({opt.epochs} epochs); nothing to resume. "
+                            f"Start a new run with --weights {opt.weights}")
         model = Model(ckpt["yaml"], ch=3, nc=nc).to(device)
         model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
-        LOGGER.info(f"Resuming model weights from {weights}")
+        LOGGER.info(f"Resuming model weights from {opt.weights}")
     else:
         model = create_model(opt.cfg, ckpt, nc, anchors=hyp.get("anchors")).to(device)
     model.names = names
+    amp = select_amp(opt.amp, device.type)
+    if amp.device_type == "cuda":
+        amp = check_amp(model, amp)
+    LOGGER.info(f"{colorstr('AMP:')} {amp.describe()}")
 
     # Freeze
     freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
     for k, v in model.named_parameters():
         v.requires_grad = not any(x in k for x in freeze)
-        if freeze and not v.requires_grad:
-            LOGGER.debug(f"freezing {k}")
     if not any(v.requires_grad for v in model.parameters()):
         raise UserError(f"--freeze {' '.join(map(str, opt.freeze))} freezes all {len(model.model)} layers; "
                         f"nothing would train (backbone only: --freeze 10)")
 
     gs = max(int(model.stride.max()), 32)
     imgsz = check_img_size(opt.imgsz, gs, floor=gs * 2)
+    batch_size = opt.batch_size
+    if batch_size == -1:  # AutoBatch (single process; main() refuses it under DDP)
+        batch_size = opt.batch_size = autobatch(model, imgsz, device, amp)
 
     # Optimizer
+    hyp = dict(hyp)
     accumulate = max(round(NBS / batch_size), 1)
     hyp["weight_decay"] *= batch_size * accumulate / NBS
     optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
-    lf = lr_lambda(epochs, hyp["lrf"], opt.cos_lr)
 
     # Multi-GPU hooks
     if cuda and RANK == -1 and torch.cuda.device_count() > 1:
@@ -264,290 +218,283 @@ def train(hyp, opt, device):
 
     # Data
     train_loader, dataset = create_dataloader(
-        train_path, imgsz, batch_size // WORLD_SIZE, gs, single_cls, hyp=hyp, augment=True,
-        cache=None if opt.cache == "val" else opt.cache,
-        rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers, image_weights=opt.image_weights,
-        prefix=colorstr("train: "), shuffle=True, seed=opt.seed,
+        data_dict["train"], imgsz, batch_size // WORLD_SIZE, gs, opt.single_cls, hyp=hyp, augment=True,
+        cache=None if opt.cache == "val" else opt.cache, rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
+        image_weights=opt.image_weights, prefix=colorstr("train: "), shuffle=True, seed=opt.seed,
     )
     labels = np.concatenate([x for x in dataset.labels if len(x)] or [np.zeros((0, 5))], 0)
     if len(labels) and int(labels[:, 0].max()) >= nc:
         raise UserError(f"label class {int(labels[:, 0].max())} exceeds nc={nc} in {opt.data}; "
                         f"possible class labels are 0-{nc - 1}")
-    nb = len(train_loader)
-    if nb == 0:
-        raise UserError(f"no training images found in {train_path}")
-
+    if len(train_loader) == 0:
+        raise UserError(f"no training images found in {data_dict['train']}")
     val_loader = None
     if main_process:
-        if val_path:
+        if data_dict["val"]:
             val_loader = create_dataloader(
-                val_path, imgsz, batch_size // WORLD_SIZE * 2, gs, single_cls, hyp=hyp,
-                cache=None if noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
+                data_dict["val"], imgsz, batch_size // WORLD_SIZE * 2, gs, opt.single_cls, hyp=hyp,
+                cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
                 prefix=colorstr("val: "),
             )[0]
         else:
             LOGGER.warning(f"WARNING: {opt.data} has no 'val' split; validation is skipped")
-        if not resume:
-            if not opt.noautoanchor:
-                check_anchors(dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)
-            if plots:
-                plot_labels(labels, names, save_dir)
+        if not opt.resume and not opt.noautoanchor:
+            check_anchors(dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)
+    if not opt.resume:
+        callbacks.run("on_pretrain_routine_end", labels, names)
 
-    ema = ModelEMA(model) if main_process else None  # after AutoAnchor, which may change the anchors
-
-    # Resume state
-    best_fitness, start_epoch = 0.0, 0
-    last_opt_step, best_epoch, maps = -1, 0, np.zeros(nc)  # optimizer step, fitness epoch, per-class mAPs
-    if resume:
-        if ckpt.get("optimizer") is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        best_fitness = ckpt.get("best_fitness") or 0.0
-        if ema is not None and ckpt.get("ema"):
-            ema.ema.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
-            ema.updates = ckpt.get("updates", 0)
-        start_epoch = ckpt["epoch"] + 1
-        state = ckpt.get("train_state") or {}
-        last_opt_step = state.get("last_opt_step", last_opt_step)
-        best_epoch = state.get("best_epoch", best_epoch)
-        maps = np.array(state.get("maps", maps), dtype=np.float64)
-        LOGGER.info(f"Resuming training from {weights} at epoch {start_epoch} of {epochs}")
+    state = TrainState(
+        opt=opt, device=device, callbacks=callbacks, save_dir=save_dir, hyp=hyp, hyp_saved=hyp_saved,
+        data_dict=data_dict, nc=nc, names=names, model=model,
+        ema=ModelEMA(model) if main_process else None,  # after AutoAnchor, which may change the anchors
+        optimizer=optimizer, lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), amp=amp, scaler=amp.grad_scaler(),
+        compute_loss=None, train_loader=train_loader, dataset=dataset, val_loader=val_loader, imgsz=imgsz, gs=gs,
+        batch_size=batch_size, stopper=EarlyStopping(patience=opt.patience), maps=np.zeros(nc),
+    )
+    if opt.resume:
+        _restore(state, ckpt)
+        state.best_saved = state.best.exists()
     del ckpt
 
-    if cuda and RANK != -1:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[LOCAL_RANK], output_device=LOCAL_RANK)
-    elif RANK != -1:
-        model = nn.parallel.DistributedDataParallel(model)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-
-    # Loss scaling by the number of detection levels, classes and image size (hyps are tuned for 3 levels,
-    # 80 classes, 640 px)
-    nl = de_parallel(model).model[-1].nl
-    hyp["box"] *= 3 / nl
-    hyp["cls"] *= nc / 80 * 3 / nl
-    hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
-    hyp["label_smoothing"] = opt.label_smoothing
-    bare = de_parallel(model)
-    bare.hyp = hyp
-    bare.class_weights = labels_to_class_weights(dataset.labels, nc).to(device) * nc
-    compute_loss = ComputeLoss(bare)
-
-    # Training loop
-    nw = max(round(hyp["warmup_epochs"] * nb), 100) if hyp["warmup_epochs"] > 0 else 0
-    results = (0, 0, 0, 0, 0, 0, 0)
-    amp = cuda
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    stopper = EarlyStopping(patience=opt.patience)
-    stopper.best_fitness, stopper.best_epoch = best_fitness, best_epoch
-    tb_writer = _tensorboard(save_dir) if main_process else None
-    csv_file = save_dir / "results.csv"
+    if RANK != -1:
+        state.model = nn.parallel.DistributedDataParallel(model, **(dict(device_ids=[LOCAL_RANK],
+                                                                         output_device=LOCAL_RANK) if cuda else {}))
+    if amp.channels_last:
+        state.model = state.model.to(memory_format=torch.channels_last)
+    model.class_weights = labels_to_class_weights(dataset.labels, nc).to(device) * nc
+    state.hyp = scale_loss_gains(hyp, model.model[-1].nl, nc, imgsz)
+    state.hyp["label_smoothing"] = opt.label_smoothing
+    state.compute_loss = ComputeLoss(model, state.hyp)
     if main_process:
-        start_results_csv(csv_file, resume_epoch=start_epoch - 1 if resume else None)
-    last_saved_epoch = start_epoch - 1 if resume else None  # epoch of the newest finite last.pt
-    best_saved = resume and best.exists()  # a new run writes its own best.pt, also over an --exist-ok folder
-    t0 = time.time()
-    LOGGER.info(
-        f"Image sizes {imgsz} train, {imgsz} val\nUsing {getattr(train_loader, 'num_workers', 0)} dataloader "
-        f"workers\nLogging results to {colorstr('bold', save_dir)}\nStarting training for {epochs} epochs..."
-    )
-    nan_stop = diverged = None
-    epoch = start_epoch
-    for epoch in range(start_epoch, epochs):
-        init_seeds(opt.seed + 1 + RANK + epoch)  # per-epoch seeds: a resumed run draws what it would have drawn
-        model.train()
-        set_epoch_lr(optimizer, lf, epoch)
-        if opt.image_weights:
-            _resample_images(dataset, nc, bare.class_weights.cpu().numpy() * (1 - maps) ** 2 / nc)
-        train_loader.set_epoch(epoch)  # the shuffle and every augmentation depend on (seed, epoch) only
-        mloss = torch.zeros(3, device=device)
-        header = ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size")
-        LOGGER.info(("\n" + "%11s" * 7) % header)
-        pbar = enumerate(train_loader)
-        t_epoch, n_images = time.time(), 0
-        if main_process:
-            pbar = _progress(pbar, nb)
-        optimizer.zero_grad()
-        for i, (imgs, targets, paths, _) in pbar:
-            ni = i + nb * epoch
-            imgs = imgs.to(device, non_blocking=True).float() / 255
-            if ni <= nw:
-                accumulate = warmup(optimizer, ni, nw, epoch, lf, hyp, batch_size)
-            if opt.multi_scale:
-                imgs = _random_rescale(imgs, imgsz, gs)
-            if cuda:
-                imgs = imgs.contiguous(memory_format=torch.channels_last)
+        start_results_csv(save_dir / "results.csv", resume_epoch=state.start_epoch - 1 if opt.resume else None)
+    return state
 
-            with torch.autocast(device.type, enabled=amp):
-                pred = model(imgs)
-                loss, loss_items = compute_loss(pred, targets.to(device))
-                if RANK != -1:
-                    loss *= WORLD_SIZE  # gradients are averaged between processes
-            if not torch.isfinite(loss):
-                nan_stop = (epoch, i, loss_items.tolist())
-                break
 
-            n_images += imgs.shape[0]
-            scaler.scale(loss).backward()
-            if ni - last_opt_step >= accumulate:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP_NORM)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad()
-                if ema is not None:
-                    ema.update(model)
-                last_opt_step = ni
+def _restore(state, ckpt):
+    """Continue where checkpoint ``ckpt`` stopped: optimizer, EMA, epoch, best fitness and loop state."""
+    if ckpt.get("optimizer") is not None:
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+    state.best_fitness = ckpt.get("best_fitness") or 0.0
+    if state.ema is not None and ckpt.get("ema"):
+        state.ema.ema.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
+        state.ema.updates = ckpt.get("updates", 0)
+    state.start_epoch = ckpt["epoch"] + 1
+    state.last_saved_epoch = ckpt["epoch"]
+    saved = ckpt.get("train_state") or {}
+    state.last_opt_step = saved.get("last_opt_step", state.last_opt_step)
+    state.stopper.best_fitness = state.best_fitness
+    state.stopper.best_epoch = saved.get("best_epoch", 0)
+    state.maps = np.array(saved.get("maps", state.maps), dtype=np.float64)
+    LOGGER.info(f"Resuming training from {state.opt.weights} at epoch {state.start_epoch} of {state.epochs}")
 
-            if main_process:
-                mloss = (mloss * i + loss_items) / (i + 1)
-                mem = f"{torch.cuda.memory_reserved() / 1e9 if cuda else 0:.3g}G"
-                progress = (f"{epoch}/{epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1])
-                pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % progress)
-                if plots and ni < 3:
-                    plot_images(imgs, targets, paths, save_dir / f"train_batch{ni}.jpg", names=names)
-        if main_process and hasattr(pbar, "close"):
-            pbar.close()
-        if nan_stop is not None:
+
+@dataclass
+class EpochMetrics:
+    """What train_one_epoch measured: mean losses (box, obj, cls), images, seconds, the learning rates."""
+
+    mloss: torch.Tensor
+    images: int
+    seconds: float
+    lr: list
+
+
+def train_one_epoch(state, epoch):
+    """One pass over the training data with warmup, AMP, gradient accumulation and EMA. Returns EpochMetrics, or
+    None when the loss became NaN/inf (state.failure says where)."""
+    opt, model, optimizer, cb = state.opt, state.model, state.optimizer, state.callbacks
+    init_seeds(opt.seed + 1 + RANK + epoch)  # per-epoch seeds: a resumed run draws what it would have drawn
+    model.train()
+    set_epoch_lr(optimizer, state.lf, epoch)
+    if opt.image_weights:
+        class_weights = de_parallel(model).class_weights.cpu().numpy() * (1 - state.maps) ** 2 / state.nc
+        resample_images(state.dataset, state.nc, class_weights)
+    state.train_loader.set_epoch(epoch)  # the shuffle and every augmentation depend on (seed, epoch) only
+    cb.run("on_train_epoch_start", epoch)
+    nb = len(state.train_loader)
+    nw = max(round(state.hyp["warmup_epochs"] * nb), 100) if state.hyp["warmup_epochs"] > 0 else 0
+    accumulate = max(round(NBS / state.batch_size), 1)
+    mloss = torch.zeros(3, device=state.device)
+    LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+    pbar = enumerate(state.train_loader)
+    if state.main_process:
+        pbar = _progress(pbar, nb)
+    t_epoch, n_images = time.time(), 0
+    optimizer.zero_grad()
+    for i, (imgs, targets, paths, _) in pbar:
+        ni = i + nb * epoch
+        cb.run("on_train_batch_start", ni, epoch)
+        imgs = imgs.to(state.device, non_blocking=True).float() / 255
+        if ni <= nw:
+            accumulate = warmup(optimizer, ni, nw, epoch, state.lf, state.hyp, state.batch_size)
+        if opt.multi_scale:
+            imgs = random_rescale(imgs, state.imgsz, state.gs)
+        if state.amp.channels_last:
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
+
+        with state.amp.autocast():
+            pred = model(imgs)
+        loss, loss_items = state.compute_loss([p.float() for p in pred], targets.to(state.device))  # fp32 loss
+        if RANK != -1:
+            loss *= WORLD_SIZE  # gradients are averaged between processes
+        if not torch.isfinite(loss):
+            items = loss_items.tolist()
+            state.failure = f"the loss became NaN/inf at epoch {epoch}, batch {i} (box, obj, cls = {items})"
             break
 
-        lr = [g["lr"] for g in optimizer.param_groups]
-        t_train = time.time() - t_epoch
-        stop = False
-        if main_process:
-            ema.update_attr(model, include=["yaml", "nc", "hyp", "names", "stride", "class_weights"])
-            final_epoch = epoch + 1 == epochs or stopper.patience <= epoch - stopper.best_epoch + 1
-            # the epoch's last optimizer steps can break the weights although every loss was finite
-            bad = nonfinite_weights({"model": de_parallel(model).state_dict(), "ema": ema.ema.state_dict()})
-            if not bad and val_loader is not None and (not noval or final_epoch):
-                results, maps, _ = validate.run(
-                    data_dict, batch_size=batch_size // WORLD_SIZE * 2, imgsz=imgsz, half=amp, model=ema.ema,
-                    single_cls=single_cls, dataloader=val_loader, save_dir=save_dir, plots=False,
-                    compute_loss=compute_loss,
-                )
-                bad = [k for k, v in zip(RESULTS_COLUMNS[8:11], results[4:7]) if not math.isfinite(v)]
-            LOGGER.info(
-                f"epoch {epoch}: train {t_train:.1f}s ({n_images / max(t_train, 1e-9):.1f} img/s), "
-                f"val {time.time() - t_epoch - t_train:.1f}s"
-            )
-            if bad:  # nothing of this epoch is logged or saved
-                diverged, stop = (epoch, bad), True
-            else:
-                fi = float(fitness(np.array(results).reshape(1, -1))[0]) if val_loader is not None else 0.0
-                stop = stopper(epoch=epoch, fitness=fi)
-                improved = fi > best_fitness or not best_saved  # a tie (at 0: nothing learnt) keeps best.pt
-                best_fitness = max(best_fitness, fi)
-                row = [epoch, *mloss.tolist(), *[float(x) for x in results], *lr]
-                _append_csv(csv_file, row)
-                if tb_writer is not None:
-                    for k, v in zip(RESULTS_COLUMNS[1:], row[1:]):
-                        tb_writer.add_scalar(k, v, epoch)
+        n_images += imgs.shape[0]
+        state.scaler.scale(loss).backward()
+        if ni - state.last_opt_step >= accumulate:
+            state.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP_NORM)
+            state.scaler.step(optimizer)
+            state.scaler.update()
+            optimizer.zero_grad()
+            if state.ema is not None:
+                state.ema.update(model)
+            state.last_opt_step = ni
 
-                if not nosave or final_epoch:
-                    train_state = {"last_opt_step": int(last_opt_step), "best_epoch": int(stopper.best_epoch),
-                                   "maps": [float(x) for x in maps]}
-                    ckpt = make_checkpoint(
-                        model, names=names, ema=ema, optimizer=optimizer, epoch=epoch, best_fitness=best_fitness,
-                        opt=vars(opt), hyp=hyp_saved, half=False, train_state=train_state,
-                    )
-                    save_checkpoint(ckpt, last)
-                    last_saved_epoch = epoch
-                    if improved:
-                        save_checkpoint(ckpt, best)
-                        best_saved = True
-                    if opt.save_period > 0 and epoch % opt.save_period == 0:
-                        save_checkpoint(ckpt, wdir / f"epoch{epoch}.pt")
-                    del ckpt
-        if RANK != -1:  # every process stops together
-            flag = [stop]
-            torch.distributed.broadcast_object_list(flag, 0)
-            stop = flag[0]
-        if stop:
+        mloss = (mloss * i + loss_items) / (i + 1)
+        if state.main_process:
+            mem = f"{torch.cuda.memory_reserved() / 1e9 if state.device.type == 'cuda' else 0:.3g}G"
+            progress = (f"{epoch}/{state.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1])
+            pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % progress)
+        cb.run("on_train_batch_end", ni, model, imgs, targets, paths, mloss)
+        if cb.stop_training and RANK == -1:  # under DDP every rank stops together at the epoch's end
             break
+    if hasattr(pbar, "close"):
+        pbar.close()
+    if state.failure is not None:
+        return None
+    cb.run("on_train_epoch_end", epoch)
+    return EpochMetrics(mloss, n_images, time.time() - t_epoch, [g["lr"] for g in optimizer.param_groups])
 
-    if nan_stop is not None or diverged is not None:
-        if nan_stop is not None:
-            e, i, items = nan_stop
-            what = f"the loss became NaN/inf at epoch {e}, batch {i} (box, obj, cls = {items})"
+
+def end_epoch(state, epoch, metrics):
+    """Validate the EMA, log the epoch, write last.pt / best.pt and decide whether to stop (last epoch, early
+    stop, a callback's request, or NaN/inf in the weights or validation losses). Returns True to stop."""
+    opt, cb = state.opt, state.callbacks
+    stop = cb.stop_training
+    if state.main_process:
+        ema, t_val = state.ema, time.time()
+        ema.update_attr(state.model, include=["yaml", "nc", "names", "stride", "class_weights"])
+        final_epoch = epoch + 1 == state.epochs or state.stopper.patience <= epoch - state.stopper.best_epoch + 1
+        # the epoch's last optimizer steps can break the weights although every loss was finite
+        bad = nonfinite_weights({"model": de_parallel(state.model).state_dict(), "ema": ema.ema.state_dict()})
+        if not bad and state.val_loader is not None and (not opt.noval or final_epoch or stop):
+            state.results, state.maps, _ = _validate(state, ema.ema)
+            bad = [k for k, v in zip(RESULTS_COLUMNS[8:11], state.results[4:7]) if not math.isfinite(v)]
+        LOGGER.info(f"epoch {epoch}: train {metrics.seconds:.1f}s "
+                    f"({metrics.images / max(metrics.seconds, 1e-9):.1f} img/s), val {time.time() - t_val:.1f}s")
+        if bad:  # nothing of this epoch is logged or saved
+            state.failure = (f"NaN/inf at the end of epoch {epoch} in {len(bad)} of the weights/val losses "
+                             f"(e.g. {bad[:3]})")
+            stop = True
         else:
-            e, bad = diverged
-            what = f"NaN/inf at the end of epoch {e} in {len(bad)} of the weights/val losses (e.g. {bad[:3]})"
-        kept = (f"the newest finite checkpoint is {last} (epoch {last_saved_epoch})" if last_saved_epoch is not None
-                else "no checkpoint was written yet")
-        msg = (f"training stopped: {what}; {kept}. Lower the learning rate (--hyp with a smaller lr0) or the "
-               f"momentum, check the labels, then start again or resume with --resume {last}")
+            fi = float(fitness(np.array(state.results).reshape(1, -1))[0]) if state.val_loader is not None else 0.0
+            stop = state.stopper(epoch=epoch, fitness=fi) or stop
+            improved = fi > state.best_fitness or not state.best_saved  # a tie (at 0: nothing learnt) keeps best
+            state.best_fitness = max(state.best_fitness, fi)
+            values = [epoch, *metrics.mloss.tolist(), *[float(x) for x in state.results], *metrics.lr]
+            cb.run("on_fit_epoch_end", values, epoch, state.best_fitness, fi)
+            if not opt.nosave or final_epoch or stop:
+                _save(state, epoch, improved)
+                cb.run("on_model_save", state.last, epoch, final_epoch, state.best_fitness, fi)
+            stop = stop or cb.stop_training
+    if RANK != -1:  # every process stops together, as rank 0 decides
+        flag = [stop]
+        torch.distributed.broadcast_object_list(flag, 0)
+        stop = flag[0]
+    return stop
+
+
+def _validate(state, model, plots=False, verbose=False):
+    """val.evaluate on the val loader, in half precision when training runs fp16 autocast (as YOLOv5)."""
+    state.callbacks.run("on_val_start")
+    model = model.half() if state.amp.fp16 else model.float()
+    output = validate.evaluate(
+        model, state.val_loader, state.nc, state.names, state.device, single_cls=state.opt.single_cls,
+        half=state.amp.fp16, compute_loss=state.compute_loss, verbose=verbose, save_dir=state.save_dir, plots=plots,
+    )
+    model.float()
+    state.callbacks.run("on_val_end", output.results)
+    return output
+
+
+def _save(state, epoch, improved):
+    """last.pt (and best.pt when improved, epoch{N}.pt every --save-period) with everything --resume needs."""
+    opt = state.opt
+    train_state = {"last_opt_step": int(state.last_opt_step), "best_epoch": int(state.stopper.best_epoch),
+                   "maps": [float(x) for x in state.maps]}
+    ckpt = make_checkpoint(state.model, names=state.names, ema=state.ema, optimizer=state.optimizer, epoch=epoch,
+                           best_fitness=state.best_fitness, opt=vars(opt), hyp=state.hyp_saved, half=False,
+                           train_state=train_state)
+    save_checkpoint(ckpt, state.last)
+    state.last_saved_epoch = epoch
+    if improved:
+        save_checkpoint(ckpt, state.best)
+        state.best_saved = True
+    if opt.save_period > 0 and epoch % opt.save_period == 0:
+        save_checkpoint(ckpt, state.save_dir / "weights" / f"epoch{epoch}.pt")
+
+
+def finish(state, epoch):
+    """After the last epoch: strip last.pt and best.pt, validate best.pt with plots, summarise. A NaN/inf stop
+    raises a UserError naming the newest finite checkpoint instead."""
+    if state.failure is not None:
+        kept = (f"the newest finite checkpoint is {state.last} (epoch {state.last_saved_epoch})"
+                if state.last_saved_epoch is not None else "no checkpoint was written yet")
+        msg = (f"training stopped: {state.failure}; {kept}. Lower the learning rate (--hyp with a smaller lr0) or "
+               f"the momentum, check the labels, then start again or resume with --resume {state.last}")
         LOGGER.error(msg)
         raise UserError(msg)
-
-    if main_process:
-        hours = (time.time() - t0) / 3600
-        LOGGER.info(f"\n{epoch - start_epoch + 1} epochs completed in {hours:.3f} hours.")
+    if state.main_process:
+        LOGGER.info(f"\n{epoch - state.start_epoch + 1} epochs completed in {(time.time() - state.t0) / 3600:.3f} "
+                    f"hours.")
+        last, best = state.last, state.best
         for f in (last, best):
             if f.exists():
                 strip_optimizer(f)
-                if f is best and val_loader is not None:
-                    from models.experimental import attempt_load
-
+                if f is best and state.val_loader is not None:
                     LOGGER.info(f"\nValidating {f}...")
-                    results, _, _ = validate.run(
-                        data_dict, batch_size=batch_size // WORLD_SIZE * 2, imgsz=imgsz,
-                        model=attempt_load(f, device).half() if amp else attempt_load(f, device),
-                        single_cls=single_cls, dataloader=val_loader, save_dir=save_dir, verbose=True,
-                        plots=plots, compute_loss=compute_loss, half=amp,
-                    )
-        if plots and csv_file.exists():
-            plot_results(file=csv_file)
-        if tb_writer is not None:
-            tb_writer.close()
-        _summary(save_dir, last, best)
-    if cuda:
+                    model = attempt_load(f, state.device)
+                    state.results = _validate(state, model, plots=not state.opt.noplots, verbose=True).results
+        state.callbacks.run("on_train_end", last, best, epoch, state.results)
+        _summary(state.save_dir, last, best)
+    if state.device.type == "cuda":
         torch.cuda.empty_cache()
-    return results
+    return state.results
+
+
+def train(hyp, opt, device, callbacks=None):
+    """Train with options ``opt`` (the CLI namespace) and hyperparameters ``hyp``; returns the final ValResults
+    (P, R, mAP50, mAP50-95, val box, obj, cls)."""
+    callbacks = callbacks or Callbacks()
+    callbacks.stop_training = False
+    # the default loggers, after the caller's callbacks, on the process that logs; removed again at the end, so a
+    # Callbacks object can serve several runs
+    loggers = Loggers(opt.save_dir, plots=not opt.noplots).register(callbacks) if RANK in (-1, 0) else None
+    try:
+        state = setup(hyp, opt, device, callbacks)
+        LOGGER.info(f"Image sizes {state.imgsz} train, {state.imgsz} val\nUsing "
+                    f"{getattr(state.train_loader, 'num_workers', 0)} dataloader workers\nLogging results to "
+                    f"{colorstr('bold', state.save_dir)}\nStarting training for {state.epochs} epochs...")
+        callbacks.run("on_train_start")
+        epoch = state.start_epoch
+        for epoch in range(state.start_epoch, state.epochs):
+            metrics = train_one_epoch(state, epoch)
+            if metrics is None or end_epoch(state, epoch, metrics):
+                break
+        return finish(state, epoch)
+    finally:
+        if loggers is not None:
+            loggers.close()
+            callbacks.remove_actions("loggers")
 
 
 def _progress(iterable, total):
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, bar_format="{l_bar}{bar:10}{r_bar}")
-
-
-def _random_rescale(imgs, imgsz, gs):
-    """Multi-scale training: resize the batch to a random multiple of ``gs`` in [0.5, 1.5] x imgsz, at least
-    2 * gs (at gs the deepest feature map is 1x1, and BatchNorm of a 1-image batch on it fails)."""
-    size = max(random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs, 2 * gs)
-    factor = size / max(imgs.shape[2:])
-    if factor != 1:
-        new_shape = [math.ceil(x * factor / gs) * gs for x in imgs.shape[2:]]
-        imgs = nn.functional.interpolate(imgs, size=new_shape, mode="bilinear", align_corners=False)
-    return imgs
-
-
-def _resample_images(dataset, nc, class_weights):
-    """--image-weights: draw this epoch's images with probability proportional to their rare-class content."""
-    if not hasattr(dataset, "indices"):
-        LOGGER.warning("WARNING: --image-weights is not supported by this dataset; sampling uniformly")
-        return
-    iw = labels_to_image_weights(dataset.labels, nc=nc, class_weights=class_weights)
-    if not iw.sum() > 0:  # no labels at all: nothing to weigh by
-        LOGGER.warning("WARNING: --image-weights: the training images have no labels; sampling uniformly")
-        return
-    dataset.indices = random.choices(range(dataset.n), weights=iw, k=dataset.n)
-
-
-def _append_csv(file, row):
-    new = not file.exists()
-    with open(file, "a") as f:
-        if new:
-            f.write(",".join(f"{c:>20}" for c in RESULTS_COLUMNS) + "\n")
-        f.write(",".join(f"{x:>20.5g}" for x in row) + "\n")
-
-
-def _tensorboard(save_dir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # TensorBoard is optional
-        return None
-    LOGGER.info(f"{colorstr('TensorBoard: ')}Start with 'tensorboard --logdir {save_dir.parent}'")
-    return SummaryWriter(str(save_dir))
 
 
 def _summary(save_dir, last, best):
@@ -562,17 +509,45 @@ def _summary(save_dir, last, best):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Hyperparameter evolution
+# ---------------------------------------------------------------------------------------------------------------
+def evolve(hyp, opt, device, callbacks=None):
+    """--evolve N: N generations (fewer when evolve.csv in the run folder already holds some: the evolution
+    resumes), each a full training validated only at its final epoch; then hyp_evolve.yaml and evolve.png."""
+    save_dir = Path(opt.save_dir)
+    evolve_csv = save_dir / "evolve.csv"
+    done = len(read_evolve_csv(evolve_csv))
+    if done:
+        LOGGER.info(f"{colorstr('evolve: ')}resuming: {evolve_csv} holds {done} of {opt.evolve} generations")
+    for generation in range(done, opt.evolve):
+        gen_hyp = next_hyp(hyp, evolve_csv, generation_seed=opt.seed + generation)
+        gen_opt = argparse.Namespace(**{**vars(opt), "hyp": dict(gen_hyp), "noval": True, "nosave": True,
+                                        "noplots": True})
+        LOGGER.info(f"\n{colorstr('evolve: ')}generation {generation + 1}/{opt.evolve}")
+        results = train(gen_hyp, gen_opt, device, callbacks)
+        fit = append_evolve_csv(evolve_csv, results, gen_hyp)
+        LOGGER.info(f"{colorstr('evolve: ')}generation {generation + 1}: fitness {fit:.4f}")
+    best = write_best_hyp(evolve_csv, list(hyp), save_dir / "hyp_evolve.yaml")
+    plot_evolve(evolve_csv)
+    LOGGER.info(f"{colorstr('evolve: ')}results in {save_dir} (evolve.csv, hyp_evolve.yaml, evolve.png); train "
+                f"with them: python train.py --hyp {save_dir / 'hyp_evolve.yaml'}")
+    return best
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
 def parse_opt(argv=None, known=False):
     parser = argparse.ArgumentParser(description="Train a YOLOv5 detection model.")
     parser.add_argument("--weights", type=str, default="", help="initial weights path ('' = from scratch)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml path (yolov5n.yaml when no --weights)")
-    parser.add_argument("--data", type=str, default=str(ROOT / "data/shapes.yaml"), help="dataset.yaml path")
+    parser.add_argument("--data", type=str, default=None,
+                        help="dataset.yaml path (none: the built-in demo on generated shapes)")
     parser.add_argument("--hyp", type=str, default=str(ROOT / "data/hyps/hyp.scratch-low.yaml"), help="hyp path")
-    parser.add_argument("--epochs", type=int, default=30, help="total training epochs")
-    parser.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs")
-    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=256, help="train, val image size (pixels)")
+    parser.add_argument("--epochs", type=int, default=None, help="total training epochs (100; demo: 30)")
+    parser.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs, -1 for AutoBatch")
+    parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=None,
+                        help="train, val image size (pixels) (640; demo: 256)")
     parser.add_argument("--rect", action="store_true", help="rectangular training")
     parser.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training or PATH")
     parser.add_argument("--nosave", action="store_true", help="only save final checkpoint")
@@ -599,37 +574,82 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--freeze", nargs="+", type=int, default=[0], help="freeze layers: backbone=10, first3=0 1 2")
     parser.add_argument("--save-period", type=int, default=-1, help="checkpoint every x epochs (off if < 1)")
     parser.add_argument("--seed", type=int, default=0, help="global training seed")
+    parser.add_argument("--evolve", type=int, nargs="?", const=300, default=None,
+                        help="evolve hyperparameters for N generations (300 without N) in runs/evolve/<name>")
+    parser.add_argument("--amp", choices=AMP_CHOICES, default="auto",
+                        help="mixed precision: auto = fp16 on CUDA (after a check), bf16 + channels-last on CPUs "
+                             "with native bf16, else fp32; on = also emulated bf16; off = fp32")
     parser.add_argument("--local_rank", type=int, default=-1, help="automatic DDP multi-GPU argument, do not modify")
     return parser.parse_known_args(argv)[0] if known else parser.parse_args(argv)
 
 
-def main(opt):
-    if RANK in (-1, 0):
-        print_args(vars(opt), "train")
-    else:  # DDP: only rank 0 logs; the other ranks report errors only
+def apply_defaults(opt):
+    """Fill the unset flags of a new run: the built-in demo without --data, YOLOv5's defaults with it. Returns a
+    line saying which."""
+    demo = opt.data is None
+    for key, value in (DEMO if demo else OFFICIAL).items():
+        if getattr(opt, key) is None:
+            setattr(opt, key, value)
+    if not opt.cfg and not opt.weights:
+        opt.cfg = DEFAULT_CFG
+    model = opt.cfg or opt.weights
+    if demo:
+        return (f"built-in demo: {model} on generated shapes ({Path(opt.data).name}), {opt.imgsz} px, {opt.epochs} "
+                f"epochs; with --data, unset flags take YOLOv5's defaults ({OFFICIAL['imgsz']} px, "
+                f"{OFFICIAL['epochs']} epochs)")
+    return f"{model} on {opt.data}, {opt.imgsz} px, {opt.epochs} epochs"
+
+
+def _device_type(device):
+    """The device type --device names ('cpu', 'cuda', 'mps'), without selecting it."""
+    device = str(device or "").strip().lower()
+    if device in ("cpu", "mps"):
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def main(opt, callbacks=None):
+    if RANK not in (-1, 0):  # DDP: only rank 0 logs; the other ranks report errors only
         LOGGER.setLevel(logging.ERROR)
 
     if opt.resume:  # only training state and whitelisted options come from the checkpoint (utils/resume.py)
+        if opt.evolve is not None:
+            raise UserError("--resume and --evolve do not combine; an evolution resumes by itself from the "
+                            "evolve.csv in its folder")
         ckpt_path, saved, hyp = load_resume_state(opt.resume)
         cli = {k: getattr(opt, k) for k in ("workers", "device", "download")}
         opt = argparse.Namespace(**{**vars(parse_opt([])), **saved, **cli})
         opt.resume, opt.weights = True, str(ckpt_path)
         opt.save_dir = str(Path(os.path.abspath(ckpt_path)).parents[1])
+        mode = f"resuming {ckpt_path} ({opt.epochs} epochs, {opt.imgsz} px)"
     else:
-        if not opt.cfg and not opt.weights:
-            opt.cfg = DEFAULT_CFG
+        mode = apply_defaults(opt)
         hyp = opt.hyp if isinstance(opt.hyp, dict) else yaml_load(opt.hyp)
         if opt.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {opt.epochs}")
-        if opt.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {opt.batch_size}")
+        if opt.batch_size < 1 and opt.batch_size != -1:
+            raise UserError(f"--batch-size must be at least 1 (or -1 for AutoBatch), got {opt.batch_size}")
         if opt.workers < 0:
             raise UserError(f"--workers must be 0 (load in the main process) or more, got {opt.workers}")
+        if opt.evolve is not None:
+            if opt.evolve < 1:
+                raise UserError(f"--evolve needs at least 1 generation, got {opt.evolve}")
+            if WORLD_SIZE > 1 or LOCAL_RANK != -1:
+                raise UserError("--evolve runs in a single process; start it without torchrun (DDP)")
+            if Path(opt.project) == ROOT / "runs/train":
+                opt.project = str(ROOT / "runs/evolve")
+            opt.exist_ok = True  # the same folder again: the evolution resumes from its evolve.csv
         opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=RANK in (-1, 0)))
         if isinstance(opt.hyp, dict):
             opt.hyp = "dict"
+    LOGGER.info(f"{colorstr('train:')} {mode}; precision: {select_amp(opt.amp, _device_type(opt.device)).describe()}")
+    if RANK in (-1, 0):
+        print_args(vars(opt), "train")
 
-    device = select_device(opt.device, batch_size=opt.batch_size)
+    device = select_device(opt.device, batch_size=max(opt.batch_size, 0))
+    if opt.batch_size == -1 and (device.type != "cuda" or WORLD_SIZE > 1):
+        raise UserError("--batch-size -1 (AutoBatch) needs a single CUDA device (no torchrun); pass a batch size, "
+                        "e.g. --batch-size 16" + (" (this run is on the CPU)" if device.type != "cuda" else ""))
     if LOCAL_RANK != -1 and WORLD_SIZE > 1:
         import torch.distributed as dist
 
@@ -644,16 +664,20 @@ def main(opt):
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=10800))
 
     try:
-        opt.results = train(hyp, opt, device)
+        if opt.evolve is not None:
+            opt.hyp_evolve, opt.results = evolve(hyp, opt, device, callbacks), None
+        else:
+            opt.results = train(hyp, opt, device, callbacks)
     finally:  # every rank leaves the process group, also on an error, so no gloo thread outlives the process
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return opt
 
 
-def run(**kwargs):
+def run(callbacks=None, **kwargs):
     """Train from Python with the CLI flags as keyword arguments, e.g. ``run(data='coco8.yaml', imgsz=320,
-    epochs=3)``. Returns the options namespace with ``save_dir`` and final ``results``."""
+    epochs=3)``, and optionally a utils.callbacks.Callbacks. Returns the options namespace with ``save_dir`` and
+    the final ``results`` (val.ValResults)."""
     opt = parse_opt([], known=True)
     unknown = [k for k in kwargs if not hasattr(opt, k)]
     if unknown:
@@ -662,7 +686,7 @@ def run(**kwargs):
         setattr(opt, k, v)
     if isinstance(opt.freeze, int):
         opt.freeze = [opt.freeze]
-    return main(opt)
+    return main(opt, callbacks)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -126,111 +127,53 @@ def _names_dict(names):
     return dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): v for k, v in names.items()}
 
 
+class ValResults(NamedTuple):
+    """Validation metrics: mean precision and recall over classes, mAP at IoU 0.5 and 0.5:0.95, and the mean
+    validation losses (0 without a loss function). A tuple, so ``p, r, *_ = results`` works."""
+
+    precision: float
+    recall: float
+    map50: float
+    map50_95: float
+    box_loss: float
+    obj_loss: float
+    cls_loss: float
+
+
+class ValOutput(NamedTuple):
+    """What ``run`` and ``evaluate`` return: ValResults, mAP50-95 per class (nc,) (the mean for classes without
+    labels), and (pre-process, inference, NMS) milliseconds per image."""
+
+    results: ValResults
+    maps: np.ndarray
+    times: tuple
+
+
 @torch.no_grad()
-def run(
-    data,
-    weights=None,
-    batch_size=32,
-    imgsz=640,
-    conf_thres=0.001,
-    iou_thres=0.6,
-    max_det=300,
-    task="val",
-    device="",
-    workers=8,
-    single_cls=False,
-    augment=False,
-    verbose=False,
-    save_txt=False,
-    save_hybrid=False,
-    save_conf=False,
-    save_json=False,
-    project=ROOT / "runs/val",
-    name="exp",
-    exist_ok=False,
-    half=True,
-    dnn=False,
-    model=None,
-    dataloader=None,
-    save_dir=Path(""),
-    plots=True,
-    compute_loss=None,
-    backend=None,
-):
-    """Validate ``weights`` (or, from train.py, ``model`` with ``dataloader``) on the ``task`` split of ``data``.
+def evaluate(model, dataloader, nc, names, device, conf_thres=0.001, iou_thres=0.6, max_det=300, single_cls=False,
+             augment=False, half=False, compute_loss=None, verbose=False, save_dir=Path(""), plots=True,
+             save_txt=False, save_hybrid=False, save_conf=False, jdict=None, class_map=None, nms_stats=None):
+    """Run ``model`` over ``dataloader`` and score its detections; the part that train.py and ``run`` share.
 
-    Returns ((P, R, mAP50, mAP50-95, box_loss, obj_loss, cls_loss), maps (nc,) mAP50-95 per class (the mean for
-    classes without labels), (pre-process, inference, NMS) milliseconds per image). Losses are 0 without
-    ``compute_loss``.
+    ``model`` returns (inference output, training output) in eval mode; a training model or a DetectMultiBackend,
+    already in the precision ``half`` asks for (the images are cast to it). With ``compute_loss`` the validation
+    losses are computed from the training output. Detections are appended to ``jdict`` (COCO json records,
+    category ids from ``class_map``) when it is a list, and written as label files under save_dir/labels with
+    ``save_txt``; ``nms_stats`` (a dict) collects NMS candidate counts. Logs the metrics table; returns a
+    ValOutput.
     """
-    training = model is not None
-    if training:
-        device = next(model.parameters()).device
-        half &= device.type != "cpu"  # half precision only on CUDA
-        model = model.half() if half else model.float()
-        names = _names_dict(model.names if hasattr(model, "names") else model.module.names)
-        stride, pt = int(max(int(model.stride.max()), 32)), True
-        data = data if isinstance(data, dict) else _check_dataset(data)
-    else:
-        from export import backend_weights
-        from models.backends import DetectMultiBackend, newest_trained_weights
-
-        if batch_size < 1:
-            raise UserError(f"--batch-size {batch_size} must be at least 1")
-        if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
-            raise UserError(f"--conf-thres {conf_thres} and --iou-thres {iou_thres} must both be between 0 and 1")
-        if isinstance(weights, (list, tuple)):
-            weights = [w for w in weights if w]  # --weights '' means "not given", as in detect.py
-        weights = weights or newest_trained_weights()
-        data = _check_dataset(data)
-        split = task if task in ("train", "val", "test") else "val"
-        if not data.get(split):
-            raise UserError(f"--task {task}: the dataset yaml has no '{split}' split; add it or use --task val")
-        device = select_device(device, batch_size=batch_size)
-        weights = backend_weights(weights, backend, check_img_size(imgsz))
-        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
-        model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data.get("yaml_file"), fp16=half)
-        stride, pt = model.stride, model.pt
-        imgsz = check_img_size(imgsz, s=stride)
-        half = model.fp16
-        if not pt:
-            batch_size = 1
-            LOGGER.info(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for exported models")
-        names = _names_dict(model.names)
-        if not single_cls and model.nc != data["nc"]:
-            raise UserError(
-                f"{weights} has {model.nc} classes but --data {data.get('yaml_file', '')} has {data['nc']}; pass "
-                f"--weights and --data that belong together (or --single-cls for a one-class evaluation)"
-            )
     model.eval()
     save_dir = Path(save_dir)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-
-    nc = 1 if single_cls else int(data["nc"])
+    names = {0: names.get(0, "item")} if single_cls else names
+    class_map = class_map or list(range(max(1000, nc)))
     iouv = IOU_THRESHOLDS.to(device)
     niou = iouv.numel()
-    if not training:
-        model.warmup(imgsz=(1 if pt else batch_size, 3, imgsz, imgsz))
-        pad, rect = (0.0, False) if task == "speed" else (0.5, pt)
-        from utils.dataloaders import create_dataloader
-
-        dataloader, dataset = create_dataloader(data[split], imgsz, batch_size, stride, single_cls, pad=pad,
-                                                rect=rect, workers=workers, prefix=colorstr(f"{split}: "))
-        max_class = max((int(x[:, 0].max()) for x in dataset.labels if len(x)), default=-1)
-        if max_class >= nc:
-            raise UserError(f"label class {max_class} exceeds nc={nc} in {data.get('yaml_file', 'the dataset')}; "
-                            f"possible class labels are 0-{nc - 1}")
-    if single_cls:
-        names = {0: names.get(0, "item")}
-
-    is_coco = isinstance(data.get("val"), str) and data["val"].replace("\\", "/").endswith("coco/val2017.txt")
-    class_map = coco80_to_coco91_class() if is_coco else list(range(max(1000, nc)))
     confusion_matrix = ConfusionMatrix(nc=nc)
     seen = 0
     dt = [0.0, 0.0, 0.0]  # pre-process, inference, NMS seconds
     loss = torch.zeros(3, device=device)
-    nms_stats = {}
-    jdict, stats = [], []
+    nms_stats = {} if nms_stats is None else nms_stats
+    stats = []
     from tqdm import tqdm
 
     pbar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}")
@@ -284,7 +227,7 @@ def run(
             stats.append((correct, pred[:, 4], pred[:, 5], labels[:, 0]))
             if save_txt:
                 save_one_txt(predn, save_conf, shape, file=save_dir / "labels" / f"{path.stem}.txt")
-            if save_json:
+            if jdict is not None:
                 save_one_json(predn, jdict, path, class_map)
 
         if plots and batch_i < 3:
@@ -307,19 +250,126 @@ def run(
 
     LOGGER.info(TABLE_ROW % ("all", seen, nt.sum(), mp, mr, map50, map5095))
     if nt.sum() == 0:
-        LOGGER.warning(f"WARNING: no labels found in the {task} set; metrics need labels")
-    if (verbose or (nc < 50 and not training)) and nc > 1 and len(ap_class):
+        LOGGER.warning("WARNING: no labels found in the validated split; metrics need labels")
+    if verbose and nc > 1 and len(ap_class):
         for i, c in enumerate(ap_class):
             LOGGER.info(TABLE_ROW % (names.get(int(c), str(c)), seen, nt[c], p[i], r[i], ap50[i], ap[i]))
-
-    t = tuple(x / max(seen, 1) * 1e3 for x in dt)
-    if not training:
-        shape = (batch_size, 3, imgsz, imgsz)
-        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % t)
-    _report_nms(nms_stats, training)
-
+    _warn_capped_nms(nms_stats)
     if plots:
         confusion_matrix.plot(save_dir=save_dir, names=names)
+
+    maps = np.zeros(nc) + map5095
+    for i, c in enumerate(ap_class):
+        maps[c] = ap[i]
+    losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
+    times = tuple(x / max(seen, 1) * 1e3 for x in dt)
+    return ValOutput(ValResults(float(mp), float(mr), float(map50), float(map5095), *losses), maps, times)
+
+
+@torch.no_grad()
+def run(
+    data,
+    weights=None,
+    batch_size=32,
+    imgsz=640,
+    conf_thres=0.001,
+    iou_thres=0.6,
+    max_det=300,
+    task="val",
+    device="",
+    workers=8,
+    single_cls=False,
+    augment=False,
+    verbose=False,
+    save_txt=False,
+    save_hybrid=False,
+    save_conf=False,
+    save_json=False,
+    project=ROOT / "runs/val",
+    name="exp",
+    exist_ok=False,
+    half=True,
+    dnn=False,
+    model=None,
+    dataloader=None,
+    save_dir=Path(""),
+    plots=True,
+    compute_loss=None,
+    backend=None,
+):
+    """Validate ``weights`` (or an in-memory ``model`` with its ``dataloader``) on the ``task`` split of ``data``:
+    set up the model, data and output folder, ``evaluate``, then report (speeds, COCO json and pycocotools).
+
+    Returns a ValOutput (results, maps, times), see ``evaluate``.
+    """
+    training = model is not None
+    if training:
+        device = next(model.parameters()).device
+        half &= device.type != "cpu"  # half precision only on CUDA
+        model = model.half() if half else model.float()
+        names = _names_dict(model.names if hasattr(model, "names") else model.module.names)
+        data = data if isinstance(data, dict) else _check_dataset(data)
+    else:
+        from export import backend_weights
+        from models.backends import DetectMultiBackend, newest_trained_weights
+
+        if batch_size < 1:
+            raise UserError(f"--batch-size {batch_size} must be at least 1")
+        if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
+            raise UserError(f"--conf-thres {conf_thres} and --iou-thres {iou_thres} must both be between 0 and 1")
+        if isinstance(weights, (list, tuple)):
+            weights = [w for w in weights if w]  # --weights '' means "not given", as in detect.py
+        weights = weights or newest_trained_weights()
+        data = _check_dataset(data)
+        split = task if task in ("train", "val", "test") else "val"
+        if not data.get(split):
+            raise UserError(f"--task {task}: the dataset yaml has no '{split}' split; add it or use --task val")
+        device = select_device(device, batch_size=batch_size)
+        weights = backend_weights(weights, backend, check_img_size(imgsz))
+        save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
+        model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data.get("yaml_file"), fp16=half)
+        stride, pt = model.stride, model.pt
+        imgsz = check_img_size(imgsz, s=stride)
+        half = model.fp16
+        if not pt:
+            batch_size = 1
+            LOGGER.info(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for exported models")
+        names = _names_dict(model.names)
+        if not single_cls and model.nc != data["nc"]:
+            raise UserError(
+                f"{weights} has {model.nc} classes but --data {data.get('yaml_file', '')} has {data['nc']}; pass "
+                f"--weights and --data that belong together (or --single-cls for a one-class evaluation)"
+            )
+    save_dir = Path(save_dir)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+
+    nc = 1 if single_cls else int(data["nc"])
+    if not training:
+        model.warmup(imgsz=(1 if pt else batch_size, 3, imgsz, imgsz))
+        pad, rect = (0.0, False) if task == "speed" else (0.5, pt)
+        from utils.dataloaders import create_dataloader
+
+        dataloader, dataset = create_dataloader(data[split], imgsz, batch_size, stride, single_cls, pad=pad,
+                                                rect=rect, workers=workers, prefix=colorstr(f"{split}: "))
+        max_class = max((int(x[:, 0].max()) for x in dataset.labels if len(x)), default=-1)
+        if max_class >= nc:
+            raise UserError(f"label class {max_class} exceeds nc={nc} in {data.get('yaml_file', 'the dataset')}; "
+                            f"possible class labels are 0-{nc - 1}")
+
+    is_coco = isinstance(data.get("val"), str) and data["val"].replace("\\", "/").endswith("coco/val2017.txt")
+    class_map = coco80_to_coco91_class() if is_coco else list(range(max(1000, nc)))
+    jdict = [] if save_json else None
+    nms_stats = {}
+    output = evaluate(model, dataloader, nc, names, device, conf_thres=conf_thres, iou_thres=iou_thres,
+                      max_det=max_det, single_cls=single_cls, augment=augment, half=half, compute_loss=compute_loss,
+                      verbose=verbose or (nc < 50 and not training), save_dir=save_dir, plots=plots,
+                      save_txt=save_txt, save_hybrid=save_hybrid, save_conf=save_conf, jdict=jdict,
+                      class_map=class_map, nms_stats=nms_stats)
+    if not training:
+        shape = (batch_size, 3, imgsz, imgsz)
+        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}"
+                    % output.times)
+        _report_nms(nms_stats)
 
     if save_json and not jdict:
         LOGGER.info("--save-json: no detections to save")
@@ -338,31 +388,29 @@ def run(
             result = coco_evaluate(anno_json, pred_json, [coco_image_id(x) for x in dataset.im_files])
             if result is not None:
                 LOGGER.info(f"pycocotools: mAP50 {result[1]:.3f}, mAP50-95 {result[0]:.3f} (at most 100 detections "
-                            f"per image); this project: mAP50 {map50:.3f}, mAP50-95 {map5095:.3f} "
-                            f"(at most {max_det})")
+                            f"per image); this project: mAP50 {output.results.map50:.3f}, mAP50-95 "
+                            f"{output.results.map50_95:.3f} (at most {max_det})")
 
     model.float()
     if not training:
         n_txt = len(list(save_dir.glob("labels/*.txt")))
         saved = f"\n{n_txt} labels saved to {save_dir / 'labels'}" if save_txt else ""
         LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{saved}")
-    maps = np.zeros(nc) + map5095
-    for i, c in enumerate(ap_class):
-        maps[c] = ap[i]
-    losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
-    return (float(mp), float(mr), float(map50), float(map5095), *losses), maps, t
+    return output
 
 
-def _report_nms(nms_stats, training):
-    """Say how many candidates NMS saw, and loudly how many images had more than max_nms of them."""
-    images = nms_stats.get("images", 0)
-    if not images:
-        return
+def _warn_capped_nms(nms_stats):
+    """Say loudly how many images had more than max_nms NMS candidates."""
     capped = nms_stats.get("capped", 0)
     if capped:
-        LOGGER.warning(f"WARNING: NMS: {capped} of {images} images had more than {MAX_NMS} candidates above "
-                       f"--conf-thres; only their {MAX_NMS} most confident entered NMS")
-    elif not training:
+        LOGGER.warning(f"WARNING: NMS: {capped} of {nms_stats['images']} images had more than {MAX_NMS} candidates "
+                       f"above --conf-thres; only their {MAX_NMS} most confident entered NMS")
+
+
+def _report_nms(nms_stats):
+    """Say how many candidates NMS saw per image (when none was capped; otherwise _warn_capped_nms spoke)."""
+    images = nms_stats.get("images", 0)
+    if images and not nms_stats.get("capped", 0):
         LOGGER.info(f"NMS: {nms_stats['candidates'] / images:.0f} candidates per image on average, none capped "
                     f"(cap {MAX_NMS}), no time limit")
 

@@ -45,8 +45,7 @@ def train_step_speed(path, imgsz, batch_size, steps, nc):
     LOGGER.setLevel(logging.WARNING)  # no layer table in the benchmark output
     model = Model(ROOT / "models" / "yolov5n.yaml", nc=nc).train()
     LOGGER.setLevel(level)
-    model.hyp = yaml_load(HYP)
-    compute_loss = ComputeLoss(model)
+    compute_loss = ComputeLoss(model, yaml_load(HYP))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
     loader, _ = create_dataloader(path, imgsz, batch_size, 32, hyp=yaml_load(HYP), augment=True, workers=0)
     imgs, targets, _, _ = next(iter(loader))

@@ -1,41 +1,76 @@
-"""Training benchmark: yolov5n from scratch on the built-in synthetic shapes data (fixed seed, 256 px, batch 16).
+"""Training benchmark: yolov5n from scratch on the built-in synthetic shapes data (fixed seed, 256 px, batch 16),
+once per --amp setting in the same invocation, so that the precisions are compared on the same machine state.
 
-Prints the seconds per epoch (training part and validation part), the training speed in images/s and the final
-mAP50 / mAP50-95 of best.pt. Reference (official YOLOv5 v7.0 on a 2-core machine of this kind, SPEC section 3):
-about 34 images/s (11 s per training epoch of 384 images); after 30 epochs mAP50 0.46, mAP50-95 0.27.
+Prints, per setting (timed with training callbacks), the seconds per epoch (training part and validation part),
+the training speed in images/s, the share of the training time spent waiting for the data loader, and the final
+mAP50 / mAP50-95 of best.pt; then the ratio of the median training epoch of each setting to the first one. Reference (official YOLOv5 v7.0 on
+a 2-core machine of this kind, SPEC section 3): about 34 images/s (11 s per training epoch of 384 images); after
+30 epochs mAP50 0.46, mAP50-95 0.27.
 
 Usage:
-    python benchmarks/bench_train.py --epochs 30 [--workers 2] [--batch-size 16] [--imgsz 256]
+    python benchmarks/bench_train.py --epochs 30 [--amp off auto] [--workers 2] [--batch-size 16] [--imgsz 256]
 """
 
 import argparse
-import logging
-import re
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import train  # noqa: E402
-from utils.general import LOGGER  # noqa: E402
+from utils.amp import AMP_CHOICES, select_amp  # noqa: E402
+from utils.callbacks import Callbacks  # noqa: E402
 
-EPOCH_LINE = re.compile(r"epoch (\d+): train ([\d.]+)s \(([\d.]+) img/s\), val ([\d.]+)s")
 
-
-class EpochTimes(logging.Handler):
-    """Collects the per-epoch timing lines train.py logs."""
+class EpochTimer:
+    """Per-epoch training and validation seconds, images, and the time spent waiting for the data loader (from
+    the end of one batch, or the start of the epoch, to the start of the next batch), from training events."""
 
     def __init__(self):
-        super().__init__(logging.INFO)
-        self.epochs = []
+        self.epochs = []  # (epoch, train s, img/s, val s)
+        self.loader_wait = 0.0
+        self.callbacks = Callbacks()
+        for hook, method in (("on_train_epoch_start", self.epoch_start), ("on_train_batch_start", self.batch_start),
+                             ("on_train_batch_end", self.batch_end), ("on_train_epoch_end", self.epoch_end),
+                             ("on_fit_epoch_end", self.fit_epoch_end)):
+            self.callbacks.register_action(hook, "timer", method)
 
-    def emit(self, record):
-        match = EPOCH_LINE.search(record.getMessage())
-        if match:
-            self.epochs.append(tuple(float(x) for x in match.groups()))
+    def epoch_start(self, epoch):
+        self.t_start = self.t_ready = time.perf_counter()
+        self.images = 0
+
+    def batch_start(self, ni, epoch):
+        self.loader_wait += time.perf_counter() - self.t_ready
+
+    def batch_end(self, ni, model, imgs, targets, paths, mloss):
+        self.images += imgs.shape[0]
+        self.t_ready = time.perf_counter()
+
+    def epoch_end(self, epoch):
+        self.t_train = time.perf_counter() - self.t_start
+
+    def fit_epoch_end(self, values, epoch, best_fitness, fitness):
+        t_val = time.perf_counter() - self.t_start - self.t_train
+        self.epochs.append((epoch, self.t_train, self.images / self.t_train, t_val))
+
+
+def train_once(amp, args):
+    """One full training run with ``--amp amp``; returns (timer, final results, total seconds)."""
+    timer = EpochTimer()
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        opt = train.run(
+            cfg="yolov5n.yaml", weights="", data=str(ROOT / "data/shapes.yaml"), imgsz=args.imgsz,
+            epochs=args.epochs, batch_size=args.batch_size, workers=args.workers, device=args.device,
+            seed=args.seed, project=tmp, name="bench", noplots=True, amp=amp, callbacks=timer.callbacks,
+        )
+    return timer, opt.results, time.time() - t0
 
 
 def main():
@@ -46,35 +81,35 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--amp", nargs="+", choices=AMP_CHOICES, default=["off", "auto"],
+                        help="train once per setting, in this order; ratios are against the first")
     args = parser.parse_args()
 
-    times = EpochTimes()
-    LOGGER.addHandler(times)
-    t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        opt = train.run(
-            cfg="yolov5n.yaml", weights="", data=str(ROOT / "data/shapes.yaml"), imgsz=args.imgsz,
-            epochs=args.epochs, batch_size=args.batch_size, workers=args.workers, device=args.device,
-            seed=args.seed, project=tmp, name="bench", noplots=True,
-        )
-    total = time.time() - t0
-    LOGGER.removeHandler(times)
+    runs = {amp: train_once(amp, args) for amp in args.amp}
 
-    p, r, map50, map5095 = opt.results[:4]
     print(f"\nbench_train: yolov5n from scratch, data/shapes.yaml, {args.imgsz} px, batch {args.batch_size}, "
           f"{args.epochs} epochs, workers {args.workers}, seed {args.seed}")
-    print(f"{'epoch':>5} {'train s':>8} {'img/s':>7} {'val s':>6}")
-    for e, t_train, speed, t_val in times.epochs:
-        print(f"{int(e):>5} {t_train:>8.1f} {speed:>7.1f} {t_val:>6.1f}")
-    if times.epochs:
-        n = len(times.epochs)
-        later = times.epochs[1:] or times.epochs  # epoch 0 includes warm-up costs (caches, first allocations)
-        mean_train = sum(x[1] for x in later) / len(later)
-        mean_speed = sum(x[2] for x in later) / len(later)
-        mean_val = sum(x[3] for x in later) / len(later)
-        print(f"mean over epochs 1-{n - 1}: train {mean_train:.1f} s/epoch ({mean_speed:.1f} img/s), "
-              f"val {mean_val:.1f} s/epoch")
-    print(f"total {total:.0f} s; final (best.pt): P {p:.3f} R {r:.3f} mAP50 {map50:.3f} mAP50-95 {map5095:.3f}")
+    medians = {}
+    device_type = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    for amp, (timer, results, total) in runs.items():
+        print(f"\n--amp {amp}: {select_amp(amp, device_type).describe()}")
+        print(f"{'epoch':>5} {'train s':>8} {'img/s':>7} {'val s':>6}")
+        for e, t_train, speed, t_val in timer.epochs:
+            print(f"{int(e):>5} {t_train:>8.1f} {speed:>7.1f} {t_val:>6.1f}")
+        later = timer.epochs[1:] or timer.epochs  # epoch 0 includes warm-up costs (caches, first allocations)
+        medians[amp] = statistics.median(x[1] for x in later)
+        train_total = sum(x[1] for x in timer.epochs)
+        print(f"--amp {amp}: median train {medians[amp]:.1f} s/epoch "
+              f"({statistics.median(x[2] for x in later):.1f} img/s) over epochs 1-{len(timer.epochs) - 1}, "
+              f"val {statistics.median(x[3] for x in later):.1f} s/epoch; waiting for the data loader "
+              f"{timer.loader_wait:.0f} s of {train_total:.0f} s training "
+              f"({timer.loader_wait / max(train_total, 1e-9):.0%})")
+        print(f"--amp {amp}: total {total:.0f} s; final (best.pt): P {results.precision:.3f} R {results.recall:.3f} "
+              f"mAP50 {results.map50:.3f} mAP50-95 {results.map50_95:.3f}")
+    first = args.amp[0]
+    for amp in args.amp[1:]:
+        print(f"median train epoch --amp {amp} / --amp {first}: {medians[amp] / medians[first]:.2f}x; "
+              f"mAP50-95 difference {runs[amp][1].map50_95 - runs[first][1].map50_95:+.3f}")
     print("reference (official v7.0, 2 cores): 34 img/s, 11 s/epoch; 30 epochs: mAP50 0.46, mAP50-95 0.27")
 
 

@@ -1,8 +1,8 @@
 """Distributed (DDP) training on CPU with gloo: two real torchrun processes, and every model under DDP.
 
-The torchrun test launches train.py's main() through a small probe script that records the image paths of each
-rank's training batches and simulates an interruption at the start of the second epoch; a second launch resumes
-from that last.pt.
+The torchrun test launches train.py's main() through a small probe script whose callbacks record the image paths
+of each rank's training batches and simulate an interruption at the start of the second epoch; a second launch
+resumes from that last.pt.
 """
 
 import os
@@ -24,29 +24,27 @@ PROBE = textwrap.dedent(
     import os, sys
     sys.path.insert(0, {root!r})
     import train
-    from utils.dataloaders import LoadImagesAndLabels
+    from utils.callbacks import Callbacks
 
     dump_dir, stop_at = os.environ["DDP_PROBE_DIR"], int(os.environ.get("DDP_PROBE_STOP_AT", -1))
-    rank, epoch = os.environ["RANK"], [None]
-    collate, set_epoch_lr = LoadImagesAndLabels.collate_fn, train.set_epoch_lr
+    rank, current_epoch = os.environ["RANK"], [None]
 
 
-    def recording_collate(batch):  # one line per image of a batch: epoch and path
-        with open(os.path.join(dump_dir, f"rank{{rank}}.txt"), "a") as f:
-            f.writelines(f"{{epoch[0]}} {{item[2]}}\\n" for item in batch)
-        return collate(batch)
-
-
-    def interrupting_set_epoch_lr(optimizer, lf, e):
-        if e == stop_at:  # as if killed at the start of this epoch, after the previous epoch's checkpoint
+    def epoch_start(epoch):
+        if epoch == stop_at:  # as if killed at the start of this epoch, after the previous epoch's checkpoint
             sys.exit(0)
-        epoch[0] = e
-        set_epoch_lr(optimizer, lf, e)
+        current_epoch[0] = epoch
 
 
-    LoadImagesAndLabels.collate_fn = staticmethod(recording_collate)
-    train.set_epoch_lr = interrupting_set_epoch_lr
-    train.main(train.parse_opt())
+    def record(ni, model, imgs, targets, paths, mloss):  # one line per image of a training batch: epoch and path
+        with open(os.path.join(dump_dir, f"rank{{rank}}.txt"), "a") as f:
+            f.writelines(f"{{current_epoch[0]}} {{path}}\\n" for path in paths)
+
+
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_epoch_start", "interrupt", epoch_start)
+    callbacks.register_action("on_train_batch_end", "record", record)
+    train.main(train.parse_opt(), callbacks)
     """
 )
 
@@ -65,7 +63,7 @@ def torchrun(tmp, args, stop_at=-1):
            "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(free_port()), str(probe), *args]
-    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     return p.returncode, p.stdout + p.stderr
 
 
@@ -161,8 +159,7 @@ def test_every_model_trains_under_ddp(gloo_group, cfg):
 
     torch.manual_seed(0)
     model = Model(cfg, nc=3)
-    model.hyp = yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml")
-    compute_loss = ComputeLoss(model)
+    compute_loss = ComputeLoss(model, yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml"))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [1, 2, 0.4, 0.4, 0.2, 0.5]])
     loss, _ = compute_loss(ddp(torch.rand(2, 3, 32, 32)), targets)

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from models.yolo import Detect, Model
-from utils.loss import ComputeLoss, FocalLoss, smooth_BCE
+from utils.loss import ComputeLoss, FocalLoss, scale_loss_gains, smooth_BCE
 
 HYP = dict(box=0.05, obj=1.0, cls=0.5, cls_pw=1.0, obj_pw=1.0, anchor_t=4.0, fl_gamma=0.0, label_smoothing=0.0)
 
@@ -15,10 +15,9 @@ HYP = dict(box=0.05, obj=1.0, cls=0.5, cls_pw=1.0, obj_pw=1.0, anchor_t=4.0, fl_
 class OneLevelModel(nn.Module):
     """Just a Detect head with one level (grid units = pixels, stride 1), enough for ComputeLoss."""
 
-    def __init__(self, anchors, nc=2, hyp=None):
+    def __init__(self, anchors, nc=2):
         super().__init__()
         self.model = nn.Sequential(Detect(nc=nc, anchors=[anchors], ch=(4,)))
-        self.hyp = dict(HYP, **(hyp or {}))
 
 
 def ciou_reference(b1, b2):
@@ -40,6 +39,15 @@ def bce(logit, target):
     return -(target * math.log(p) + (1 - target) * math.log(1 - p))
 
 
+def test_loss_gains_scale_with_levels_classes_and_image_size():
+    """Gains are tuned for 3 levels, 80 classes, 640 px: unchanged there; 4 levels, 20 classes at 320 px give
+    box 0.05 * 3/4, cls 0.5 * 20/80 * 3/4, obj 1.0 * (320/640)^2 * 3/4; other keys are copied."""
+    assert scale_loss_gains(HYP, nl=3, nc=80, imgsz=640) == pytest.approx(HYP)
+    scaled = scale_loss_gains(HYP, nl=4, nc=20, imgsz=320)
+    assert (scaled["box"], scaled["cls"], scaled["obj"]) == pytest.approx((0.0375, 0.09375, 0.1875))
+    assert scaled["anchor_t"] == HYP["anchor_t"] and HYP["box"] == 0.05  # the input stays as it was
+
+
 def test_smooth_bce():
     assert smooth_BCE(0.0) == (1.0, 0.0)
     assert smooth_BCE(0.1) == pytest.approx((0.95, 0.05))
@@ -49,7 +57,7 @@ def test_assignment_one_target_two_neighbours():
     """Grid 4x4; target centre (1.25, 2.75), size 2x2. Anchor (2, 2) matches, anchor (9, 9) (ratio 4.5) does not.
     x fraction 0.25 -> left neighbour; y fraction 0.75 -> the cell below. Three cells in all."""
     model = OneLevelModel([2, 2, 9, 9])
-    loss = ComputeLoss(model)
+    loss = ComputeLoss(model, HYP)
     p = [torch.zeros(2, 2, 4, 4, 7)]
     targets = torch.tensor([[1, 1, 1.25 / 4, 2.75 / 4, 0.5, 0.5]])
     tcls, tbox, indices, anchors = loss.build_targets(p, targets)
@@ -67,8 +75,7 @@ def test_assignment_one_target_two_neighbours():
 def test_assignment_counts_three_levels():
     """yolov5n (strides 8/16/32, default anchors) at 256x256; counts worked out by hand from the anchor ratios."""
     model = Model("yolov5n.yaml", nc=2)
-    model.hyp = dict(HYP)
-    loss = ComputeLoss(model)
+    loss = ComputeLoss(model, HYP)
     p = [torch.zeros(1, 3, 256 // s, 256 // s, 7) for s in (8, 16, 32)]
     # 40x40 px box centred at (100, 60) px.
     # P3 (stride 8, anchors 10x13 16x30 33x23 px): ratios to 40x40 are <= 4 for 16x30 and 33x23 only (40/10 = 4 is
@@ -94,8 +101,8 @@ def test_assignment_counts_three_levels():
 def test_loss_values_one_target(eps):
     """All box logits 0 -> predicted box (0.5, 0.5, anchor) in each assigned cell; objectness logits -2 and
     class logits (1, -1) everywhere. Expected values computed with plain floats."""
-    model = OneLevelModel([2, 2, 9, 9], hyp={"label_smoothing": eps})
-    loss = ComputeLoss(model)
+    model = OneLevelModel([2, 2, 9, 9])
+    loss = ComputeLoss(model, dict(HYP, label_smoothing=eps))
     p = torch.zeros(2, 2, 4, 4, 7)
     p[..., 4] = -2.0
     p[..., 5] = 1.0
@@ -118,7 +125,7 @@ def test_loss_values_one_target(eps):
 
 def test_single_class_has_no_class_loss():
     model = OneLevelModel([2, 2, 9, 9], nc=1)
-    loss = ComputeLoss(model)
+    loss = ComputeLoss(model, HYP)
     p = torch.randn(1, 2, 4, 4, 6)
     _, items = loss([p], torch.tensor([[0, 0, 0.4, 0.4, 0.5, 0.5]]))
     assert items[2] == 0 and items[0] > 0
@@ -136,14 +143,14 @@ def test_focal_loss_matches_formula():
         expected += bce(z, t) * a_t * (1 - p_t) ** gamma
     assert focal(logits, targets).item() == pytest.approx(expected / 3, rel=1e-6)
     # fl_gamma > 0 switches both BCEs to focal loss
-    model = OneLevelModel([2, 2, 9, 9], hyp={"fl_gamma": 1.5})
-    assert isinstance(ComputeLoss(model).bce_obj, FocalLoss)
+    model = OneLevelModel([2, 2, 9, 9])
+    assert isinstance(ComputeLoss(model, dict(HYP, fl_gamma=1.5)).bce_obj, FocalLoss)
 
 
 def test_gradient_reduces_loss():
     """Twenty SGD steps on the raw maps of the hand-built case lower every loss term."""
     model = OneLevelModel([2, 2, 9, 9])
-    loss = ComputeLoss(model)
+    loss = ComputeLoss(model, HYP)
     p = torch.zeros(1, 2, 4, 4, 7, requires_grad=True)
     targets = torch.tensor([[0, 1, 1.25 / 4, 2.75 / 4, 0.5, 0.5]])
     first = loss([p], targets)[1]

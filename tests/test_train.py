@@ -1,6 +1,7 @@
 """train.py: optimizer groups, schedule and warmup values, an end-to-end run, resume after a kill, transfer."""
 
 import csv
+import importlib.util
 import logging
 import math
 import os
@@ -14,8 +15,12 @@ import torch
 import torch.nn as nn
 
 import train
+import val
+from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint
 from utils.general import LOGGER, UserError, yaml_load
+from utils.training import EarlyStopping, build_optimizer, lr_lambda, random_rescale, resample_images, set_epoch_lr
+from utils.training import warmup
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
@@ -54,23 +59,23 @@ def results_rows(save_dir):
 def test_optimizer_groups():
     """Biases (group 0) and BatchNorm weights (group 2) get no weight decay; conv weights (group 1) do."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1, bias=False))
-    opt = train.build_optimizer(model, "SGD", lr=0.01, momentum=0.9, decay=5e-4)
+    opt = build_optimizer(model, "SGD", lr=0.01, momentum=0.9, decay=5e-4)
     ids = [{id(p) for p in g["params"]} for g in opt.param_groups]
     assert ids[0] == {id(model[0].bias), id(model[1].bias)}
     assert ids[1] == {id(model[0].weight), id(model[2].weight)}
     assert ids[2] == {id(model[1].weight)}
     assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 5e-4, 0.0]
     assert opt.param_groups[0]["nesterov"] and opt.param_groups[0]["momentum"] == 0.9
-    adam = train.build_optimizer(model, "AdamW", lr=0.001, momentum=0.937, decay=5e-4)
+    adam = build_optimizer(model, "AdamW", lr=0.001, momentum=0.937, decay=5e-4)
     assert isinstance(adam, torch.optim.AdamW) and adam.param_groups[0]["betas"] == (0.937, 0.999)
     with pytest.raises(UserError):
-        train.build_optimizer(model, "RMSprop")
+        build_optimizer(model, "RMSprop")
 
 
 def test_lr_schedules():
-    lin = train.lr_lambda(30, 0.01)
+    lin = lr_lambda(30, 0.01)
     assert lin(0) == 1.0 and lin(30) == pytest.approx(0.01) and lin(15) == pytest.approx(0.505)
-    cos = train.lr_lambda(30, 0.01, cos_lr=True)
+    cos = lr_lambda(30, 0.01, cos_lr=True)
     assert cos(0) == 1.0 and cos(30) == pytest.approx(0.01) and cos(15) == pytest.approx(0.505)
     assert cos(5) == pytest.approx(1 - 0.99 * (1 - math.cos(math.pi / 6)) / 2)  # 0.93368
     assert cos(5) > lin(5)  # the cosine stays high longer
@@ -79,34 +84,34 @@ def test_lr_schedules():
 def test_warmup_values():
     """nw = 100 warmup iterations, batch 16 (accumulation grows from 1 to 64 / 16 = 4), 30 linear epochs."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
-    opt = train.build_optimizer(model, "SGD", lr=HYP["lr0"], momentum=HYP["momentum"], decay=5e-4)
-    lf = train.lr_lambda(30, HYP["lrf"])
+    opt = build_optimizer(model, "SGD", lr=HYP["lr0"], momentum=HYP["momentum"], decay=5e-4)
+    lf = lr_lambda(30, HYP["lrf"])
 
-    acc = train.warmup(opt, ni=0, nw=100, epoch=0, lf=lf, hyp=HYP, batch_size=16)
+    acc = warmup(opt, ni=0, nw=100, epoch=0, lf=lf, hyp=HYP, batch_size=16)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.1, 0.0, 0.0])
     assert [g["momentum"] for g in opt.param_groups] == pytest.approx([0.8] * 3)
     assert acc == 1
 
-    acc = train.warmup(opt, ni=50, nw=100, epoch=0, lf=lf, hyp=HYP, batch_size=16)
+    acc = warmup(opt, ni=50, nw=100, epoch=0, lf=lf, hyp=HYP, batch_size=16)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.055, 0.005, 0.005])  # halfway to lr0 * lf(0)
     assert opt.param_groups[1]["momentum"] == pytest.approx(0.8685)
     assert acc == 2  # 2.5 rounds to even
 
-    acc = train.warmup(opt, ni=100, nw=100, epoch=1, lf=lf, hyp=HYP, batch_size=16)
+    acc = warmup(opt, ni=100, nw=100, epoch=1, lf=lf, hyp=HYP, batch_size=16)
     target = 0.01 * (1 - 1 / 30 * 0.99)  # lr0 * lf(1) = 0.00967
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([target] * 3)
     assert opt.param_groups[2]["momentum"] == pytest.approx(0.937)
     assert acc == 4
 
-    train.set_epoch_lr(opt, lf, 15)  # after warmup: the schedule alone
+    set_epoch_lr(opt, lf, 15)  # after warmup: the schedule alone
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.00505] * 3)
 
 
 def test_early_stopping():
-    stopper = train.EarlyStopping(patience=2)
+    stopper = EarlyStopping(patience=2)
     assert [stopper(e, f) for e, f in enumerate([0.1, 0.2, 0.15, 0.19])] == [False, False, False, True]
     assert stopper.best_epoch == 1
-    never = train.EarlyStopping(patience=0)
+    never = EarlyStopping(patience=0)
     assert not any(never(e, 0.0 if e else 1.0) for e in range(50))
 
 
@@ -144,8 +149,9 @@ def test_missing_weights_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (dict(batch_size=0), "--batch-size must be at least 1, got 0"),
-    (dict(batch_size=-1), "--batch-size must be at least 1, got -1"),
+    (dict(batch_size=0), "--batch-size must be at least 1 .* got 0"),
+    (dict(batch_size=-2), r"--batch-size must be at least 1 \(or -1 for AutoBatch\), got -2"),
+    (dict(batch_size=-1), r"--batch-size -1 \(AutoBatch\) needs a single CUDA device.*on the CPU"),
     (dict(imgsz=0), "--img-size 0 must be a positive"),
 ])
 def test_out_of_range_flags_are_user_errors(tmp_path, flags, message):
@@ -167,20 +173,16 @@ def test_non_numeric_hyperparameter_is_a_user_error(tmp_path):
 KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
-import utils.loss
-original = utils.loss.ComputeLoss.__call__
-calls = [0]
-
-def call(self, p, targets):
-    if p[0].requires_grad:  # training batches only, not validation
-        calls[0] += 1
-        if calls[0] == {kill_at}:  # first batch of epoch 2: die like a power cut
-            os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, p, targets)
-
-utils.loss.ComputeLoss.__call__ = call
 import train
-train.run(**{kwargs!r})
+from utils.callbacks import Callbacks
+
+def power_cut(ni, epoch):
+    if ni == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+callbacks = Callbacks()
+callbacks.register_action("on_train_batch_start", "power cut", power_cut)
+train.run(callbacks=callbacks, **{kwargs!r})
 """
 
 
@@ -188,10 +190,10 @@ def test_end_to_end_run_killed_and_resumed(tmp_path):
     """Two epochs on coco8 from the official fixture, killed (SIGKILL) at the first batch of epoch 2, then
     --resume: the run finishes its 2 epochs in the same folder with every artefact and stripped weights."""
     kwargs = dict(TINY, weights=str(FIXTURE), project=str(tmp_path), name="exp")
-    script = KILL_SCRIPT.format(root=str(ROOT), kill_at=3, kwargs=kwargs)
+    script = KILL_SCRIPT.format(root=str(ROOT), kill_at=2, kwargs=kwargs)  # 2 batches per epoch: epoch 1
     env = dict(os.environ, OMP_NUM_THREADS="2")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-3000:]
     assert "Transferred 348/349 items from pretrained weights" in proc.stderr  # 80 classes like the fixture
     save_dir = tmp_path / "exp"
@@ -230,44 +232,36 @@ class Interrupted(Exception):
     pass
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch):
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
     """3 epochs on coco8 (64 px, batch 2, from scratch) in one go vs the same run interrupted at the first batch
     of epoch 1 and resumed (with 2 loader workers instead of 0): the resumed epochs' training losses and the final
     fp32 model and EMA weights (last.pt before the strip) are the same."""
-    import utils.checkpoints
-    import utils.loss
+    final, interrupt_at = {}, [None]
 
-    final = {}
-    strip = utils.checkpoints.strip_optimizer
+    def keep_final(last, epoch, final_epoch, best_fitness, fitness):
+        if final_epoch:  # last.pt as written, before the strip at the end
+            final[Path(last).parents[1].name] = load_checkpoint(last)
 
-    def keep_then_strip(path, out=None):
-        final[(Path(path).parents[1].name, Path(path).name)] = load_checkpoint(path)
-        return strip(path, out)
+    def interrupt(ni, epoch):
+        if ni == interrupt_at[0]:
+            raise Interrupted
 
-    original = utils.loss.ComputeLoss.__call__
-    calls, interrupt_at = [0], [0]
-
-    def call(self, p, targets):
-        if p[0].requires_grad:
-            calls[0] += 1
-            if calls[0] == interrupt_at[0]:
-                raise Interrupted
-        return original(self, p, targets)
-
-    monkeypatch.setattr(utils.checkpoints, "strip_optimizer", keep_then_strip)
-    monkeypatch.setattr(utils.loss.ComputeLoss, "__call__", call)
+    callbacks = Callbacks()
+    callbacks.register_action("on_model_save", "keep final", keep_final)
+    callbacks.register_action("on_train_batch_start", "interrupt", interrupt)
     kwargs = dict(TINY, epochs=3, noval=True, noplots=True, noautoanchor=True, project=str(tmp_path))
-    train.run(**kwargs, name="full")
-    calls[0], interrupt_at[0] = 0, 3  # 2 batches per epoch: the first batch of epoch 1
+    train.run(**kwargs, name="full", callbacks=callbacks)
+    interrupt_at[0] = 2  # 2 batches per epoch: the first batch of epoch 1
     with pytest.raises(Interrupted):
-        train.run(**kwargs, name="cut")
+        train.run(**kwargs, name="cut", callbacks=callbacks)
     last = tmp_path / "cut" / "weights" / "last.pt"
-    assert load_checkpoint(last)["epoch"] == 0 and ("cut", "last.pt") not in final
+    assert load_checkpoint(last)["epoch"] == 0 and "cut" not in final
+    interrupt_at[0] = None
     with LogCapture() as log:
-        train.run(resume=str(last), workers=2)
+        train.run(resume=str(last), workers=2, callbacks=callbacks)
     assert any("at epoch 1 of 3" in line for line in log.lines)
 
-    full, resumed = final[("full", "last.pt")], final[("cut", "last.pt")]
+    full, resumed = final["full"], final["cut"]
     assert full["epoch"] == resumed["epoch"] == 2 and full["updates"] == resumed["updates"]
     for part in ("model", "ema"):
         assert full[part]["model.0.conv.weight"].dtype == torch.float32
@@ -349,7 +343,7 @@ def test_multi_scale_never_draws_a_size_below_two_strides():
     """At --imgsz 64 the draw reaches 32 px, where the stride-32 map is 1x1 and BatchNorm of a 1-image batch
     fails; sizes stay >= 64."""
     imgs = torch.zeros(1, 3, 64, 64)
-    sizes = {train._random_rescale(imgs, 64, 32).shape[-1] for _ in range(200)}
+    sizes = {random_rescale(imgs, 64, 32).shape[-1] for _ in range(200)}
     assert sizes == {64, 96}
 
 
@@ -357,15 +351,13 @@ def test_image_weights_with_no_labels_sample_uniformly():
     class Dataset:
         n, labels, indices = 3, [torch.zeros(0, 5).numpy()] * 3, [0, 1, 2]
 
-    train._resample_images(Dataset, nc=2, class_weights=[0.5, 0.5])
+    resample_images(Dataset, nc=2, class_weights=[0.5, 0.5])
     assert Dataset.indices == [0, 1, 2]
 
 
 @pytest.mark.parametrize("cache, train_cache, val_cache", [("val", None, "val"), ("ram", "ram", "ram")])
 def test_cache_val_caches_only_the_val_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
-    import utils.dataloaders
-
-    create, caches = utils.dataloaders.create_dataloader, []
+    create, caches = train.create_dataloader, []
 
     def record(*args, **kwargs):
         caches.append(kwargs["cache"])
@@ -373,7 +365,7 @@ def test_cache_val_caches_only_the_val_split(tmp_path, monkeypatch, cache, train
             raise Interrupted
         return create(*args, **kwargs)
 
-    monkeypatch.setattr(utils.dataloaders, "create_dataloader", record)
+    monkeypatch.setattr(train, "create_dataloader", record)
     with pytest.raises(Interrupted):
         train.run(**TINY, cache=cache, project=str(tmp_path), name="exp", noplots=True, noautoanchor=True)
     assert caches == [train_cache, val_cache]
@@ -383,15 +375,77 @@ def test_non_finite_validation_losses_stop_training_before_anything_is_saved(tmp
     import val
 
     def diverged_val(*args, **kwargs):
-        return (0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan")), [0.0] * 80, (0.0, 0.0, 0.0)
+        results = val.ValResults(0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan"))
+        return val.ValOutput(results, [0.0] * 80, (0.0, 0.0, 0.0))
 
-    monkeypatch.setattr(val, "run", diverged_val)
+    monkeypatch.setattr(val, "evaluate", diverged_val)
     with pytest.raises(UserError, match=r"end of epoch 0 in 2 .*'val/box_loss', 'val/cls_loss'.*no checkpoint was "
                                         r"written yet"):
         train.run(**(TINY | dict(epochs=1, batch_size=4)), project=str(tmp_path), name="exp", noplots=True,
                   noautoanchor=True)
     assert not (tmp_path / "exp" / "weights").exists() or not list((tmp_path / "exp" / "weights").iterdir())
     assert not (tmp_path / "exp" / "results.csv").exists()
+
+
+def test_callbacks_see_every_event_in_order_and_can_stop_training(tmp_path):
+    """3 epochs planned, 2 batches each, bf16 autocast forced on (emulated where the CPU has no bf16); a callback
+    stops training after epoch 1. Events come in order with the expected counts, the run ends like an early stop
+    (checkpoint of epoch 1, best.pt validated), and the default loggers wrote results.csv and TensorBoard."""
+    events = []
+    callbacks = Callbacks()
+    for hook in callbacks.get_registered_actions():
+        callbacks.register_action(hook, "record", lambda *args, hook=hook, **kwargs: events.append(hook))
+
+    def stop_after_epoch_1(values, epoch, best_fitness, fitness):
+        assert values[0] == epoch and len(values) == len(train.RESULTS_COLUMNS)
+        if epoch == 1:
+            callbacks.stop_training = True
+
+    callbacks.register_action("on_fit_epoch_end", "stopper", stop_after_epoch_1)
+    opt = train.run(**(TINY | dict(epochs=3)), amp="on", project=str(tmp_path), name="exp", noplots=True,
+                    callbacks=callbacks)
+    per_epoch = ["on_train_epoch_start", *["on_train_batch_start", "on_train_batch_end"] * 2, "on_train_epoch_end",
+                 "on_val_start", "on_val_end", "on_fit_epoch_end", "on_model_save"]
+    assert events == ["on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start", *per_epoch * 2,
+                      "on_val_start", "on_val_end", "on_train_end"]
+    assert isinstance(opt.results, val.ValResults) and opt.results.box_loss > 0
+    assert [r[0] for r in results_rows(opt.save_dir)[1]] == [0, 1]
+    assert len(list(Path(opt.save_dir).glob("events.out.tfevents.*"))) == (importlib.util.find_spec("tensorboard")
+                                                                            is not None)
+    assert [e["name"] for e in callbacks.get_registered_actions("on_fit_epoch_end")] == ["record", "stopper"]
+
+
+def test_defaults_are_the_demo_without_data_and_official_with_it(tmp_path):
+    demo = train.parse_opt([])
+    assert "built-in demo" in train.apply_defaults(demo)
+    assert (Path(demo.data).name, demo.imgsz, demo.epochs, demo.cfg) == ("shapes.yaml", 256, 30, "yolov5n.yaml")
+    official = train.parse_opt(["--data", "coco8.yaml", "--epochs", "5"])
+    train.apply_defaults(official)
+    assert (official.imgsz, official.epochs, Path(official.hyp).name) == (640, 5, "hyp.scratch-low.yaml")
+    with LogCapture() as log, pytest.raises(UserError):
+        train.run(data=str(tmp_path / "missing.yaml"), project=str(tmp_path), name="bad")
+    assert log.lines[0].startswith("train: ") and "640 px, 100 epochs" in log.lines[0]
+    assert "precision: " in log.lines[0]
+
+
+def test_evolve_two_generations_then_resume_to_three(tmp_path):
+    """--evolve 2 on coco8 (1 epoch at 64 px each): evolve.csv with 2 rows (generation 0 trains the given hyps),
+    hyp_evolve.yaml and evolve.png; --evolve 3 in the same folder trains only the missing third generation."""
+    from utils.evolve import HYP_RANGES, read_evolve_csv
+
+    kwargs = dict(TINY, epochs=1, project=str(tmp_path), name="evo")
+    opt = train.run(**kwargs, evolve=2)
+    save_dir = tmp_path / "evo"
+    assert Path(opt.save_dir) == save_dir
+    rows = read_evolve_csv(save_dir / "evolve.csv")
+    base = yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml")
+    assert len(rows) == 2 and rows[0]["lr0"] == base["lr0"] and rows[0]["fitness"] >= 0
+    assert any(rows[1][k] != base[k] for k in base)  # the second generation is a mutant
+    assert all(HYP_RANGES[k][1] <= rows[1][k] <= HYP_RANGES[k][2] for k in base if k in HYP_RANGES)
+    best = yaml_load(save_dir / "hyp_evolve.yaml")
+    assert set(best) == set(base) and (save_dir / "evolve.png").stat().st_size > 1000
+    train.run(**kwargs, evolve=3)
+    assert len(read_evolve_csv(save_dir / "evolve.csv")) == 3
 
 
 def test_exist_ok_rerun_starts_fresh_results_and_best(tmp_path):

@@ -79,9 +79,12 @@ def test_perfect_predictions_score_one(tmp_path, coco8):
     data, loader, dataset = coco8
     model = LabelModel(loader, data["nc"])
     fixed_loss = lambda p, t: (None, torch.tensor([1.0, 2, 3]))  # noqa: E731
-    results, maps, _ = val.run(data, model=model, dataloader=loader, save_dir=tmp_path, plots=True, save_txt=True,
-                               save_json=True, verbose=True, compute_loss=fixed_loss)
+    output = val.run(data, model=model, dataloader=loader, save_dir=tmp_path, plots=True, save_txt=True,
+                     save_json=True, verbose=True, compute_loss=fixed_loss)
+    results, maps, _ = output  # named tuples, still tuples
+    assert output.results is results and output.maps is maps
     mp, mr, map50, map5095, *losses = results
+    assert (results.precision, results.map50_95, results.cls_loss) == (mp, map5095, losses[2])
     assert (mp, mr, map50, map5095) == pytest.approx((1.0, 1.0, 1.0, 1.0), abs=1e-3)
     assert losses == pytest.approx([1.0, 2.0, 3.0])  # per-batch loss items averaged over the batches
     present = {int(c) for lb in dataset.labels for c in lb[:, 0]}

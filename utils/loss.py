@@ -16,6 +16,23 @@ NEIGHBOUR_OFFSET = 0.5
 CELL_OFFSETS = ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1))
 
 
+def scale_loss_gains(hyp, nl, nc, imgsz):
+    """Loss gains of ``hyp`` adapted to a model with ``nl`` detection levels and ``nc`` classes trained at
+    ``imgsz`` pixels; the other keys are copied unchanged.
+
+    YOLOv5's gains are tuned for 3 levels, 80 classes and 640 px. Each level adds one loss term, so all three
+    gains scale by 3 / nl; the class loss (a mean over nc outputs) scales by nc / 80; the objectness loss (a mean
+    over every grid cell, whose count grows with the image area) by (imgsz / 640) ** 2:
+
+        box * 3 / nl,   cls * nc / 80 * 3 / nl,   obj * (imgsz / 640) ** 2 * 3 / nl
+    """
+    scaled = dict(hyp)
+    scaled["box"] = hyp["box"] * 3 / nl
+    scaled["cls"] = hyp["cls"] * nc / 80 * 3 / nl
+    scaled["obj"] = hyp["obj"] * (imgsz / 640) ** 2 * 3 / nl
+    return scaled
+
+
 def smooth_BCE(eps=0.1):
     """Positive and negative BCE targets with label smoothing ``eps``: (1 - eps / 2, eps / 2)."""
     return 1.0 - 0.5 * eps, 0.5 * eps
@@ -50,8 +67,8 @@ class FocalLoss(nn.Module):
 
 
 class ComputeLoss:
-    """The YOLOv5 loss of a ``Model`` whose ``hyp`` dict holds box, obj, cls, cls_pw, obj_pw, anchor_t, fl_gamma
-    and optionally label_smoothing.
+    """The YOLOv5 loss of a ``Model`` with hyperparameters ``hyp``: the gains box, obj, cls (already scaled for
+    the model, see scale_loss_gains), cls_pw, obj_pw, anchor_t, and optionally fl_gamma and label_smoothing.
 
     ``loss(p, targets)`` with p the Detect training output (list of (N, na, ny, nx, 5 + nc) maps) and targets
     (n, 6) [image index, class, x, y, w, h] normalised xywh returns ``(total * N, tensor([box, obj, cls]))``,
@@ -60,9 +77,9 @@ class ComputeLoss:
 
     sort_obj_iou = False  # when several targets share a cell, let the highest IoU set its objectness target
 
-    def __init__(self, model, autobalance=False):
+    def __init__(self, model, hyp, autobalance=False):
         device = next(model.parameters()).device
-        h = model.hyp
+        h = hyp
         self.hyp = h
         self.bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h["cls_pw"]], device=device))
         self.bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([h["obj_pw"]], device=device))

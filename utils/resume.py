@@ -37,6 +37,8 @@ RESUME_OPTIONS = {
     "cos_lr": ("bool", None),
     "optimizer": (("SGD", "Adam", "AdamW"), None),
     "cache": ((None, "ram", "disk", "val"), None),
+    "amp": (("auto", "on", "off"), None),  # the precision of the interrupted run, for an exact continuation
+    "evolve": ((None,), None),  # a training run is never an evolution (which resumes from its evolve.csv)
 }
 PATH_OPTIONS = ("data", "hyp", "cfg")  # local yaml paths, read again on resume
 # set by this command line or by where the checkpoint lies, never by the file: dropped without a warning

@@ -1,0 +1,128 @@
+"""Mixed precision for training: which autocast (if any) a device gets, and the CUDA AMP sanity check.
+
+``--amp auto`` (the default) picks, per device:
+- CUDA: fp16 autocast with a GradScaler, after a check that the model's fp16 outputs match its fp32 outputs on a
+  fixed input (some GPUs and drivers produce NaN or zeros in fp16); if they do not, fp32 with a warning.
+- CPU with native bf16 (oneDNN reports it: AVX512-BF16 or AMX): bf16 autocast and channels-last tensors, which
+  oneDNN runs about 2x faster than fp32 for YOLOv5n at 256 px (SPEC: 62 -> 130 img/s per training step).
+- anything else: fp32.
+``--amp on`` also uses bf16 on a CPU without native support (emulated, usually slower; said in a warning),
+``--amp off`` is fp32 everywhere. Only the forward pass runs under autocast: the loss is computed in fp32 from
+the float-cast predictions, and parameters, optimizer state, EMA and checkpoints stay fp32.
+"""
+
+from contextlib import nullcontext
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from utils.general import LOGGER, UserError
+from utils.torch_utils import de_parallel
+
+AMP_CHOICES = ("auto", "on", "off")
+CHECK_IMGSZ = 128  # input size of the CUDA sanity check (any multiple of 32 works)
+CHECK_RTOL, CHECK_ATOL = 0.05, 0.05  # fp16 outputs within 5% (or 0.05 absolute) of fp32 pass
+
+
+@dataclass(frozen=True)
+class AmpPolicy:
+    """How the training loop runs its forward pass: ``dtype`` None means fp32 without autocast."""
+
+    device_type: str
+    dtype: torch.dtype = None
+    channels_last: bool = False
+    reason: str = ""
+
+    @property
+    def enabled(self):
+        return self.dtype is not None
+
+    @property
+    def fp16(self):
+        """fp16 needs loss scaling (GradScaler) and gives validation in half precision; bf16 needs neither."""
+        return self.dtype == torch.float16
+
+    @property
+    def name(self):
+        return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.dtype, "fp32")
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.enabled else nullcontext()
+
+    def grad_scaler(self):
+        return torch.amp.GradScaler("cuda", enabled=self.fp16)
+
+    def describe(self):
+        layout = " + channels-last" if self.channels_last else ""
+        mode = f"{self.name} autocast{layout}" if self.enabled else f"fp32{layout}"
+        return f"{mode} on {self.device_type.upper()} ({self.reason})"
+
+
+def cpu_has_native_bf16():
+    """True when oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); checked via /proc/cpuinfo when the
+    oneDNN query is unavailable."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN or without the private query
+        pass
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def select_amp(choice, device_type, native_bf16=None):
+    """The AmpPolicy for ``--amp choice`` on ``device_type`` ('cuda', 'cpu', 'mps', ...) before any model check.
+    ``native_bf16`` overrides the CPU capability query (tests)."""
+    if choice not in AMP_CHOICES:
+        raise UserError(f"--amp {choice!r} is not a choice; use one of {', '.join(AMP_CHOICES)}")
+    cuda_layout = device_type == "cuda"  # channels-last helps cuDNN in every precision (as before --amp)
+    if choice == "off":
+        return AmpPolicy(device_type, None, cuda_layout, "--amp off")
+    if device_type == "cuda":
+        return AmpPolicy("cuda", torch.float16, True, f"--amp {choice}")
+    if device_type == "cpu":
+        native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+        if native:
+            return AmpPolicy("cpu", torch.bfloat16, True, f"--amp {choice}, CPU has native bf16")
+        if choice == "on":
+            LOGGER.warning("WARNING: --amp on: this CPU has no native bf16 (AVX512-BF16/AMX); bf16 is emulated "
+                           "and usually slower than fp32 (--amp auto picks fp32 here)")
+            return AmpPolicy("cpu", torch.bfloat16, True, "--amp on, bf16 emulated")
+        return AmpPolicy("cpu", None, False, "--amp auto, CPU without native bf16")
+    if choice == "on":
+        LOGGER.warning(f"WARNING: --amp on: no mixed precision for device type '{device_type}'; training in fp32")
+    return AmpPolicy(device_type, None, False, f"no mixed precision on {device_type}")
+
+
+def outputs_match(reference, candidate, rtol=CHECK_RTOL, atol=CHECK_ATOL):
+    """True when ``candidate`` (an autocast output) is finite and close to the fp32 ``reference``."""
+    candidate = candidate.float()
+    return bool(torch.isfinite(candidate).all()) and torch.allclose(candidate, reference.float(), rtol, atol)
+
+
+def check_amp(model, policy, imgsz=CHECK_IMGSZ):
+    """Run the model (a copy, eval mode) on a fixed input in fp32 and under the policy's autocast; the policy
+    when the outputs match, else fp32 with a warning (YOLOv5's AMP check, on a seeded input instead of an
+    image)."""
+    if not policy.enabled:
+        return policy
+    bare = de_parallel(model)
+    probe = deepcopy(bare).eval()
+    device = next(bare.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, imgsz, imgsz, generator=generator).to(device)
+    with torch.no_grad():
+        reference = probe(x)[0]
+        with policy.autocast():
+            candidate = probe(x)[0]
+    del probe
+    if outputs_match(reference, candidate):
+        LOGGER.info(f"AMP: checks passed ({policy.name} outputs match fp32)")
+        return policy
+    LOGGER.warning(f"WARNING: AMP check failed ({policy.name} outputs differ from fp32 or are not finite); "
+                   f"training in fp32. Use --amp off to skip this check")
+    return AmpPolicy(policy.device_type, None, policy.channels_last, f"{policy.name} check failed")

@@ -1,0 +1,167 @@
+"""Hyperparameter evolution (``train.py --evolve N``): YOLOv5's genetic search over the hyp keys.
+
+Each generation trains once with hyperparameters mutated from a parent drawn from the best earlier generations
+(the first generation, with no evolve.csv yet, trains the given hyperparameters as they are). A mutation
+multiplies each evolvable key, with probability 0.8, by a factor 1 + N(0, 1) * u * 0.2 * gain (u uniform in
+[0, 1) per generation, ``gain`` the key's mutation scale in HYP_RANGES), clipped to [0.3, 3.0]; the result is
+clipped to the key's official range and rounded to 5 significant digits. Parents: the 5 fittest rows of
+evolve.csv, one drawn with probability proportional to its fitness above the worst of them (+1e-6).
+
+evolve.csv holds one row per generation: fitness (0.1 mAP50 + 0.9 mAP50-95), the 7 validation results and every
+hyp key. hyp_evolve.yaml is the fittest row's hyperparameters; evolve.png plots every key against fitness.
+"""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from utils.general import LOGGER, UserError, colorstr, yaml_save
+from utils.metrics import fitness as results_fitness
+
+# key: (mutation scale (0 = never mutated), lower limit, upper limit), YOLOv5's official table
+HYP_RANGES = {
+    "lr0": (1, 1e-5, 1e-1),
+    "lrf": (1, 0.01, 1.0),
+    "momentum": (0.3, 0.6, 0.98),
+    "weight_decay": (1, 0.0, 0.001),
+    "warmup_epochs": (1, 0.0, 5.0),
+    "warmup_momentum": (1, 0.0, 0.95),
+    "warmup_bias_lr": (1, 0.0, 0.2),
+    "box": (1, 0.02, 0.2),
+    "cls": (1, 0.2, 4.0),
+    "cls_pw": (1, 0.5, 2.0),
+    "obj": (1, 0.2, 4.0),
+    "obj_pw": (1, 0.5, 2.0),
+    "iou_t": (0, 0.1, 0.7),
+    "anchor_t": (1, 2.0, 8.0),
+    "anchors": (2, 2.0, 10.0),
+    "fl_gamma": (0, 0.0, 2.0),
+    "hsv_h": (1, 0.0, 0.1),
+    "hsv_s": (1, 0.0, 0.9),
+    "hsv_v": (1, 0.0, 0.9),
+    "degrees": (1, 0.0, 45.0),
+    "translate": (1, 0.0, 0.9),
+    "scale": (1, 0.0, 0.9),
+    "shear": (1, 0.0, 10.0),
+    "perspective": (0, 0.0, 0.001),
+    "flipud": (1, 0.0, 1.0),
+    "fliplr": (0, 0.0, 1.0),
+    "mosaic": (1, 0.0, 1.0),
+    "mixup": (1, 0.0, 1.0),
+    "copy_paste": (1, 0.0, 1.0),
+}
+RESULT_COLUMNS = ("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
+                  "val/obj_loss", "val/cls_loss")
+MUTATION_PROBABILITY, MUTATION_SIGMA = 0.8, 0.2
+PARENTS = 5
+
+
+def read_evolve_csv(file):
+    """The rows of evolve.csv as dicts of floats (fitness computed when a file, e.g. YOLOv5's, lacks it)."""
+    file = Path(file)
+    if not file.is_file():
+        return []
+    with open(file, newline="") as f:
+        rows = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f, skipinitialspace=True)]
+    for row in rows:
+        if "fitness" not in row:
+            row["fitness"] = float(results_fitness(np.array([[row[c] for c in RESULT_COLUMNS[:4]]]))[0])
+    return rows
+
+
+def append_evolve_csv(file, results, hyp):
+    """Append one generation (results: the 7 validation values; hyp: the hyperparameters it trained with)."""
+    file = Path(file)
+    fit = float(results_fitness(np.array([list(results)[:4]]))[0])
+    keys = ("fitness", *RESULT_COLUMNS, *hyp)
+    values = (fit, *results, *hyp.values())
+    new = not file.exists()
+    with open(file, "a") as f:
+        if new:
+            f.write(",".join(f"{k:>20}" for k in keys) + "\n")
+        f.write(",".join(f"{float(v):>20.5g}" for v in values) + "\n")
+    return fit
+
+
+def select_parent(rows, hyp_keys, rng):
+    """Hyperparameters of a parent drawn from the PARENTS fittest rows, weighted by fitness above the worst."""
+    best = sorted(rows, key=lambda r: -r["fitness"])[:PARENTS]
+    fits = np.array([r["fitness"] for r in best])
+    weights = fits - fits.min() + 1e-6
+    parent = best[rng.choice(len(best), p=weights / weights.sum())]
+    return {k: parent[k] for k in hyp_keys if k in parent}
+
+
+def mutate(parent, rng):
+    """A child of ``parent``: evolvable keys multiplied by random factors (see module docstring), at least one
+    of them changed when any can change, then clipped to the official ranges and rounded to 5 digits."""
+    keys = [k for k in parent if HYP_RANGES.get(k, (0,))[0] > 0]
+    child = dict(parent)
+    if keys:
+        gains = np.array([HYP_RANGES[k][0] for k in keys], dtype=float)
+        factors = np.ones(len(keys))
+        while np.all(factors == 1):  # redraw until something changes
+            chosen = rng.random(len(keys)) < MUTATION_PROBABILITY
+            factors = (gains * chosen * rng.standard_normal(len(keys)) * rng.random() * MUTATION_SIGMA + 1)
+            factors = factors.clip(0.3, 3.0)
+        for k, f in zip(keys, factors):
+            child[k] = float(parent[k] * f)
+    for k, v in child.items():
+        if k in HYP_RANGES:
+            _, low, high = HYP_RANGES[k]
+            child[k] = float(f"{min(max(v, low), high):.5g}")
+    return child
+
+
+def next_hyp(base_hyp, evolve_csv, generation_seed):
+    """Hyperparameters of the next generation: the base ones while evolve.csv is empty, else a mutated parent
+    (keys missing from evolve.csv keep their base values)."""
+    rows = read_evolve_csv(evolve_csv)
+    if not rows:
+        return dict(base_hyp)
+    rng = np.random.default_rng(generation_seed)
+    return {**base_hyp, **mutate(select_parent(rows, list(base_hyp), rng), rng)}
+
+
+def write_best_hyp(evolve_csv, hyp_keys, out_file):
+    """Save the fittest generation's hyperparameters as a hyp yaml (with a header saying where it came from)."""
+    rows = read_evolve_csv(evolve_csv)
+    if not rows:
+        raise UserError(f"{evolve_csv} has no generations")
+    best_i = int(np.argmax([r["fitness"] for r in rows]))
+    best = {k: rows[best_i][k] for k in hyp_keys if k in rows[best_i]}
+    yaml_save(out_file, best)
+    LOGGER.info(f"{colorstr('evolve: ')}best of {len(rows)} generations: generation {best_i} "
+                f"(fitness {rows[best_i]['fitness']:.4f}) saved to {out_file}")
+    return best
+
+
+def plot_evolve(evolve_csv):
+    """evolve.png next to evolve.csv: each hyperparameter against fitness, the best generation marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_evolve_csv(evolve_csv)
+    keys = [k for k in rows[0] if k in HYP_RANGES] if rows else []
+    if not keys:
+        return None
+    fits = np.array([r["fitness"] for r in rows])
+    best = int(np.argmax(fits))
+    cols = min(len(keys), 6)
+    rows_n = (len(keys) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, cols, figsize=(2.5 * cols, 2.2 * rows_n), tight_layout=True, squeeze=False)
+    for ax, k in zip(axes.ravel(), keys):
+        x = np.array([r[k] for r in rows])
+        ax.scatter(x, fits, c=fits, cmap="viridis", s=12, alpha=0.8)
+        ax.plot(x[best], fits[best], "k+", markersize=12)
+        ax.set_title(f"{k} = {x[best]:.3g}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(keys):]:
+        ax.axis("off")
+    out = Path(evolve_csv).with_name("evolve.png")
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out

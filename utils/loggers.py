@@ -1,0 +1,130 @@
+"""Training loggers as callbacks (see utils/callbacks.py): results.csv and the plots, and TensorBoard when the
+tensorboard package is installed. train.py registers them by default.
+
+Files in the run folder: results.csv (one row per epoch, RESULTS_COLUMNS), results.png (at the end), labels.jpg,
+train_batch{0,1,2}.jpg (unless plots are off) and the TensorBoard event file (events.out.tfevents.*) with every
+results.csv column and the learning rates as scalars, the first batches and the final plots (results, PR curve,
+F1 curve, confusion matrix) as images, and the model graph when torch.jit can trace the model.
+"""
+
+import warnings
+from copy import deepcopy
+from pathlib import Path
+
+import cv2
+import torch
+
+from utils.general import LOGGER, colorstr
+from utils.plots import plot_images, plot_labels, plot_results
+from utils.torch_utils import de_parallel
+
+RESULTS_COLUMNS = (
+    "epoch",
+    "train/box_loss",
+    "train/obj_loss",
+    "train/cls_loss",
+    "metrics/precision",
+    "metrics/recall",
+    "metrics/mAP_0.5",
+    "metrics/mAP_0.5:0.95",
+    "val/box_loss",
+    "val/obj_loss",
+    "val/cls_loss",
+    "x/lr0",
+    "x/lr1",
+    "x/lr2",
+)
+PLOTTED_BATCHES = 3  # train_batch0.jpg .. train_batch2.jpg
+FINAL_PLOTS = ("results.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.png")
+
+
+def append_results_row(file, row):
+    """Append one epoch's values to results.csv, writing the header first when the file is new."""
+    file = Path(file)
+    new = not file.exists()
+    with open(file, "a") as f:
+        if new:
+            f.write(",".join(f"{c:>20}" for c in RESULTS_COLUMNS) + "\n")
+        f.write(",".join(f"{x:>20.5g}" for x in row) + "\n")
+
+
+def tensorboard_writer(save_dir):
+    """A SummaryWriter on ``save_dir``, or None when the tensorboard package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # TensorBoard is optional
+        return None
+    LOGGER.info(f"{colorstr('TensorBoard: ')}Start with 'tensorboard --logdir {Path(save_dir).parent}'")
+    return SummaryWriter(str(save_dir))
+
+
+class Loggers:
+    """results.csv, plots and TensorBoard, each method named after the hook it listens to."""
+
+    HOOKS = ("on_pretrain_routine_end", "on_train_batch_end", "on_fit_epoch_end", "on_train_end")
+
+    def __init__(self, save_dir, names=None, plots=True, tensorboard=True):
+        self.save_dir = Path(save_dir)
+        self.names = names
+        self.plots = plots
+        self.csv = self.save_dir / "results.csv"
+        self.tb = tensorboard_writer(self.save_dir) if tensorboard else None
+
+    def register(self, callbacks, name="loggers"):
+        for hook in self.HOOKS:
+            callbacks.register_action(hook, name=name, callback=getattr(self, hook))
+        return self
+
+    def close(self):
+        """Flush and close the TensorBoard file (also when training ended with an error)."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+    def on_pretrain_routine_end(self, labels, names):
+        self.names = names
+        if self.plots and labels is not None:
+            self._image("labels", plot_labels(labels, names, self.save_dir), 0)
+
+    def on_train_batch_end(self, ni, model, imgs, targets, paths, mloss):
+        if self.tb is not None and ni == 0:
+            self._graph(model, imgs.shape[-2:])
+        if self.plots and ni < PLOTTED_BATCHES:
+            grid = plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg", names=self.names)
+            if self.tb is not None:
+                self.tb.add_image(f"train_batch{ni}", grid, 0, dataformats="HWC")
+
+    def on_fit_epoch_end(self, values, epoch, best_fitness, fitness):
+        append_results_row(self.csv, values)
+        if self.tb is not None:
+            for key, value in zip(RESULTS_COLUMNS[1:], values[1:]):
+                self.tb.add_scalar(key, value, epoch)
+            self.tb.add_scalar("x/fitness", fitness, epoch)
+
+    def on_train_end(self, last, best, epoch, results):
+        if self.plots and self.csv.exists():
+            plot_results(file=self.csv)
+        for name in FINAL_PLOTS:
+            self._image(Path(name).stem, self.save_dir / name, epoch)
+        self.close()
+
+    def _image(self, tag, file, step):
+        """Add a saved plot file to TensorBoard (nothing when TensorBoard is off or the file is missing)."""
+        if self.tb is None or file is None or not Path(file).is_file():
+            return
+        image = cv2.imread(str(file))
+        if image is not None:
+            self.tb.add_image(tag, image[..., ::-1].copy(), step, dataformats="HWC")
+
+    def _graph(self, model, shape):
+        """Log the model graph traced on a copy in eval mode (the training model and its BatchNorm statistics
+        stay untouched); models that torch.jit cannot trace get a warning instead."""
+        try:
+            probe = deepcopy(de_parallel(model)).float().eval()
+            p = next(probe.parameters())
+            im = torch.zeros((1, 3, *shape), device=p.device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer warnings about Python control flow
+                self.tb.add_graph(torch.jit.trace(probe, im, strict=False), [])
+        except Exception as e:  # tracing is best effort: some plug-in modules use data-dependent Python logic
+            LOGGER.warning(f"WARNING: TensorBoard graph not logged: {e}")

@@ -1,0 +1,132 @@
+"""Training helpers: optimizer parameter groups, learning-rate schedule and warmup, early stopping, class and
+image weights from labels (YOLOv5's rules)."""
+
+import math
+import random
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from utils.general import LOGGER, UserError, colorstr
+
+NBS = 64  # nominal batch size: gradients are accumulated up to it
+
+
+def build_optimizer(model, name="SGD", lr=0.001, momentum=0.9, decay=1e-5):
+    """Optimizer with three parameter groups: 0 biases (no decay), 1 conv/linear weights (decay ``decay``),
+    2 normalisation-layer weights (no decay). Adam/AdamW use ``momentum`` as beta1; SGD is Nesterov."""
+    biases, weights, norm_weights = [], [], []
+    norm_types = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if pname == "bias":
+                biases.append(p)
+            elif pname == "weight" and isinstance(module, norm_types):
+                norm_weights.append(p)
+            else:
+                weights.append(p)
+    if name == "Adam":
+        optimizer = torch.optim.Adam(biases, lr=lr, betas=(momentum, 0.999))
+    elif name == "AdamW":
+        optimizer = torch.optim.AdamW(biases, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
+    elif name == "SGD":
+        optimizer = torch.optim.SGD(biases, lr=lr, momentum=momentum, nesterov=True)
+    else:
+        raise UserError(f"--optimizer {name} is not supported; choose SGD, Adam or AdamW")
+    optimizer.add_param_group({"params": weights, "weight_decay": decay})
+    optimizer.add_param_group({"params": norm_weights, "weight_decay": 0.0})
+    for group in optimizer.param_groups:
+        group["initial_lr"] = lr
+    LOGGER.info(
+        f"{colorstr('optimizer:')} {name}(lr={lr}) with parameter groups {len(norm_weights)} weight(decay=0.0), "
+        f"{len(weights)} weight(decay={decay}), {len(biases)} bias"
+    )
+    return optimizer
+
+
+def lr_lambda(epochs, lrf, cos_lr=False):
+    """Learning-rate factor of an epoch: linear from 1 to ``lrf`` over ``epochs``, or a cosine one-cycle."""
+    if cos_lr:
+        return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
+
+
+def set_epoch_lr(optimizer, lf, epoch):
+    """Scheduled learning rate of every group for ``epoch``: initial_lr * lf(epoch)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * lf(epoch)
+
+
+def warmup(optimizer, ni, nw, epoch, lf, hyp, batch_size):
+    """Warm up iteration ``ni`` of ``nw``: learning rates rise linearly to their scheduled values (the bias group
+    0 falls from warmup_bias_lr), momentum rises from warmup_momentum, and the gradient accumulation grows from
+    1 to NBS / batch_size. Returns the accumulation (number of batches per optimizer step)."""
+    xi = [0, nw]
+    for j, group in enumerate(optimizer.param_groups):
+        start = hyp["warmup_bias_lr"] if j == 0 else 0.0
+        group["lr"] = float(np.interp(ni, xi, [start, group["initial_lr"] * lf(epoch)]))
+        if "momentum" in group:  # SGD only; Adam keeps beta1
+            group["momentum"] = float(np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]]))
+    return max(1, int(np.interp(ni, xi, [1, NBS / batch_size]).round()))
+
+
+class EarlyStopping:
+    """Stop when the fitness has not improved for ``patience`` epochs."""
+
+    def __init__(self, patience=30):
+        self.best_fitness = 0.0
+        self.best_epoch = 0
+        self.patience = patience or float("inf")
+
+    def __call__(self, epoch, fitness):
+        if fitness >= self.best_fitness:
+            self.best_epoch = epoch
+            self.best_fitness = fitness
+        stop = (epoch - self.best_epoch) >= self.patience
+        if stop:
+            LOGGER.info(
+                f"Stopping training early as no improvement observed in last {self.patience} epochs. "
+                f"Best results observed at epoch {self.best_epoch}, best model saved as best.pt.\n"
+                f"To update EarlyStopping(patience={self.patience}) pass a new patience value, "
+                f"i.e. `python train.py --patience 300` or use `--patience 0` to disable EarlyStopping."
+            )
+        return stop
+
+
+def labels_to_class_weights(labels, nc=80):
+    """Inverse class frequencies (nc,) of a list of (n, 5) label arrays, normalised to sum 1."""
+    classes = np.concatenate([x[:, 0] for x in labels if len(x)] or [np.zeros(0)]).astype(int)
+    counts = np.bincount(classes, minlength=nc)[:nc].astype(np.float64)
+    counts[counts == 0] = 1  # absent classes weigh like a single label
+    weights = 1 / counts
+    return torch.from_numpy(weights / weights.sum()).float()
+
+
+def labels_to_image_weights(labels, nc, class_weights):
+    """Sampling weight of each image: the sum of its labels' class weights."""
+    counts = np.array([np.bincount(x[:, 0].astype(int), minlength=nc)[:nc] for x in labels])
+    return (np.asarray(class_weights).reshape(1, nc) * counts).sum(1)
+
+
+def random_rescale(imgs, imgsz, gs):
+    """Multi-scale training: resize the batch to a random multiple of ``gs`` in [0.5, 1.5] x imgsz, at least
+    2 * gs (at gs the deepest feature map is 1x1, and BatchNorm of a 1-image batch on it fails)."""
+    size = max(random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs, 2 * gs)
+    factor = size / max(imgs.shape[2:])
+    if factor != 1:
+        new_shape = [math.ceil(x * factor / gs) * gs for x in imgs.shape[2:]]
+        imgs = nn.functional.interpolate(imgs, size=new_shape, mode="bilinear", align_corners=False)
+    return imgs
+
+
+def resample_images(dataset, nc, class_weights):
+    """--image-weights: draw this epoch's images with probability proportional to their rare-class content."""
+    if not hasattr(dataset, "indices"):
+        LOGGER.warning("WARNING: --image-weights is not supported by this dataset; sampling uniformly")
+        return
+    iw = labels_to_image_weights(dataset.labels, nc=nc, class_weights=class_weights)
+    if not iw.sum() > 0:  # no labels at all: nothing to weigh by
+        LOGGER.warning("WARNING: --image-weights: the training images have no labels; sampling uniformly")
+        return
+    dataset.indices = random.choices(range(dataset.n), weights=iw, k=dataset.n)
