@@ -9,7 +9,7 @@ import sys
 from utils.general import ROOT
 
 # models/ files that may import other project modules; every other models/*.py is a module file
-NOT_LEAF_DEPENDENT = {"__init__", "common", "yolo", "experimental", "backends"}
+NOT_LEAF_DEPENDENT = {"__init__", "common", "yolo", "experimental", "backends", "autoshape"}
 
 # In one fresh interpreter: for each file, forget every project module, import the file, and record which project
 # modules that import loaded (torch stays loaded: it is not what is checked and is slow to import).
