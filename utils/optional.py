@@ -19,7 +19,7 @@ def require(module, purpose, package=None):
         return importlib.import_module(module)
     except ImportError as e:
         raise UserError(f"{purpose} needs the {package or module} package, which is not installed "
-                        f"(pip install {package or module}; it is listed in {EXTRA_REQUIREMENTS})") from e
+                        f"(it is listed in {EXTRA_REQUIREMENTS})") from e
 
 
 def openvino_telemetry_off():
