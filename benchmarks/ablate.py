@@ -163,9 +163,10 @@ def train_config(cfg, run_dir, settings, workers, device, plots):
         (run_dir / RUN_SETTINGS_FILE).write_text(json.dumps(settings))
         LOGGER.info(f"\nablate: training {run_dir.name} ({cfg}) from scratch")
         kwargs = {k: settings[k] for k in TRAIN_KEYS if k != "hyp" or settings[k]}
-        # noval: only the final weights are validated (the row's mAP); saves a validation per epoch
+        # noval: only the final weights are validated (the row's mAP); saves a validation per epoch. amp off: every
+        # row of a table trains in the same precision (fp32), whatever train.py's default is on this machine
         opt = train.run(cfg=cfg, workers=workers, device=device, project=str(run_dir.parent), name=run_dir.name,
-                        exist_ok=True, noplots=not plots, noval=True, **kwargs)
+                        exist_ok=True, noplots=not plots, noval=True, amp="off", **kwargs)
     elif plan == "resume":
         LOGGER.info(f"\nablate: resuming {run_dir.name} from {weights}")
         opt = train.run(resume=str(weights), workers=workers, device=device)
