@@ -19,6 +19,30 @@ torch.set_num_threads(2)
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
+class WarningLog(logging.Handler):
+    """Context manager collecting the project logger's warning messages in ``lines``."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        LOGGER.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        LOGGER.removeHandler(self)
+
+
+@pytest.fixture
+def warnings_log():
+    """``with warnings_log() as log:`` collects the project's warnings inside the block into ``log.lines``."""
+    return WarningLog
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread for a test on tiny inputs, where thread-pool overhead dominates on a busy machine."""

@@ -1,7 +1,6 @@
 """Hostile and careless inputs: nothing a model or dataset says places a file outside the run folder, and small
 crafted files fail fast with a clear error (hang cases run under a timeout)."""
 
-import logging
 import os
 import pickle
 import shutil
@@ -24,26 +23,12 @@ from models.experimental import attempt_load
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.dataloaders import LoadImagesAndLabels, list_image_files, verify_image_label
 from utils.dataset_yaml import check_dataset
-from utils.general import LOGGER, ROOT, UserError, safe_filename, yaml_load
+from utils.general import ROOT, UserError, safe_filename, yaml_load
 
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
 COCO8 = ROOT / "data" / "coco8"
 
 
-class Warnings(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-    def __enter__(self):
-        LOGGER.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        LOGGER.removeHandler(self)
 HOSTILE_NAMES = ["../../x", "/etc/x", "..", "a/b", "", ".", "..\\..\\y", "c:z"]
 
 
@@ -268,21 +253,21 @@ def png_header(w, h):
             + chunk(b"IDAT", zlib.compress(bytes(1000))) + chunk(b"IEND", b""))
 
 
-def test_huge_png_is_skipped_by_its_header(tmp_path, monkeypatch):
+def test_huge_png_is_skipped_by_its_header(tmp_path, monkeypatch, warnings_log):
     source = tmp_path / "src"
     source.mkdir()
     (source / "huge.png").write_bytes(png_header(20000, 20000))
     (source / "big.png").write_bytes(png_header(12000, 12000))
     shutil.copy(ROOT / "data" / "images" / "bus.jpg", source)
     run = dict(weights=FIXTURE, source=source, imgsz=(64, 64), device="cpu", project=tmp_path / "runs")
-    with Warnings() as log:
+    with warnings_log() as log:
         within(120, detect.run, **run)
     skipped = "\n".join(log.lines)
     assert "huge.png: Image size (400000000 pixels)" in skipped and "refused before decoding" in skipped
     assert "big.png: 12000x12000 = 144,000,000 pixels, over the limit of 100,000,000" in skipped
     assert "YOLOV5_MAX_PIXELS" in skipped and "bus.jpg" not in skipped
     monkeypatch.setenv("YOLOV5_MAX_PIXELS", "2e8")  # allowed now: cv2 reads the header, finds no pixel data
-    with Warnings() as log:
+    with warnings_log() as log:
         within(120, detect.run, **run)
     assert any("big.png: not a readable image" in line for line in log.lines)
 

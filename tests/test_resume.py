@@ -1,7 +1,6 @@
 """train.py --resume with a crafted last.pt: only training state and whitelisted options are taken; a planted
 checkpoint cannot switch on a download, bring an inline dataset or a URL, or write outside its run folder."""
 
-import logging
 import urllib.request
 from pathlib import Path
 
@@ -11,28 +10,12 @@ import torch
 import train
 import utils.resume
 from utils.checkpoints import FORMAT, VERSION
-from utils.general import LOGGER, UserError
+from utils.general import UserError
 from utils.resume import resume_hyp, resume_options
 
 HYP = {"lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 5e-4, "warmup_epochs": 3.0,
        "warmup_momentum": 0.8, "warmup_bias_lr": 0.1, "box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0,
        "obj_pw": 1.0, "anchor_t": 4.0}
-
-
-class Warnings(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-    def __enter__(self):
-        LOGGER.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        LOGGER.removeHandler(self)
 
 
 def plant(runs, opt, hyp=HYP):
@@ -84,7 +67,7 @@ def test_dataset_url_is_refused(attack, data):
     assert attack["fetched"] == []
 
 
-def test_stored_download_flag_is_never_taken(attack):
+def test_stored_download_flag_is_never_taken(attack, warnings_log):
     """The dataset yaml path is taken, but download=True from the file is not: the missing dataset stops the run
     with the usual message, nothing is fetched, and new files appear only inside the run folder."""
     tmp = attack["tmp"]
@@ -95,7 +78,7 @@ def test_stored_download_flag_is_never_taken(attack):
                                 "project": "/", "name": "etc", "evolve": "rm -rf", "hyp": str(data)},
                  hyp=dict(HYP, evil="x"))
     before = files_under(tmp)
-    with Warnings() as log, pytest.raises(UserError, match="dataset not found.*--download"):
+    with warnings_log() as log, pytest.raises(UserError, match="dataset not found.*--download"):
         train.run(resume=True, workers=0)
     assert attack["fetched"] == [] and attack["victim"].read_text() == "print('original')\n"
     run_dir = last.parents[1]
@@ -104,12 +87,12 @@ def test_stored_download_flag_is_never_taken(attack):
     assert "download (pass --download" in warning and "evolve" in warning and "evil" in warning
 
 
-def test_option_whitelist():
+def test_option_whitelist(warnings_log):
     saved = {"epochs": 5, "batch_size": True, "imgsz": "640", "freeze": [0, 1], "label_smoothing": float("nan"),
              "rect": 1, "cos_lr": True, "optimizer": "Adam", "cache": "/etc", "cfg": "yolov5n.yaml",
              "hyp": "https://x/hyp.yaml", "workers": 99, "device": "cuda", "download": False, "bucket": "x",
              "data": "coco8.yaml"}
-    with Warnings() as log:
+    with warnings_log() as log:
         taken = resume_options(saved, "last.pt")
     assert taken == {"epochs": 5, "freeze": [0, 1], "cos_lr": True, "optimizer": "Adam", "cfg": "yolov5n.yaml",
                      "data": "coco8.yaml"}
