@@ -347,12 +347,16 @@ def test_multi_scale_never_draws_a_size_below_two_strides():
     assert sizes == {64, 96}
 
 
-def test_image_weights_with_no_labels_sample_uniformly():
+def test_image_weights_with_no_labels_sample_uniformly_and_warn_once(monkeypatch, warnings_log):
     class Dataset:
         n, labels, indices = 3, [torch.zeros(0, 5).numpy()] * 3, [0, 1, 2]
 
-    resample_images(Dataset, nc=2, class_weights=[0.5, 0.5])
+    monkeypatch.setattr("utils.general._WARNED", set())
+    with warnings_log() as log:
+        for _epoch in range(3):
+            resample_images(Dataset, nc=2, class_weights=[0.5, 0.5])
     assert Dataset.indices == [0, 1, 2]
+    assert len(log.lines) == 1 and "no labels" in log.lines[0]
 
 
 @pytest.mark.parametrize("cache, train_cache, val_cache", [("val", None, "val"), ("ram", "ram", "ram")])

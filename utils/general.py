@@ -28,6 +28,14 @@ def _make_logger(name="yolov5"):
 
 
 LOGGER = _make_logger()
+_WARNED = set()
+
+
+def warn_once(message):
+    """Log a warning the first time this exact message comes up in the process (e.g. once per run, not per epoch)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        LOGGER.warning(message)
 
 
 class UserError(Exception):

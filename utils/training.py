@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.general import LOGGER, UserError, colorstr
+from utils.general import LOGGER, UserError, colorstr, warn_once
 
 NBS = 64  # nominal batch size: gradients are accumulated up to it
 
@@ -123,10 +123,10 @@ def random_rescale(imgs, imgsz, gs):
 def resample_images(dataset, nc, class_weights):
     """--image-weights: draw this epoch's images with probability proportional to their rare-class content."""
     if not hasattr(dataset, "indices"):
-        LOGGER.warning("WARNING: --image-weights is not supported by this dataset; sampling uniformly")
+        warn_once("WARNING: --image-weights is not supported by this dataset; sampling uniformly")
         return
     iw = labels_to_image_weights(dataset.labels, nc=nc, class_weights=class_weights)
     if not iw.sum() > 0:  # no labels at all: nothing to weigh by
-        LOGGER.warning("WARNING: --image-weights: the training images have no labels; sampling uniformly")
+        warn_once("WARNING: --image-weights: the training images have no labels; sampling uniformly")
         return
     dataset.indices = random.choices(range(dataset.n), weights=iw, k=dataset.n)
