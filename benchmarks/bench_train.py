@@ -1,14 +1,16 @@
-"""Training benchmark: yolov5n from scratch on the built-in synthetic shapes data (fixed seed, 256 px, batch 16),
-once per --amp setting in the same invocation, so that the precisions are compared on the same machine state.
+"""Training benchmark: yolov5n from scratch on the built-in synthetic shapes data (256 px, batch 16), once per --amp
+setting and seed in the same invocation, so that the precisions are compared on the same machine state.
 
 Prints, per setting (timed with training callbacks), the seconds per epoch (training part and validation part),
 the training speed in images/s, the share of the training time spent waiting for the data loader, and the final
-mAP50 / mAP50-95 of best.pt; then the ratio of the median training epoch of each setting to the first one. Reference (official YOLOv5 v7.0 on
-a 2-core machine of this kind, SPEC section 3): about 34 images/s (11 s per training epoch of 384 images); after
-30 epochs mAP50 0.46, mAP50-95 0.27.
+mAP50 / mAP50-95 of best.pt; then the ratio of the median training epoch of each setting to the first one and, per
+seed, the mAP50-95 difference. With several seeds it adds the mean difference and its 95% paired-t interval (same
+seed = same data order and augmentation), as benchmarks/ablate.py does for model variants. Reference (official
+YOLOv5 v7.0 on a 2-core machine of this kind, SPEC section 3): about 34 images/s (11 s per training epoch of 384
+images); after 30 epochs mAP50 0.46, mAP50-95 0.27.
 
 Usage:
-    python benchmarks/bench_train.py --epochs 30 [--amp off auto] [--workers 2] [--batch-size 16] [--imgsz 256]
+    python benchmarks/bench_train.py --epochs 30 [--amp off auto] [--seeds 0 1 2] [--workers 2] [--threads 0]
 """
 
 import argparse
@@ -24,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import train  # noqa: E402
+from ablate import paired_comparison  # noqa: E402
 from utils.amp import AMP_CHOICES, select_amp  # noqa: E402
 from utils.callbacks import Callbacks  # noqa: E402
 
@@ -60,7 +63,7 @@ class EpochTimer:
         self.epochs.append((epoch, self.t_train, self.images / self.t_train, t_val))
 
 
-def train_once(amp, args):
+def train_once(amp, seed, args):
     """One full training run with ``--amp amp``; returns (timer, final results, total seconds)."""
     timer = EpochTimer()
     t0 = time.time()
@@ -68,7 +71,7 @@ def train_once(amp, args):
         opt = train.run(
             cfg="yolov5n.yaml", weights="", data=str(ROOT / "data/shapes.yaml"), imgsz=args.imgsz,
             epochs=args.epochs, batch_size=args.batch_size, workers=args.workers, device=args.device,
-            seed=args.seed, project=tmp, name="bench", noplots=True, amp=amp, callbacks=timer.callbacks,
+            seed=seed, project=tmp, name="bench", noplots=True, amp=amp, callbacks=timer.callbacks,
         )
     return timer, opt.results, time.time() - t0
 
@@ -80,36 +83,51 @@ def main():
     parser.add_argument("--imgsz", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="train once per seed and setting")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--amp", nargs="+", choices=AMP_CHOICES, default=["off", "auto"],
                         help="train once per setting, in this order; ratios are against the first")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    runs = {amp: train_once(amp, args) for amp in args.amp}
+    runs = {(amp, seed): train_once(amp, seed, args) for seed in args.seeds for amp in args.amp}
 
     print(f"\nbench_train: yolov5n from scratch, data/shapes.yaml, {args.imgsz} px, batch {args.batch_size}, "
-          f"{args.epochs} epochs, workers {args.workers}, seed {args.seed}")
-    medians = {}
+          f"{args.epochs} epochs, workers {args.workers}, {torch.get_num_threads()} threads, seeds "
+          f"{' '.join(map(str, args.seeds))}")
     device_type = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
-    for amp, (timer, results, total) in runs.items():
+    medians, final = {}, {}
+    for amp in args.amp:
         print(f"\n--amp {amp}: {select_amp(amp, device_type).describe()}")
-        print(f"{'epoch':>5} {'train s':>8} {'img/s':>7} {'val s':>6}")
-        for e, t_train, speed, t_val in timer.epochs:
-            print(f"{int(e):>5} {t_train:>8.1f} {speed:>7.1f} {t_val:>6.1f}")
-        later = timer.epochs[1:] or timer.epochs  # epoch 0 includes warm-up costs (caches, first allocations)
-        medians[amp] = statistics.median(x[1] for x in later)
-        train_total = sum(x[1] for x in timer.epochs)
-        print(f"--amp {amp}: median train {medians[amp]:.1f} s/epoch "
-              f"({statistics.median(x[2] for x in later):.1f} img/s) over epochs 1-{len(timer.epochs) - 1}, "
-              f"val {statistics.median(x[3] for x in later):.1f} s/epoch; waiting for the data loader "
-              f"{timer.loader_wait:.0f} s of {train_total:.0f} s training "
-              f"({timer.loader_wait / max(train_total, 1e-9):.0%})")
-        print(f"--amp {amp}: total {total:.0f} s; final (best.pt): P {results.precision:.3f} R {results.recall:.3f} "
-              f"mAP50 {results.map50:.3f} mAP50-95 {results.map50_95:.3f}")
+        later_all = []
+        for seed in args.seeds:
+            timer, results, total = runs[amp, seed]
+            print(f"seed {seed}:\n{'epoch':>5} {'train s':>8} {'img/s':>7} {'val s':>6}")
+            for e, t_train, speed, t_val in timer.epochs:
+                print(f"{int(e):>5} {t_train:>8.1f} {speed:>7.1f} {t_val:>6.1f}")
+            later = timer.epochs[1:] or timer.epochs  # epoch 0 includes warm-up costs (caches, first allocations)
+            later_all += later
+            train_total = sum(x[1] for x in timer.epochs)
+            print(f"--amp {amp} seed {seed}: median train {statistics.median(x[1] for x in later):.1f} s/epoch "
+                  f"({statistics.median(x[2] for x in later):.1f} img/s) over epochs 1-{len(timer.epochs) - 1}, "
+                  f"val {statistics.median(x[3] for x in later):.1f} s/epoch; waiting for the data loader "
+                  f"{timer.loader_wait:.0f} s of {train_total:.0f} s training "
+                  f"({timer.loader_wait / max(train_total, 1e-9):.0%}); total {total:.0f} s; final (best.pt): "
+                  f"P {results.precision:.3f} R {results.recall:.3f} mAP50 {results.map50:.3f} "
+                  f"mAP50-95 {results.map50_95:.3f}")
+        medians[amp] = statistics.median(x[1] for x in later_all)
+        final[amp] = {seed: runs[amp, seed][1].map50_95 for seed in args.seeds}
     first = args.amp[0]
+    print()
     for amp in args.amp[1:]:
-        print(f"median train epoch --amp {amp} / --amp {first}: {medians[amp] / medians[first]:.2f}x; "
-              f"mAP50-95 difference {runs[amp][1].map50_95 - runs[first][1].map50_95:+.3f}")
+        per_seed = ", ".join(f"seed {s} {final[amp][s] - final[first][s]:+.3f}" for s in args.seeds)
+        print(f"median train epoch --amp {amp} / --amp {first}: {medians[amp] / medians[first]:.2f}x "
+              f"({medians[amp]:.2f} / {medians[first]:.2f} s); mAP50-95 difference: {per_seed}")
+        cmp = paired_comparison(final[amp], final[first])
+        if cmp["low"] is not None:
+            print(f"  mean mAP50-95 difference over {cmp['n']} paired seeds {cmp['diff']:+.4f}, 95% paired-t "
+                  f"interval [{cmp['low']:+.4f}, {cmp['high']:+.4f}]")
     print("reference (official v7.0, 2 cores): 34 img/s, 11 s/epoch; 30 epochs: mAP50 0.46, mAP50-95 0.27")
 
 
