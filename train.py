@@ -56,7 +56,7 @@ from utils.metrics import fitness  # noqa: E402
 from utils.resume import load_resume_state  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
 from utils.training import NBS, EarlyStopping, build_optimizer, labels_to_class_weights, lr_lambda  # noqa: E402
-from utils.training import random_rescale, resample_images, set_epoch_lr, warmup  # noqa: E402
+from utils.training import random_rescale, resample_images, set_epoch_lr, train_cache, warmup  # noqa: E402
 
 DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights is given
 DEMO = dict(data=str(ROOT / "data/shapes.yaml"), epochs=30, imgsz=256)  # `python train.py` without --data
@@ -219,7 +219,7 @@ def setup(hyp, opt, device, callbacks):
     # Data
     train_loader, dataset = create_dataloader(
         data_dict["train"], imgsz, batch_size // WORLD_SIZE, gs, opt.single_cls, hyp=hyp, augment=True,
-        cache=None if opt.cache == "val" else opt.cache, rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
+        cache=train_cache(opt.cache, device), rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
         image_weights=opt.image_weights, prefix=colorstr("train: "), shuffle=True, seed=opt.seed,
     )
     labels = np.concatenate([x for x in dataset.labels if len(x)] or [np.zeros((0, 5))], 0)
@@ -233,7 +233,7 @@ def setup(hyp, opt, device, callbacks):
         if data_dict["val"]:
             val_loader = create_dataloader(
                 data_dict["val"], imgsz, batch_size // WORLD_SIZE * 2, gs, opt.single_cls, hyp=hyp,
-                cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
+                cache=None if opt.noval or opt.cache == "off" else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
                 prefix=colorstr("val: "),
             )[0]
         else:
@@ -331,7 +331,7 @@ def train_one_epoch(state, epoch):
         if state.amp.channels_last:
             imgs = imgs.contiguous(memory_format=torch.channels_last)
 
-        with state.amp.autocast():
+        with state.amp.training_forward():
             pred = model(imgs)
         loss, loss_items = state.compute_loss([p.float() for p in pred], targets.to(state.device))  # fp32 loss
         if RANK != -1:
@@ -554,8 +554,9 @@ def parse_opt(argv=None, known=False):
     parser.add_argument("--noval", action="store_true", help="only validate final epoch")
     parser.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
     parser.add_argument("--noplots", action="store_true", help="save no plot files")
-    parser.add_argument("--cache", type=str, nargs="?", const="ram", choices=["ram", "disk", "val"],
-                        help="cache images: ram (default), disk (.npy beside each image) or val (val split only)")
+    parser.add_argument("--cache", type=str, nargs="?", const="ram", choices=["ram", "disk", "val", "off"],
+                        help="cache images: ram (default), disk (.npy beside each image), val (val split only) or off; "
+                             "unset: training on the CPU caches a small training set in RAM (see README)")
     parser.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     parser.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--multi-scale", action="store_true", help="vary img-size +/- 50%%")

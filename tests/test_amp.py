@@ -1,10 +1,15 @@
 """--amp: the policy per device and choice, the AMP check's comparison, bf16 training accuracy; AutoBatch's fit."""
 
+from contextlib import nullcontext
+
 import pytest
 import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from models.common import C3, Conv
 from models.yolo import Model
-from utils.amp import AmpPolicy, check_amp, outputs_match, select_amp
+from utils.amp import AmpPolicy, DenseConcatGrads, check_amp, outputs_match, select_amp
 from utils.autobatch import autobatch, fit_batch_size
 from utils.general import UserError
 from utils.loss import ComputeLoss, scale_loss_gains
@@ -89,6 +94,46 @@ def test_bf16_training_follows_fp32():
     assert fp32[-1] < 0.9 * fp32[0]  # it learns
     assert bf16 == pytest.approx(fp32, rel=0.07)
     assert bf16[-1] == pytest.approx(fp32[-1], rel=0.03)
+
+
+class _SiluBackwardInputs(TorchDispatchMode):
+    """Records, for every SiLU backward, whether the incoming gradient is a dense channels-last tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.silu_backward.default:
+            self.dense.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        return func(*args, **(kwargs or {}))
+
+
+def _c3_backward(dense, dtype=torch.bfloat16):
+    """Parameter gradients of a channels-last C3 under ``dtype`` autocast (its concatenation hands both branches
+    channel slices of the gradient) and what each SiLU backward received."""
+    torch.manual_seed(0)
+    block = nn.Sequential(Conv(8, 16, 3), C3(16, 16, n=1)).to(memory_format=torch.channels_last)
+    x = torch.randn(2, 8, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+        with DenseConcatGrads() if dense else nullcontext():
+            y = block(x)
+    recorder = _SiluBackwardInputs()
+    with recorder:
+        weights = torch.linspace(-1, 1, y.numel()).view_as(y).contiguous(memory_format=torch.channels_last)
+        (y.float() * weights).sum().backward()
+    return [p.grad.clone() for p in block.parameters()], recorder.dense
+
+
+def test_dense_channels_last_grads_change_layout_not_values():
+    _, plain_dense = _c3_backward(dense=False)
+    _, dense = _c3_backward(dense=True)
+    assert len(plain_dense) == len(dense) == 6 and not all(plain_dense)  # C3's branches get strided slices
+    assert all(dense)
+    # in fp32 the gradients agree to rounding (in bf16 the strided and dense kernels round differently, ~1%)
+    plain_grads, _ = _c3_backward(dense=False, dtype=torch.float32)
+    grads, _ = _c3_backward(dense=True, dtype=torch.float32)
+    assert all((a - b).abs().max() <= 1e-5 * a.abs().max() for a, b in zip(plain_grads, grads))  # summation order
 
 
 def test_autobatch_fit_on_a_fake_memory_profile():

@@ -287,6 +287,25 @@ def test_exif_orientation_is_applied(tmp_path):
     assert im[5, 10, 2] > 200 and im[35, 10, 0] > 200  # red top, blue bottom
 
 
+def test_auto_cache_keeps_small_sets_in_ram_only(red_dataset, monkeypatch):
+    """cache 'auto' caches in RAM when the decoded images take at most AUTO_RAM_FRACTION of the free memory (6
+    images of 60x100 resized to 39x64, 3 channels: 44,928 bytes); augmented items read from the cache equal
+    uncached ones, twice."""
+    need = 6 * 39 * 64 * 3
+    pages = {"SC_PAGE_SIZE": 1, "SC_AVPHYS_PAGES": round(need / dl.AUTO_RAM_FRACTION)}  # exactly at the limit
+    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    hyp = {**NO_AUG, "hsv_h": 0.5, "hsv_s": 0.5, "hsv_v": 0.5, "fliplr": 0.5}  # in-place HSV must not touch the cache
+    cached = LoadImagesAndLabels(red_dataset, img_size=64, augment=True, hyp=hyp, cache_images="auto")
+    plain = LoadImagesAndLabels(red_dataset, img_size=64, augment=True, hyp=hyp)
+    assert cached.cache == "ram" and all(im is not None for im in cached.ims)
+    for i in range(6):
+        first, again = cached[i][0], cached[i][0]
+        assert torch.equal(first, plain[i][0]) and torch.equal(again, first)
+    pages["SC_AVPHYS_PAGES"] -= 1  # one byte short: no cache, and no warning (auto is not a request)
+    small = LoadImagesAndLabels(red_dataset, img_size=64, augment=True, hyp=hyp, cache_images="auto")
+    assert small.cache is None and all(im is None for im in small.ims)
+
+
 @pytest.mark.parametrize("where", ["ram", "disk"])
 def test_image_cache_gives_same_items(red_dataset, where):
     plain = LoadImagesAndLabels(red_dataset, img_size=64, hyp=NO_AUG)

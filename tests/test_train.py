@@ -359,8 +359,11 @@ def test_image_weights_with_no_labels_sample_uniformly_and_warn_once(monkeypatch
     assert len(log.lines) == 1 and "no labels" in log.lines[0]
 
 
-@pytest.mark.parametrize("cache, train_cache, val_cache", [("val", None, "val"), ("ram", "ram", "ram")])
-def test_cache_val_caches_only_the_val_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
+@pytest.mark.parametrize("cache, train_cache, val_cache",
+                         [("val", None, "val"), ("ram", "ram", "ram"), (None, "auto", None), ("off", None, None)])
+def test_cache_choice_per_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
+    """--cache val caches only the val split; unset on the CPU, the training split is cached when small ('auto');
+    --cache off caches neither."""
     create, caches = train.create_dataloader, []
 
     def record(*args, **kwargs):

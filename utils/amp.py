@@ -11,12 +11,13 @@
 the float-cast predictions, and parameters, optimizer state, EMA and checkpoints stay fp32.
 """
 
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from utils.general import LOGGER, UserError
 from utils.torch_utils import de_parallel
@@ -50,6 +51,15 @@ class AmpPolicy:
 
     def autocast(self):
         return torch.autocast(self.device_type, dtype=self.dtype) if self.enabled else nullcontext()
+
+    def training_forward(self):
+        """The context of a training forward pass: the autocast and, for channels-last on the CPU,
+        DenseConcatGrads."""
+        stack = ExitStack()
+        stack.enter_context(self.autocast())
+        if self.channels_last and self.device_type == "cpu":
+            stack.enter_context(DenseConcatGrads())
+        return stack
 
     def grad_scaler(self):
         return torch.amp.GradScaler("cuda", enabled=self.fp16)
@@ -126,3 +136,31 @@ def check_amp(model, policy, imgsz=CHECK_IMGSZ):
     LOGGER.warning(f"WARNING: AMP check failed ({policy.name} outputs differ from fp32 or are not finite); "
                    f"training in fp32. Use --amp off to skip this check")
     return AmpPolicy(policy.device_type, None, policy.channels_last, f"{policy.name} check failed")
+
+
+
+def _dense_channels_last(grad):
+    if grad.dim() == 4 and not grad.is_contiguous(memory_format=torch.channels_last):
+        return grad.contiguous(memory_format=torch.channels_last)
+    return None  # keep the gradient as it is
+
+
+class DenseConcatGrads(TorchFunctionMode):
+    """Within this context, every 4-D input of a concatenation gets its gradient as a dense channels-last tensor.
+
+    The backward of a channel concatenation (C3, SPPF, Concat, most plug-in modules) hands each input a channel
+    slice of the concatenated gradient, strided in channels-last; CPU kernels such as SiLU's backward in bf16 run
+    about 8x slower on such a slice than on a dense copy (16x32x64x64: 4.9 ms vs 0.6 ms; the copy 0.2 ms). For a
+    yolov5n bf16 training step that is about 8% of its time. Only the layout changes, not the values. A mode
+    rather than module hooks: it covers any module's torch.cat and leaves no state on the model."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _CONCATENATIONS:
+            for t in args[0] if args else kwargs["tensors"]:
+                if isinstance(t, torch.Tensor) and t.requires_grad and t.dim() == 4:
+                    t.register_hook(_dense_channels_last)
+        return func(*args, **kwargs)
+
+
+_CONCATENATIONS = (torch.cat, torch.concat, torch.concatenate)

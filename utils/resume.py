@@ -36,7 +36,7 @@ RESUME_OPTIONS = {
     "sync_bn": ("bool", None),
     "cos_lr": ("bool", None),
     "optimizer": (("SGD", "Adam", "AdamW"), None),
-    "cache": ((None, "ram", "disk", "val"), None),
+    "cache": ((None, "ram", "disk", "val", "off"), None),
     "amp": (("auto", "on", "off"), None),  # the precision of the interrupted run, for an exact continuation
     "evolve": ((None,), None),  # a training run is never an evolution (which resumes from its evolve.csv)
 }

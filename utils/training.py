@@ -120,6 +120,16 @@ def random_rescale(imgs, imgsz, gs):
     return imgs
 
 
+def train_cache(cache, device):
+    """The training loader's image cache for --cache ``cache``: none for val/off; unset on the CPU 'auto' (RAM when
+    the decoded set is small, see LoadImagesAndLabels), as the decoding would take cores from the training."""
+    if cache in ("val", "off"):
+        return None
+    if cache is None and device.type == "cpu":
+        return "auto"
+    return cache
+
+
 def resample_images(dataset, nc, class_weights):
     """--image-weights: draw this epoch's images with probability proportional to their rare-class content."""
     if not hasattr(dataset, "indices"):
