@@ -7,9 +7,11 @@ Formats: PyTorch (fused; fused + channels-last), TorchScript, ONNX Runtime (the 
 ``InferenceSession`` with default options for comparison), ONNX INT8 (static QDQ), OpenVINO FP32, bf16 (export
 --half) and INT8 (NNCF). Formats whose packages are missing are skipped with a note.
 
-Latency: batch 1 at --imgsz with --threads CPU threads; every format is timed once per round, round-robin in one
-loop (the order rotating each round), so load changes on a shared machine hit all formats alike; the median of
---runs rounds after --warmup is reported, and the ratio to the faster PyTorch row. mAP50-95: val.py on the val
+Latency: batch 1 at --imgsz with --threads CPU threads; each format runs in --blocks blocks of consecutive calls
+(--warmup untimed, then its share of --runs timed), the formats taking turns block by block with the order
+rotating, so only the timed runtime's thread pool is busy (runtimes whose idle threads spin disturb a neighbour
+timed right after them) while slow drifts in machine load still hit all formats alike; the median of the --runs
+timed calls is reported, and the ratio to the faster PyTorch row. mAP50-95: val.py on the val
 split of --data at --val-imgsz (default --imgsz), batch 1, conf 0.001, IoU 0.6. Exports go to --project; INT8
 models for mAP are calibrated with --calib train images, those only timed (another size) with 16.
 Output: a Markdown table and CSV per run (--out), and with --write-readme the table between the formats-table
@@ -20,6 +22,7 @@ import argparse
 import csv
 import importlib.util
 import logging
+import math
 import shutil
 import statistics
 import sys
@@ -97,19 +100,22 @@ def runner(name, path):
     return backend
 
 
-def latencies(paths, imgsz, runs, warmup):
-    """{name: median ms} of batch-1 forward passes, all formats timed round-robin in one loop."""
+def latencies(paths, imgsz, runs, warmup, blocks=2):
+    """{name: median ms} of batch-1 forward passes: per format ``blocks`` blocks of ``warmup`` untimed and
+    ceil(runs / blocks) timed consecutive calls, the formats taking turns block by block (order rotating)."""
     runners = {name: runner(name, p) for name, p in paths.items()}
     x = torch.rand(1, 3, *imgsz)
     times = {name: [] for name in runners}
     names = list(runners)
+    timed = math.ceil(runs / blocks)
     with torch.inference_mode():
-        for r in range(warmup + runs):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                t = time.perf_counter()
-                runners[name](x)
-                if r >= warmup:
-                    times[name].append((time.perf_counter() - t) * 1e3)
+        for b in range(blocks):
+            for name in names[b % len(names):] + names[:b % len(names)]:
+                for i in range(warmup + timed):
+                    t = time.perf_counter()
+                    runners[name](x)
+                    if i >= warmup:
+                        times[name].append((time.perf_counter() - t) * 1e3)
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -119,7 +125,7 @@ def map5095(path, data, imgsz, project):
     return results[3]
 
 
-def measure(weights, data, imgsz, val_imgsz, threads, runs, warmup, calib, project):
+def measure(weights, data, imgsz, val_imgsz, threads, runs, warmup, calib, project, blocks=2):
     """Rows {format, file, size_mb, map, ms, ratio} for one weights file."""
     stem = Path(weights).stem
     folder = Path(project) / stem
@@ -127,7 +133,7 @@ def measure(weights, data, imgsz, val_imgsz, threads, runs, warmup, calib, proje
                            calib if val_imgsz == imgsz else LATENCY_CALIB)
     val_paths = paths if val_imgsz == imgsz else export_formats(weights, folder / f"{val_imgsz[0]}x{val_imgsz[1]}",
                                                                   val_imgsz, data, calib)
-    ms = latencies(paths, imgsz, runs, warmup)
+    ms = latencies(paths, imgsz, runs, warmup, blocks)
     print(f"{stem} latency (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()), flush=True)  # before the vals
     maps = {}
     for name, path in val_paths.items():
@@ -156,7 +162,7 @@ def markdown(rows, imgsz, val_imgsz, threads, runs):
 
 
 def run(weights=(), data=str(ROOT / "data" / "shapes.yaml"), imgsz=640, val_imgsz=None, threads=2, runs=20, warmup=3,
-        calib=export.DEFAULT_CALIB, project=ROOT / "runs" / "benchmarks" / "formats",
+        blocks=2, calib=export.DEFAULT_CALIB, project=ROOT / "runs" / "benchmarks" / "formats",
         out=ROOT / "benchmarks" / "results" / "formats", write_readme=False, readme=ROOT / "README.md"):
     if not weights:
         raise UserError("--weights: give one or more trained .pt files")
@@ -168,7 +174,7 @@ def run(weights=(), data=str(ROOT / "data" / "shapes.yaml"), imgsz=640, val_imgs
             print(f"note: {module} is not installed: its formats are skipped")
     rows = []
     for w in weights:
-        rows += measure(w, data, imgsz, val_imgsz, threads, runs, warmup, calib, project)
+        rows += measure(w, data, imgsz, val_imgsz, threads, runs, warmup, calib, project, blocks)
         print(f"measured {w}", flush=True)
     table = markdown(rows, imgsz, val_imgsz, threads, runs)
     print(table)
@@ -194,8 +200,9 @@ def parse_opt(argv=None):
     p.add_argument("--imgsz", type=int, default=640, help="latency image size (square)")
     p.add_argument("--val-imgsz", type=int, default=None, help="mAP image size (default --imgsz)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for every runtime")
-    p.add_argument("--runs", type=int, default=20, help="timed rounds (median reported)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    p.add_argument("--runs", type=int, default=20, help="timed calls per format (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls at the start of each block")
+    p.add_argument("--blocks", type=int, default=2, help="blocks per format; the formats take turns block by block")
     p.add_argument("--calib", type=int, default=export.DEFAULT_CALIB, help="INT8 calibration images")
     p.add_argument("--project", type=Path, default=ROOT / "runs" / "benchmarks" / "formats", help="exports go here")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "formats",

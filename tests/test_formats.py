@@ -269,3 +269,15 @@ def test_no_socket_is_opened_during_export_and_inference(weights, tmp_path):
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
     assert not log.exists(), log.read_text()
+
+
+def test_latency_timing_runs_each_format_in_blocks(monkeypatch):
+    """benchmarks/formats.py: each format runs warmup + ceil(runs / blocks) consecutive calls per block, the formats
+    taking turns block by block with the order rotating; only the timed calls count."""
+    from benchmarks import formats
+
+    calls = []
+    monkeypatch.setattr(formats, "runner", lambda name, path: lambda x: calls.append(name))
+    ms = formats.latencies({"a": "a.onnx", "b": "b.xml", "c": "c.pt"}, (32, 32), runs=4, warmup=1, blocks=2)
+    assert calls == ["a"] * 3 + ["b"] * 3 + ["c"] * 3 + ["b"] * 3 + ["c"] * 3 + ["a"] * 3
+    assert set(ms) == {"a", "b", "c"} and all(v >= 0 for v in ms.values())
