@@ -293,7 +293,12 @@ def test_auto_cache_keeps_small_sets_in_ram_only(red_dataset, monkeypatch):
     uncached ones, twice."""
     need = 6 * 39 * 64 * 3
     pages = {"SC_PAGE_SIZE": 1, "SC_AVPHYS_PAGES": round(need / dl.AUTO_RAM_FRACTION)}  # exactly at the limit
-    monkeypatch.setattr(os, "sysconf", lambda name: pages[name])
+    def sysconf(name):
+        if name not in pages:
+            raise ValueError(f"unrecognized configuration name {name!r}")
+        return pages[name]
+
+    monkeypatch.setattr(os, "sysconf", sysconf)
     hyp = {**NO_AUG, "hsv_h": 0.5, "hsv_s": 0.5, "hsv_v": 0.5, "fliplr": 0.5}  # in-place HSV must not touch the cache
     cached = LoadImagesAndLabels(red_dataset, img_size=64, augment=True, hyp=hyp, cache_images="auto")
     plain = LoadImagesAndLabels(red_dataset, img_size=64, augment=True, hyp=hyp)
@@ -304,6 +309,9 @@ def test_auto_cache_keeps_small_sets_in_ram_only(red_dataset, monkeypatch):
     pages["SC_AVPHYS_PAGES"] -= 1  # one byte short: no cache, and no warning (auto is not a request)
     small = LoadImagesAndLabels(red_dataset, img_size=64, augment=True, hyp=hyp, cache_images="auto")
     assert small.cache is None and all(im is None for im in small.ims)
+    del pages["SC_AVPHYS_PAGES"]  # a system that does not report free memory (macOS): no automatic cache
+    unknown = LoadImagesAndLabels(red_dataset, img_size=64, augment=True, hyp=hyp, cache_images="auto")
+    assert unknown.cache is None
 
 
 @pytest.mark.parametrize("where", ["ram", "disk"])

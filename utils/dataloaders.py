@@ -382,10 +382,9 @@ class LoadImagesAndLabels(Dataset):
     def _small_enough_for_ram(self):
         """cache="auto" (training on the CPU without --cache): True when the decoded, resized images take at most
         AUTO_RAM_FRACTION of the free memory. There, decoding the four images of every mosaic runs on the cores the
-        model trains on; cached, the training epoch is shorter (about 7% for yolov5n at 256 px on 2 cores)."""
-        need = self._image_bytes(resized=True)
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        if need > AUTO_RAM_FRACTION * available:
+        model trains on; cached, a bf16 yolov5n epoch at 256 px on 2 cores is about 7% shorter."""
+        need, available = self._image_bytes(resized=True), free_memory()
+        if available is None or need > AUTO_RAM_FRACTION * available:
             return False
         LOGGER.info(f"{self.prefix}caching the decoded images in RAM ({need / 1e6:.0f} MB): training on the CPU, "
                     f"where decoding competes with the model for the cores; --cache off turns this off")
@@ -396,8 +395,8 @@ class LoadImagesAndLabels(Dataset):
         as .npy files next to the originals (valid at any --imgsz)."""
         need = self._image_bytes(resized=where == "ram")
         if where == "ram":
-            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-            if need * 1.5 > available:  # leave room for the model, the workers and the rest of the machine
+            available = free_memory()
+            if available is not None and need * 1.5 > available:  # leave room for the model, workers, the rest
                 LOGGER.warning(f"WARNING: {self.prefix}not caching images in RAM: need {need / 1e9:.1f} GB, "
                                f"{available / 1e9:.1f} GB available; use --cache disk or no cache")
                 return False
@@ -631,6 +630,15 @@ class InfiniteDataLoader(DataLoader):
             self._epoch += 1
             if not complete:  # an abandoned pass leaves the stream mid-epoch: the next pass starts afresh
                 self._endless = None
+
+
+def free_memory():
+    """Free physical memory in bytes, or None where the system does not report it (e.g. macOS lacks
+    SC_AVPHYS_PAGES)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # AttributeError: Windows has no os.sysconf
+        return None
 
 
 def seed_worker(worker_id):
