@@ -19,28 +19,38 @@ torch.set_num_threads(2)
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
-class WarningLog(logging.Handler):
-    """Context manager collecting the project logger's warning messages in ``lines``."""
+class LogLines(logging.Handler):
+    """Context manager collecting the project logger's messages of ``level`` and above in ``lines`` (the logger is
+    opened to that level inside the block: the tests run it at WARNING)."""
 
-    def __init__(self):
-        super().__init__(logging.WARNING)
+    def __init__(self, level=logging.WARNING):
+        super().__init__(level)
         self.lines = []
 
     def emit(self, record):
         self.lines.append(record.getMessage())
 
     def __enter__(self):
+        self.logger_level = LOGGER.level
+        LOGGER.setLevel(min(self.logger_level, self.level))
         LOGGER.addHandler(self)
         return self
 
     def __exit__(self, *exc):
         LOGGER.removeHandler(self)
+        LOGGER.setLevel(self.logger_level)
 
 
 @pytest.fixture
 def warnings_log():
     """``with warnings_log() as log:`` collects the project's warnings inside the block into ``log.lines``."""
-    return WarningLog
+    return LogLines
+
+
+@pytest.fixture
+def info_log():
+    """``with info_log() as log:`` collects the project's info messages and warnings inside the block."""
+    return lambda: LogLines(logging.INFO)
 
 
 @pytest.fixture

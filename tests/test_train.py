@@ -2,7 +2,6 @@
 
 import csv
 import importlib.util
-import logging
 import math
 import os
 import subprocess
@@ -29,25 +28,6 @@ HYP = dict(lr0=0.01, lrf=0.01, momentum=0.937, warmup_momentum=0.8, warmup_bias_
 TINY = dict(data=str(ROOT / "data/coco8.yaml"), cfg="yolov5n.yaml", imgsz=64, epochs=2, batch_size=2, workers=0)
 ARTEFACTS = ("weights/last.pt", "weights/best.pt", "results.csv", "results.png", "opt.yaml", "hyp.yaml",
              "labels.jpg", "train_batch0.jpg", "train_batch1.jpg", "train_batch2.jpg")
-
-
-class LogCapture(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-    def __enter__(self):
-        self.logger_level = LOGGER.level
-        LOGGER.setLevel(logging.INFO)
-        LOGGER.addHandler(self)
-        return self
-
-    def __exit__(self, *exc):
-        LOGGER.removeHandler(self)
-        LOGGER.setLevel(self.logger_level)
 
 
 def results_rows(save_dir):
@@ -115,11 +95,11 @@ def test_early_stopping():
     assert not any(never(e, 0.0 if e else 1.0) for e in range(50))
 
 
-def test_transfer_into_other_models():
+def test_transfer_into_other_models(info_log):
     """yolov5n with 3 classes: all 349 entries but the anchors (the yaml's win) and the 6 Detect conv tensors
     (shapes depend on nc) = 342. A variant yaml gets exactly the entries whose key and shape match."""
     ckpt = load_checkpoint(FIXTURE)
-    with LogCapture() as log:
+    with info_log() as log:
         model = train.create_model("yolov5n.yaml", ckpt, nc=3)
     assert "Transferred 342/349 items from pretrained weights" in log.lines
     official = {k: v.float() for k, v in train_state_dict(ckpt).items()}
@@ -129,7 +109,7 @@ def test_transfer_into_other_models():
     variant = "yolov5n_ScConv.yaml"
     if not any((ROOT / "models").glob("yolov5?_ScConv.yaml")):
         pytest.skip("no ScConv variant yaml in models/")
-    with LogCapture() as log:
+    with info_log() as log:
         model = train.create_model(variant, ckpt, nc=80)
     own = model.state_dict()
     expected = sum(k in own and own[k].shape == v.shape and "anchor" not in k for k, v in official.items())
@@ -186,7 +166,7 @@ train.run(callbacks=callbacks, **{kwargs!r})
 """
 
 
-def test_end_to_end_run_killed_and_resumed(tmp_path):
+def test_end_to_end_run_killed_and_resumed(tmp_path, info_log):
     """Two epochs on coco8 from the official fixture, killed (SIGKILL) at the first batch of epoch 2, then
     --resume: the run finishes its 2 epochs in the same folder with every artefact and stripped weights."""
     kwargs = dict(TINY, weights=str(FIXTURE), project=str(tmp_path), name="exp")
@@ -207,7 +187,7 @@ def test_end_to_end_run_killed_and_resumed(tmp_path):
     stale = save_dir / "weights" / f".last.pt.{2 ** 22 + 1}.tmp"  # above any Linux pid_max
     stale.write_bytes(b"PK truncated")
 
-    with LogCapture() as log:
+    with info_log() as log:
         opt = train.run(resume=str(last))
     assert any("Resuming training from" in line and "at epoch 1 of 2" in line for line in log.lines)
     assert any("Results saved to" in line for line in log.lines)
@@ -232,7 +212,7 @@ class Interrupted(Exception):
     pass
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path):
+def test_resumed_run_matches_uninterrupted_run(tmp_path, info_log):
     """3 epochs on coco8 (64 px, batch 2, from scratch) in one go vs the same run interrupted at the first batch
     of epoch 1 and resumed (with 2 loader workers instead of 0): the resumed epochs' training losses and the final
     fp32 model and EMA weights (last.pt before the strip) are the same."""
@@ -257,7 +237,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     last = tmp_path / "cut" / "weights" / "last.pt"
     assert load_checkpoint(last)["epoch"] == 0 and "cut" not in final
     interrupt_at[0] = None
-    with LogCapture() as log:
+    with info_log() as log:
         train.run(resume=str(last), workers=2, callbacks=callbacks)
     assert any("at epoch 1 of 3" in line for line in log.lines)
 
@@ -422,14 +402,14 @@ def test_callbacks_see_every_event_in_order_and_can_stop_training(tmp_path):
     assert [e["name"] for e in callbacks.get_registered_actions("on_fit_epoch_end")] == ["record", "stopper"]
 
 
-def test_defaults_are_the_demo_without_data_and_official_with_it(tmp_path):
+def test_defaults_are_the_demo_without_data_and_official_with_it(tmp_path, info_log):
     demo = train.parse_opt([])
     assert "built-in demo" in train.apply_defaults(demo)
     assert (Path(demo.data).name, demo.imgsz, demo.epochs, demo.cfg) == ("shapes.yaml", 256, 30, "yolov5n.yaml")
     official = train.parse_opt(["--data", "coco8.yaml", "--epochs", "5"])
     train.apply_defaults(official)
     assert (official.imgsz, official.epochs, Path(official.hyp).name) == (640, 5, "hyp.scratch-low.yaml")
-    with LogCapture() as log, pytest.raises(UserError):
+    with info_log() as log, pytest.raises(UserError):
         train.run(data=str(tmp_path / "missing.yaml"), project=str(tmp_path), name="bad")
     assert log.lines[0].startswith("train: ") and "640 px, 100 epochs" in log.lines[0]
     assert "precision: " in log.lines[0]
