@@ -1,6 +1,7 @@
 """Shared test set-up: the repository on sys.path, quiet logging, few threads, known fixture paths."""
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ if str(ROOT) not in sys.path:
 from utils.general import LOGGER  # noqa: E402
 
 LOGGER.setLevel(logging.WARNING)
+os.environ["YOLOV5_OFFLINE"] = "1"  # tests never fetch release weights (scripts run as subprocesses inherit it)
 torch.set_num_threads(2)
 
 FIXTURES = ROOT / "tests" / "fixtures"

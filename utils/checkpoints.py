@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from utils.downloads import attempt_download
 from utils.general import LOGGER, UserError
 
 FORMAT = "yolov5-plugins"
@@ -118,12 +119,9 @@ def _plain_number(value):
 
 def load_checkpoint(path):
     """Read a checkpoint file (project or official format) into a dict, admitting only known globals."""
-    path = Path(path)
+    path = attempt_download(path)  # an official release name (yolov5s.pt) is fetched when missing
     if not path.is_file():
-        raise UserError(
-            f"weights file not found: '{path}'. Train one with `python train.py`, or pass the path of a YOLOv5 "
-            f"v6.0-v7.0 checkpoint (nothing is downloaded)"
-        )
+        raise UserError(f"weights '{path}' is not a file")
     if not zipfile.is_zipfile(path):
         raise UserError(f"'{path}' is not a PyTorch checkpoint (expected a torch.save zip archive)")
     try:
