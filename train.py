@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import val as validate  # noqa: E402
 from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.amp import AMP_CHOICES, check_amp, select_amp  # noqa: E402
@@ -46,6 +45,7 @@ from utils.checkpoints import checkpoint_model_parts, load_checkpoint, make_chec
 from utils.checkpoints import save_checkpoint, strip_optimizer, transfer_weights  # noqa: E402
 from utils.dataloaders import create_dataloader  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
+from utils.evaluation import evaluate  # noqa: E402
 from utils.evolve import append_evolve_csv, next_hyp, plot_evolve, read_evolve_csv, write_best_hyp  # noqa: E402
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
 from utils.general import exit_code, print_args, start_results_csv, yaml_load, yaml_save  # noqa: E402
@@ -408,10 +408,10 @@ def end_epoch(state, epoch, metrics):
 
 
 def _validate(state, model, plots=False, verbose=False):
-    """val.evaluate on the val loader, in half precision when training runs fp16 autocast (as YOLOv5)."""
+    """utils.evaluation.evaluate on the val loader, in half precision when training runs fp16 autocast (as YOLOv5)."""
     state.callbacks.run("on_val_start")
     model = model.half() if state.amp.fp16 else model.float()
-    output = validate.evaluate(
+    output = evaluate(
         model, state.val_loader, state.nc, state.names, state.device, single_cls=state.opt.single_cls,
         half=state.amp.fp16, compute_loss=state.compute_loss, verbose=verbose, save_dir=state.save_dir, plots=plots,
     )
@@ -678,7 +678,7 @@ def main(opt, callbacks=None):
 def run(callbacks=None, **kwargs):
     """Train from Python with the CLI flags as keyword arguments, e.g. ``run(data='coco8.yaml', imgsz=320,
     epochs=3)``, and optionally a utils.callbacks.Callbacks. Returns the options namespace with ``save_dir`` and
-    the final ``results`` (val.ValResults)."""
+    the final ``results`` (utils.evaluation.ValResults)."""
     opt = parse_opt([], known=True)
     unknown = [k for k in kwargs if not hasattr(opt, k)]
     if unknown:

@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 
 import train
-import val
 from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint
+from utils.evaluation import ValOutput, ValResults
 from utils.general import LOGGER, UserError, yaml_load
 from utils.training import EarlyStopping, build_optimizer, lr_lambda, random_rescale, resample_images, set_epoch_lr
 from utils.training import warmup
@@ -359,13 +359,11 @@ def test_cache_choice_per_split(tmp_path, monkeypatch, cache, train_cache, val_c
 
 
 def test_non_finite_validation_losses_stop_training_before_anything_is_saved(tmp_path, monkeypatch):
-    import val
-
     def diverged_val(*args, **kwargs):
-        results = val.ValResults(0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan"))
-        return val.ValOutput(results, [0.0] * 80, (0.0, 0.0, 0.0))
+        results = ValResults(0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan"))
+        return ValOutput(results, [0.0] * 80, (0.0, 0.0, 0.0))
 
-    monkeypatch.setattr(val, "evaluate", diverged_val)
+    monkeypatch.setattr(train, "evaluate", diverged_val)
     with pytest.raises(UserError, match=r"end of epoch 0 in 2 .*'val/box_loss', 'val/cls_loss'.*no checkpoint was "
                                         r"written yet"):
         train.run(**(TINY | dict(epochs=1, batch_size=4)), project=str(tmp_path), name="exp", noplots=True,
@@ -395,7 +393,7 @@ def test_callbacks_see_every_event_in_order_and_can_stop_training(tmp_path):
                  "on_val_start", "on_val_end", "on_fit_epoch_end", "on_model_save"]
     assert events == ["on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start", *per_epoch * 2,
                       "on_val_start", "on_val_end", "on_train_end"]
-    assert isinstance(opt.results, val.ValResults) and opt.results.box_loss > 0
+    assert isinstance(opt.results, ValResults) and opt.results.box_loss > 0
     assert [r[0] for r in results_rows(opt.save_dir)[1]] == [0, 1]
     assert len(list(Path(opt.save_dir).glob("events.out.tfevents.*"))) == (importlib.util.find_spec("tensorboard")
                                                                             is not None)
