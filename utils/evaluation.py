@@ -1,6 +1,6 @@
-"""Evaluation of a detection model on a dataset split: the metrics (ValResults), the scoring loop shared by
-train.py and val.py (``evaluate``), the txt / COCO json writers of its detections, and the COCO ground truth and
-pycocotools scoring of those json files."""
+"""Evaluation of a detection model on a dataset split: the metrics (ValResults) and the column names they have in
+results.csv and evolve.csv, the scoring loop shared by train.py and val.py (``evaluate``), the txt / COCO json
+writers of its detections, and the COCO ground truth and pycocotools scoring of those json files."""
 
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,6 +34,14 @@ class ValResults(NamedTuple):
     box_loss: float
     obj_loss: float
     cls_loss: float
+
+
+# ValResults field -> its column in results.csv and evolve.csv, in field order; YOLOv5's names, which its tools read
+VAL_COLUMNS = dict(zip(ValResults._fields, (
+    "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
+    "val/box_loss", "val/obj_loss", "val/cls_loss",
+), strict=True))
+VAL_LOSS_COLUMNS = {field: column for field, column in VAL_COLUMNS.items() if column.startswith("val/")}  # losses
 
 
 class ValOutput(NamedTuple):
