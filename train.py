@@ -35,7 +35,6 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import val as validate  # noqa: E402
 from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.amp import AMP_CHOICES, check_amp, select_amp  # noqa: E402
@@ -46,13 +45,15 @@ from utils.checkpoints import checkpoint_model_parts, load_checkpoint, make_chec
 from utils.checkpoints import save_checkpoint, strip_optimizer, transfer_weights  # noqa: E402
 from utils.dataloaders import create_dataloader  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
+from utils.evaluation import VAL_LOSS_COLUMNS, evaluate  # noqa: E402
 from utils.evolve import append_evolve_csv, next_hyp, plot_evolve, read_evolve_csv, write_best_hyp  # noqa: E402
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
-from utils.general import exit_code, print_args, start_results_csv, yaml_load, yaml_save  # noqa: E402
+from utils.general import exit_code, print_args, yaml_load, yaml_save  # noqa: E402
 from utils.hyp import check_hyp  # noqa: E402
-from utils.loggers import RESULTS_COLUMNS, Loggers  # noqa: E402
+from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
+from utils.results_csv import start_results_csv  # noqa: E402
 from utils.resume import load_resume_state  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
 from utils.training import NBS, EarlyStopping, build_optimizer, labels_to_class_weights, lr_lambda  # noqa: E402
@@ -382,7 +383,7 @@ def end_epoch(state, epoch, metrics):
         bad = nonfinite_weights({"model": de_parallel(state.model).state_dict(), "ema": ema.ema.state_dict()})
         if not bad and state.val_loader is not None and (not opt.noval or final_epoch or stop):
             state.results, state.maps, _ = _validate(state, ema.ema)
-            bad = [k for k, v in zip(RESULTS_COLUMNS[8:11], state.results[4:7]) if not math.isfinite(v)]
+            bad = [c for f, c in VAL_LOSS_COLUMNS.items() if not math.isfinite(getattr(state.results, f))]
         LOGGER.info(f"epoch {epoch}: train {metrics.seconds:.1f}s "
                     f"({metrics.images / max(metrics.seconds, 1e-9):.1f} img/s), val {time.time() - t_val:.1f}s")
         if bad:  # nothing of this epoch is logged or saved
@@ -408,10 +409,10 @@ def end_epoch(state, epoch, metrics):
 
 
 def _validate(state, model, plots=False, verbose=False):
-    """val.evaluate on the val loader, in half precision when training runs fp16 autocast (as YOLOv5)."""
+    """utils.evaluation.evaluate on the val loader, in half precision when training runs fp16 autocast (as YOLOv5)."""
     state.callbacks.run("on_val_start")
     model = model.half() if state.amp.fp16 else model.float()
-    output = validate.evaluate(
+    output = evaluate(
         model, state.val_loader, state.nc, state.names, state.device, single_cls=state.opt.single_cls,
         half=state.amp.fp16, compute_loss=state.compute_loss, verbose=verbose, save_dir=state.save_dir, plots=plots,
     )
@@ -678,7 +679,7 @@ def main(opt, callbacks=None):
 def run(callbacks=None, **kwargs):
     """Train from Python with the CLI flags as keyword arguments, e.g. ``run(data='coco8.yaml', imgsz=320,
     epochs=3)``, and optionally a utils.callbacks.Callbacks. Returns the options namespace with ``save_dir`` and
-    the final ``results`` (val.ValResults)."""
+    the final ``results`` (utils.evaluation.ValResults)."""
     opt = parse_opt([], known=True)
     unknown = [k for k in kwargs if not hasattr(opt, k)]
     if unknown:

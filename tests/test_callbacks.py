@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from utils.callbacks import HOOKS, Callbacks
-from utils.loggers import RESULTS_COLUMNS, Loggers
+from utils.loggers import Loggers
+from utils.results_csv import RESULTS_COLUMNS
 
 
 def test_callbacks_run_in_registration_order_with_arguments():

@@ -1,10 +1,10 @@
-"""utils/general.py: run folders taken atomically, results.csv started fresh or trimmed on resume."""
+"""utils/general.py: run folders taken atomically."""
 
 import threading
 
 import pytest
 
-from utils.general import UserError, increment_path, start_results_csv
+from utils.general import UserError, increment_path
 
 
 def test_concurrent_runs_never_share_a_folder(tmp_path):
@@ -40,26 +40,3 @@ def test_project_naming_a_file_is_a_user_error(tmp_path):
         increment_path(project / "exp", mkdir=True)
     with pytest.raises(UserError, match="exists and is not a folder"):
         increment_path(project, exist_ok=True, mkdir=True)
-
-
-HEADER = "               epoch,      train/box_loss"
-
-
-def test_new_run_starts_a_fresh_results_csv(tmp_path):
-    f = tmp_path / "results.csv"
-    f.write_text(f"{HEADER}\n                   0,                 0.1\n")
-    start_results_csv(f)  # an --exist-ok rerun in the same folder
-    assert not f.exists()
-
-
-def test_resume_drops_rows_after_the_checkpoint_epoch(tmp_path):
-    """A kill between writing the row of epoch 2 and saving its last.pt: the checkpoint is of epoch 1, so the
-    resumed run rewrites epoch 2; a half-written line goes too."""
-    f = tmp_path / "results.csv"
-    rows = [f"{e:>20},{0.1 * e:>20.5g}" for e in range(3)]
-    f.write_text("\n".join([HEADER, *rows, "                   3,   0.0"[:12]]) + "\n")
-    start_results_csv(f, resume_epoch=1)
-    assert f.read_text() == "\n".join([HEADER, *rows[:2]]) + "\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
-    start_results_csv(tmp_path / "none.csv", resume_epoch=1)  # resuming without a csv is fine
-    assert not (tmp_path / "none.csv").exists()

@@ -1,13 +1,18 @@
 """The import graph: every models/*.py imports alone (no cycle hidden by import order), the module files depend
-only on torch and the leaf models/layers.py (users copy them), and nothing under utils/ imports models/."""
+only on torch and the leaf models/layers.py (users copy them), nothing under utils/ imports models/, and no root
+script imports another."""
 
 import ast
 import json
 import subprocess
 import sys
 
+import pytest
+
 from utils.general import ROOT
 
+# the scripts at the repository root; what they share lives in utils/ or models/
+ROOT_SCRIPTS = ("train", "val", "detect", "export", "hubconf")
 # models/ files that may import other project modules; every other models/*.py is a module file
 NOT_LEAF_DEPENDENT = {"__init__", "common", "yolo", "experimental", "backends", "autoshape"}
 
@@ -59,3 +64,14 @@ def test_utils_never_imports_models():
     assert len(files) > 5
     offenders = [p.name for p in files if "models" in _imported_modules(p)]
     assert not offenders
+
+
+EXPORT_MOVE = pytest.mark.xfail(strict=False, reason="export move in progress: it still imports export")
+
+
+@pytest.mark.parametrize("script", [pytest.param(s, marks=EXPORT_MOVE) if s in ("detect", "val") else s
+                                    for s in ROOT_SCRIPTS])
+def test_no_root_script_imports_another(script):
+    """Scripts are entry points: one importing another would run its module-level code and tie them together."""
+    imported = _imported_modules(ROOT / f"{script}.py") & set(ROOT_SCRIPTS) - {script}
+    assert not imported, f"{script}.py imports the root script(s) {sorted(imported)}"

@@ -14,10 +14,11 @@ import torch
 import torch.nn as nn
 
 import train
-import val
 from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint
+from utils.evaluation import ValOutput, ValResults
 from utils.general import LOGGER, UserError, yaml_load
+from utils.results_csv import RESULTS_COLUMNS
 from utils.training import EarlyStopping, build_optimizer, lr_lambda, random_rescale, resample_images, set_epoch_lr
 from utils.training import warmup
 
@@ -183,7 +184,7 @@ def test_end_to_end_run_killed_and_resumed(tmp_path, info_log):
     assert ckpt["names"][0] == "person" and ckpt["hyp"]["lr0"] == 0.01
     # as if killed after logging epoch 1 but before its last.pt was renamed into place, mid-write of last.pt
     with open(save_dir / "results.csv", "a") as f:
-        f.write(f"{1:>20}," + ",".join(f"{0.5:>20.5g}" for _ in train.RESULTS_COLUMNS[1:]) + "\n")
+        f.write(f"{1:>20}," + ",".join(f"{0.5:>20.5g}" for _ in RESULTS_COLUMNS[1:]) + "\n")
     stale = save_dir / "weights" / f".last.pt.{2 ** 22 + 1}.tmp"  # above any Linux pid_max
     stale.write_bytes(b"PK truncated")
 
@@ -196,7 +197,7 @@ def test_end_to_end_run_killed_and_resumed(tmp_path, info_log):
     assert not missing, f"missing artefacts: {missing}"
 
     header, rows = results_rows(save_dir)
-    assert header == list(train.RESULTS_COLUMNS)
+    assert header == list(RESULTS_COLUMNS)
     assert [r[0] for r in rows] == [0, 1]  # epoch 0 from the killed run, epoch 1 from the resumed one
     assert rows[1][1] != 0.5 and not stale.exists()  # the orphan row was dropped and rewritten
     assert all(math.isfinite(x) for r in rows for x in r)
@@ -359,13 +360,11 @@ def test_cache_choice_per_split(tmp_path, monkeypatch, cache, train_cache, val_c
 
 
 def test_non_finite_validation_losses_stop_training_before_anything_is_saved(tmp_path, monkeypatch):
-    import val
-
     def diverged_val(*args, **kwargs):
-        results = val.ValResults(0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan"))
-        return val.ValOutput(results, [0.0] * 80, (0.0, 0.0, 0.0))
+        results = ValResults(0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan"))
+        return ValOutput(results, [0.0] * 80, (0.0, 0.0, 0.0))
 
-    monkeypatch.setattr(val, "evaluate", diverged_val)
+    monkeypatch.setattr(train, "evaluate", diverged_val)
     with pytest.raises(UserError, match=r"end of epoch 0 in 2 .*'val/box_loss', 'val/cls_loss'.*no checkpoint was "
                                         r"written yet"):
         train.run(**(TINY | dict(epochs=1, batch_size=4)), project=str(tmp_path), name="exp", noplots=True,
@@ -384,7 +383,7 @@ def test_callbacks_see_every_event_in_order_and_can_stop_training(tmp_path):
         callbacks.register_action(hook, "record", lambda *args, hook=hook, **kwargs: events.append(hook))
 
     def stop_after_epoch_1(values, epoch, best_fitness, fitness):
-        assert values[0] == epoch and len(values) == len(train.RESULTS_COLUMNS)
+        assert values[0] == epoch and len(values) == len(RESULTS_COLUMNS)
         if epoch == 1:
             callbacks.stop_training = True
 
@@ -395,7 +394,7 @@ def test_callbacks_see_every_event_in_order_and_can_stop_training(tmp_path):
                  "on_val_start", "on_val_end", "on_fit_epoch_end", "on_model_save"]
     assert events == ["on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start", *per_epoch * 2,
                       "on_val_start", "on_val_end", "on_train_end"]
-    assert isinstance(opt.results, val.ValResults) and opt.results.box_loss > 0
+    assert isinstance(opt.results, ValResults) and opt.results.box_loss > 0
     assert [r[0] for r in results_rows(opt.save_dir)[1]] == [0, 1]
     assert len(list(Path(opt.save_dir).glob("events.out.tfevents.*"))) == (importlib.util.find_spec("tensorboard")
                                                                             is not None)

@@ -1,5 +1,6 @@
 """val.run end to end on the bundled coco8 at 160 px: the official fixture checkpoint, and stand-in models whose
-predictions are known (the labels themselves, or jittered labels) so the metrics have known answers."""
+predictions are known (the labels themselves, or jittered labels) so the metrics have known answers; the COCO
+helpers of utils/evaluation.py."""
 
 import json
 import re
@@ -14,7 +15,9 @@ import torch.nn as nn
 import val
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
+from utils.evaluation import coco80_to_coco91_class, coco_evaluate, coco_ground_truth, coco_image_id
 from utils.general import ROOT, UserError
+from utils.plots import output_to_target
 
 COCO8 = ROOT / "data" / "coco8.yaml"
 IMGSZ = 160
@@ -97,8 +100,8 @@ def test_perfect_predictions_score_one(tmp_path, coco8):
         assert np.allclose(key(saved), key(expected), atol=2e-3)
     # --save-json: pycocotools on our ground-truth and prediction files agrees
     pytest.importorskip("pycocotools")
-    stats = val.coco_evaluate(tmp_path / "val_ground_truth.json", tmp_path / "model_predictions.json",
-                              [val.coco_image_id(f) for f in dataset.im_files])
+    stats = coco_evaluate(tmp_path / "val_ground_truth.json", tmp_path / "model_predictions.json",
+                          [coco_image_id(f) for f in dataset.im_files])
     assert stats == pytest.approx((1.0, 1.0), abs=1e-3)
 
 
@@ -109,20 +112,19 @@ def test_noisy_predictions_agree_with_pycocotools(tmp_path, coco8):
     results, _, _ = val.run(data, model=model, dataloader=loader, save_dir=tmp_path, plots=False, save_json=True)
     map50, map5095 = results[2:4]
     assert 0.1 < map5095 < 0.9  # really imperfect
-    coco_map, coco_map50 = val.coco_evaluate(tmp_path / "val_ground_truth.json",
-                                             tmp_path / "model_predictions.json",
-                                             [val.coco_image_id(f) for f in dataset.im_files])
+    coco_map, coco_map50 = coco_evaluate(tmp_path / "val_ground_truth.json", tmp_path / "model_predictions.json",
+                                         [coco_image_id(f) for f in dataset.im_files])
     assert map50 == pytest.approx(coco_map50, abs=0.01)
     assert map5095 == pytest.approx(coco_map, abs=0.01)
 
 
 def test_coco_ground_truth_boxes(coco8):
     data, _, dataset = coco8
-    gt = val.coco_ground_truth(dataset, data["names"], list(range(80)))
+    gt = coco_ground_truth(dataset, data["names"], list(range(80)))
     assert len(gt["images"]) == 4 and len(gt["annotations"]) == sum(len(lb) for lb in dataset.labels)
     first = dataset.labels[0][0]
     w, h = dataset.shapes[0]
-    ann = next(a for a in gt["annotations"] if a["image_id"] == val.coco_image_id(dataset.im_files[0]))
+    ann = next(a for a in gt["annotations"] if a["image_id"] == coco_image_id(dataset.im_files[0]))
     assert ann["category_id"] == int(first[0])
     assert ann["bbox"] == pytest.approx([(first[1] - first[3] / 2) * w, (first[2] - first[4] / 2) * h,
                                          first[3] * w, first[4] * h], abs=1e-2)
@@ -130,10 +132,10 @@ def test_coco_ground_truth_boxes(coco8):
 
 
 def test_helpers():
-    assert val.coco80_to_coco91_class()[:12] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13]
-    assert len(val.coco80_to_coco91_class()) == 80 and val.coco80_to_coco91_class()[-1] == 90
-    assert val.coco_image_id("a/000000000139.jpg") == 139 and val.coco_image_id("b/bus.jpg") == "bus"
-    out = val.output_to_target([torch.tensor([[10.0, 20.0, 30.0, 60.0, 0.9, 2.0]]), torch.zeros((0, 6))])
+    assert coco80_to_coco91_class()[:12] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13]
+    assert len(coco80_to_coco91_class()) == 80 and coco80_to_coco91_class()[-1] == 90
+    assert coco_image_id("a/000000000139.jpg") == 139 and coco_image_id("b/bus.jpg") == "bus"
+    out = output_to_target([torch.tensor([[10.0, 20.0, 30.0, 60.0, 0.9, 2.0]]), torch.zeros((0, 6))])
     assert out.tolist() == [[0.0, 2.0, 20.0, 40.0, 20.0, 40.0, pytest.approx(0.9)]]
 
 
@@ -188,9 +190,7 @@ def test_cli_parses_yolov5_flags():
 
 def test_empty_weights_means_the_newest_trained_weights(monkeypatch, official_ckpt, tmp_path):
     """--weights '' is "not given": val takes the newest trained best.pt (here patched to the fixture)."""
-    import models.backends
-
     chosen = []
-    monkeypatch.setattr(models.backends, "newest_trained_weights", lambda: chosen.append(1) or official_ckpt)
+    monkeypatch.setattr(val, "newest_trained_weights", lambda: chosen.append(1) or official_ckpt)
     val.run(data="data/coco8.yaml", weights=[""], imgsz=64, batch_size=4, workers=0, project=tmp_path, plots=False)
     assert chosen == [1]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.evaluation import VAL_COLUMNS
 from utils.general import LOGGER, UserError, colorstr, yaml_save
 from utils.metrics import fitness as results_fitness
 
@@ -51,8 +52,7 @@ HYP_RANGES = {
     "mixup": (1, 0.0, 1.0),
     "copy_paste": (1, 0.0, 1.0),
 }
-RESULT_COLUMNS = ("metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95", "val/box_loss",
-                  "val/obj_loss", "val/cls_loss")
+RESULT_COLUMNS = tuple(VAL_COLUMNS.values())  # evolve.csv's names of the 7 validation results
 MUTATION_PROBABILITY, MUTATION_SIGMA = 0.8, 0.2
 PARENTS = 5
 

@@ -165,33 +165,6 @@ def increment_path(path, exist_ok=False, sep="", mkdir=False):
             continue
 
 
-def start_results_csv(file, resume_epoch=None):
-    """Prepare a run's results.csv: a new run starts without one (an --exist-ok rerun never appends to the old
-    rows); a run resumed from a checkpoint of epoch ``resume_epoch`` keeps the header and the rows up to that
-    epoch and drops the rest (rows written by a run killed after logging an epoch but before saving it, or a
-    half-written last line). The file is rewritten atomically."""
-    file = Path(file)
-    if resume_epoch is None:
-        file.unlink(missing_ok=True)
-        return
-    if not file.is_file():
-        return
-    lines = file.read_text().splitlines()
-    kept = lines[:1]
-    for line in lines[1:]:
-        try:
-            epoch = float(line.split(",")[0])
-        except ValueError:
-            continue
-        if epoch <= resume_epoch:
-            kept.append(line)
-    if len(kept) < len(lines):
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(x + "\n" for x in kept))
-        os.replace(tmp, file)
-        LOGGER.info(f"{file}: dropped {len(lines) - len(kept)} rows after epoch {resume_epoch}, the resumed epoch")
-
-
 def init_seeds(seed=0, deterministic=False):
     """Seed python, numpy and torch; ``deterministic`` also asks torch for deterministic kernels."""
     import torch

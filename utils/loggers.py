@@ -1,7 +1,7 @@
 """Training loggers as callbacks (see utils/callbacks.py): results.csv and the plots, and TensorBoard when the
 tensorboard package is installed. train.py registers them by default.
 
-Files in the run folder: results.csv (one row per epoch, RESULTS_COLUMNS), results.png (at the end), labels.jpg,
+Files in the run folder: results.csv (one row per epoch, utils/results_csv.py), results.png (at the end), labels.jpg,
 train_batch{0,1,2}.jpg (unless plots are off) and the TensorBoard event file (events.out.tfevents.*) with every
 results.csv column and the learning rates as scalars, the first batches and the final plots (results, PR curve,
 F1 curve, confusion matrix) as images, and the model graph when torch.jit can trace the model.
@@ -16,36 +16,11 @@ import torch
 
 from utils.general import LOGGER, colorstr
 from utils.plots import plot_images, plot_labels, plot_results
+from utils.results_csv import RESULTS_COLUMNS, append_results_row
 from utils.torch_utils import de_parallel
 
-RESULTS_COLUMNS = (
-    "epoch",
-    "train/box_loss",
-    "train/obj_loss",
-    "train/cls_loss",
-    "metrics/precision",
-    "metrics/recall",
-    "metrics/mAP_0.5",
-    "metrics/mAP_0.5:0.95",
-    "val/box_loss",
-    "val/obj_loss",
-    "val/cls_loss",
-    "x/lr0",
-    "x/lr1",
-    "x/lr2",
-)
 PLOTTED_BATCHES = 3  # train_batch0.jpg .. train_batch2.jpg
 FINAL_PLOTS = ("results.png", "PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.png")
-
-
-def append_results_row(file, row):
-    """Append one epoch's values to results.csv, writing the header first when the file is new."""
-    file = Path(file)
-    new = not file.exists()
-    with open(file, "a") as f:
-        if new:
-            f.write(",".join(f"{c:>20}" for c in RESULTS_COLUMNS) + "\n")
-        f.write(",".join(f"{x:>20.5g}" for x in row) + "\n")
 
 
 def tensorboard_writer(save_dir):

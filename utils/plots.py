@@ -87,6 +87,17 @@ def _to_numpy(x):
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
+def output_to_target(output: list[torch.Tensor], max_det: int = 300) -> torch.Tensor:
+    """NMS output (list of (n, 6) [x1, y1, x2, y2, conf, cls]) -> plot_images targets (m, 7) [batch_idx, cls, x, y,
+    w, h, conf]."""
+    rows = []
+    for i, o in enumerate(output):
+        o = o[:max_det].detach().cpu().float()
+        idx = torch.full((o.shape[0], 1), float(i))
+        rows.append(torch.cat((idx, o[:, 5:6], xyxy2xywh(o[:, :4]), o[:, 4:5]), 1))
+    return torch.cat(rows, 0) if rows else torch.zeros((0, 7))
+
+
 def plot_images(images, targets, paths=None, fname="images.jpg", names=None, max_size=1920, max_subplots=16):
     """Save a grid of up to 16 batch images (B, 3, H, W) RGB with their boxes.
 
