@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from export import backend_weights
+from models.export import backend_weights
 from models.backends import DetectMultiBackend, newest_trained_weights
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, exit_code, increment_path, print_args

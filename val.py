@@ -310,7 +310,7 @@ def run(
         names = _names_dict(model.names if hasattr(model, "names") else model.module.names)
         data = data if isinstance(data, dict) else _check_dataset(data)
     else:
-        from export import backend_weights
+        from models.export import backend_weights
         from models.backends import DetectMultiBackend, newest_trained_weights
 
         if batch_size < 1:

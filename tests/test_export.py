@@ -1,4 +1,5 @@
-"""export.py and models/backends.py: exported ONNX / TorchScript models compute what the PyTorch model computes."""
+"""export.py, models/export/ and models/backends.py: exported ONNX / TorchScript models compute what the PyTorch
+model computes."""
 
 import copy
 import shutil
@@ -11,6 +12,7 @@ import torch.nn as nn
 import export
 from models.backends import DetectMultiBackend
 from models.experimental import attempt_load
+from models.export import export_model, export_onnx, required_opset
 from models.yolo import Model
 from utils.general import ROOT, UserError
 from utils.script_check import check_onnx_file, load_torchscript
@@ -102,7 +104,7 @@ def test_dynamic_onnx_takes_other_batch_and_shape(tmp_path):
     model = randomise_batchnorm(Model("yolov5n.yaml", nc=3)).eval()
     reference = copy.deepcopy(model)
     im = torch.rand(1, 3, 64, 64)
-    files, diffs = export.export_model(model, im, tmp_path / "dyn", include=("onnx",), dynamic=True)
+    files, diffs = export_model(model, im, tmp_path / "dyn", include=("onnx",), dynamic=True)
     assert diffs[files[0]] < ATOL
     other = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(3))
     got = onnx_outputs(files[0], other)
@@ -119,7 +121,7 @@ def test_variant_exports_match_pytorch(tmp_path, yaml_name):
     model = randomise_batchnorm(Model(yaml_name.replace("yolov5s", "yolov5n"), nc=4)).eval()
     reference = copy.deepcopy(model)
     im = torch.rand(1, 3, 64, 96)
-    files, _ = export.export_model(model, im, tmp_path / "variant", include=("onnx", "torchscript"), check=False)
+    files, _ = export_model(model, im, tmp_path / "variant", include=("onnx", "torchscript"), check=False)
     onnx_file, ts_file = sorted(files, key=lambda f: f.suffix)
     other = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
     expected = reference_outputs(reference, other)
@@ -130,14 +132,14 @@ def test_variant_exports_match_pytorch(tmp_path, yaml_name):
 
 
 def test_opset_follows_the_modules_used():
-    assert export.required_opset(Model("yolov5n.yaml")) == 11
+    assert required_opset(Model("yolov5n.yaml")) == 11
     akconv_yamls = [y for y in VARIANT_YAMLS if "AKConv" in (ROOT / "models" / y).read_text()]
     if not akconv_yamls:
         pytest.skip("no AKConv yaml in models/")
     model = Model(akconv_yamls[0].replace("yolov5s", "yolov5n"))
-    assert export.required_opset(model) == 16
+    assert required_opset(model) == 16
     with pytest.raises(UserError, match="--opset 16"):
-        export.export_onnx(model, torch.zeros(1, 3, 64, 64), Path("unused.onnx"), {}, opset=13)
+        export_onnx(model, torch.zeros(1, 3, 64, 64), Path("unused.onnx"), {}, opset=13)
 
 
 @pytest.mark.parametrize("name, message", [
