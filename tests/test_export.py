@@ -12,7 +12,7 @@ import torch.nn as nn
 import export
 from models.backends import DetectMultiBackend
 from models.experimental import attempt_load
-from models.export import export_model, export_onnx, required_opset
+from models.export import EXPORTERS, Exported, export_model, export_onnx, export_torchscript, required_opset
 from models.yolo import Model
 from utils.general import ROOT, UserError
 from utils.script_check import check_onnx_file, load_torchscript
@@ -112,6 +112,21 @@ def test_dynamic_onnx_takes_other_batch_and_shape(tmp_path):
     assert (got - reference_outputs(reference, other)).abs().max() < ATOL
     backend = DetectMultiBackend(files[0])
     assert backend.imgsz is None and backend.names == {0: "0", 1: "1", 2: "2"}
+
+
+def test_a_format_added_to_the_table_is_exported_in_table_order_and_checked(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_exports(model, im, file, metadata, options):
+        calls.append((metadata["imgsz"], metadata["precision"], options.dynamic))
+        return [Exported(export_torchscript(model, im, file.with_name(f"{file.stem}_fake"), metadata), "fp32")]
+
+    monkeypatch.setitem(EXPORTERS, "fake", fake_exports)
+    model = randomise_batchnorm(Model("yolov5n.yaml", nc=2)).eval()
+    files, diffs = export_model(model, torch.rand(1, 3, 64, 96), tmp_path / "m", include=("fake", "torchscript"))
+    assert [f.name for f in files] == ["m.torchscript", "m_fake.torchscript"]
+    assert calls == [([64, 96], "fp32", False)]
+    assert set(diffs) == set(files) and all(d < ATOL for d in diffs.values())
 
 
 @pytest.mark.parametrize("yaml_name", VARIANT_YAMLS)

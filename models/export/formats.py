@@ -23,7 +23,7 @@ FORMATS = tuple(EXPORTERS)
 def check_formats(include: Iterable[str]) -> list[str]:
     """Lower-cased ``include`` after checking every entry is a known format."""
     include = [x.lower() for x in include]
-    unknown = [x for x in include if x not in FORMATS]
+    unknown = [x for x in include if x not in EXPORTERS]
     if unknown:
-        raise UserError(f"--include {unknown}: unknown format(s); choose from {list(FORMATS)}")
+        raise UserError(f"--include {unknown}: unknown format(s); choose from {list(EXPORTERS)}")
     return include
