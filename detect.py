@@ -14,107 +14,52 @@ and crops/<class>/*.jpg.
 
 import argparse
 import sys
-from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import cv2
 import torch
 
-from export import backend_weights
 from models.backends import DetectMultiBackend, newest_trained_weights
-from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
+from models.export import backend_weights
+from utils.boxes import non_max_suppression, scale_boxes
+from utils.detection_output import DetectionWriter, count_string
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, exit_code, increment_path, print_args
 from utils.general import safe_filename
-from utils.plots import Annotator, colors, save_one_box
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
 from utils.torch_utils import select_device, time_sync
 
 
-def label_lines(det, im0_shape, save_conf=False):
-    """YOLO label lines 'cls x y w h [conf]' (normalised xywh) for detections det (n, 6) in original pixels."""
-    gn = torch.tensor(im0_shape)[[1, 0, 1, 0]]  # w, h, w, h
-    lines = []
-    for *xyxy, conf, cls in det.tolist():
-        xywh = (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gn).view(-1).tolist()
-        values = (int(cls), *xywh, conf) if save_conf else (int(cls), *xywh)
-        lines.append(" ".join(f"{v:g}" for v in values))
-    return lines
-
-
-def count_string(det, names):
-    """'2 persons, 1 bus, ' from detections (n, 6)."""
-    counts = Counter(int(c) for c in det[:, 5].tolist())
-    return "".join(f"{n} {names[c]}{'s' * (n > 1)}, " for c, n in sorted(counts.items()))
-
-
-class OutputNames:
-    """Output stem of each source file, a plain file name unique within a run: the first a.jpg writes a.jpg /
-    labels/a.txt, a later source with the same stem (other/a.jpg, a.png) writes a_2.*, so no result overwrites
-    another's."""
-
-    def __init__(self):
-        self.stems, self.taken = {}, set()
-
-    def __call__(self, path):
-        key = str(path)
-        if key not in self.stems:
-            base = stem = safe_filename(Path(key).stem)  # nothing a source names leaves the run folder
-            n = 2
-            while stem in self.taken:
-                stem, n = f"{base}_{n}", n + 1
-            self.taken.add(stem)
-            self.stems[key] = stem
-        return self.stems[key]
-
-
-class VideoSaver:
-    """One cv2.VideoWriter per output path (mp4v), opened on the first frame and released by ``close``."""
-
-    def __init__(self):
-        self.writers = {}
-
-    def write(self, path, frame, fps):
-        path = str(Path(path).with_suffix(".mp4"))
-        if path not in self.writers:
-            h, w = frame.shape[:2]
-            self.writers[path] = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        self.writers[path].write(frame)
-
-    def close(self):
-        for writer in self.writers.values():
-            writer.release()
-        self.writers = {}
-
-
 def run(
-    weights=None,
-    source=ROOT / "data/images",
-    data=None,
-    imgsz=(640, 640),
-    conf_thres=0.25,
-    iou_thres=0.45,
-    max_det=1000,
-    device="",
-    view_img=False,
-    save_txt=False,
-    save_conf=False,
-    save_crop=False,
-    nosave=False,
-    classes=None,
-    agnostic_nms=False,
-    augment=False,
-    visualize=False,
-    project=ROOT / "runs/detect",
-    name="exp",
-    exist_ok=False,
-    line_thickness=3,
-    hide_labels=False,
-    hide_conf=False,
-    half=False,
-    dnn=False,
-    vid_stride=1,
-    backend=None,
-):
+    weights: str | Path | Sequence[str | Path] | None = None,
+    source: str | Path = ROOT / "data/images",
+    data: str | Path | None = None,
+    imgsz: int | Sequence[int] = (640, 640),
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    max_det: int = 1000,
+    device: str = "",
+    view_img: bool = False,
+    save_txt: bool = False,
+    save_conf: bool = False,
+    save_crop: bool = False,
+    nosave: bool = False,
+    classes: Sequence[int] | None = None,
+    agnostic_nms: bool = False,
+    augment: bool = False,
+    visualize: bool = False,
+    project: str | Path = ROOT / "runs/detect",
+    name: str = "exp",
+    exist_ok: bool = False,
+    line_thickness: int = 3,
+    hide_labels: bool = False,
+    hide_conf: bool = False,
+    half: bool = False,
+    dnn: bool = False,
+    vid_stride: int = 1,
+    backend: str | None = None,
+) -> Path:
     """Detect objects in ``source`` with ``weights``; returns the results folder (runs/detect/exp{N})."""
     weights = weights or newest_trained_weights()
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
@@ -124,106 +69,109 @@ def run(
         raise UserError(f"--imgsz {' '.join(map(str, imgsz))}: give one size (square) or two (height width)")
     stream = is_stream_source(source)
     files = None if stream else list_source_files(source)  # a bad source fails before the model loads
-    save_img = not nosave
 
-    device = select_device(device)
-    if half and device.type != "cuda":
-        LOGGER.warning("WARNING: --half needs a CUDA device; running in float32")
-    imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
-    weights = backend_weights(weights, backend, check_img_size(imgsz))
-    model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data, fp16=half)
-    stride, names = model.stride, model.names
-    if model.imgsz and tuple(imgsz) != model.imgsz:
-        h, w = model.imgsz
-        LOGGER.info(f"{Path(str(weights)).name} was exported for {h}x{w} inputs: using --imgsz {h} {w}")
-        imgsz = list(model.imgsz)
-    imgsz = check_img_size(imgsz, s=stride)
+    model, imgsz = load_model(weights, imgsz, device, half=half, dnn=dnn, data=data, backend=backend)
     if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
         raise UserError(f"--conf-thres {conf_thres} and --iou-thres {iou_thres} must both be between 0 and 1")
     if classes is not None:
         bad = [c for c in classes if not 0 <= int(c) < model.nc]
         if bad:
             raise UserError(f"--classes {bad}: the model has classes 0-{model.nc - 1}")
+    dataset = open_source(source, files, model, imgsz, vid_stride)
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
+    nms = partial(non_max_suppression, conf_thres=conf_thres, iou_thres=iou_thres, classes=classes,
+                  agnostic=agnostic_nms, max_det=max_det)
+    writer = DetectionWriter(save_dir, model.names, save_img=not nosave, save_txt=save_txt, save_conf=save_conf,
+                             save_crop=save_crop, view_img=view_img, line_thickness=line_thickness,
+                             hide_labels=hide_labels, hide_conf=hide_conf)
+    with writer:
+        seen, dt = detect_all(model, dataset, nms, writer, augment=augment,
+                              visualize_dir=save_dir if visualize else None)
+    log_summary(source, dataset, seen, dt, imgsz, save_dir, writer.labels_saved if save_txt else None)
+    return save_dir
 
+
+def load_model(weights: str | Path | Sequence[str | Path], imgsz: int | Sequence[int], device: str,
+               half: bool = False, dnn: bool = False, data: str | Path | None = None,
+               backend: str | None = None) -> tuple[DetectMultiBackend, list[int]]:
+    """The model on its device (converted first with ``backend``) and the input size to run it at: a fixed-size
+    exported model's own size, else ``imgsz`` rounded to a multiple of the stride."""
+    device = select_device(device)
+    if half and device.type != "cuda":
+        LOGGER.warning("WARNING: --half needs a CUDA device; running in float32")
+    imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
+    weights = backend_weights(weights, backend, check_img_size(imgsz))
+    model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data, fp16=half)
+    if model.imgsz and tuple(imgsz) != model.imgsz:
+        h, w = model.imgsz
+        LOGGER.info(f"{Path(str(weights)).name} was exported for {h}x{w} inputs: using --imgsz {h} {w}")
+        imgsz = list(model.imgsz)
+    return model, check_img_size(imgsz, s=model.stride)
+
+
+def open_source(source: str, files: list[str] | None, model: DetectMultiBackend, imgsz: list[int],
+                vid_stride: int = 1) -> LoadImages | LoadStreams:
+    """The images, videos or streams of ``source`` (``files``: its listed files, None for streams), letterboxed
+    for ``model``, after a warm-up pass at the batch size they come in."""
     # a fixed-size exported model needs the full letterbox size; .pt models take the minimum stride rectangle
     auto = model.imgsz is None
-    if stream:
-        dataset = LoadStreams(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride)
+    if files is None:
+        dataset = LoadStreams(source, img_size=imgsz, stride=model.stride, auto=auto, vid_stride=vid_stride)
     else:
-        dataset = LoadImages(files, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride)
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
-    if save_txt:
-        (save_dir / "labels").mkdir(exist_ok=True)
-    output_stem = OutputNames()
-
-    bs = len(dataset) if stream else 1
+        dataset = LoadImages(files, img_size=imgsz, stride=model.stride, auto=auto, vid_stride=vid_stride)
+    bs = len(dataset) if files is None else 1
     model.warmup(imgsz=(1 if model.pt else bs, 3, *imgsz))
-    videos = VideoSaver()
-    seen, n_labels, dt = 0, 0, [0.0, 0.0, 0.0]
-    try:
-        for path, im, im0s, vid_cap, s in dataset:
-            t0 = time_sync()
-            im = torch.from_numpy(im).to(device)
-            im = (im.half() if model.fp16 else im.float()) / 255
-            if im.ndim == 3:
-                im = im[None]
-            t1 = time_sync()
-            vis_dir = False
-            if visualize and not stream:
-                vis_dir = increment_path(save_dir / safe_filename(Path(path).stem), mkdir=True)
-            with torch.inference_mode():
-                pred = model(im, augment=augment, visualize=vis_dir)
-            t2 = time_sync()
-            pred = non_max_suppression(pred, conf_thres, iou_thres, classes, agnostic_nms, max_det=max_det)
-            t3 = time_sync()
-            dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
+    return dataset
 
-            for i, det in enumerate(pred):
-                seen += 1
-                if stream:
-                    p, im0, frame = Path(path[i]), im0s[i].copy(), dataset.count
-                    s += f"{i}: "
-                    fps = dataset.fps[i]
-                else:
-                    p, im0, frame = Path(path), im0s.copy(), dataset.frame
-                    fps = (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
-                is_image = not stream and dataset.mode == "image"
-                out_stem = output_stem(p)  # unique within the run and a plain file name
-                save_path = save_dir / safe_filename(f"{out_stem}{p.suffix}")
-                stem = out_stem if is_image else f"{out_stem}_{frame}"
-                s += "{:g}x{:g} ".format(*im.shape[2:])
-                imc = im0.copy() if save_crop else im0
-                annotator = Annotator(im0, line_width=line_thickness)
-                if len(det):
-                    det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0.shape).round()
-                    s += count_string(det, names)
-                    if save_txt:
-                        lines = label_lines(det, im0.shape[:2], save_conf)
-                        (save_dir / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
-                        n_labels += 1
-                    for *xyxy, conf, cls in reversed(det.tolist()):
-                        c = int(cls)
-                        if save_img or view_img:
-                            label = "" if hide_labels else names[c] if hide_conf else f"{names[c]} {conf:.2f}"
-                            annotator.box_label(xyxy, label, color=colors(c, True))
-                        if save_crop:
-                            crop_dir = save_dir / "crops" / safe_filename(names[c], default=str(c))
-                            save_one_box(xyxy, imc, file=crop_dir / f"{stem}.jpg", BGR=True)
-                else:
-                    s += "(no detections), "
-                im0 = annotator.result()
-                if view_img:
-                    view_img = show_frame(str(p), im0)
-                if save_img:
-                    if is_image:
-                        cv2.imwrite(str(save_path), im0)
-                    else:
-                        stream_path = save_dir / safe_filename(f"{p.stem or 'stream'}_{i}")
-                        videos.write(save_path if not stream else stream_path, im0, fps)
-            LOGGER.info(f"{s}{(t2 - t1) * 1e3:.1f}ms")
-    finally:
-        videos.close()
 
+def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms: Callable, writer: DetectionWriter,
+               augment: bool = False, visualize_dir: Path | None = None) -> tuple[int, list[float]]:
+    """Run ``model`` and ``nms`` over ``dataset``, hand each image's detections to ``writer`` and log a line per
+    batch. ``visualize_dir``: save feature maps there (not for streams). Returns (images seen, seconds spent
+    [pre-processing, inference, NMS])."""
+    stream = isinstance(dataset, LoadStreams)
+    seen, dt = 0, [0.0, 0.0, 0.0]
+    for path, im, im0s, vid_cap, s in dataset:
+        t0 = time_sync()
+        im = torch.from_numpy(im).to(model.device)
+        im = (im.half() if model.fp16 else im.float()) / 255
+        if im.ndim == 3:
+            im = im[None]
+        t1 = time_sync()
+        vis_dir = False
+        if visualize_dir and not stream:
+            vis_dir = increment_path(visualize_dir / safe_filename(Path(path).stem), mkdir=True)
+        with torch.inference_mode():
+            pred = model(im, augment=augment, visualize=vis_dir)
+        t2 = time_sync()
+        pred = nms(pred)
+        t3 = time_sync()
+        dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
+
+        for i, det in enumerate(pred):
+            seen += 1
+            if stream:
+                p, im0, frame, fps = path[i], im0s[i], dataset.count, dataset.fps[i]
+                s += f"{i}: "
+            else:
+                p, im0 = path, im0s
+                frame = None if dataset.mode == "image" else dataset.frame
+                fps = (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
+            s += "{:g}x{:g} ".format(*im.shape[2:])
+            if len(det):
+                det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0.shape).round()
+                s += count_string(det, model.names)
+            else:
+                s += "(no detections), "
+            writer.write(p, im0, det, frame=frame, fps=fps, stream=i if stream else None)
+        LOGGER.info(f"{s}{(t2 - t1) * 1e3:.1f}ms")
+    return seen, dt
+
+
+def log_summary(source: str, dataset: LoadImages | LoadStreams, seen: int, dt: list[float], imgsz: list[int],
+                save_dir: Path, labels_saved: int | None = None) -> None:
+    """The closing log: speed per image, images processed and skipped, label files (``labels_saved``, None
+    without --save-txt) and the results folder. No image read at all is a UserError."""
     skipped = getattr(dataset, "skipped", [])
     if not seen:
         raise UserError(f"--source {source}: none of the {len(skipped)} file(s) could be read")
@@ -234,24 +182,12 @@ def run(
     summary = f"{seen} image(s) processed"
     if skipped:
         summary += f", {len(skipped)} unreadable file(s) skipped"
-    if save_txt:
-        summary += f", {n_labels} label file(s) saved to {save_dir / 'labels'}"
+    if labels_saved is not None:
+        summary += f", {labels_saved} label file(s) saved to {save_dir / 'labels'}"
     LOGGER.info(f"{summary}\nResults saved to {colorstr('bold', save_dir)}")
-    return save_dir
 
 
-def show_frame(name, im):
-    """Show a frame in a window; returns False (stop trying) where OpenCV has no GUI support."""
-    try:
-        cv2.imshow(name, im)
-        cv2.waitKey(1)
-        return True
-    except cv2.error:
-        LOGGER.warning("WARNING: --view-img needs an OpenCV build with GUI support; not showing results")
-        return False
-
-
-def parse_opt(argv=None):
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="YOLOv5 detection on images, videos and streams")
     parser.add_argument("--weights", nargs="+", type=str, default=None,
                         help="model path(s): .pt, .torchscript, .onnx, *_openvino_model, .engine (default: newest runs/train/*/weights/best.pt)")
@@ -289,7 +225,7 @@ def parse_opt(argv=None):
     return opt
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     return exit_code(lambda: run(**vars(parse_opt(argv))))
 
 

@@ -23,6 +23,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from models.backends import DetectMultiBackend, newest_trained_weights
+from models.export import backend_weights
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
 from utils.evaluation import ValOutput, coco80_to_coco91_class, coco_evaluate, coco_ground_truth, coco_image_id
@@ -141,8 +142,6 @@ def _load_split(data: str | dict, task: str) -> tuple[dict, str]:
 
 def _convert_weights(weights: Weights, backend: str | None, imgsz: int) -> Weights:
     """The weights to run: ``weights`` as they are, or their --backend conversion (cached)."""
-    from export import backend_weights  # moving to a library module; see the import-graph test
-
     return backend_weights(weights, backend, check_img_size(imgsz))
 
 

@@ -24,8 +24,8 @@ if __package__ in (None, ""):
 
 import torch
 
-from export import export_model
 from models.backends import onnx_session
+from models.export import export_model
 from models.yolo import Model
 from utils.boxes import non_max_suppression, scale_boxes
 from utils.general import LOGGER, ROOT

@@ -34,10 +34,10 @@ if __package__ in (None, ""):
 
 import torch
 
-import export
 import val
 from benchmarks.variants_table import replace_readme_block
 from models.backends import DetectMultiBackend, onnx_session
+from models.export import DEFAULT_CALIB, export_weights
 from utils.general import LOGGER, ROOT, UserError, exit_code
 
 START, END = "<!-- formats-table:start -->", "<!-- formats-table:end -->"
@@ -65,7 +65,7 @@ def export_formats(weights, folder, imgsz, data, calib):
     paths = {"PyTorch": pt, "PyTorch channels-last": pt}
     have_ort, have_ov, have_nncf = available("onnxruntime"), available("openvino"), available("nncf")
     include = ["torchscript"] + ["onnx"] * available("onnx") + ["openvino"] * have_ov
-    for f in export.run(weights=pt, imgsz=imgsz, include=include):
+    for f in export_weights(weights=pt, imgsz=imgsz, include=include):
         f = Path(f)
         name = {".torchscript": "TorchScript", ".onnx": "ONNX Runtime"}.get(f.suffix, "OpenVINO FP32")
         paths[name] = f
@@ -74,10 +74,10 @@ def export_formats(weights, folder, imgsz, data, calib):
     if have_ov:
         half = folder / f"{stem}_bf16.pt"
         shutil.copyfile(weights, half)
-        paths["OpenVINO bf16"] = Path(export.run(weights=half, imgsz=imgsz, include=("openvino",), half=True)[0])
+        paths["OpenVINO bf16"] = Path(export_weights(weights=half, imgsz=imgsz, include=("openvino",), half=True)[0])
     int8 = (["onnx"] if have_ort and available("onnx") else []) + (["openvino"] if have_ov and have_nncf else [])
     if int8:
-        for f in export.run(weights=pt, imgsz=imgsz, include=int8, int8=True, data=data, calib=calib):
+        for f in export_weights(weights=pt, imgsz=imgsz, include=int8, int8=True, data=data, calib=calib):
             f = Path(f)
             if f.name.endswith("_int8.onnx"):
                 paths["ONNX Runtime INT8"] = f
@@ -162,7 +162,7 @@ def markdown(rows, imgsz, val_imgsz, threads, runs):
 
 
 def run(weights=(), data=str(ROOT / "data" / "shapes.yaml"), imgsz=640, val_imgsz=None, threads=2, runs=20, warmup=3,
-        blocks=2, calib=export.DEFAULT_CALIB, project=ROOT / "runs" / "benchmarks" / "formats",
+        blocks=2, calib=DEFAULT_CALIB, project=ROOT / "runs" / "benchmarks" / "formats",
         out=ROOT / "benchmarks" / "results" / "formats", write_readme=False, readme=ROOT / "README.md"):
     if not weights:
         raise UserError("--weights: give one or more trained .pt files")
@@ -203,7 +203,7 @@ def parse_opt(argv=None):
     p.add_argument("--runs", type=int, default=20, help="timed calls per format (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls at the start of each block")
     p.add_argument("--blocks", type=int, default=2, help="blocks per format; the formats take turns block by block")
-    p.add_argument("--calib", type=int, default=export.DEFAULT_CALIB, help="INT8 calibration images")
+    p.add_argument("--calib", type=int, default=DEFAULT_CALIB, help="INT8 calibration images")
     p.add_argument("--project", type=Path, default=ROOT / "runs" / "benchmarks" / "formats", help="exports go here")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "formats",
                    help="writes OUT.md and OUT.csv")

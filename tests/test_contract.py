@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
-import export
 from models import common
+from models.export import required_opset
 from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN
 from models.yolo import Detect, parse_model, registered_modules
 from utils.general import ROOT, UserError, yaml_load
@@ -117,7 +117,7 @@ def test_a_new_module_is_registered_by_its_re_export(monkeypatch):
     rows = [[-1, 1, "Doubler", []], [-1, 1, "Conv", [8, 1]]]
     model, _ = parse_model({"nc": 1, "backbone": rows, "head": []}, ch=[3])
     assert model[0].booked_channels == 6 and model[1].conv.in_channels == 6
-    assert export.required_opset(model) == 18
+    assert required_opset(model) == 18
     with pytest.raises(UserError, match=r"unknown module 'NoContract'. Known modules: .*Doubler"):
         parse_model({"nc": 1, "backbone": [[-1, 1, "NoContract", []]], "head": []}, ch=[3])
 

@@ -21,6 +21,7 @@ from models.backends import newest_trained_weights
 from models.experimental import attempt_load
 from utils.augmentations import letterbox
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
+from utils.detection_output import DetectionWriter, OutputNames
 from utils.general import LOGGER, ROOT, UserError
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
 
@@ -290,9 +291,33 @@ def test_sources_sharing_a_file_name_get_unique_outputs(tmp_path, model):
 
 
 def test_output_names_are_stable_per_source_and_unique():
-    names = detect.OutputNames()
+    names = OutputNames()
     assert [names(p) for p in ("a/x.jpg", "b/x.jpg", "x_2.jpg", "a/x.jpg", "c/x.mp4")] == \
         ["x", "x_2", "x_2_2", "x", "x_3"]
+
+
+def test_detection_writer_writes_each_output_and_leaves_the_image_alone(tmp_path):
+    """One box (x 20-60, y 10-50) of class 'b/c' on a flat 200x100 image, written as a still image, as a still image
+    without detections from another folder, and as frame 3 of a video."""
+    im0 = np.full((100, 200, 3), 40, np.uint8)
+    det = torch.tensor([[20.0, 10.0, 60.0, 50.0, 0.9, 1.0]])
+    with DetectionWriter(tmp_path, {0: "a", 1: "b/c"}, save_txt=True, save_conf=True, save_crop=True) as writer:
+        writer.write("x/img.png", im0, det)
+        writer.write("y/img.png", im0, det[:0])
+        writer.write("clip.avi", im0, det, frame=3, fps=10.0)
+    assert (im0 == 40).all()  # drawn on a copy
+    assert writer.labels_saved == 2 and writer.videos.writers == {}
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["clip_3.txt", "img.txt"]
+    assert read_labels(tmp_path / "labels" / "img.txt").tolist() == [[1, 0.2, 0.3, 0.2, 0.4, 0.9]]
+    crops = sorted((tmp_path / "crops" / "b_c").iterdir())
+    assert [p.name for p in crops] == ["clip_3.jpg", "img.jpg"]
+    crop = cv2.imread(str(crops[1]))
+    assert crop.shape == (51, 51, 3) and np.abs(crop.astype(int) - 40).max() <= 3  # cut from the unannotated image
+    annotated, plain = cv2.imread(str(tmp_path / "img.png")), cv2.imread(str(tmp_path / "img_2.png"))
+    assert (annotated != 40).any(axis=2)[10:51, 20:61].any() and (annotated[70:, 100:] == 40).all()
+    assert (plain == 40).all()
+    video = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    assert video.read()[0] and not video.read()[0]
 
 
 def test_three_image_sizes_are_a_user_error(tmp_path):

@@ -1,4 +1,5 @@
-"""export.py and models/backends.py: exported ONNX / TorchScript models compute what the PyTorch model computes."""
+"""export.py, models/export/ and models/backends.py: exported ONNX / TorchScript models compute what the PyTorch
+model computes."""
 
 import copy
 import shutil
@@ -11,6 +12,7 @@ import torch.nn as nn
 import export
 from models.backends import DetectMultiBackend
 from models.experimental import attempt_load
+from models.export import EXPORTERS, Exported, export_model, export_onnx, export_torchscript, required_opset
 from models.yolo import Model
 from utils.general import ROOT, UserError
 from utils.script_check import check_onnx_file, load_torchscript
@@ -102,7 +104,7 @@ def test_dynamic_onnx_takes_other_batch_and_shape(tmp_path):
     model = randomise_batchnorm(Model("yolov5n.yaml", nc=3)).eval()
     reference = copy.deepcopy(model)
     im = torch.rand(1, 3, 64, 64)
-    files, diffs = export.export_model(model, im, tmp_path / "dyn", include=("onnx",), dynamic=True)
+    files, diffs = export_model(model, im, tmp_path / "dyn", include=("onnx",), dynamic=True)
     assert diffs[files[0]] < ATOL
     other = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(3))
     got = onnx_outputs(files[0], other)
@@ -112,6 +114,21 @@ def test_dynamic_onnx_takes_other_batch_and_shape(tmp_path):
     assert backend.imgsz is None and backend.names == {0: "0", 1: "1", 2: "2"}
 
 
+def test_a_format_added_to_the_table_is_exported_in_table_order_and_checked(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_exports(model, im, file, metadata, options):
+        calls.append((metadata["imgsz"], metadata["precision"], options.dynamic))
+        return [Exported(export_torchscript(model, im, file.with_name(f"{file.stem}_fake"), metadata), "fp32")]
+
+    monkeypatch.setitem(EXPORTERS, "fake", fake_exports)
+    model = randomise_batchnorm(Model("yolov5n.yaml", nc=2)).eval()
+    files, diffs = export_model(model, torch.rand(1, 3, 64, 96), tmp_path / "m", include=("fake", "torchscript"))
+    assert [f.name for f in files] == ["m.torchscript", "m_fake.torchscript"]
+    assert calls == [([64, 96], "fp32", False)]
+    assert set(diffs) == set(files) and all(d < ATOL for d in diffs.values())
+
+
 @pytest.mark.parametrize("yaml_name", VARIANT_YAMLS)
 def test_variant_exports_match_pytorch(tmp_path, yaml_name):
     """Every module-zoo yaml, built at n scale, exports to ONNX and TorchScript with matching outputs."""
@@ -119,7 +136,7 @@ def test_variant_exports_match_pytorch(tmp_path, yaml_name):
     model = randomise_batchnorm(Model(yaml_name.replace("yolov5s", "yolov5n"), nc=4)).eval()
     reference = copy.deepcopy(model)
     im = torch.rand(1, 3, 64, 96)
-    files, _ = export.export_model(model, im, tmp_path / "variant", include=("onnx", "torchscript"), check=False)
+    files, _ = export_model(model, im, tmp_path / "variant", include=("onnx", "torchscript"), check=False)
     onnx_file, ts_file = sorted(files, key=lambda f: f.suffix)
     other = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(4))
     expected = reference_outputs(reference, other)
@@ -130,14 +147,14 @@ def test_variant_exports_match_pytorch(tmp_path, yaml_name):
 
 
 def test_opset_follows_the_modules_used():
-    assert export.required_opset(Model("yolov5n.yaml")) == 11
+    assert required_opset(Model("yolov5n.yaml")) == 11
     akconv_yamls = [y for y in VARIANT_YAMLS if "AKConv" in (ROOT / "models" / y).read_text()]
     if not akconv_yamls:
         pytest.skip("no AKConv yaml in models/")
     model = Model(akconv_yamls[0].replace("yolov5s", "yolov5n"))
-    assert export.required_opset(model) == 16
+    assert required_opset(model) == 16
     with pytest.raises(UserError, match="--opset 16"):
-        export.export_onnx(model, torch.zeros(1, 3, 64, 64), Path("unused.onnx"), {}, opset=13)
+        export_onnx(model, torch.zeros(1, 3, 64, 64), Path("unused.onnx"), {}, opset=13)
 
 
 @pytest.mark.parametrize("name, message", [

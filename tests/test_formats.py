@@ -20,6 +20,7 @@ import export
 import val
 from models.backends import DetectMultiBackend, onnx_session, read_metadata
 from models.experimental import attempt_load
+from models.export import backend_cache, backend_weights, file_hash
 from utils.general import ROOT, UserError
 from utils.optional import import_openvino, require
 
@@ -175,12 +176,12 @@ def test_onnx_session_is_tuned(plain_onnx):
 
 
 def test_backend_flag_converts_once_and_matches_pytorch(weights, reference, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "BACKEND_CACHE", tmp_path / "cache")
-    converted = export.backend_weights(weights, "onnx", IMGSZ)
+    monkeypatch.setattr(backend_cache, "BACKEND_CACHE", tmp_path / "cache")
+    converted = backend_weights(weights, "onnx", IMGSZ)
     assert converted.parent.parent == tmp_path / "cache" and converted.suffix == ".onnx"
-    assert converted.parent.name == f"fixture-{export.file_hash(weights)[:16]}-128x128"
+    assert converted.parent.name == f"fixture-{file_hash(weights)[:16]}-128x128"
     mtime = converted.stat().st_mtime_ns
-    assert export.backend_weights(weights, "onnx", IMGSZ) == converted
+    assert backend_weights(weights, "onnx", IMGSZ) == converted
     assert converted.stat().st_mtime_ns == mtime  # reused, not converted again
     x, expected = reference
     torch.testing.assert_close(DetectMultiBackend(converted)(x), expected, atol=1e-3, rtol=0)
@@ -191,9 +192,9 @@ def test_backend_flag_converts_once_and_matches_pytorch(weights, reference, tmp_
 
 def test_backend_flag_rejects_unknown_backends_and_ensembles(weights):
     with pytest.raises(UserError, match="choose pytorch, onnx or openvino"):
-        export.backend_weights(weights, "tflite", 128)
+        backend_weights(weights, "tflite", 128)
     with pytest.raises(UserError, match="ensemble"):
-        export.backend_weights([weights, weights], "onnx", 128)
+        backend_weights([weights, weights], "onnx", 128)
 
 
 def test_missing_optional_packages_are_named(monkeypatch):

@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 import yaml
 
-import export
 from models.backends import DetectMultiBackend
+from models.export import prepare_model
 from models.yolo import Model
 from utils.general import ROOT, UserError
 from utils.script_check import check_onnx_file, check_script_module, load_torchscript
@@ -108,7 +108,7 @@ def test_every_project_export_passes(tmp_path, yaml_name):
     """Each model yaml, built small (depth 0.33, width 0.25), traced the way export.py does, saved and checked."""
     cfg = yaml.safe_load((ROOT / "models" / yaml_name).read_text())
     cfg.update(depth_multiple=0.33, width_multiple=0.25, nc=3)
-    model = export.prepare_model(Model(cfg))
+    model = prepare_model(Model(cfg))
     im = torch.rand(1, 3, 128, 128)  # P7 models have stride 128
     file = tmp_path / "m.torchscript"
     with warnings.catch_warnings():

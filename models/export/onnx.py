@@ -1,0 +1,141 @@
+"""ONNX export (input 'images', output 'output0', metadata in metadata_props), the opset it needs, and static INT8
+quantization of the exported file with ONNX Runtime."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.export.core import Exported, ExportOptions, quiet_tracer
+from utils.general import LOGGER, UserError, colorstr
+from utils.optional import require
+
+DEFAULT_OPSET = 17
+BASE_OPSET = 11  # enough for the plain convolutional network; a module class may need more (its ``onnx_opset``)
+
+
+def module_opsets(model: nn.Module) -> dict[str, int]:
+    """Class name -> ``onnx_opset`` of each module class in ``model`` that declares one."""
+    return {type(m).__name__: type(m).onnx_opset for m in model.modules() if hasattr(type(m), "onnx_opset")}
+
+
+def required_opset(model: nn.Module) -> int:
+    """The lowest ONNX opset able to express every module in ``model``."""
+    return max([BASE_OPSET, *module_opsets(model).values()])
+
+
+def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: dict[str, Any],
+                opset: int | None = None, dynamic: bool = False, simplify: bool = False) -> Path:
+    """Export ``model`` to ONNX (input 'images', output 'output0') with metadata in metadata_props."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise UserError("ONNX export needs the onnx and onnxruntime packages (listed in requirements.txt)") from e
+
+    prefix = colorstr("ONNX:")
+    file = Path(file).with_suffix(".onnx")
+    need = required_opset(model)
+    opset = opset or max(DEFAULT_OPSET, need)
+    if opset < need:
+        used = sorted(k for k, v in module_opsets(model).items() if v > opset)
+        raise UserError(f"--opset {opset} cannot express {', '.join(used)}; use --opset {need} or higher")
+    LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} opset {opset}...")
+    dynamic_axes = None
+    if dynamic:
+        dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+    try:
+        with quiet_tracer():
+            torch.onnx.export(
+                model,
+                (im,),
+                str(file),
+                dynamo=False,  # the tracing exporter: no onnxscript dependency, handles every module here
+                opset_version=opset,
+                do_constant_folding=True,
+                input_names=["images"],
+                output_names=["output0"],
+                dynamic_axes=dynamic_axes,
+            )
+    except Exception as e:
+        raise UserError(f"ONNX export failed at opset {opset}: {e}. Try a higher --opset (up to 20)") from e
+    model_onnx = onnx.load(str(file))
+    onnx.checker.check_model(model_onnx)
+    if simplify:
+        model_onnx = _simplify(model_onnx, prefix)
+    for k, v in metadata.items():
+        entry = model_onnx.metadata_props.add()
+        entry.key, entry.value = k, json.dumps(v)
+    onnx.save(model_onnx, str(file))
+    LOGGER.info(f"{prefix} export success, saved as {file} ({file.stat().st_size / 1e6:.1f} MB)")
+    return file
+
+
+def _simplify(model_onnx, prefix):
+    try:
+        import onnxsim
+    except ImportError:
+        LOGGER.warning(f"{prefix} WARNING: --simplify needs the onnxsim package, which is not installed; skipped")
+        return model_onnx
+    simplified, ok = onnxsim.simplify(model_onnx)
+    if not ok:
+        LOGGER.warning(f"{prefix} WARNING: onnxsim could not verify the simplified model; keeping the original")
+        return model_onnx
+    return simplified
+
+
+def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray]) -> Path:
+    """Static INT8 quantization (QDQ, per-channel int8 weights, uint8 activations) of an exported float ONNX file;
+    the Detect decoding (sigmoid, grid and anchor arithmetic) stays float. Writes <stem>_int8.onnx."""
+    quantization = require("onnxruntime.quantization", "ONNX --int8 export", package="onnxruntime")
+    onnx = require("onnx", "ONNX --int8 export")
+    prefix = colorstr("ONNX INT8:")
+    onnx_file = Path(onnx_file)
+    file = onnx_file.with_name(f"{onnx_file.stem}_int8.onnx")
+    LOGGER.info(f"\n{prefix} starting static quantization with {len(calib)} calibration images...")
+    graph = onnx.load(str(onnx_file))
+    conv_ops = [n.name for n in graph.graph.node if n.op_type == "Conv"]
+    input_name = graph.graph.input[0].name
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(calib)
+
+        def get_next(self):
+            x = next(self.batches, None)
+            return None if x is None else {input_name: x}
+
+    prepared = file.with_suffix(".prep.onnx")  # shape inference and graph clean-up, as ORT recommends first
+    quantization.shape_inference.quant_pre_process(str(onnx_file), str(prepared))
+    quantization.quantize_static(
+        str(prepared), str(file), Reader(),
+        quant_format=quantization.QuantFormat.QDQ,
+        activation_type=quantization.QuantType.QUInt8,
+        weight_type=quantization.QuantType.QInt8,
+        per_channel=True,
+        nodes_to_quantize=conv_ops,  # the convolutions carry the compute; the box decoding stays float
+        calibrate_method=quantization.CalibrationMethod.MinMax,
+        extra_options={"CalibMaxIntermediateOutputs": 32},  # bounds calibration memory at 640 px
+    )
+    prepared.unlink()
+    quantized = onnx.load(str(file))
+    del quantized.metadata_props[:]
+    for entry in graph.metadata_props:
+        value = json.dumps("int8") if entry.key == "precision" else entry.value
+        quantized.metadata_props.add(key=entry.key, value=value)
+    onnx.save(quantized, str(file))
+    LOGGER.info(f"{prefix} export success, saved as {file} ({file.stat().st_size / 1e6:.1f} MB)")
+    return file
+
+
+def onnx_exports(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, Any],
+                 options: ExportOptions) -> list[Exported]:
+    """``--include onnx``: <stem>.onnx in the input's precision, and <stem>_int8.onnx with calibration images."""
+    onnx_file = export_onnx(model, im, file, metadata, opset=options.opset, dynamic=options.dynamic,
+                            simplify=options.simplify)
+    exported = [Exported(onnx_file, metadata["precision"])]
+    if options.calib is not None:
+        exported.append(Exported(export_onnx_int8(onnx_file, options.calib), "int8"))
+    return exported
