@@ -49,7 +49,7 @@ from utils.dataset_yaml import check_dataset  # noqa: E402
 from utils.evolve import append_evolve_csv, next_hyp, plot_evolve, read_evolve_csv, write_best_hyp  # noqa: E402
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
 from utils.general import exit_code, print_args, start_results_csv, yaml_load, yaml_save  # noqa: E402
-from utils.hyp import check_hyp  # noqa: E402
+from utils.hyp import check_hyperparameters  # noqa: E402
 from utils.loggers import RESULTS_COLUMNS, Loggers  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
@@ -62,10 +62,6 @@ DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights i
 DEMO = dict(data=str(ROOT / "data/shapes.yaml"), epochs=30, imgsz=256)  # `python train.py` without --data
 OFFICIAL = dict(epochs=100, imgsz=640)  # YOLOv5's defaults, for unset flags once --data is given
 GRAD_CLIP_NORM = 10.0
-HYP_KEYS = (
-    "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr", "box", "cls",
-    "cls_pw", "obj", "obj_pw", "anchor_t",
-)
 
 
 def create_model(cfg, ckpt=None, nc=None, anchors=None):
@@ -79,18 +75,6 @@ def create_model(cfg, ckpt=None, nc=None, anchors=None):
     exclude = ["anchor"] if (cfg or anchors) else []
     transfer_weights(model, {k: v.float() for k, v in ckpt_sd.items()}, exclude=exclude)
     return model
-
-
-def check_hyperparameters(hyp, source):
-    """Every key training needs is present and every value a number within its range (UserError otherwise)."""
-    missing = [k for k in HYP_KEYS if k not in hyp]
-    if missing:
-        raise UserError(f"hyperparameters {missing} missing from --hyp {source}; start from "
-                        f"data/hyps/hyp.scratch-low.yaml")
-    not_numbers = [k for k, v in hyp.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-    if not_numbers:
-        raise UserError(f"hyperparameters {not_numbers} in --hyp {source} must be numbers")
-    check_hyp(hyp, f"--hyp {source}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

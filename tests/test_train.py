@@ -418,7 +418,8 @@ def test_defaults_are_the_demo_without_data_and_official_with_it(tmp_path, info_
 def test_evolve_two_generations_then_resume_to_three(tmp_path):
     """--evolve 2 on coco8 (1 epoch at 64 px each): evolve.csv with 2 rows (generation 0 trains the given hyps),
     hyp_evolve.yaml and evolve.png; --evolve 3 in the same folder trains only the missing third generation."""
-    from utils.evolve import HYP_RANGES, read_evolve_csv
+    from utils.evolve import read_evolve_csv
+    from utils.hyp import HYP_SCHEMA
 
     kwargs = dict(TINY, epochs=1, project=str(tmp_path), name="evo")
     opt = train.run(**kwargs, evolve=2)
@@ -428,7 +429,7 @@ def test_evolve_two_generations_then_resume_to_three(tmp_path):
     base = yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml")
     assert len(rows) == 2 and rows[0]["lr0"] == base["lr0"] and rows[0]["fitness"] >= 0
     assert any(rows[1][k] != base[k] for k in base)  # the second generation is a mutant
-    assert all(HYP_RANGES[k][1] <= rows[1][k] <= HYP_RANGES[k][2] for k in base if k in HYP_RANGES)
+    assert all(HYP_SCHEMA[k].evolve_low <= rows[1][k] <= HYP_SCHEMA[k].evolve_high for k in base if k in HYP_SCHEMA)
     best = yaml_load(save_dir / "hyp_evolve.yaml")
     assert set(best) == set(base) and (save_dir / "evolve.png").stat().st_size > 1000
     train.run(**kwargs, evolve=3)
