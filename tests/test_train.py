@@ -339,6 +339,23 @@ def test_image_weights_with_no_labels_sample_uniformly_and_warn_once(monkeypatch
     assert len(log.lines) == 1 and "no labels" in log.lines[0]
 
 
+def test_autobatch_choice_lives_in_the_state_and_checkpoint_not_in_the_options(tmp_path, monkeypatch):
+    """--batch-size -1: the options (opt.yaml, the returned namespace) keep -1 as given; the training runs with
+    AutoBatch's choice, and last.pt records that choice, which is what --resume takes."""
+    monkeypatch.setattr(train, "autobatch", lambda model, imgsz, device, amp: 2)  # a CPU stand-in for the GPU probe
+    opt = train.parse_opt([], known=True)
+    for key, value in (TINY | dict(epochs=1, batch_size=-1, noplots=True, noautoanchor=True)).items():
+        setattr(opt, key, value)
+    opt.save_dir = str(tmp_path / "auto")
+    batches = []
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_batch_end", callback=lambda ni, model, imgs, *_: batches.append(len(imgs)))
+    train.train(yaml_load(opt.hyp), opt, torch.device("cpu"), callbacks)
+    assert batches == [2, 2]  # coco8's 4 training images in batches of AutoBatch's 2
+    assert opt.batch_size == -1 and yaml_load(tmp_path / "auto/opt.yaml")["batch_size"] == -1
+    assert load_checkpoint(tmp_path / "auto/weights/last.pt")["opt"]["batch_size"] == 2
+
+
 @pytest.mark.parametrize("cache, train_cache, val_cache",
                          [("val", None, "val"), ("ram", "ram", "ram"), (None, "auto", None), ("off", None, None)])
 def test_cache_choice_per_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
