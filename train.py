@@ -11,10 +11,10 @@ Usage:
 Outputs go to runs/train/exp{N}/: weights/last.pt and best.pt, results.csv and .png, opt.yaml, hyp.yaml,
 labels.jpg, train_batch{0,1,2}.jpg, the final validation plots and a TensorBoard event file.
 
-Training reads top to bottom as phases (``train``): ``setup`` builds a TrainState (model, EMA, optimizer,
-schedule, loaders, loss, AMP, paths, resume state), then per epoch ``train_one_epoch`` and ``end_epoch``
-(validate, log, checkpoint, early stop), and ``finish`` (strip the checkpoints, validate best.pt, plots). The
-events of utils/callbacks.py fire along the way; the loggers of utils/loggers.py listen to them.
+Training reads top to bottom as phases (``train``): ``setup`` builds a TrainState once (``build_model``,
+``build_optimization``, ``build_data``, then EMA, resume state and loss), then per epoch ``train_one_epoch`` and
+``end_epoch`` (validate, log, checkpoint, early stop), and ``finish`` (strip the checkpoints, validate best.pt,
+plots). The events of utils/callbacks.py fire along the way; the loggers of utils/loggers.py listen to them.
 """
 
 import argparse
@@ -23,9 +23,11 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ if str(ROOT) not in sys.path:
 
 from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Model  # noqa: E402
-from utils.amp import AMP_CHOICES, check_amp, select_amp  # noqa: E402
+from utils.amp import AMP_CHOICES, AmpPolicy, check_amp, select_amp  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.autobatch import autobatch  # noqa: E402
 from utils.callbacks import Callbacks  # noqa: E402
@@ -49,7 +51,7 @@ from utils.evaluation import VAL_LOSS_COLUMNS, evaluate  # noqa: E402
 from utils.evolve import append_evolve_csv, next_hyp, plot_evolve, read_evolve_csv, write_best_hyp  # noqa: E402
 from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
 from utils.general import exit_code, print_args, yaml_load, yaml_save  # noqa: E402
-from utils.hyp import check_hyp  # noqa: E402
+from utils.hyp import check_hyperparameters  # noqa: E402
 from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
@@ -63,10 +65,6 @@ DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights i
 DEMO = dict(data=str(ROOT / "data/shapes.yaml"), epochs=30, imgsz=256)  # `python train.py` without --data
 OFFICIAL = dict(epochs=100, imgsz=640)  # YOLOv5's defaults, for unset flags once --data is given
 GRAD_CLIP_NORM = 10.0
-HYP_KEYS = (
-    "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr", "box", "cls",
-    "cls_pw", "obj", "obj_pw", "anchor_t",
-)
 
 
 def create_model(cfg, ckpt=None, nc=None, anchors=None):
@@ -82,26 +80,14 @@ def create_model(cfg, ckpt=None, nc=None, anchors=None):
     return model
 
 
-def check_hyperparameters(hyp, source):
-    """Every key training needs is present and every value a number within its range (UserError otherwise)."""
-    missing = [k for k in HYP_KEYS if k not in hyp]
-    if missing:
-        raise UserError(f"hyperparameters {missing} missing from --hyp {source}; start from "
-                        f"data/hyps/hyp.scratch-low.yaml")
-    not_numbers = [k for k, v in hyp.items() if isinstance(v, bool) or not isinstance(v, (int, float))]
-    if not_numbers:
-        raise UserError(f"hyperparameters {not_numbers} in --hyp {source} must be numbers")
-    check_hyp(hyp, f"--hyp {source}")
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Training phases
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class TrainState:
-    """What the phases of one training share; built by ``setup``."""
+    """What the phases of one training share; built once by ``setup``."""
 
-    opt: argparse.Namespace
+    opt: argparse.Namespace  # the options as given (batch_size -1 for AutoBatch; the chosen one is batch_size)
     device: torch.device
     callbacks: Callbacks
     save_dir: Path
@@ -111,10 +97,10 @@ class TrainState:
     nc: int
     names: dict
     model: nn.Module  # the training model (DDP-wrapped under torchrun)
-    ema: ModelEMA  # None on DDP ranks other than 0
+    ema: ModelEMA | None  # None on DDP ranks other than 0
     optimizer: torch.optim.Optimizer
-    lf: object  # learning-rate factor of an epoch
-    amp: object  # utils.amp.AmpPolicy
+    lf: Callable[[float], float]  # learning-rate factor of an epoch
+    amp: AmpPolicy
     scaler: torch.amp.GradScaler
     compute_loss: ComputeLoss
     train_loader: object
@@ -122,42 +108,51 @@ class TrainState:
     val_loader: object  # None without a val split and on DDP ranks other than 0
     imgsz: int
     gs: int
-    batch_size: int
+    batch_size: int  # total over all processes: --batch-size, or AutoBatch's choice for -1
     stopper: EarlyStopping
     start_epoch: int = 0
     best_fitness: float = 0.0
     last_opt_step: int = -1
-    maps: np.ndarray = None  # per-class mAP50-95 of the latest validation
+    maps: np.ndarray | None = None  # per-class mAP50-95 of the latest validation
     results: tuple = (0.0,) * 7  # latest validation results
-    last_saved_epoch: int = None  # epoch of the newest finite last.pt
+    last_saved_epoch: int | None = None  # epoch of the newest finite last.pt
     best_saved: bool = False  # best.pt written by this run (a new run writes its own, also in an --exist-ok folder)
-    failure: str = None  # why training stopped on NaN/inf, when it did
+    failure: str | None = None  # why training stopped on NaN/inf, when it did
     t0: float = field(default_factory=time.time)
 
     @property
-    def main_process(self):
+    def main_process(self) -> bool:
         return RANK in (-1, 0)
 
     @property
-    def last(self):
+    def last(self) -> Path:
         return self.save_dir / "weights" / "last.pt"
 
     @property
-    def best(self):
+    def best(self) -> Path:
         return self.save_dir / "weights" / "best.pt"
 
     @property
-    def epochs(self):
+    def epochs(self) -> int:
         return self.opt.epochs
 
 
-def setup(hyp, opt, device, callbacks):
-    """Everything before the first epoch: options and hyperparameters checked and saved, data, model (new,
-    transferred or resumed), AMP, optimizer, EMA, loss and the resumed training state."""
+class TrainData(NamedTuple):
+    """The loaders of a training (build_data) and the training labels (n, 5) they hold."""
+
+    train_loader: object
+    dataset: object  # the training LoadImagesAndLabels
+    val_loader: object  # None without a val split and on DDP ranks other than 0
+    labels: np.ndarray
+
+
+def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks) -> TrainState:
+    """Everything before the first epoch: options and hyperparameters checked and saved, then the model, the batch
+    size, the optimization, the data, AutoAnchor, EMA, the resumed training state and the loss."""
     callbacks.run("on_pretrain_routine_start")
     save_dir = Path(opt.save_dir)
     main_process = RANK in (-1, 0)
-    hyp_saved = dict(hyp)  # as given; the copy below is scaled for this model and batch
+    hyp_saved = dict(hyp)  # as given; the copies below are scaled for this model and batch
     check_hyperparameters(hyp, opt.hyp)
     LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.items()))
     if main_process:
@@ -165,14 +160,59 @@ def setup(hyp, opt, device, callbacks):
         yaml_save(save_dir / "hyp.yaml", hyp_saved)
         yaml_save(save_dir / "opt.yaml", vars(opt))
 
-    cuda = device.type == "cuda"
     ckpt = load_checkpoint(opt.weights) if opt.weights else None  # first: a missing file fails fast
-    init_seeds(opt.seed + 1 + RANK, deterministic=cuda)  # CPU kernels are deterministic already
+    init_seeds(opt.seed + 1 + RANK, deterministic=device.type == "cuda")  # CPU kernels are deterministic already
     data_dict = check_dataset(opt.data, autodownload=opt.download)
     nc = 1 if opt.single_cls else int(data_dict["nc"])
     names = {0: "item"} if opt.single_cls and len(data_dict["names"]) != 1 else dict(data_dict["names"])
 
-    # Model
+    model, amp = build_model(opt, ckpt, nc, names, device, anchors=hyp.get("anchors"))
+    gs = max(int(model.stride.max()), 32)
+    imgsz = check_img_size(opt.imgsz, gs, floor=gs * 2)
+    # AutoBatch: single process (main() refuses it under DDP); opt keeps -1, the chosen size lives in the state
+    batch_size = autobatch(model, imgsz, device, amp) if opt.batch_size == -1 else opt.batch_size
+    optimizer, lf, hyp = build_optimization(model, opt, hyp, batch_size)
+    data = build_data(opt, data_dict, nc, imgsz, gs, batch_size, hyp, device)
+    if main_process and not opt.resume and not opt.noautoanchor:
+        check_anchors(data.dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)
+    if not opt.resume:
+        callbacks.run("on_pretrain_routine_end", data.labels, names)
+
+    ema = ModelEMA(model) if main_process else None  # after AutoAnchor, which may change the anchors
+    stopper = EarlyStopping(patience=opt.patience)
+    progress = dict(maps=np.zeros(nc))  # where training starts: epoch 0, or where the checkpoint stopped
+    if opt.resume:
+        progress = _restore(ckpt, optimizer, ema, stopper, nc)
+        progress["best_saved"] = (save_dir / "weights" / "best.pt").exists()
+        LOGGER.info(f"Resuming training from {opt.weights} at epoch {progress['start_epoch']} of {opt.epochs}")
+    del ckpt
+
+    train_model = model
+    if RANK != -1:
+        cuda_ids = dict(device_ids=[LOCAL_RANK], output_device=LOCAL_RANK) if device.type == "cuda" else {}
+        train_model = nn.parallel.DistributedDataParallel(model, **cuda_ids)
+    if amp.channels_last:
+        train_model = train_model.to(memory_format=torch.channels_last)
+    model.class_weights = labels_to_class_weights(data.dataset.labels, nc).to(device) * nc
+    hyp = scale_loss_gains(hyp, model.model[-1].nl, nc, imgsz)
+    hyp["label_smoothing"] = opt.label_smoothing
+
+    state = TrainState(
+        opt=opt, device=device, callbacks=callbacks, save_dir=save_dir, hyp=hyp, hyp_saved=hyp_saved,
+        data_dict=data_dict, nc=nc, names=names, model=train_model, ema=ema, optimizer=optimizer, lf=lf, amp=amp,
+        scaler=amp.grad_scaler(), compute_loss=ComputeLoss(model, hyp), train_loader=data.train_loader,
+        dataset=data.dataset, val_loader=data.val_loader, imgsz=imgsz, gs=gs, batch_size=batch_size,
+        stopper=stopper, **progress,
+    )
+    if main_process:
+        start_results_csv(save_dir / "results.csv", resume_epoch=state.start_epoch - 1 if opt.resume else None)
+    return state
+
+
+def build_model(opt: argparse.Namespace, ckpt: dict | None, nc: int, names: dict, device: torch.device,
+                anchors: float | None = None) -> tuple[nn.Module, AmpPolicy]:
+    """The model to train (resumed from ``ckpt``, or new with its matching weights transferred), with its class
+    names, the layers of --freeze frozen and SyncBatchNorm where asked, and the AMP policy that suits it."""
     if opt.resume:
         if not 0 <= ckpt["epoch"] < opt.epochs - 1:
             raise UserError(f"{opt.weights} has finished training ({opt.epochs} epochs); nothing to resume. "
@@ -181,14 +221,13 @@ def setup(hyp, opt, device, callbacks):
         model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
         LOGGER.info(f"Resuming model weights from {opt.weights}")
     else:
-        model = create_model(opt.cfg, ckpt, nc, anchors=hyp.get("anchors")).to(device)
+        model = create_model(opt.cfg, ckpt, nc, anchors=anchors).to(device)
     model.names = names
     amp = select_amp(opt.amp, device.type)
     if amp.device_type == "cuda":
         amp = check_amp(model, amp)
     LOGGER.info(f"{colorstr('AMP:')} {amp.describe()}")
 
-    # Freeze
     freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
     for k, v in model.named_parameters():
         v.requires_grad = not any(x in k for x in freeze)
@@ -196,28 +235,33 @@ def setup(hyp, opt, device, callbacks):
         raise UserError(f"--freeze {' '.join(map(str, opt.freeze))} freezes all {len(model.model)} layers; "
                         f"nothing would train (backbone only: --freeze 10)")
 
-    gs = max(int(model.stride.max()), 32)
-    imgsz = check_img_size(opt.imgsz, gs, floor=gs * 2)
-    batch_size = opt.batch_size
-    if batch_size == -1:  # AutoBatch (single process; main() refuses it under DDP)
-        batch_size = opt.batch_size = autobatch(model, imgsz, device, amp)
-
-    # Optimizer
-    hyp = dict(hyp)
-    accumulate = max(round(NBS / batch_size), 1)
-    hyp["weight_decay"] *= batch_size * accumulate / NBS
-    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
-
-    # Multi-GPU hooks
+    cuda = device.type == "cuda"
     if cuda and RANK == -1 and torch.cuda.device_count() > 1:
         LOGGER.warning("WARNING: several GPUs visible; for multi-GPU training launch with torch.distributed.run")
-    if opt.sync_bn and cuda and RANK != -1:
+    if opt.sync_bn and cuda and RANK != -1:  # the converted layers keep the same parameters
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model).to(device)
         LOGGER.info("Using SyncBatchNorm()")
     elif opt.sync_bn:  # torch's SyncBatchNorm runs on GPUs only
         LOGGER.warning("WARNING: --sync-bn needs CUDA devices and DDP (torchrun); training with BatchNorm2d")
+    return model, amp
 
-    # Data
+
+def build_optimization(model: nn.Module, opt: argparse.Namespace, hyp: dict,
+                       batch_size: int) -> tuple[torch.optim.Optimizer, Callable[[float], float], dict]:
+    """The optimizer and learning-rate schedule for a total batch of ``batch_size``: returns (optimizer, the
+    learning-rate factor of an epoch, a copy of ``hyp`` with weight_decay scaled to the batch size and its
+    gradient accumulation)."""
+    hyp = dict(hyp)
+    accumulate = max(round(NBS / batch_size), 1)
+    hyp["weight_decay"] *= batch_size * accumulate / NBS
+    optimizer = build_optimizer(model, opt.optimizer, hyp["lr0"], hyp["momentum"], hyp["weight_decay"])
+    return optimizer, lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), hyp
+
+
+def build_data(opt: argparse.Namespace, data_dict: dict, nc: int, imgsz: int, gs: int, batch_size: int, hyp: dict,
+               device: torch.device) -> TrainData:
+    """The training loader (this process's share of the total ``batch_size``) with its labels checked against
+    ``nc``, and on the main process the val loader (twice the batch, rectangular)."""
     train_loader, dataset = create_dataloader(
         data_dict["train"], imgsz, batch_size // WORLD_SIZE, gs, opt.single_cls, hyp=hyp, augment=True,
         cache=train_cache(opt.cache, device), rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
@@ -230,63 +274,34 @@ def setup(hyp, opt, device, callbacks):
     if len(train_loader) == 0:
         raise UserError(f"no training images found in {data_dict['train']}")
     val_loader = None
-    if main_process:
+    if RANK in (-1, 0):
         if data_dict["val"]:
             val_loader = create_dataloader(
                 data_dict["val"], imgsz, batch_size // WORLD_SIZE * 2, gs, opt.single_cls, hyp=hyp,
-                cache=None if opt.noval or opt.cache == "off" else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
-                prefix=colorstr("val: "),
+                cache=None if opt.noval or opt.cache == "off" else opt.cache, rect=True, rank=-1,
+                workers=opt.workers * 2, pad=0.5, prefix=colorstr("val: "),
             )[0]
         else:
             LOGGER.warning(f"WARNING: {opt.data} has no 'val' split; validation is skipped")
-        if not opt.resume and not opt.noautoanchor:
-            check_anchors(dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)
-    if not opt.resume:
-        callbacks.run("on_pretrain_routine_end", labels, names)
-
-    state = TrainState(
-        opt=opt, device=device, callbacks=callbacks, save_dir=save_dir, hyp=hyp, hyp_saved=hyp_saved,
-        data_dict=data_dict, nc=nc, names=names, model=model,
-        ema=ModelEMA(model) if main_process else None,  # after AutoAnchor, which may change the anchors
-        optimizer=optimizer, lf=lr_lambda(opt.epochs, hyp["lrf"], opt.cos_lr), amp=amp, scaler=amp.grad_scaler(),
-        compute_loss=None, train_loader=train_loader, dataset=dataset, val_loader=val_loader, imgsz=imgsz, gs=gs,
-        batch_size=batch_size, stopper=EarlyStopping(patience=opt.patience), maps=np.zeros(nc),
-    )
-    if opt.resume:
-        _restore(state, ckpt)
-        state.best_saved = state.best.exists()
-    del ckpt
-
-    if RANK != -1:
-        state.model = nn.parallel.DistributedDataParallel(model, **(dict(device_ids=[LOCAL_RANK],
-                                                                         output_device=LOCAL_RANK) if cuda else {}))
-    if amp.channels_last:
-        state.model = state.model.to(memory_format=torch.channels_last)
-    model.class_weights = labels_to_class_weights(dataset.labels, nc).to(device) * nc
-    state.hyp = scale_loss_gains(hyp, model.model[-1].nl, nc, imgsz)
-    state.hyp["label_smoothing"] = opt.label_smoothing
-    state.compute_loss = ComputeLoss(model, state.hyp)
-    if main_process:
-        start_results_csv(save_dir / "results.csv", resume_epoch=state.start_epoch - 1 if opt.resume else None)
-    return state
+    return TrainData(train_loader, dataset, val_loader, labels)
 
 
-def _restore(state, ckpt):
-    """Continue where checkpoint ``ckpt`` stopped: optimizer, EMA, epoch, best fitness and loop state."""
+def _restore(ckpt: dict, optimizer: torch.optim.Optimizer, ema: ModelEMA | None, stopper: EarlyStopping,
+             nc: int) -> dict:
+    """Continue where checkpoint ``ckpt`` stopped: loads the optimizer, EMA and early-stopping state and returns
+    the TrainState fields to start from (epoch, best fitness, loop state)."""
     if ckpt.get("optimizer") is not None:
-        state.optimizer.load_state_dict(ckpt["optimizer"])
-    state.best_fitness = ckpt.get("best_fitness") or 0.0
-    if state.ema is not None and ckpt.get("ema"):
-        state.ema.ema.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
-        state.ema.updates = ckpt.get("updates", 0)
-    state.start_epoch = ckpt["epoch"] + 1
-    state.last_saved_epoch = ckpt["epoch"]
+        optimizer.load_state_dict(ckpt["optimizer"])
+    best_fitness = ckpt.get("best_fitness") or 0.0
+    if ema is not None and ckpt.get("ema"):
+        ema.ema.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
+        ema.updates = ckpt.get("updates", 0)
     saved = ckpt.get("train_state") or {}
-    state.last_opt_step = saved.get("last_opt_step", state.last_opt_step)
-    state.stopper.best_fitness = state.best_fitness
-    state.stopper.best_epoch = saved.get("best_epoch", 0)
-    state.maps = np.array(saved.get("maps", state.maps), dtype=np.float64)
-    LOGGER.info(f"Resuming training from {state.opt.weights} at epoch {state.start_epoch} of {state.epochs}")
+    stopper.best_fitness = best_fitness
+    stopper.best_epoch = saved.get("best_epoch", 0)
+    return dict(start_epoch=ckpt["epoch"] + 1, last_saved_epoch=ckpt["epoch"], best_fitness=best_fitness,
+                last_opt_step=saved.get("last_opt_step", -1),
+                maps=np.array(saved.get("maps", np.zeros(nc)), dtype=np.float64))
 
 
 @dataclass
@@ -424,10 +439,11 @@ def _validate(state, model, plots=False, verbose=False):
 def _save(state, epoch, improved):
     """last.pt (and best.pt when improved, epoch{N}.pt every --save-period) with everything --resume needs."""
     opt = state.opt
+    saved_opt = {**vars(opt), "batch_size": state.batch_size}  # the size trained with (AutoBatch's), for --resume
     train_state = {"last_opt_step": int(state.last_opt_step), "best_epoch": int(state.stopper.best_epoch),
                    "maps": [float(x) for x in state.maps]}
     ckpt = make_checkpoint(state.model, names=state.names, ema=state.ema, optimizer=state.optimizer, epoch=epoch,
-                           best_fitness=state.best_fitness, opt=vars(opt), hyp=state.hyp_saved, half=False,
+                           best_fitness=state.best_fitness, opt=saved_opt, hyp=state.hyp_saved, half=False,
                            train_state=train_state)
     save_checkpoint(ckpt, state.last)
     state.last_saved_epoch = epoch

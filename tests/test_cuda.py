@@ -38,7 +38,8 @@ def test_autobatch_picks_a_batch_that_fits(tmp_path):
     batch = autobatch(model, 128, torch.device("cuda:0"), select_amp("auto", "cuda"))
     assert 16 <= batch <= 1024  # yolov5n at 128 px needs far less than any GPU's 60%
     opt = train.run(**(TINY | dict(batch_size=-1, epochs=1)), project=str(tmp_path), name="autobatch")
-    assert opt.batch_size >= 4
+    ckpt = torch.load(Path(opt.save_dir) / "weights/last.pt", map_location="cpu", weights_only=True)
+    assert opt.batch_size == -1 and ckpt["opt"]["batch_size"] >= 4  # options as given; the checkpoint: the size used
 
 
 def test_half_precision_validation(tmp_path):

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from utils.evolve import HYP_RANGES, append_evolve_csv, mutate, next_hyp, plot_evolve, read_evolve_csv
+from utils.evolve import append_evolve_csv, mutate, next_hyp, plot_evolve, read_evolve_csv
 from utils.evolve import select_parent, write_best_hyp
 from utils.general import yaml_load
+from utils.hyp import HYP_SCHEMA
 
 BASE = dict(lr0=0.01, momentum=0.937, iou_t=0.2, fliplr=0.5, mosaic=0.5, box=0.05)
 
@@ -17,7 +18,7 @@ def test_mutation_changes_evolvable_keys_only_within_ranges():
         assert child["iou_t"] == 0.2 and child["fliplr"] == 0.5  # mutation scale 0: never mutated
         assert any(child[k] != BASE[k] for k in ("lr0", "momentum", "mosaic", "box"))
         for k, v in child.items():
-            assert HYP_RANGES[k][1] <= v <= HYP_RANGES[k][2]
+            assert HYP_SCHEMA[k].evolve_low <= v <= HYP_SCHEMA[k].evolve_high
             assert v == float(f"{v:.5g}")
     lr0 = np.array([c["lr0"] for c in children])
     assert 0.3 * 0.01 <= lr0.min() and lr0.max() <= 3 * 0.01 and lr0.std() > 0

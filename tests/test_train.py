@@ -340,6 +340,23 @@ def test_image_weights_with_no_labels_sample_uniformly_and_warn_once(monkeypatch
     assert len(log.lines) == 1 and "no labels" in log.lines[0]
 
 
+def test_autobatch_choice_lives_in_the_state_and_checkpoint_not_in_the_options(tmp_path, monkeypatch):
+    """--batch-size -1: the options (opt.yaml, the returned namespace) keep -1 as given; the training runs with
+    AutoBatch's choice, and last.pt records that choice, which is what --resume takes."""
+    monkeypatch.setattr(train, "autobatch", lambda model, imgsz, device, amp: 2)  # a CPU stand-in for the GPU probe
+    opt = train.parse_opt([], known=True)
+    for key, value in (TINY | dict(epochs=1, batch_size=-1, noplots=True, noautoanchor=True)).items():
+        setattr(opt, key, value)
+    opt.save_dir = str(tmp_path / "auto")
+    batches = []
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_batch_end", callback=lambda ni, model, imgs, *_: batches.append(len(imgs)))
+    train.train(yaml_load(opt.hyp), opt, torch.device("cpu"), callbacks)
+    assert batches == [2, 2]  # coco8's 4 training images in batches of AutoBatch's 2
+    assert opt.batch_size == -1 and yaml_load(tmp_path / "auto/opt.yaml")["batch_size"] == -1
+    assert load_checkpoint(tmp_path / "auto/weights/last.pt")["opt"]["batch_size"] == 2
+
+
 @pytest.mark.parametrize("cache, train_cache, val_cache",
                          [("val", None, "val"), ("ram", "ram", "ram"), (None, "auto", None), ("off", None, None)])
 def test_cache_choice_per_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
@@ -417,7 +434,8 @@ def test_defaults_are_the_demo_without_data_and_official_with_it(tmp_path, info_
 def test_evolve_two_generations_then_resume_to_three(tmp_path):
     """--evolve 2 on coco8 (1 epoch at 64 px each): evolve.csv with 2 rows (generation 0 trains the given hyps),
     hyp_evolve.yaml and evolve.png; --evolve 3 in the same folder trains only the missing third generation."""
-    from utils.evolve import HYP_RANGES, read_evolve_csv
+    from utils.evolve import read_evolve_csv
+    from utils.hyp import HYP_SCHEMA
 
     kwargs = dict(TINY, epochs=1, project=str(tmp_path), name="evo")
     opt = train.run(**kwargs, evolve=2)
@@ -427,7 +445,7 @@ def test_evolve_two_generations_then_resume_to_three(tmp_path):
     base = yaml_load(ROOT / "data/hyps/hyp.scratch-low.yaml")
     assert len(rows) == 2 and rows[0]["lr0"] == base["lr0"] and rows[0]["fitness"] >= 0
     assert any(rows[1][k] != base[k] for k in base)  # the second generation is a mutant
-    assert all(HYP_RANGES[k][1] <= rows[1][k] <= HYP_RANGES[k][2] for k in base if k in HYP_RANGES)
+    assert all(HYP_SCHEMA[k].evolve_low <= rows[1][k] <= HYP_SCHEMA[k].evolve_high for k in base if k in HYP_SCHEMA)
     best = yaml_load(save_dir / "hyp_evolve.yaml")
     assert set(best) == set(base) and (save_dir / "evolve.png").stat().st_size > 1000
     train.run(**kwargs, evolve=3)

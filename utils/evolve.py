@@ -3,9 +3,10 @@
 Each generation trains once with hyperparameters mutated from a parent drawn from the best earlier generations
 (the first generation, with no evolve.csv yet, trains the given hyperparameters as they are). A mutation
 multiplies each evolvable key, with probability 0.8, by a factor 1 + N(0, 1) * u * 0.2 * gain (u uniform in
-[0, 1) per generation, ``gain`` the key's mutation scale in HYP_RANGES), clipped to [0.3, 3.0]; the result is
-clipped to the key's official range and rounded to 5 significant digits. Parents: the 5 fittest rows of
-evolve.csv, one drawn with probability proportional to its fitness above the worst of them (+1e-6).
+[0, 1) per generation, ``gain`` the key's mutation scale in utils/hyp.py's HYP_SCHEMA), clipped to [0.3, 3.0];
+the result is clipped to the key's official evolution limits (HYP_SCHEMA too) and rounded to 5 significant
+digits. Parents: the 5 fittest rows of evolve.csv, one drawn with probability proportional to its fitness above
+the worst of them (+1e-6).
 
 evolve.csv holds one row per generation: fitness (0.1 mAP50 + 0.9 mAP50-95), the 7 validation results and every
 hyp key. hyp_evolve.yaml is the fittest row's hyperparameters; evolve.png plots every key against fitness.
@@ -18,40 +19,9 @@ import numpy as np
 
 from utils.evaluation import VAL_COLUMNS
 from utils.general import LOGGER, UserError, colorstr, yaml_save
+from utils.hyp import HYP_SCHEMA
 from utils.metrics import fitness as results_fitness
 
-# key: (mutation scale (0 = never mutated), lower limit, upper limit), YOLOv5's official table
-HYP_RANGES = {
-    "lr0": (1, 1e-5, 1e-1),
-    "lrf": (1, 0.01, 1.0),
-    "momentum": (0.3, 0.6, 0.98),
-    "weight_decay": (1, 0.0, 0.001),
-    "warmup_epochs": (1, 0.0, 5.0),
-    "warmup_momentum": (1, 0.0, 0.95),
-    "warmup_bias_lr": (1, 0.0, 0.2),
-    "box": (1, 0.02, 0.2),
-    "cls": (1, 0.2, 4.0),
-    "cls_pw": (1, 0.5, 2.0),
-    "obj": (1, 0.2, 4.0),
-    "obj_pw": (1, 0.5, 2.0),
-    "iou_t": (0, 0.1, 0.7),
-    "anchor_t": (1, 2.0, 8.0),
-    "anchors": (2, 2.0, 10.0),
-    "fl_gamma": (0, 0.0, 2.0),
-    "hsv_h": (1, 0.0, 0.1),
-    "hsv_s": (1, 0.0, 0.9),
-    "hsv_v": (1, 0.0, 0.9),
-    "degrees": (1, 0.0, 45.0),
-    "translate": (1, 0.0, 0.9),
-    "scale": (1, 0.0, 0.9),
-    "shear": (1, 0.0, 10.0),
-    "perspective": (0, 0.0, 0.001),
-    "flipud": (1, 0.0, 1.0),
-    "fliplr": (0, 0.0, 1.0),
-    "mosaic": (1, 0.0, 1.0),
-    "mixup": (1, 0.0, 1.0),
-    "copy_paste": (1, 0.0, 1.0),
-}
 RESULT_COLUMNS = tuple(VAL_COLUMNS.values())  # evolve.csv's names of the 7 validation results
 MUTATION_PROBABILITY, MUTATION_SIGMA = 0.8, 0.2
 PARENTS = 5
@@ -93,13 +63,13 @@ def select_parent(rows, hyp_keys, rng):
     return {k: parent[k] for k in hyp_keys if k in parent}
 
 
-def mutate(parent, rng):
+def mutate(parent: dict, rng: np.random.Generator) -> dict:
     """A child of ``parent``: evolvable keys multiplied by random factors (see module docstring), at least one
-    of them changed when any can change, then clipped to the official ranges and rounded to 5 digits."""
-    keys = [k for k in parent if HYP_RANGES.get(k, (0,))[0] > 0]
+    of them changed when any can change, then clipped to the official evolution limits and rounded to 5 digits."""
+    keys = [k for k in parent if k in HYP_SCHEMA and HYP_SCHEMA[k].gain > 0]
     child = dict(parent)
     if keys:
-        gains = np.array([HYP_RANGES[k][0] for k in keys], dtype=float)
+        gains = np.array([HYP_SCHEMA[k].gain for k in keys], dtype=float)
         factors = np.ones(len(keys))
         while np.all(factors == 1):  # redraw until something changes
             chosen = rng.random(len(keys)) < MUTATION_PROBABILITY
@@ -108,9 +78,9 @@ def mutate(parent, rng):
         for k, f in zip(keys, factors):
             child[k] = float(parent[k] * f)
     for k, v in child.items():
-        if k in HYP_RANGES:
-            _, low, high = HYP_RANGES[k]
-            child[k] = float(f"{min(max(v, low), high):.5g}")
+        if k in HYP_SCHEMA:
+            spec = HYP_SCHEMA[k]
+            child[k] = float(f"{min(max(v, spec.evolve_low), spec.evolve_high):.5g}")
     return child
 
 
@@ -137,7 +107,7 @@ def write_best_hyp(evolve_csv, hyp_keys, out_file):
     return best
 
 
-def plot_evolve(evolve_csv):
+def plot_evolve(evolve_csv: str | Path) -> Path | None:
     """evolve.png next to evolve.csv: each hyperparameter against fitness, the best generation marked."""
     import matplotlib
 
@@ -145,7 +115,7 @@ def plot_evolve(evolve_csv):
     import matplotlib.pyplot as plt
 
     rows = read_evolve_csv(evolve_csv)
-    keys = [k for k in rows[0] if k in HYP_RANGES] if rows else []
+    keys = [k for k in rows[0] if k in HYP_SCHEMA] if rows else []
     if not keys:
         return None
     fits = np.array([r["fitness"] for r in rows])

@@ -5,7 +5,8 @@ not replayed wholesale. Taken: numbers and booleans from ``RESUME_OPTIONS`` (typ
 enumerated strings, and the dataset/hyp/cfg yamls as plain local paths (never an inline dataset dict, never a
 URL). Never taken: ``download`` (a download happens only when ``--download`` is typed on this command line), the
 output location (the run folder is the one holding the checkpoint), device and workers (this command line's).
-Anything else is ignored with a warning. Hyperparameters are taken only where they are numbers.
+Anything else is ignored with a warning. Hyperparameters are taken only where they are numbers (utils/hyp.py's
+``is_number``); their keys and ranges are checked by training as for any --hyp.
 """
 
 import math
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from utils.checkpoints import load_checkpoint
 from utils.general import LOGGER, ROOT, UserError, yaml_load
+from utils.hyp import is_number
 
 # option -> (kind, smallest allowed value); kinds: int, float, bool, ints (list of int), or a tuple of choices
 RESUME_OPTIONS = {
@@ -99,12 +101,11 @@ def resume_options(saved, source):
     return taken
 
 
-def resume_hyp(hyp, source):
+def resume_hyp(hyp: object, source: str | Path) -> dict:
     """The numeric hyperparameters stored in the checkpoint (others are ignored with a warning)."""
     if not isinstance(hyp, dict):
         raise UserError(f"{source}: its 'hyp' entry is not a mapping of hyperparameters; it cannot be resumed")
-    numbers = {k: v for k, v in hyp.items()
-               if isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = {k: v for k, v in hyp.items() if isinstance(k, str) and is_number(v)}
     ignored = [f"{k!s:.40}" for k in hyp if k not in numbers]
     if ignored:
         LOGGER.warning(f"WARNING: --resume {source}: ignored non-numeric hyperparameter(s): {', '.join(ignored)}")
