@@ -1,9 +1,13 @@
-"""Dataset verification, label cache, letterbox/mosaic/flip box consistency, rect batches, loaders, determinism."""
+"""Dataset verification, label cache, letterbox/mosaic/flip box consistency, rect batches, loaders, determinism,
+and the names official YOLOv5 scripts import from utils.dataloaders."""
 
 import builtins
 import errno
+import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -12,9 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
+import utils.cache_files
 import utils.dataloaders as dl
-from utils.dataloaders import LoadImagesAndLabels, create_dataloader, img2label_paths
+import utils.labels
+import utils.sources
+from utils.dataloaders import LoadImagesAndLabels, create_dataloader
 from utils.general import LOGGER, UserError
+from utils.labels import img2label_paths
 
 NO_AUG = dict(hsv_h=0, hsv_s=0, hsv_v=0, degrees=0, translate=0, scale=0, shear=0, perspective=0, flipud=0,
               fliplr=0, mosaic=0, mixup=0, copy_paste=0)
@@ -147,7 +155,7 @@ def test_label_cache_hit_and_rebuild(red_dataset, monkeypatch):
     def must_not_verify(*args):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(dl, "verify_image_label", must_not_verify)
+    monkeypatch.setattr(utils.labels, "verify_image_label", must_not_verify)
     second = LoadImagesAndLabels(red_dataset, img_size=64)
     assert second.im_files == first.im_files
     for a, b in zip(first.labels, second.labels):
@@ -392,7 +400,7 @@ class ReadOnlyFileSystem:
         monkeypatch.setattr(builtins, "open", ro_open)
         monkeypatch.setattr(os, "replace", lambda a, b, **kw: guard(b, "replace") or real_replace(a, b, **kw))
         monkeypatch.setattr(os, "unlink", lambda p, **kw: guard(p, "unlink") or real_unlink(p, **kw))
-        monkeypatch.setattr(dl, "_warned_unwritable", set())
+        monkeypatch.setattr(utils.cache_files, "_warned_unwritable", set())
 
 
 @pytest.mark.parametrize("cache", [None, "disk"])
@@ -453,3 +461,20 @@ def test_truncated_disk_cache_file_is_rebuilt(tmp_path):
     ds = LoadImagesAndLabels(folder, img_size=64, hyp=NO_AUG, cache_images="disk")
     assert np.load(npy).shape == (60, 100, 3) and ds.load_image(0)[0].shape == (39, 64, 3)
     assert not list(folder.glob("*.tmp"))
+
+
+def test_official_names_import_from_dataloaders_and_labels_never_imports_it():
+    """Official YOLOv5 scripts import these from utils.dataloaders: each is the object of its own module. The label
+    modules are imported by the loaders, never the reverse (a fresh interpreter shows what they pull in)."""
+    for name in ("img2label_paths", "verify_image_label", "exif_size"):
+        assert getattr(dl, name) is getattr(utils.labels, name), name
+    for name in ("IMG_FORMATS", "VID_FORMATS", "LoadImages", "LoadStreams"):
+        assert getattr(dl, name) is getattr(utils.sources, name), name
+    for name in ("LoadImagesAndLabels", "create_dataloader", "InfiniteDataLoader", "seed_worker"):
+        assert callable(getattr(dl, name)), name
+    probe = ("import json, sys, utils.labels, utils.cache_files; "
+             "print(json.dumps([m for m in sys.modules if m.startswith('utils.')]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=Path(dl.__file__).parents[1]).stdout
+    loaded = json.loads(out.strip().splitlines()[-1])
+    assert "utils.labels" in loaded and "utils.dataloaders" not in loaded, loaded

@@ -21,9 +21,10 @@ import detect
 import utils.checkpoints
 from models.experimental import attempt_load
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
-from utils.dataloaders import LoadImagesAndLabels, list_image_files, verify_image_label
+from utils.dataloaders import LoadImagesAndLabels, list_image_files
 from utils.dataset_yaml import check_dataset
 from utils.general import ROOT, UserError, safe_filename, yaml_load
+from utils.labels import verify_image_label
 
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
 COCO8 = ROOT / "data" / "coco8"
