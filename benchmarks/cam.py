@@ -70,7 +70,7 @@ def run(weights=None, source=ROOT / "data/images", layer=None, method="eigencam"
     if method not in CAM_METHODS:
         raise UserError(f"--method {method}: choose one of {', '.join(CAM_METHODS)}")
     device = select_device(device)
-    models = [attempt_load(w, device=device) for w in weights]
+    models = [attempt_load(w, device=device, fuse=False) for w in weights]  # eval-mode BatchNorm: same maps unfused
     chosen = [cam_layers(m, layer) for m in models]
     stride = int(max(m.stride.max() for m in models))
     imgsz = check_img_size(imgsz, s=stride)

@@ -16,8 +16,15 @@ from benchmarks import cam as cam_script
 from models.experimental import attempt_load
 from models.yolo import Model
 from utils.augmentations import letterbox
-from utils.cam import (DetectionScore, class_activation_map, eigen_cam, first_principal_map, panel_size,
-                       record_outputs, unletterbox_map)
+from utils.cam import (
+    DetectionScore,
+    class_activation_map,
+    eigen_cam,
+    first_principal_map,
+    panel_size,
+    record_outputs,
+    unletterbox_map,
+)
 from utils.checkpoints import make_checkpoint, save_checkpoint
 from utils.general import ROOT, UserError
 

@@ -12,7 +12,7 @@ issue #2).
 """
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import pytest
 import torch
@@ -61,7 +61,7 @@ def published_convention_gflops(model: nn.Module, imgsz: int = 640) -> float:
     return (counter.get_total_flops() + 2 * 2 * sum(bn_elements)) / 1e9 * (imgsz / PROBE) ** 2
 
 
-@lru_cache(maxsize=None)
+@cache
 def counts(cfg):
     """Parameters and GFLOPs of a yaml (nc=80) as trained and fused, in our and the published convention."""
     torch.manual_seed(0)

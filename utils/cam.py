@@ -103,10 +103,11 @@ def class_activation_map(model: nn.Module, layers: Sequence[nn.Module], x: torch
                          score: Callable[[object], torch.Tensor]) -> torch.Tensor:
     """Heatmap (B, H, W) in [0, 1] of ``model`` on input ``x`` (B, C, H, W) from the outputs of ``layers``.
 
-    ``score(output)`` returns the scalar target whose gradient the gradient methods follow (its sum over the batch;
-    each image's score depends on that image only in eval mode). It is called for EigenCAM too, without gradients,
-    so that a score object can keep what it saw (e.g. ``DetectionScore.detections``). The input is made to require
-    a gradient, so frozen parameters (``requires_grad=False``) do not stop the backward pass.
+    ``score(output)`` returns the scalar target whose gradient the gradient methods follow: one number for the batch,
+    e.g. a sum over its images (in eval mode each image's part depends on that image only). It is called for
+    EigenCAM too, without gradients, so that a score object can keep what it saw (``DetectionScore.detections``).
+    The input is made to require a gradient, so frozen parameters (``requires_grad=False``) do not stop the
+    backward pass.
     """
     if method not in CAM_METHODS:
         raise ValueError(f"unknown CAM method '{method}'; choose one of {', '.join(CAM_METHODS)}")
@@ -164,7 +165,7 @@ def unletterbox_map(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     h, w = shape
     gain = min(big_h / h, big_w / w)
     inner_h, inner_w = max(1, round(h * gain)), max(1, round(w * gain))
-    top, left = int(round((big_h - inner_h) / 2 - 0.1)), int(round((big_w - inner_w) / 2 - 0.1))
+    top, left = round((big_h - inner_h) / 2 - 0.1), round((big_w - inner_w) / 2 - 0.1)
     inner = heatmap[top : top + inner_h, left : left + inner_w]
     return cv2.resize(np.ascontiguousarray(inner, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
