@@ -90,7 +90,7 @@ ONNX_OPS = frozenset({
 CONTROL_FLOW_OPS = ("If", "Loop", "Scan")  # named as such when refused
 BROADCASTING_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Greater", "Less", "Min", "Max"})
 FOLDABLE_OPS = ONNX_OPS - {"Conv", "ConvTranspose", "MatMul", "Gemm", "GridSample", "Resize", "MaxPool", "AveragePool"}
-MAX_FOLD_ROUNDS = 8  # each round folds what the sizes found by the one before allow; exports need 3
+MAX_FOLD_ROUNDS = 8  # each round folds what the sizes found by the one before allow; exports need 4 or fewer
 MAX_FOLDED_ELEMENTS = 4096  # shape arithmetic works on a few numbers; bigger constant tensors are left as they are
 CHECK_IMGSZ = 640  # the image side at which a model with symbolic input sizes is sized
 MIN_ELEMENT_LIMIT = 2**24  # any tensor may hold this many elements (64 MiB in fp32), whatever the input
@@ -202,11 +202,10 @@ def onnx_messages(model):
 
 def _onnx_structure_problems(model, onnx):
     """What in ``model`` reaches beyond embedded tensors and the allowed standard operators, in a few words each."""
-    problems = {}
-    external = onnx.TensorProto.EXTERNAL
+    external, problems = {}, {}  # external data first: it is named whatever else is wrong
     for m in onnx_messages(model):
-        if isinstance(m, onnx.TensorProto) and (m.data_location == external or len(m.external_data)):
-            problems.setdefault(f"tensor '{m.name}' stored in an external file")
+        if isinstance(m, onnx.TensorProto) and (m.data_location == onnx.TensorProto.EXTERNAL or len(m.external_data)):
+            external.setdefault(f"tensor '{m.name}' stored in an external file")
         elif isinstance(m, onnx.SparseTensorProto):  # densified on load to its declared dims, whatever it holds
             problems.setdefault(f"sparse tensor '{m.values.name}'")
         elif isinstance(m, onnx.NodeProto):
@@ -218,7 +217,7 @@ def _onnx_structure_problems(model, onnx):
         elif isinstance(m, onnx.AttributeProto) and (m.HasField("g") or len(m.graphs)):
             problems.setdefault(f"a subgraph in attribute '{m.name}'")
     problems.update(dict.fromkeys(f"local function {f.domain}::{f.name}" for f in model.functions))
-    return list(problems)
+    return list(external) + list(problems)
 
 
 def _fix_input_shapes(graph, imgsz):
@@ -333,17 +332,17 @@ def _onnx_size_problems(model, imgsz, onnx):
         if math.prod(t.dims) > MAX_FOLDED_ELEMENTS:
             for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
                 t.ClearField(field)
-    shapes = {}
-    for _ in range(MAX_FOLD_ROUNDS):  # folding makes sizes known, which lets the next round fold Shape nodes
-        folded, problems = _fold_shape_arithmetic(graph, limit, shapes, onnx)
+    shapes = None
+    for _ in range(MAX_FOLD_ROUNDS):  # known sizes let Shape nodes fold, which can make more sizes known
+        folded, problems = _fold_shape_arithmetic(graph, limit, shapes or {}, onnx)
         if problems:
             return problems
+        if shapes is not None and not folded:
+            break
         try:
             shapes = _inferred_shapes(model, onnx)
         except Exception as e:  # inference errors have no common base class
             return [f"tensor sizes that cannot be worked out ({str(e).splitlines()[0][:120]})"]
-        if not folded:
-            break
     problems = []
     for node in graph.node:
         for out in node.output:
