@@ -253,7 +253,8 @@ def test_project_exports_pass_the_onnx_checks(tmp_path, yaml_name, dynamic):
     cfg.update(depth_multiple=0.33, width_multiple=0.25, nc=3)
     model = export.prepare_model(Model(cfg))
     im = torch.rand(1, 3, 128, 128)
-    file = export.export_onnx(model, im, tmp_path / "m.onnx", export_metadata(model, (128, 128), dynamic), dynamic=dynamic)
+    metadata = export_metadata(model, (128, 128), dynamic)
+    file = export.export_onnx(model, im, tmp_path / "m.onnx", metadata, dynamic=dynamic)
     backend = DetectMultiBackend(str(file))
     with torch.no_grad():
         expected = model(im)
@@ -277,7 +278,9 @@ IR = """<?xml version="1.0"?>
 <net name="m" version="11">
   <layers>
     <layer id="0" name="x" type="Parameter" version="opset1"><data shape="1,3" element_type="f32"/></layer>
-    <layer id="1" name="w" type="Const" version="opset1"><data element_type="f32" shape="1,3" offset="0" size="12"/></layer>
+    <layer id="1" name="w" type="Const" version="opset1">
+      <data element_type="f32" shape="1,3" offset="0" size="12"/>
+    </layer>
     <layer id="2" name="add" type="{op}" version="{version}"><data{attrs}/></layer>
     <layer id="3" name="out" type="Result" version="opset1"/>
   </layers>

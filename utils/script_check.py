@@ -94,7 +94,8 @@ MAX_FOLD_ROUNDS = 8  # each round folds what the sizes found by the one before a
 MAX_FOLDED_ELEMENTS = 4096  # shape arithmetic works on a few numbers; bigger constant tensors are left as they are
 CHECK_IMGSZ = 640  # the image side at which a model with symbolic input sizes is sized
 MIN_ELEMENT_LIMIT = 2**24  # any tensor may hold this many elements (64 MiB in fp32), whatever the input
-ELEMENTS_PER_INPUT_ELEMENT = 64  # and this many per input element; every project export stays below 16
+ELEMENTS_PER_INPUT_ELEMENT = 64  # and this many per input element; yolov3's first layer (32 channels at full
+# resolution), the largest tensor of the project's models relative to the input, has 11
 
 # OpenVINO IR layer types a model folder may use: those of this project's exports (every model yaml; fp32, fp16
 # weights and NNCF INT8) and the conversions of the ONNX operators above
