@@ -6,8 +6,11 @@
 
 Inputs: a path, a PIL image, an RGB HWC uint8 numpy array, or a list of these (letterboxed to one batch shape,
 NMS, boxes scaled back to each original image); a (N, 3, H, W) float tensor goes straight to the model and its
-raw predictions come back. URLs are refused: nothing is downloaded. Boxes equal detect.py's for the same image,
-size and thresholds (the same letterbox, NMS and scale_boxes).
+raw predictions come back. URLs are refused: nothing is downloaded. As in detect.py, a path must be a regular
+file (a FIFO named x.jpg is refused, never opened) and an image over the pixel limit (YOLOV5_MAX_PIXELS, default
+100 million) is refused from its header before it is decoded. Boxes equal detect.py's for the same image, size and
+thresholds (the same letterbox, NMS and scale_boxes). Files written by ``save``/``crop`` take plain names (class
+and image names through ``safe_filename``), so they stay inside the run folder.
 """
 
 import os
@@ -21,9 +24,9 @@ from PIL import Image
 
 from utils.augmentations import letterbox
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
-from utils.general import LOGGER, ROOT, UserError, increment_path, make_divisible
+from utils.general import LOGGER, ROOT, UserError, increment_path, make_divisible, safe_filename
 from utils.plots import Annotator, colors, save_one_box
-from utils.sources import STREAM_PREFIXES
+from utils.sources import STREAM_PREFIXES, max_image_pixels, oversized_image
 from utils.torch_utils import time_sync
 
 DETECT_DIR = ROOT / "runs" / "detect"
@@ -36,12 +39,24 @@ def _load_rgb(x, i):
         if path.lower().startswith(STREAM_PREFIXES):
             raise UserError(f"{path}: URLs are not fetched (no network at run time); download the image and pass "
                             f"its path")
+        if not os.path.exists(path):
+            raise UserError(f"{path}: not a readable image file (no such file)")
+        if not os.path.isfile(path):  # a FIFO would block the decoder, a device could stream without end
+            raise UserError(f"{path}: not a readable image file (a folder, FIFO or device, not a regular file)")
+        too_large = oversized_image(path, max_image_pixels())  # from the header, as detect.py does
+        if too_large:
+            raise UserError(f"{path}: {too_large}")
         im = cv2.imread(path)  # BGR, EXIF orientation applied, as detect.py reads images
         if im is None:
             raise UserError(f"{path}: not a readable image file")
         return np.ascontiguousarray(im[..., ::-1]), Path(path).with_suffix(".jpg").name
     if isinstance(x, Image.Image):
-        return np.asarray(x.convert("RGB")), Path(getattr(x, "filename", "") or f"image{i}.jpg").with_suffix(".jpg").name
+        w, h = x.size  # known before decoding: an image opened lazily is refused before convert() reads it
+        if w * h > max_image_pixels():
+            raise UserError(f"input {i}: {w}x{h} = {w * h:,} pixels, over the limit of {max_image_pixels():,} "
+                            f"(raise it with YOLOV5_MAX_PIXELS)")
+        name = Path(getattr(x, "filename", "") or f"image{i}.jpg").name
+        return np.asarray(x.convert("RGB")), f"{Path(name).stem or f'image{i}'}.jpg"
     if isinstance(x, np.ndarray):
         im = x
         if im.ndim == 2:
@@ -175,6 +190,10 @@ class Detections:
             annotator.box_label(box, label, color=colors(int(cls)))
         return annotator.result()
 
+    def _file_name(self, i):
+        """The file name image ``i`` is saved under: a plain name, whatever the input was called."""
+        return safe_filename(self.files[i], default=f"image{i}.jpg")
+
     def timing(self):
         """The speed line, as detect.py prints it."""
         return (f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {self.shape}"
@@ -223,7 +242,7 @@ class Detections:
         """Write the annotated images to a new run folder (runs/detect/exp{N}); returns the folder."""
         save_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True)
         for i in range(self.n):
-            cv2.imwrite(str(save_dir / self.files[i]), self._annotated(i, labels)[..., ::-1])
+            cv2.imwrite(str(save_dir / self._file_name(i)), self._annotated(i, labels)[..., ::-1])
         LOGGER.info(f"Saved {self.n} image{'s' * (self.n > 1)} to {save_dir}")
         return save_dir
 
@@ -237,7 +256,7 @@ class Detections:
             bgr = self.ims[i][..., ::-1]
             for *box, conf, cls in reversed(self.pred[i].tolist()):
                 name = self.names.get(int(cls), str(int(cls)))
-                file = Path(save_dir) / "crops" / name / self.files[i]
+                file = Path(save_dir) / "crops" / safe_filename(name, default=str(int(cls))) / self._file_name(i)
                 crop = save_one_box(box, bgr, file=file, BGR=True, save=save)
                 crops.append({"box": box, "conf": conf, "cls": int(cls), "label": f"{name} {conf:.2f}",
                               "im": np.ascontiguousarray(crop[..., ::-1])})

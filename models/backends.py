@@ -21,7 +21,7 @@ from models.experimental import attempt_load
 from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, yaml_load
 from utils.optional import import_openvino, require
-from utils.script_check import check_onnx_file, load_torchscript
+from utils.script_check import check_onnx_file, check_openvino_ir, load_torchscript
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
 OPENVINO_METADATA = "metadata.yaml"  # file in an OpenVINO model folder (the name official YOLOv5 uses)
@@ -138,12 +138,14 @@ def onnx_session(file, device=torch.device("cpu"), threads=None):
 
 
 def openvino_files(folder):
-    """(xml, bin) of an OpenVINO model folder or .xml path; a UserError when they are missing."""
+    """(xml, bin) of an OpenVINO model folder or .xml path, checked as a plain IR (``check_openvino_ir``) before
+    OpenVINO reads anything; a UserError when they are missing or refused."""
     folder = Path(folder)
     xml = folder if folder.suffix.lower() == ".xml" else next(iter(sorted(folder.glob("*.xml"))), None)
     if xml is None or not xml.is_file() or not xml.with_suffix(".bin").is_file():
         raise UserError(f"--weights {folder}: no OpenVINO model (.xml with its .bin) found; export one with "
                         f"`python export.py --include openvino`")
+    check_openvino_ir(xml, xml.with_suffix(".bin"))
     return xml, xml.with_suffix(".bin")
 
 
@@ -336,7 +338,11 @@ class DetectMultiBackend(nn.Module):
         # the runtimes read a C-contiguous numpy array in place: no copy when the tensor already is one
         x = np.ascontiguousarray(im.detach().cpu().numpy())
         if self.onnx:
-            y = self.session.run(self.output_names, {self.input_name: x})[0]
+            try:
+                y = self.session.run(self.output_names, {self.input_name: x})[0]
+            except Exception as e:  # ONNX Runtime's errors share no base class narrower than Exception
+                raise UserError(f"ONNX Runtime could not run this model on a {tuple(x.shape)} input: "
+                                f"{str(e).splitlines()[0][:300]}") from e
         else:
             y = self.ov_request.infer({0: x})[self.ov_request.model_outputs[0]].copy()  # buffer reused next call
         return torch.from_numpy(y).to(self.device)

@@ -1,4 +1,4 @@
-"""Check a TorchScript file before anything in it runs.
+"""Check TorchScript, ONNX and OpenVINO model files before anything in them runs.
 
 A .torchscript file is a program: its methods can call any TorchScript operator, including ones that map files
 into memory (``aten::from_file(..., shared=True)`` writes to disk), print, or reseed the random generators, and
@@ -10,16 +10,33 @@ own exports contain (every model yaml, traced at n scale, collected by walking t
 activations and layers the official model yamls may name. Anything else is refused with a UserError naming it.
 
 An .onnx file is a program too, but a declarative one that ONNX Runtime interprets with its own operator set.
-``check_onnx_file`` refuses, before a session is made, the two ways one reaches beyond that: operators from a
-custom domain (only the standard ONNX domains run) and tensors stored in external files (a data location such as
-'../../secret' would be read into the model).
+``check_onnx_file`` refuses, before a session is made, every way one reaches beyond computing detections from its
+input: a tensor anywhere in the file (dense or sparse, initializer, attribute, subgraph, function, training graph:
+``onnx_messages`` walks every field) stored in an external file ('../../secret' would be read into the model);
+operators from a custom domain, local functions, subgraphs and any operator outside ``ONNX_OPS`` (those of this
+project's exports; control flow such as If, Loop and Scan is not among them); and tensors larger than the input
+justifies. For the last, the input's sizes are fixed (symbolic image sides at CHECK_IMGSZ), the shape arithmetic
+on constants and known shapes is folded, and ONNX shape inference must then give every tensor a known size of at
+most ELEMENTS_PER_INPUT_ELEMENT elements per input element (MIN_ELEMENT_LIMIT at least): a ConstantOfShape, Range,
+Expand or Resize asking for a huge tensor, or whose size only the runtime could know, is refused.
+
+An OpenVINO model folder is checked by ``check_openvino_ir`` before OpenVINO reads it: a small, entity-free IR xml
+using only the standard operators in ``OPENVINO_LAYER_TYPES``, and a regular .bin in the same folder whose size is
+what the xml's Const layers address.
 """
 
+import math
+import os
+import re
 import zipfile
+from pathlib import Path
+from xml.etree import ElementTree
 
+import numpy as np
 import torch
 
 from utils.general import UserError
+from utils.optional import require
 
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; exports of this project and of YOLOv5 use only it
 MAX_UNPACKED_BYTES = 4 * 2**30  # far above any YOLOv5 export (yolov5x6 is about 0.6 GB in fp32)
@@ -48,6 +65,57 @@ ALLOWED_OPS = frozenset({
     "aten::squeeze", "aten::unsqueeze", "aten::select", "aten::slice", "aten::meshgrid", "aten::arange",
     "aten::to", "aten::zeros_like", "aten::ones_like",
 })
+
+
+# ONNX operators a file may use: those of this project's exports (every model yaml, static and --dynamic, fp32 and
+# --int8) and of official YOLOv5 exports, plus the other activations and layers a model yaml may choose. No
+# control flow (If, Loop, Scan: traced exports have none), no random generators, nothing reading files.
+ONNX_OPS = frozenset({
+    # shape arithmetic
+    "Constant", "ConstantOfShape", "Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Split", "Cast",
+    "Reshape", "Flatten", "Transpose", "Expand", "Range", "Identity", "Equal", "Where", "Greater", "Less", "Not",
+    "Floor", "Ceil", "Neg", "Min", "Max",
+    # convolution, normalisation, pooling, resampling, attention, padding
+    "Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
+    "LayerNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize", "GridSample", "Pad", "MatMul",
+    "Gemm", "Softmax",
+    # activations
+    "Sigmoid", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Clip", "Gelu", "Erf", "Mish", "Elu", "Tanh",
+    "Softplus",
+    # arithmetic and reductions
+    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "ReduceMean", "ReduceSum",
+    # INT8 (QDQ) models
+    "QuantizeLinear", "DequantizeLinear",
+})
+CONTROL_FLOW_OPS = ("If", "Loop", "Scan")  # named as such when refused
+BROADCASTING_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Greater", "Less", "Min", "Max"})
+FOLDABLE_OPS = ONNX_OPS - {"Conv", "ConvTranspose", "MatMul", "Gemm", "GridSample", "Resize", "MaxPool", "AveragePool"}
+MAX_FOLD_ROUNDS = 8  # each round folds what the sizes found by the one before allow; exports need 4 or fewer
+MAX_FOLDED_ELEMENTS = 4096  # shape arithmetic works on a few numbers; bigger constant tensors are left as they are
+CHECK_IMGSZ = 640  # the image side at which a model with symbolic input sizes is sized
+MIN_ELEMENT_LIMIT = 2**24  # any tensor may hold this many elements (64 MiB in fp32), whatever the input
+ELEMENTS_PER_INPUT_ELEMENT = 64  # and this many per input element; yolov3's first layer (32 channels at full
+# resolution), the largest tensor of the project's models relative to the input, has 11
+
+# OpenVINO IR layer types a model folder may use: those of this project's exports (every model yaml; fp32, fp16
+# weights and NNCF INT8) and the conversions of the ONNX operators above
+OPENVINO_LAYER_TYPES = frozenset({
+    # graph plumbing and shape arithmetic
+    "Parameter", "Result", "Const", "Convert", "ShapeOf", "Gather", "Unsqueeze", "Squeeze", "Concat", "Reshape",
+    "Transpose", "Broadcast", "Range", "StridedSlice", "Slice", "Split", "VariadicSplit", "ShuffleChannels",
+    "Select", "Equal", "Greater", "Less", "LogicalNot", "Mod", "Floor", "Ceiling", "Negative", "Minimum", "Maximum",
+    # convolution, normalisation, pooling, resampling, attention, padding
+    "Convolution", "GroupConvolution", "ConvolutionBackpropData", "BatchNormInference", "MVN",
+    "GroupNormalization", "MaxPool", "AvgPool", "Interpolate", "GridSample", "Pad", "MatMul", "SoftMax",
+    "ScaledDotProductAttention",
+    # activations
+    "Sigmoid", "Swish", "ReLU", "PReLU", "HSwish", "HSigmoid", "Clamp", "Gelu", "Erf", "Mish", "Elu", "Tanh",
+    "SoftPlus",
+    # arithmetic, reductions, INT8 (NNCF)
+    "Add", "Subtract", "Multiply", "Divide", "Power", "Sqrt", "ReduceMean", "ReduceSum", "FakeQuantize",
+})
+MAX_IR_XML_BYTES = 32 * 2**20  # a yolov5x6 IR graph is under 1 MB; its weights are in the .bin
+SHARED_LIBRARY = re.compile(r"\.(so|dll|dylib)(\.\d+)*$", re.IGNORECASE)
 
 
 def check_torchscript_archive(path):
@@ -108,34 +176,254 @@ def load_torchscript(path, **load_kwargs):
     return module
 
 
-def _onnx_graph_problems(graph, found):
-    """Custom-domain ops and external tensors of ``graph`` and of the subgraphs in its nodes' attributes."""
-    import onnx
-
-    for tensor in list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.HasField("t")]:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            found.setdefault(f"tensor '{tensor.name}' stored in an external file", True)
-    for node in graph.node:
-        if node.domain not in ONNX_DOMAINS:
-            found.setdefault(f"operator {node.domain}::{node.op_type}", True)
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _onnx_graph_problems(sub, found)
-    return found
+def _protobuf_children(message):
+    """The messages held in ``message``'s fields, repeated fields included."""
+    for field in message.DESCRIPTOR.fields:
+        if field.message_type is None:
+            continue
+        repeated = getattr(field, "is_repeated", None)  # protobuf >= 5; older releases have ``label``
+        if repeated is None:
+            repeated = field.label == field.LABEL_REPEATED
+        if repeated:
+            yield from getattr(message, field.name)
+        elif message.HasField(field.name):
+            yield getattr(message, field.name)
 
 
-def check_onnx_file(path):
-    """Refuse an .onnx file with custom-domain operators, local functions or external tensor data."""
+def onnx_messages(model):
+    """Every protobuf message in ``model``, itself included, found by walking every message-typed field: the graph,
+    nodes, attributes, dense and sparse tensors, subgraphs, functions, training graphs and whatever a later ONNX
+    release adds."""
+    stack = [model]
+    while stack:
+        message = stack.pop()
+        yield message
+        stack.extend(_protobuf_children(message))
+
+
+def _onnx_structure_problems(model, onnx):
+    """What in ``model`` reaches beyond embedded tensors and the allowed standard operators, in a few words each."""
+    external, problems = {}, {}  # external data first: it is named whatever else is wrong
+    for m in onnx_messages(model):
+        if isinstance(m, onnx.TensorProto) and (m.data_location == onnx.TensorProto.EXTERNAL or len(m.external_data)):
+            external.setdefault(f"tensor '{m.name}' stored in an external file")
+        elif isinstance(m, onnx.SparseTensorProto):  # densified on load to its declared dims, whatever it holds
+            problems.setdefault(f"sparse tensor '{m.values.name}'")
+        elif isinstance(m, onnx.NodeProto):
+            if m.domain not in ONNX_DOMAINS:
+                problems.setdefault(f"operator {m.domain}::{m.op_type}")
+            elif m.op_type not in ONNX_OPS:
+                kind = "control flow " if m.op_type in CONTROL_FLOW_OPS else ""
+                problems.setdefault(f"{kind}operator {m.op_type}")
+        elif isinstance(m, onnx.AttributeProto) and (m.HasField("g") or len(m.graphs)):
+            problems.setdefault(f"a subgraph in attribute '{m.name}'")
+    problems.update(dict.fromkeys(f"local function {f.domain}::{f.name}" for f in model.functions))
+    return list(external) + list(problems)
+
+
+def _fix_input_shapes(graph, imgsz):
+    """Give every graph input concrete sizes: declared ones kept, a symbolic batch 1, symbolic image sides
+    ``imgsz``; returns the number of input elements."""
+    weights = {t.name for t in graph.initializer}
+    elements = 0
+    for value in graph.input:
+        if value.name in weights:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        fill = (1, 3, *imgsz) if len(dims) == 4 else (1,) * len(dims)
+        for d, default in zip(dims, fill):
+            if not d.HasField("dim_value") or d.dim_value < 1:
+                d.dim_value = default
+        elements += math.prod(d.dim_value for d in dims)
+    return elements
+
+
+def _folded_size(node, values):
+    """Elements that ``node`` would produce from the constant ``values`` of its inputs, worked out without running
+    it; None when that is not clear (the node is then left unevaluated)."""
+    op = node.op_type
     try:
-        import onnx
-    except ImportError:  # onnxruntime alone still refuses unknown custom ops; the external-data check needs onnx
-        return
+        if op == "ConstantOfShape":
+            return math.prod(int(x) for x in values[0].reshape(-1))
+        if op == "Range":
+            start, limit, delta = (float(v) for v in values)
+            return max(0, math.ceil((limit - start) / delta))
+        if op == "Expand":
+            return math.prod(np.broadcast_shapes(values[0].shape, tuple(int(x) for x in values[1].reshape(-1))))
+        if op == "Pad":
+            rank, pads = values[0].ndim, [int(x) for x in values[1].reshape(-1)]
+            if len(values) > 3 or len(pads) != 2 * rank:
+                return None
+            return math.prod(values[0].shape[i] + pads[i] + pads[i + rank] for i in range(rank))
+        if op == "Gather":
+            data, indices = values[0], values[1]
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+            return data.size // max(data.shape[axis], 1) * indices.size
+        if op in BROADCASTING_OPS:
+            return math.prod(np.broadcast_shapes(*(v.shape for v in values)))
+    except (ValueError, TypeError, IndexError, ZeroDivisionError, OverflowError):
+        return None
+    return sum(v.size for v in values)  # the remaining ops only select, reorder or convert their inputs
+
+
+def _shape_value(node, shape):
+    """The value of a Shape node over a tensor of known ``shape`` (its start and end attributes applied)."""
+    attrs = {a.name: a.i for a in node.attribute}
+    return np.array(shape[attrs.get("start", 0):attrs.get("end", len(shape))], dtype=np.int64)
+
+
+def _fold_shape_arithmetic(graph, limit, shapes, onnx):
+    """Replace each node computing a small tensor from constants and known shapes alone (the shape arithmetic that
+    exporters leave, e.g. ZeroPad2d's pads or Detect's grid sizes) by a Constant holding its result, so that shape
+    inference sees the sizes it sets. Returns (nodes folded, problems): a size-setting op whose inputs ask for more
+    than ``limit`` elements is a problem, never evaluated."""
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if math.prod(t.dims) <= MAX_FOLDED_ELEMENTS}
+    folded, problems = 0, []
+    for node in graph.node:
+        if node.op_type == "Constant":
+            attr = {a.name: a for a in node.attribute}
+            if "value" in attr and math.prod(attr["value"].t.dims) <= MAX_FOLDED_ELEMENTS:
+                values[node.output[0]] = numpy_helper.to_array(attr["value"].t)
+            continue
+        inputs = [x for x in node.input if x]
+        if node.op_type == "Shape" and shapes.get(node.input[0]) is not None:
+            result = _shape_value(node, shapes[node.input[0]])
+        elif node.op_type in FOLDABLE_OPS and len(node.output) == 1 and all(x in values for x in inputs):
+            size = _folded_size(node, [values[x] for x in inputs])
+            if size is not None and size > limit:
+                problems.append(f"{node.op_type} '{node.output[0]}' of {size:,} elements (limit {limit:,})")
+                continue
+            if size is None or size > MAX_FOLDED_ELEMENTS:
+                continue  # left to shape inference
+            try:
+                result = ReferenceEvaluator(node).run(None, {x: values[x] for x in inputs})[0]
+            except Exception:  # malformed arithmetic: left to shape inference, which then cannot size it
+                continue
+        else:
+            continue
+        if result.size <= MAX_FOLDED_ELEMENTS:
+            values[node.output[0]] = result
+            node.CopyFrom(onnx.helper.make_node("Constant", [], [node.output[0]], name=node.name,
+                                                value=numpy_helper.from_array(result, node.output[0])))
+            folded += 1
+    return folded, problems
+
+
+def _inferred_shapes(model, onnx):
+    """{tensor name: dims, or None where a dim is unknown} from ONNX shape inference with data propagation."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    shapes = {}
+    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor_type = value.type.tensor_type
+        if tensor_type.HasField("shape"):
+            dims = tensor_type.shape.dim
+            shapes[value.name] = None if any(not d.HasField("dim_value") for d in dims) else [d.dim_value for d in dims]
+    return shapes
+
+
+def _onnx_size_problems(model, imgsz, onnx):
+    """Tensors of ``model`` (run on one image of ``imgsz`` where its input sizes are symbolic) over the element limit,
+    and tensors whose size cannot be worked out before running. Changes ``model``."""
+    graph = model.graph
+    limit = max(MIN_ELEMENT_LIMIT, ELEMENTS_PER_INPUT_ELEMENT * _fix_input_shapes(graph, imgsz))
+    for t in graph.initializer:  # from here on only the dims of large weights matter: inference need not copy them
+        if math.prod(t.dims) > MAX_FOLDED_ELEMENTS:
+            for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                t.ClearField(field)
+    shapes = None
+    for _ in range(MAX_FOLD_ROUNDS):  # known sizes let Shape nodes fold, which can make more sizes known
+        folded, problems = _fold_shape_arithmetic(graph, limit, shapes or {}, onnx)
+        if problems:
+            return problems
+        if shapes is not None and not folded:
+            break
+        try:
+            shapes = _inferred_shapes(model, onnx)
+        except Exception as e:  # inference errors have no common base class
+            return [f"tensor sizes that cannot be worked out ({str(e).splitlines()[0][:120]})"]
+    problems = []
+    for node in graph.node:
+        for out in node.output:
+            dims = shapes.get(out)
+            if dims is None:
+                problems.append(f"{node.op_type} '{out}' whose size cannot be worked out before running")
+            elif math.prod(dims) > limit:
+                problems.append(f"{node.op_type} '{out}' of {math.prod(dims):,} elements (limit {limit:,} for "
+                                f"this input)")
+    return problems
+
+
+def check_onnx_file(path, imgsz=(CHECK_IMGSZ, CHECK_IMGSZ)):
+    """Refuse, before ONNX Runtime sees it, an .onnx file that would read other files, run operators outside the
+    standard set this project's exports use (control flow included), or make tensors larger than its input
+    justifies; ``imgsz`` is the (h, w) at which a model with symbolic image sides is sized."""
+    onnx = require("onnx", "checking .onnx weights before they run")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf decode errors have no common base class
         raise UserError(f"{path} is not a readable ONNX model (re-export it with export.py): {str(e)[:200]}") from e
-    problems = list(_onnx_graph_problems(model.graph, {}))
-    problems += [f"local function {f.domain}::{f.name}" for f in model.functions]
+    problems = _onnx_structure_problems(model, onnx)
     if problems:
         raise UserError(f"{path} is refused: ONNX files are programs, and this one has {', '.join(problems[:3])}; "
                         f"only standard ONNX operators with embedded weights are run")
+    problems = _onnx_size_problems(model, imgsz, onnx)
+    if problems:
+        raise UserError(f"{path} is refused: ONNX files are programs, and this one has {', '.join(problems[:2])}; "
+                        f"every tensor must be bounded by the input's size before anything runs")
+
+
+def _ir_problem(path, why):
+    return UserError(f"{path} is refused: {why}. Only OpenVINO IR folders as export.py writes them are run")
+
+
+def check_openvino_ir(xml, weights):
+    """Refuse an OpenVINO model (``xml`` and its ``weights`` .bin) before OpenVINO reads it unless both are regular
+    files directly in the folder of ``xml`` (no links out of it), the xml is a small IR ``<net>`` without DOCTYPE or
+    entities whose every layer is a standard opset operator in OPENVINO_LAYER_TYPES (no extension libraries, no
+    custom ops), and the .bin holds exactly the bytes its Const layers address."""
+    xml, weights = Path(xml), Path(weights)
+    folder = os.path.realpath(xml.parent)
+    for f in (xml, weights):
+        if f.is_symlink() or not f.is_file() or os.path.dirname(os.path.realpath(f)) != folder:
+            raise _ir_problem(f, f"it must be a regular file inside {xml.parent}, not a link, folder or device")
+    if xml.stat().st_size > MAX_IR_XML_BYTES:
+        raise _ir_problem(xml, f"{xml.stat().st_size / 1e6:.0f} MB is far more than an IR graph needs "
+                               f"(limit {MAX_IR_XML_BYTES / 1e6:.0f} MB)")
+    text = xml.read_bytes()
+    if not text.lstrip().startswith(b"<"):
+        raise _ir_problem(xml, "it is not an XML file (an ONNX or other binary model renamed .xml?)")
+    if re.search(rb"<!(DOCTYPE|ENTITY)", text, re.IGNORECASE):
+        raise _ir_problem(xml, "it declares a DOCTYPE or entities, which an IR never needs")
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as e:
+        raise _ir_problem(xml, f"it is not well-formed XML ({e})") from None
+    if root.tag != "net":
+        raise _ir_problem(xml, f"its root element is <{root.tag}>, not an OpenVINO IR <net>")
+    unknown, ends = {}, [0]
+    for element in root.iter():
+        if element.tag.lower() in ("extension", "extensions", "custom_layers") or any(
+                SHARED_LIBRARY.search(v) for v in element.attrib.values()):
+            raise _ir_problem(xml, f"it refers to an extension library (<{element.tag}>)")
+    for layer in root.iter("layer"):
+        kind, version = layer.get("type", ""), layer.get("version", "")
+        if kind not in OPENVINO_LAYER_TYPES or not re.fullmatch(r"opset\d+", version):
+            unknown.setdefault(f"{kind or '?'} ({version or 'no version'})", layer.get("name", ""))
+        elif kind == "Const":
+            data = layer.find("data")
+            try:
+                offset, size = int(data.get("offset")), int(data.get("size"))
+            except (AttributeError, TypeError, ValueError):
+                raise _ir_problem(xml, f"Const layer '{layer.get('name')}' has no readable offset and size") from None
+            if offset < 0 or size < 0:
+                raise _ir_problem(xml, f"Const layer '{layer.get('name')}' has a negative offset or size")
+            ends.append(offset + size)
+    if unknown:
+        listed = ", ".join(f"{k} (layer '{v}')" for k, v in list(unknown.items())[:3])
+        raise _ir_problem(xml, f"it uses {listed}, outside the standard operators of this project's exports")
+    if weights.stat().st_size != max(ends):
+        raise _ir_problem(weights, f"it holds {weights.stat().st_size:,} bytes but {xml.name} addresses "
+                                   f"{max(ends):,}")
