@@ -57,7 +57,7 @@ from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.results_csv import start_results_csv  # noqa: E402
 from utils.resume import load_resume_state  # noqa: E402
-from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, select_device  # noqa: E402
+from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, grid_stride, select_device  # noqa: E402
 from utils.training import NBS, EarlyStopping, build_optimizer, labels_to_class_weights, lr_lambda  # noqa: E402
 from utils.training import random_rescale, resample_images, set_epoch_lr, train_cache, warmup  # noqa: E402
 
@@ -167,7 +167,7 @@ def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: C
     names = {0: "item"} if opt.single_cls and len(data_dict["names"]) != 1 else dict(data_dict["names"])
 
     model, amp = build_model(opt, ckpt, nc, names, device, anchors=hyp.get("anchors"))
-    gs = max(int(model.stride.max()), 32)
+    gs = grid_stride(model)
     imgsz = check_img_size(opt.imgsz, gs, floor=gs * 2)
     # AutoBatch: single process (main() refuses it under DDP); opt keeps -1, the chosen size lives in the state
     batch_size = autobatch(model, imgsz, device, amp) if opt.batch_size == -1 else opt.batch_size

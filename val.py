@@ -29,7 +29,7 @@ from utils.dataset_yaml import check_dataset
 from utils.evaluation import ValOutput, coco80_to_coco91_class, coco_evaluate, coco_ground_truth, coco_image_id
 from utils.evaluation import evaluate, report_nms_candidates
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args, exit_code
-from utils.general import safe_filename
+from utils.general import names_dict, safe_filename
 from utils.torch_utils import select_device
 
 STUDY_SIZES = list(range(256, 1536 + 128, 128))  # --task study image sizes
@@ -85,7 +85,7 @@ def run(
     weights = _convert_weights(weights, backend, imgsz)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
     model, imgsz, batch_size = _load_model(weights, data, device, imgsz, batch_size, half, dnn, single_cls)
-    names, nc = _names_dict(model.names), 1 if single_cls else int(data["nc"])
+    names, nc = names_dict(model.names), 1 if single_cls else int(data["nc"])
     _prepare_save_dir(save_dir, save_txt)
     dataloader = _build_dataloader(data, split, task, model, imgsz, batch_size, nc, single_cls, workers)
     output, jdict, class_map, nms_stats = _evaluate_split(model, dataloader, data, names, device, nc, save_dir,
@@ -104,7 +104,7 @@ def _run_in_memory(model: nn.Module, dataloader: DataLoader, data: dict | str, w
     device = next(model.parameters()).device
     half &= device.type != "cpu"  # half precision only on CUDA
     model = model.half() if half else model.float()
-    names = _names_dict(model.names if hasattr(model, "names") else model.module.names)
+    names = names_dict(model.names if hasattr(model, "names") else model.module.names)
     data = data if isinstance(data, dict) else check_dataset(data)
     save_dir = _prepare_save_dir(save_dir, scoring["save_txt"])
     nc = 1 if scoring["single_cls"] else int(data["nc"])
@@ -237,10 +237,6 @@ def _report_saved(save_dir: Path, save_txt: bool) -> None:
     n_txt = len(list(save_dir.glob("labels/*.txt")))
     saved = f"\n{n_txt} labels saved to {save_dir / 'labels'}" if save_txt else ""
     LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{saved}")
-
-
-def _names_dict(names) -> dict[int, str]:
-    return dict(enumerate(names)) if isinstance(names, (list, tuple)) else {int(k): v for k, v in names.items()}
 
 
 def parse_opt(argv=None):

@@ -36,7 +36,7 @@ import torch
 
 import val
 from benchmarks.variants_table import replace_readme_block
-from models.backends import DetectMultiBackend, onnx_session
+from models.backends import DetectMultiBackend
 from models.export import DEFAULT_CALIB, export_weights
 from utils.general import LOGGER, ROOT, UserError, exit_code
 

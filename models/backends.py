@@ -19,9 +19,10 @@ import torch.nn as nn
 
 from models.experimental import attempt_load
 from utils.dataset_yaml import find_dataset_yaml
-from utils.general import LOGGER, ROOT, UserError, yaml_load
+from utils.general import LOGGER, ROOT, UserError, names_dict, yaml_load
 from utils.optional import import_openvino, require
 from utils.script_check import check_onnx_file, check_openvino_ir, load_torchscript
+from utils.torch_utils import grid_stride
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
 OPENVINO_METADATA = "metadata.yaml"  # file in an OpenVINO model folder (the name official YOLOv5 uses)
@@ -53,15 +54,6 @@ def newest_trained_weights(runs=ROOT / "runs" / "train"):
     return candidates[-1]
 
 
-def _names_dict(names):
-    """Class names as {int: str} from a list, a dict with int or str keys, or None."""
-    if names is None:
-        return None
-    if isinstance(names, (list, tuple)):
-        return dict(enumerate(names))
-    return {int(k): str(v) for k, v in names.items()}
-
-
 def _literal(value):
     """A metadata value: json (this project), a Python literal (official YOLOv5's str(dict)), or the string."""
     if not isinstance(value, str):
@@ -89,7 +81,7 @@ def read_metadata(raw, source=""):
             if key == "stride":
                 value = int(value)
             elif key == "names":
-                value = _names_dict(value)
+                value = names_dict(value)
             elif key == "imgsz":
                 value = [int(x) for x in value]
                 if len(value) != 2:
@@ -108,8 +100,8 @@ def read_metadata(raw, source=""):
 def export_metadata(model, imgsz, dynamic=False, precision="fp32"):
     """The metadata export.py stores with an exported model: stride, class names, input size, precision."""
     return {
-        "stride": int(max(int(model.stride.max()), 32)),
-        "names": {str(k): v for k, v in _names_dict(model.names).items()},
+        "stride": grid_stride(model),
+        "names": {str(k): v for k, v in names_dict(model.names).items()},
         "imgsz": list(imgsz),
         "dynamic": bool(dynamic),
         "precision": precision,
@@ -194,7 +186,7 @@ class DetectMultiBackend(nn.Module):
         if self.pt:
             model = attempt_load(weights, device=device, inplace=True, fuse=fuse)
             self.model = model.half() if self.fp16 else model.float()
-            meta = {"stride": int(max(int(model.stride.max()), 32)), "names": _names_dict(model.names)}
+            meta = {"stride": grid_stride(model), "names": names_dict(model.names)}
         elif self.jit:
             LOGGER.info(f"Loading {w} for TorchScript inference...")
             extra = {EXPORT_METADATA_KEY: ""}
@@ -215,7 +207,7 @@ class DetectMultiBackend(nn.Module):
             self.imgsz = tuple(meta["imgsz"]) if meta.get("imgsz") else graph_imgsz
         names = meta.get("names")
         if data:  # a dataset yaml names the classes when the weights do not (or use placeholder names)
-            data_names = _names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
+            data_names = names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
             placeholder = names and all(v in (str(k), f"class{k}") for k, v in names.items())
             if data_names and (not names or (placeholder and len(data_names) == len(names))):
                 names = data_names

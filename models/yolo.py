@@ -107,6 +107,13 @@ class Detect(nn.Module):
         return grid, anchor_grid
 
 
+def layer_input(m, x, outputs):
+    """The input of layer ``m``: the previous output ``x`` (from -1), or the saved ``outputs`` its ``from`` names."""
+    if m.f == -1:
+        return x
+    return outputs[m.f] if isinstance(m.f, int) else [x if j == -1 else outputs[j] for j in m.f]
+
+
 class Model(nn.Module):
     """YOLOv5 detection model built from a yaml file or dict.
 
@@ -160,8 +167,7 @@ class Model(nn.Module):
     def _forward_once(self, x, visualize=False):
         y = []
         for m in self.model:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = layer_input(m, x, y)
             x = m(x)
             y.append(x if m.i in self.save else None)
             if visualize:
@@ -172,8 +178,7 @@ class Model(nn.Module):
         """Forward layer by layer in train mode, turning a failure into an error that names the layer."""
         y = []
         for m in self.model:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = layer_input(m, x, y)
             if isinstance(m, common.Concat):
                 sizes = [tuple(t.shape[2:]) for t in x]
                 if len(set(sizes)) > 1:
@@ -591,8 +596,7 @@ def profile_layers(model, x, runs=5):
     LOGGER.info(f"{'layer':>5} {'ms':>10}  module")
     with torch.inference_mode():
         for m in model.model:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = layer_input(m, x, y)
             t = time_sync()
             for _ in range(runs):
                 out = m(x)

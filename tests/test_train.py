@@ -17,7 +17,7 @@ import train
 from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint
 from utils.evaluation import ValOutput, ValResults
-from utils.general import LOGGER, UserError, yaml_load
+from utils.general import UserError, yaml_load
 from utils.results_csv import RESULTS_COLUMNS
 from utils.training import EarlyStopping, build_optimizer, lr_lambda, random_rescale, resample_images, set_epoch_lr
 from utils.training import warmup

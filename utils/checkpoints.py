@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from utils.downloads import attempt_download
-from utils.general import LOGGER, UserError
+from utils.general import LOGGER, UserError, names_dict
 
 FORMAT = "yolov5-plugins"
 VERSION = 1
@@ -217,7 +217,7 @@ def checkpoint_model_parts(ckpt, source="checkpoint"):
         if not isinstance(yaml, dict):
             raise UserError(f"{source}: the checkpoint's 'yaml' (its model description) is not a mapping")
         sd = _check_state_dict(ckpt.get("ema") or ckpt.get("model"), source)
-        return yaml, _names_dict(ckpt.get("names"), yaml.get("nc"), source), sd
+        return yaml, _checkpoint_names(ckpt.get("names"), yaml.get("nc"), source), sd
     record = ckpt.get("ema") or ckpt.get("model")
     if not isinstance(record, PickledObject) or not isinstance(getattr(record, "yaml", None), dict):
         raise UserError("checkpoint holds no model with a 'yaml' description; cannot rebuild it")
@@ -225,23 +225,18 @@ def checkpoint_model_parts(ckpt, source="checkpoint"):
     nc = getattr(record, "nc", None) or yaml.get("nc")
     yaml["nc"] = nc
     sd = _check_state_dict(_record_state_dict(record), source)
-    return yaml, _names_dict(getattr(record, "names", None), nc, source), sd
+    return yaml, _checkpoint_names(getattr(record, "names", None), nc, source), sd
 
 
-def _names_dict(names, nc, source="checkpoint"):
+def _checkpoint_names(names, nc, source="checkpoint"):
     """{i: name} for classes 0..nc-1: ids from a list or mapping; classes without a name are called 'class{i}'
     (with a warning), names beyond nc are dropped."""
-    if isinstance(names, dict):
-        try:
-            out = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError, OverflowError) as e:
-            raise UserError(f"{source}: checkpoint 'names' keys must be class ids, got {list(names)[:5]!r:.80}") from e
-    elif isinstance(names, (list, tuple)):
-        out = dict(enumerate(map(str, names)))
-    elif names is None:
-        out = {}
-    else:
+    if names is not None and not isinstance(names, (dict, list, tuple)):
         raise UserError(f"{source}: checkpoint 'names' must be a list or a mapping, got {type(names).__name__}")
+    try:
+        out = names_dict(names) or {}
+    except (TypeError, ValueError, OverflowError) as e:
+        raise UserError(f"{source}: checkpoint 'names' keys must be class ids, got {list(names)[:5]!r:.80}") from e
     if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
         return out
     unnamed = [i for i in range(nc) if i not in out]

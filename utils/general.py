@@ -178,6 +178,15 @@ def init_seeds(seed=0, deterministic=False):
         os.environ["PYTHONHASHSEED"] = str(seed)
 
 
+def names_dict(names):
+    """Class names as {int id: str name} from a list, a dict with int or numeric-string keys, or None (-> None)."""
+    if names is None:
+        return None
+    if isinstance(names, (list, tuple)):
+        return dict(enumerate(map(str, names)))
+    return {int(k): str(v) for k, v in names.items()}
+
+
 def make_divisible(x, divisor):
     """Smallest multiple of ``divisor`` that is >= x."""
     return math.ceil(x / int(divisor)) * int(divisor)

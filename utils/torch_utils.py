@@ -43,6 +43,11 @@ def select_device(device="", batch_size=0):
     return torch.device(f"cuda:{first}")
 
 
+def grid_stride(model):
+    """The stride input sizes must be multiples of: the model's largest stride, at least 32 (YOLOv5's rule)."""
+    return max(int(model.stride.max()), 32)
+
+
 def time_sync():
     """Wall time after waiting for pending CUDA work."""
     if torch.cuda.is_available():

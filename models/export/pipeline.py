@@ -16,7 +16,7 @@ from models.export.check import PRECISION_ATOL, check_export
 from models.export.core import Exported, ExportOptions, prepare_model
 from models.export.formats import EXPORTERS, FORMATS, check_formats
 from utils.general import LOGGER, UserError, check_img_size, colorstr
-from utils.torch_utils import select_device
+from utils.torch_utils import grid_stride, select_device
 
 MAX_BATCH_SIZE = 1024  # the export input is a real tensor: batch 0 crashes the tracer (SIGFPE), huge ones the RAM
 
@@ -96,7 +96,7 @@ def export_weights(
     if "engine" in include and dynamic:
         raise UserError("--include engine builds a fixed-size engine; drop --dynamic")
     model = attempt_load(weights, device=device, inplace=True, fuse=True)
-    gs = int(max(int(model.stride.max()), 32))
+    gs = grid_stride(model)
     imgsz = check_img_size(imgsz, s=gs)
     calib_images = calibration_images(data, imgsz, stride=gs, n=calib) if int8 else None
     torch.manual_seed(0)
