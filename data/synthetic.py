@@ -102,9 +102,9 @@ def generate_shapes(path, n_train=384, n_val=96, size=256, seed=0):
         _write_split(tmp, "val", n_val, rng, size)
         try:
             os.rename(tmp, path)  # atomic: another process either sees nothing or the whole dataset
-        except OSError:
+        except OSError as e:
             if not (path / "images" / "val").is_dir():  # not a concurrent winner: something else is in the way
-                raise UserError(f"{path} exists but is not a complete shapes dataset; delete it to regenerate")
+                raise UserError(f"{path} exists but is not a complete shapes dataset; delete it to regenerate") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

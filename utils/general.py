@@ -143,7 +143,9 @@ def increment_path(path, exist_ok=False, sep="", mkdir=False):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # FileExistsError / NotADirectoryError: a parent is a file
-            raise UserError(f"cannot create the folder {path.parent}: {e.strerror or e} (is a part of it a file?)")
+            raise UserError(
+                f"cannot create the folder {path.parent}: {e.strerror or e} (is a part of it a file?)"
+            ) from e
     if exist_ok:
         if mkdir:
             try:
