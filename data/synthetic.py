@@ -5,6 +5,8 @@ It builds everything in a temporary sibling folder and renames it into place, so
 ranks) never see a half-written dataset.
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import uuid
@@ -18,7 +20,7 @@ from utils.general import UserError
 CLASSES = ("circle", "square", "triangle")
 
 
-def _background(rng, size):
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     """Smooth random colour field + fine noise + a few lines: texture the detector must learn to ignore."""
     coarse = rng.uniform(40, 215, size=(int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3)).astype(np.float32)
     im = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
@@ -30,7 +32,7 @@ def _background(rng, size):
     return im
 
 
-def _iou(box, boxes):
+def _iou(box: tuple[int, int, int, int], boxes: list[tuple[int, int, int, int]]) -> float:
     if not boxes:
         return 0.0
     b = np.array(boxes, dtype=np.float32)
@@ -41,7 +43,7 @@ def _iou(box, boxes):
     return float((inter / union).max())
 
 
-def _draw_shape(im, cls, box, color):
+def _draw_shape(im: np.ndarray, cls: int, box: tuple[int, int, int, int], color: tuple[float, float, float]) -> None:
     """Draw class ``cls`` filling ``box`` (x1, y1, x2, y2 pixels) so that ``box`` is its tight bounding box."""
     x1, y1, x2, y2 = box
     if cls == 0:
@@ -54,7 +56,7 @@ def _draw_shape(im, cls, box, color):
         cv2.fillPoly(im, [np.round(pts * 16).astype(np.int32)], color, cv2.LINE_AA, shift=4)
 
 
-def make_image(rng, size=256, max_objects=5):
+def make_image(rng: np.random.Generator, size: int = 256, max_objects: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """One image (uint8 BGR, size x size) and its labels (n, 5) [cls, x, y, w, h] normalised."""
     im = _background(rng, size)
     boxes, labels = [], []
@@ -79,7 +81,7 @@ def make_image(rng, size=256, max_objects=5):
     return np.clip(im, 0, 255).astype(np.uint8), np.array(labels, dtype=np.float32).reshape(-1, 5)
 
 
-def _write_split(root, split, n, rng, size):
+def _write_split(root: Path, split: str, n: int, rng: np.random.Generator, size: int) -> None:
     (root / "images" / split).mkdir(parents=True)
     (root / "labels" / split).mkdir(parents=True)
     for i in range(n):
@@ -89,7 +91,9 @@ def _write_split(root, split, n, rng, size):
         (root / "labels" / split / f"{split}_{i:05d}.txt").write_text("\n".join(lines) + "\n")
 
 
-def generate_shapes(path, n_train=384, n_val=96, size=256, seed=0):
+def generate_shapes(
+    path: str | Path, n_train: int = 384, n_val: int = 96, size: int = 256, seed: int = 0
+) -> Path:
     """Write the shapes dataset to ``path`` (a no-op when it is already there); same seed -> same files."""
     path = Path(path)
     if (path / "images" / "train").is_dir() and (path / "images" / "val").is_dir():
@@ -102,9 +106,9 @@ def generate_shapes(path, n_train=384, n_val=96, size=256, seed=0):
         _write_split(tmp, "val", n_val, rng, size)
         try:
             os.rename(tmp, path)  # atomic: another process either sees nothing or the whole dataset
-        except OSError:
+        except OSError as e:
             if not (path / "images" / "val").is_dir():  # not a concurrent winner: something else is in the way
-                raise UserError(f"{path} exists but is not a complete shapes dataset; delete it to regenerate")
+                raise UserError(f"{path} exists but is not a complete shapes dataset; delete it to regenerate") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path

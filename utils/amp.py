@@ -11,10 +11,14 @@
 the float-cast predictions, and parameters, optimizer state, EMA and checkpoints stay fp32.
 """
 
-from contextlib import ExitStack, nullcontext
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -32,27 +36,27 @@ class AmpPolicy:
     """How the training loop runs its forward pass: ``dtype`` None means fp32 without autocast."""
 
     device_type: str
-    dtype: torch.dtype = None
+    dtype: torch.dtype | None = None
     channels_last: bool = False
     reason: str = ""
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return self.dtype is not None
 
     @property
-    def fp16(self):
+    def fp16(self) -> bool:
         """fp16 needs loss scaling (GradScaler) and gives validation in half precision; bf16 needs neither."""
         return self.dtype == torch.float16
 
     @property
-    def name(self):
+    def name(self) -> str:
         return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.dtype, "fp32")
 
-    def autocast(self):
+    def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device_type, dtype=self.dtype) if self.enabled else nullcontext()
 
-    def training_forward(self):
+    def training_forward(self) -> ExitStack:
         """The context of a training forward pass: the autocast and, for channels-last on the CPU,
         DenseConcatGrads."""
         stack = ExitStack()
@@ -61,16 +65,16 @@ class AmpPolicy:
             stack.enter_context(DenseConcatGrads())
         return stack
 
-    def grad_scaler(self):
+    def grad_scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler("cuda", enabled=self.fp16)
 
-    def describe(self):
+    def describe(self) -> str:
         layout = " + channels-last" if self.channels_last else ""
         mode = f"{self.name} autocast{layout}" if self.enabled else f"fp32{layout}"
         return f"{mode} on {self.device_type.upper()} ({self.reason})"
 
 
-def cpu_has_native_bf16():
+def cpu_has_native_bf16() -> bool:
     """True when oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); checked via /proc/cpuinfo when the
     oneDNN query is unavailable."""
     try:
@@ -84,7 +88,7 @@ def cpu_has_native_bf16():
     return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
-def select_amp(choice, device_type, native_bf16=None):
+def select_amp(choice: str, device_type: str, native_bf16: bool | None = None) -> AmpPolicy:
     """The AmpPolicy for ``--amp choice`` on ``device_type`` ('cuda', 'cpu', 'mps', ...) before any model check.
     ``native_bf16`` overrides the CPU capability query (tests)."""
     if choice not in AMP_CHOICES:
@@ -108,13 +112,15 @@ def select_amp(choice, device_type, native_bf16=None):
     return AmpPolicy(device_type, None, False, f"no mixed precision on {device_type}")
 
 
-def outputs_match(reference, candidate, rtol=CHECK_RTOL, atol=CHECK_ATOL):
+def outputs_match(
+    reference: torch.Tensor, candidate: torch.Tensor, rtol: float = CHECK_RTOL, atol: float = CHECK_ATOL
+) -> bool:
     """True when ``candidate`` (an autocast output) is finite and close to the fp32 ``reference``."""
     candidate = candidate.float()
     return bool(torch.isfinite(candidate).all()) and torch.allclose(candidate, reference.float(), rtol, atol)
 
 
-def check_amp(model, policy, imgsz=CHECK_IMGSZ):
+def check_amp(model: torch.nn.Module, policy: AmpPolicy, imgsz: int = CHECK_IMGSZ) -> AmpPolicy:
     """Run the model (a copy, eval mode) on a fixed input in fp32 and under the policy's autocast; the policy
     when the outputs match, else fp32 with a warning (YOLOv5's AMP check, on a seeded input instead of an
     image)."""
@@ -138,8 +144,7 @@ def check_amp(model, policy, imgsz=CHECK_IMGSZ):
     return AmpPolicy(policy.device_type, None, policy.channels_last, f"{policy.name} check failed")
 
 
-
-def _dense_channels_last(grad):
+def _dense_channels_last(grad: torch.Tensor) -> torch.Tensor | None:
     if grad.dim() == 4 and not grad.is_contiguous(memory_format=torch.channels_last):
         return grad.contiguous(memory_format=torch.channels_last)
     return None  # keep the gradient as it is
@@ -154,7 +159,9 @@ class DenseConcatGrads(TorchFunctionMode):
     yolov5n bf16 training step that is about 8% of its time. Only the layout changes, not the values. A mode
     rather than module hooks: it covers any module's torch.cat and leaves no state on the model."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
+    def __torch_function__(
+        self, func: Callable, types: tuple[type, ...], args: tuple = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         if func in _CONCATENATIONS:
             for t in args[0] if args else kwargs["tensors"]:

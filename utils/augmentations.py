@@ -4,6 +4,8 @@ Boxes here are pixel xyxy. Random functions take ``rng`` (a numpy Generator, or 
 so that a dataset can own its random stream and be reproducible with any number of workers.
 """
 
+from __future__ import annotations
+
 import math
 
 import cv2
@@ -12,7 +14,15 @@ import numpy as np
 GRAY = (114, 114, 114)  # padding colour
 
 
-def letterbox(im, new_shape=640, color=GRAY, auto=True, scaleFill=False, scaleup=True, stride=32):
+def letterbox(
+    im: np.ndarray,
+    new_shape: int | tuple[int, int] = 640,
+    color: tuple[int, int, int] = GRAY,
+    auto: bool = True,
+    scaleFill: bool = False,
+    scaleup: bool = True,
+    stride: int = 32,
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
     """Resize ``im`` (HWC) keeping its aspect ratio, then pad to ``new_shape`` (int or (h, w)).
 
     auto: pad only up to the next multiple of ``stride`` (minimum rectangle); scaleFill: stretch without padding;
@@ -43,7 +53,9 @@ def letterbox(im, new_shape=640, color=GRAY, auto=True, scaleFill=False, scaleup
     return im, ratio, (dw, dh)
 
 
-def augment_hsv(im, hgain=0.5, sgain=0.5, vgain=0.5, rng=None):
+def augment_hsv(
+    im: np.ndarray, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5, rng: np.random.Generator | None = None
+) -> None:
     """Jitter hue, saturation and value of a BGR uint8 image in place by random gains in [1-g, 1+g]."""
     if not (hgain or sgain or vgain):
         return
@@ -58,8 +70,18 @@ def augment_hsv(im, hgain=0.5, sgain=0.5, vgain=0.5, rng=None):
     cv2.cvtColor(im_hsv, cv2.COLOR_HSV2BGR, dst=im)
 
 
-def perspective_matrix(height, width, out_height, out_width, degrees=0.0, translate=0.0, scale=0.0, shear=0.0,
-                       perspective=0.0, rng=None):
+def perspective_matrix(
+    height: float,
+    width: float,
+    out_height: float,
+    out_width: float,
+    degrees: float = 0.0,
+    translate: float = 0.0,
+    scale: float = 0.0,
+    shear: float = 0.0,
+    perspective: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, float]:
     """Random 3x3 transform from a (height, width) image to an (out_height, out_width) one, and its scale gain.
 
     Order: move the centre to the origin, perspective, rotate+scale, shear, translate to a random spot around the
@@ -82,7 +104,7 @@ def perspective_matrix(height, width, out_height, out_width, degrees=0.0, transl
     return T @ S @ R @ P @ C, s
 
 
-def warp_boxes(boxes, M, width, height):
+def warp_boxes(boxes: np.ndarray, M: np.ndarray, width: float, height: float) -> np.ndarray:
     """Transform xyxy boxes (n, 4) by the 3x3 matrix ``M``: the enclosing box of the 4 moved corners, clipped."""
     n = len(boxes)
     if n == 0:
@@ -98,7 +120,14 @@ def warp_boxes(boxes, M, width, height):
     return new.astype(np.float32)
 
 
-def box_candidates(box1, box2, wh_thr=2, ar_thr=100, area_thr=0.1, eps=1e-16):
+def box_candidates(
+    box1: np.ndarray,
+    box2: np.ndarray,
+    wh_thr: float = 2,
+    ar_thr: float = 100,
+    area_thr: float = 0.1,
+    eps: float = 1e-16,
+) -> np.ndarray:
     """Keep boxes (4, n) xyxy that after augmentation (box2) are > wh_thr px wide and tall, keep > area_thr of their
     scaled area before (box1), and have an aspect ratio < ar_thr."""
     w1, h1 = box1[2] - box1[0], box1[3] - box1[1]
@@ -107,8 +136,17 @@ def box_candidates(box1, box2, wh_thr=2, ar_thr=100, area_thr=0.1, eps=1e-16):
     return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
 
 
-def random_perspective(im, targets=(), degrees=10, translate=0.1, scale=0.1, shear=10, perspective=0.0,
-                       border=(0, 0), rng=None):
+def random_perspective(
+    im: np.ndarray,
+    targets: np.ndarray | tuple = (),
+    degrees: float = 10,
+    translate: float = 0.1,
+    scale: float = 0.1,
+    shear: float = 10,
+    perspective: float = 0.0,
+    border: tuple[int, int] = (0, 0),
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Random affine/perspective warp of ``im`` and its targets (n, 5) [cls, x1, y1, x2, y2] pixels.
 
     ``border`` (negative) crops the output, e.g. (-s/2, -s/2) turns a 2s mosaic into an s x s image. Boxes are
@@ -131,7 +169,9 @@ def random_perspective(im, targets=(), degrees=10, translate=0.1, scale=0.1, she
     return im, targets
 
 
-def mixup(im, labels, im2, labels2, rng=None):
+def mixup(
+    im: np.ndarray, labels: np.ndarray, im2: np.ndarray, labels2: np.ndarray, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Blend two equally sized images with a Beta(32, 32) ratio and keep both label sets."""
     rng = rng if rng is not None else np.random
     r = rng.beta(32.0, 32.0)
@@ -139,14 +179,16 @@ def mixup(im, labels, im2, labels2, rng=None):
     return im, np.concatenate((labels, labels2), 0)
 
 
-def _ioa(box, boxes, eps=1e-7):
+def _ioa(box: np.ndarray, boxes: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     """Intersection of ``box`` (4,) with each of ``boxes`` (n, 4) over the area of each of ``boxes``."""
     iw = (np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])).clip(0)
     ih = (np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])).clip(0)
     return iw * ih / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + eps)
 
 
-def copy_paste(im, labels, p=0.5, rng=None):
+def copy_paste(
+    im: np.ndarray, labels: np.ndarray, p: float = 0.5, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Copy-paste augmentation with rectangular patches: a random fraction ``p`` of the objects is mirrored
     left-right and pasted at the mirrored position when that spot covers < 30% of every existing box.
 

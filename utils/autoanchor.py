@@ -1,5 +1,9 @@
 """AutoAnchor: check how well a model's anchors fit a dataset's boxes and evolve better ones when they do not."""
 
+from __future__ import annotations
+
+from typing import Protocol
+
 import numpy as np
 import torch
 
@@ -10,7 +14,14 @@ PREFIX = colorstr("AutoAnchor: ")
 BPR_THRESHOLD = 0.98  # best possible recall below which new anchors are evolved
 
 
-def anchor_metrics(anchors, wh, thr=4.0):
+class LabelledShapes(Protocol):
+    """What AutoAnchor reads of a dataset (LoadImagesAndLabels has both): image sizes and normalised labels."""
+
+    shapes: np.ndarray  # (N, 2) [w, h] pixels
+    labels: list[np.ndarray]  # per image (n, 5) [cls, x, y, w, h] normalised
+
+
+def anchor_metrics(anchors: torch.Tensor, wh: torch.Tensor, thr: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Best possible recall and anchors above threshold per box.
 
     anchors (k, 2) and wh (n, 2) in pixels. A box fits an anchor when both side ratios are within ``thr``.
@@ -25,7 +36,9 @@ def anchor_metrics(anchors, wh, thr=4.0):
     return bpr, aat
 
 
-def dataset_wh(dataset, img_size=640, augment_scale=0.0, rng=None):
+def dataset_wh(
+    dataset: LabelledShapes, img_size: int = 640, augment_scale: float = 0.0, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """Label widths and heights (n, 2) in pixels after letterboxing each image to ``img_size``.
 
     ``augment_scale`` > 0 multiplies each image's boxes by a random factor in [1 - s, 1 + s], like scale
@@ -39,7 +52,7 @@ def dataset_wh(dataset, img_size=640, augment_scale=0.0, rng=None):
     return np.concatenate(parts, 0).astype(np.float64) if parts else np.zeros((0, 2))
 
 
-def check_anchor_order(m):
+def check_anchor_order(m: torch.nn.Module) -> None:
     """Reverse the anchors when their order (small to large) disagrees with the order of the strides."""
     a = m.anchors.prod(-1).mean(-1).view(-1)
     da, ds = a[-1] - a[0], m.stride[-1] - m.stride[0]
@@ -48,7 +61,7 @@ def check_anchor_order(m):
         m.anchors[:] = m.anchors.flip(0)
 
 
-def check_anchors(dataset, model, thr=4.0, imgsz=640):
+def check_anchors(dataset: LabelledShapes, model: torch.nn.Module, thr: float = 4.0, imgsz: int = 640) -> bool:
     """Log the anchors' best possible recall on ``dataset``; below 0.98 evolve new anchors and write them into
     ``model`` (in grid units) if they recall more. Returns True when the model's anchors were replaced.
 
@@ -80,7 +93,7 @@ def check_anchors(dataset, model, thr=4.0, imgsz=640):
     return True
 
 
-def kmeans(points, k, iters=30, rng=None):
+def kmeans(points: np.ndarray, k: int, iters: int = 30, rng: np.random.Generator | None = None) -> np.ndarray:
     """Plain k-means (k-means++ seeding, Lloyd iterations). points (n, d). Returns (k, d) centroids."""
     rng = rng or np.random.default_rng(0)
     n = len(points)
@@ -103,7 +116,15 @@ def kmeans(points, k, iters=30, rng=None):
     return centroids
 
 
-def kmean_anchors(dataset, n=9, img_size=640, thr=4.0, gen=1000, verbose=True, seed=0):
+def kmean_anchors(
+    dataset: LabelledShapes,
+    n: int = 9,
+    img_size: int = 640,
+    thr: float = 4.0,
+    gen: int = 1000,
+    verbose: bool = True,
+    seed: int = 0,
+) -> np.ndarray:
     """Anchors (n, 2) in pixels, sorted small to large, evolved for ``dataset`` at ``img_size``.
 
     K-means on whitened label sizes, then a genetic search (``gen`` generations of random multiplicative
@@ -119,12 +140,12 @@ def kmean_anchors(dataset, n=9, img_size=640, thr=4.0, gen=1000, verbose=True, s
         LOGGER.warning(f"{PREFIX}WARNING: extremely small objects found: {tiny} of {len(wh0)} labels are < 3 pixels")
     wh = wh0[(wh0 >= 2.0).any(1)]  # boxes under 2 pixels on both sides carry no size information
 
-    def closeness(k):
+    def closeness(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ratio = wh[:, None] / k[None]
         x = np.minimum(ratio, 1 / ratio).min(2)  # (n, k)
         return x, x.max(1)
 
-    def fitness(k):
+    def fitness(k: np.ndarray) -> float:
         best = closeness(k)[1]
         return (best * (best > inv_thr)).mean()
 

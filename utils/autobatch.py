@@ -6,11 +6,15 @@ fills ``fraction`` (60%) of the device's total memory minus what other processes
 hold. CUDA only: CPU training has no fixed memory budget to fill.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from copy import deepcopy
 
 import numpy as np
 import torch
 
+from utils.amp import AmpPolicy
 from utils.general import LOGGER, UserError, colorstr
 
 PROFILE_BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -19,7 +23,13 @@ FALLBACK_BATCH_SIZE = 16
 MAX_BATCH_SIZE = 1024
 
 
-def fit_batch_size(batch_sizes, memory_gb, free_gb, fraction=DEFAULT_FRACTION, fallback=FALLBACK_BATCH_SIZE):
+def fit_batch_size(
+    batch_sizes: Sequence[int],
+    memory_gb: Sequence[float | None],
+    free_gb: float,
+    fraction: float = DEFAULT_FRACTION,
+    fallback: int = FALLBACK_BATCH_SIZE,
+) -> int:
     """The batch size whose predicted memory use fills ``fraction`` of ``free_gb``.
 
     ``memory_gb[i]`` is what batch ``batch_sizes[i]`` took (None where it ran out of memory). Sizes that failed
@@ -39,7 +49,9 @@ def fit_batch_size(batch_sizes, memory_gb, free_gb, fraction=DEFAULT_FRACTION, f
     return max(1, min(batch, MAX_BATCH_SIZE))
 
 
-def profile_memory(model, imgsz, batch_sizes, device, amp):
+def profile_memory(
+    model: torch.nn.Module, imgsz: int, batch_sizes: Sequence[int], device: torch.device, amp: AmpPolicy
+) -> list[float | None]:
     """GB of CUDA memory that a training step (forward + backward, under ``amp``'s autocast) of each batch size
     reaches; None for a size that runs out of memory."""
     memory = []
@@ -60,7 +72,9 @@ def profile_memory(model, imgsz, batch_sizes, device, amp):
     return memory
 
 
-def autobatch(model, imgsz, device, amp, fraction=DEFAULT_FRACTION):
+def autobatch(
+    model: torch.nn.Module, imgsz: int, device: torch.device, amp: AmpPolicy, fraction: float = DEFAULT_FRACTION
+) -> int:
     """Profile ``model`` at ``imgsz`` on CUDA ``device`` and return the batch size for ``fraction`` of its memory."""
     prefix = colorstr("AutoBatch: ")
     if device.type != "cuda":

@@ -5,7 +5,11 @@ values are normalised by the image width/height. Conversions accept torch tensor
 (or (..., 4)) and return a new object of the same kind.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -14,12 +18,14 @@ MAX_NMS = 30000  # candidates per image kept (highest scores first) before NMS; 
 NMS_BLOCK = 512  # boxes resolved together in the blocked NMS; bounds the IoU matrices to NMS_BLOCK x NMS_BLOCK
 IOU_CHUNK = 1 << 20  # elements per IoU matrix when testing a block against the kept boxes (cache-sized chunks)
 
+Boxes = TypeVar("Boxes", torch.Tensor, np.ndarray)  # conversions return the kind they were given
 
-def _empty_like(x):
+
+def _empty_like(x: Boxes) -> Boxes:
     return x.clone() if isinstance(x, torch.Tensor) else np.copy(x)
 
 
-def xyxy2xywh(x):
+def xyxy2xywh(x: Boxes) -> Boxes:
     """(x1, y1, x2, y2) -> (x_center, y_center, w, h)."""
     y = _empty_like(x)
     y[..., 0] = (x[..., 0] + x[..., 2]) / 2
@@ -29,7 +35,7 @@ def xyxy2xywh(x):
     return y
 
 
-def xywh2xyxy(x):
+def xywh2xyxy(x: Boxes) -> Boxes:
     """(x_center, y_center, w, h) -> (x1, y1, x2, y2)."""
     y = _empty_like(x)
     y[..., 0] = x[..., 0] - x[..., 2] / 2
@@ -39,7 +45,7 @@ def xywh2xyxy(x):
     return y
 
 
-def xywhn2xyxy(x, w=640, h=640, padw=0, padh=0):
+def xywhn2xyxy(x: Boxes, w: float = 640, h: float = 640, padw: float = 0, padh: float = 0) -> Boxes:
     """Normalised (x_center, y_center, w, h) -> pixel (x1, y1, x2, y2) in a w x h image shifted by (padw, padh)."""
     y = _empty_like(x)
     y[..., 0] = w * (x[..., 0] - x[..., 2] / 2) + padw
@@ -49,7 +55,7 @@ def xywhn2xyxy(x, w=640, h=640, padw=0, padh=0):
     return y
 
 
-def xyxy2xywhn(x, w=640, h=640, clip=False, eps=0.0):
+def xyxy2xywhn(x: Boxes, w: float = 640, h: float = 640, clip: bool = False, eps: float = 0.0) -> Boxes:
     """Pixel (x1, y1, x2, y2) -> normalised (x_center, y_center, w, h); ``clip`` first clips to (h - eps, w - eps)."""
     if clip:
         x = clip_boxes(_empty_like(x), (h - eps, w - eps))
@@ -61,7 +67,7 @@ def xyxy2xywhn(x, w=640, h=640, clip=False, eps=0.0):
     return y
 
 
-def xyn2xy(x, w=640, h=640, padw=0, padh=0):
+def xyn2xy(x: Boxes, w: float = 640, h: float = 640, padw: float = 0, padh: float = 0) -> Boxes:
     """Normalised points (n, 2) -> pixel points in a w x h image shifted by (padw, padh)."""
     y = _empty_like(x)
     y[..., 0] = w * x[..., 0] + padw
@@ -69,7 +75,7 @@ def xyn2xy(x, w=640, h=640, padw=0, padh=0):
     return y
 
 
-def clip_boxes(boxes, shape):
+def clip_boxes(boxes: Boxes, shape: Sequence[float]) -> Boxes:
     """Clip xyxy boxes (n, 4) in place to an image of ``shape`` (height, width); returns ``boxes``."""
     h, w = shape[0], shape[1]
     if isinstance(boxes, torch.Tensor):
@@ -83,7 +89,12 @@ def clip_boxes(boxes, shape):
     return boxes
 
 
-def scale_boxes(img1_shape, boxes, img0_shape, ratio_pad=None):
+def scale_boxes(
+    img1_shape: Sequence[float],
+    boxes: Boxes,
+    img0_shape: Sequence[float],
+    ratio_pad: tuple[tuple[float, float], tuple[float, float]] | None = None,
+) -> Boxes:
     """Map xyxy boxes (n, 4) in place from a letterboxed image of ``img1_shape`` (h, w) back to the original image of
     ``img0_shape`` (h, w), then clip to it. Returns ``boxes``.
 
@@ -103,12 +114,12 @@ def scale_boxes(img1_shape, boxes, img0_shape, ratio_pad=None):
     return clip_boxes(boxes, img0_shape)
 
 
-def box_area(boxes):
+def box_area(boxes: Boxes) -> Boxes:
     """Areas of xyxy boxes (n, 4) -> (n,)."""
     return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
 
-def box_iou(box1, box2, eps=0.0):
+def box_iou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """Pairwise IoU of xyxy boxes: box1 (N, 4), box2 (M, 4) -> (N, M)."""
     lt = torch.max(box1[:, None, :2], box2[None, :, :2])
     rb = torch.min(box1[:, None, 2:4], box2[None, :, 2:4])
@@ -116,7 +127,15 @@ def box_iou(box1, box2, eps=0.0):
     return inter / (box_area(box1)[:, None] + box_area(box2)[None, :] - inter + eps)
 
 
-def bbox_iou(box1, box2, xywh=True, GIoU=False, DIoU=False, CIoU=False, eps=1e-7):
+def bbox_iou(
+    box1: torch.Tensor,
+    box2: torch.Tensor,
+    xywh: bool = True,
+    GIoU: bool = False,
+    DIoU: bool = False,
+    CIoU: bool = False,
+    eps: float = 1e-7,
+) -> torch.Tensor:
     """Element-wise IoU (or GIoU / DIoU / CIoU) of box1 (n, 4) or (1, 4) with box2 (n, 4) -> (n, 1).
 
     GIoU = IoU - (C - U) / C with C the smallest enclosing box's area and U the union;
@@ -157,7 +176,7 @@ def bbox_iou(box1, box2, xywh=True, GIoU=False, DIoU=False, CIoU=False, eps=1e-7
     return iou - (rho2 / c2 + v * alpha)
 
 
-def _load_torchvision_nms():
+def _load_torchvision_nms() -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None:
     """torchvision.ops.nms when torchvision imports and runs here, else None (the one guarded torchvision import)."""
     try:
         from torchvision.ops import nms
@@ -171,7 +190,7 @@ def _load_torchvision_nms():
 TORCHVISION_NMS = _load_torchvision_nms()
 
 
-def _overlaps(box1, box2, iou_thres):
+def _overlaps(box1: torch.Tensor, box2: torch.Tensor, iou_thres: float) -> torch.Tensor:
     """IoU(box1 (N, 4), box2 (M, 4)) > iou_thres as (N, M) bool, with box_iou's arithmetic in (N, M) buffers only."""
     x1, y1, x2, y2 = (c[:, None] for c in box1.unbind(1))
     u1, v1, u2, v2 = (c[None, :] for c in box2.unbind(1))
@@ -181,7 +200,7 @@ def _overlaps(box1, box2, iou_thres):
     return inter.div_(union.sub_(inter)) > iou_thres
 
 
-def _suppress_within(boxes, iou_thres):
+def _suppress_within(boxes: torch.Tensor, iou_thres: float) -> torch.Tensor:
     """Greedy NMS of score-sorted boxes (B, 4) -> keep mask (B,), via the fixed point of
     keep[i] = not any(keep[j] and IoU(j, i) > thr for j < i).
 
@@ -200,7 +219,9 @@ def _suppress_within(boxes, iou_thres):
         keep = new
 
 
-def nms_torch(boxes, scores, iou_thres, max_keep=None):
+def nms_torch(
+    boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: int | None = None
+) -> torch.Tensor:
     """Greedy NMS in plain vectorised torch, equal to torchvision.ops.nms.
 
     boxes (n, 4) xyxy, scores (n,) -> indices (k,) of kept boxes, highest score first. Boxes are taken in blocks of
@@ -234,7 +255,7 @@ def nms_torch(boxes, scores, iou_thres, max_keep=None):
     return keep[:max_keep] if max_keep is not None else keep
 
 
-def nms(boxes, scores, iou_thres, max_keep=None):
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thres: float, max_keep: int | None = None) -> torch.Tensor:
     """Greedy NMS: torchvision's kernel where it loads, else ``nms_torch``; both give the same indices."""
     if TORCHVISION_NMS is not None:
         keep = TORCHVISION_NMS(boxes.float(), scores.float(), iou_thres)
@@ -243,17 +264,17 @@ def nms(boxes, scores, iou_thres, max_keep=None):
 
 
 def non_max_suppression(
-    prediction,
-    conf_thres=0.25,
-    iou_thres=0.45,
-    classes=None,
-    agnostic=False,
-    multi_label=False,
-    labels=(),
-    max_det=300,
-    max_nms=MAX_NMS,
-    stats=None,
-):
+    prediction: torch.Tensor | list | tuple,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    classes: Sequence[int] | None = None,
+    agnostic: bool = False,
+    multi_label: bool = False,
+    labels: Sequence[torch.Tensor] | None = (),
+    max_det: int = 300,
+    max_nms: int = MAX_NMS,
+    stats: dict[str, int] | None = None,
+) -> list[torch.Tensor]:
     """Per-image NMS of decoded model output.
 
     Args:

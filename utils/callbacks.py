@@ -19,6 +19,11 @@ on_train_batch_end to stop in the middle of an epoch); the run then ends like an
 checkpoint is written and best.pt is validated.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 HOOKS = (
     "on_pretrain_routine_start",
     "on_pretrain_routine_end",
@@ -38,11 +43,11 @@ HOOKS = (
 class Callbacks:
     """Named callbacks per hook, run in registration order."""
 
-    def __init__(self):
-        self._callbacks = {hook: [] for hook in HOOKS}
+    def __init__(self) -> None:
+        self._callbacks: dict[str, list[dict[str, Any]]] = {hook: [] for hook in HOOKS}
         self.stop_training = False
 
-    def register_action(self, hook, name="", callback=None):
+    def register_action(self, hook: str, name: str = "", callback: Callable[..., object] | None = None) -> None:
         """Call ``callback(*args, **kwargs)`` whenever ``hook`` runs; ``name`` identifies it in get_registered."""
         if hook not in self._callbacks:
             raise KeyError(f"hook '{hook}' not found in callbacks; known hooks: {', '.join(HOOKS)}")
@@ -50,18 +55,20 @@ class Callbacks:
             raise TypeError(f"callback '{callback}' for hook '{hook}' is not callable")
         self._callbacks[hook].append({"name": name, "callback": callback})
 
-    def get_registered_actions(self, hook=None):
+    def get_registered_actions(
+        self, hook: str | None = None
+    ) -> list[dict[str, Any]] | dict[str, list[dict[str, Any]]]:
         """The registered entries ({'name', 'callback'}) of ``hook``, or of every hook as a dict."""
         return self._callbacks[hook] if hook else self._callbacks
 
-    def run(self, hook, *args, **kwargs):
+    def run(self, hook: str, *args: Any, **kwargs: Any) -> None:
         """Run every callback of ``hook`` with the given arguments."""
         if hook not in self._callbacks:
             raise KeyError(f"hook '{hook}' not found in callbacks; known hooks: {', '.join(HOOKS)}")
         for entry in self._callbacks[hook]:
             entry["callback"](*args, **kwargs)
 
-    def remove_actions(self, name):
+    def remove_actions(self, name: str) -> None:
         """Unregister every callback registered under ``name``."""
         for hook, entries in self._callbacks.items():
             self._callbacks[hook] = [e for e in entries if e["name"] != name]

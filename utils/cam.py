@@ -35,7 +35,7 @@ def record_outputs(layers: Sequence[nn.Module]) -> Iterator[list[torch.Tensor]]:
     (also after an error). A layer whose output is not a (B, C, H, W) tensor raises ValueError."""
     outputs = []
 
-    def keep(module, inputs, output):
+    def keep(module: nn.Module, inputs: tuple, output: object) -> None:
         if not isinstance(output, torch.Tensor) or output.dim() != 4:
             kind = type(output).__name__ if not isinstance(output, torch.Tensor) else f"a {output.dim()}-D tensor"
             raise ValueError(f"{type(module).__name__} outputs {kind}; a class activation map needs a (B, C, H, W) "
@@ -140,11 +140,13 @@ class DetectionScore:
     [x1, y1, x2, y2, conf, cls] in input pixels.
     """
 
-    def __init__(self, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300, top_k: int = 10):
+    def __init__(
+        self, conf_thres: float = 0.25, iou_thres: float = 0.45, max_det: int = 300, top_k: int = 10
+    ) -> None:
         self.conf_thres, self.iou_thres, self.max_det, self.top_k = conf_thres, iou_thres, max_det, top_k
         self.detections = []
 
-    def __call__(self, output) -> torch.Tensor:
+    def __call__(self, output: torch.Tensor | list | tuple) -> torch.Tensor:
         pred = output[0] if isinstance(output, (list, tuple)) else output
         self.detections = non_max_suppression(pred.detach(), self.conf_thres, self.iou_thres, max_det=self.max_det)
         total = pred.new_zeros(())

@@ -13,6 +13,7 @@ import stat
 from collections.abc import Iterator
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -93,7 +94,7 @@ class LoadImagesAndLabels(Dataset):
     def __init__(self, path: str | Path | list, img_size: int = 640, batch_size: int = 16, augment: bool = False,
                  hyp: dict | None = None, rect: bool = False, image_weights: bool = False,
                  cache_images: bool | str | None = False, single_cls: bool = False, stride: int = 32, pad: float = 0.0,
-                 prefix: str = "", seed: int = 0):
+                 prefix: str = "", seed: int = 0) -> None:
         self.img_size, self.augment, self.rect, self.stride = img_size, augment, rect, stride
         self.hyp = {**yaml_load(DEFAULT_HYP_FILE), **(hyp or {})}
         self.image_weights = image_weights
@@ -334,7 +335,7 @@ class EpochSampler(distributed.DistributedSampler):
     processes hold their own copy of the dataset and cannot see the main process's epoch.
     """
 
-    def __init__(self, dataset: Dataset, shuffle: bool = False, seed: int = 0, shard: bool = False):
+    def __init__(self, dataset: Dataset, shuffle: bool = False, seed: int = 0, shard: bool = False) -> None:
         single = {} if shard else {"num_replicas": 1, "rank": 0}
         super().__init__(dataset, shuffle=shuffle, seed=seed, **single)
 
@@ -357,7 +358,7 @@ class _RepeatSampler:
     batches while the training loop is still finishing the current one.
     """
 
-    def __init__(self, batch_sampler: BatchSampler):
+    def __init__(self, batch_sampler: BatchSampler) -> None:
         self.batch_sampler = batch_sampler
         self.start_epoch = 0
 
@@ -377,7 +378,7 @@ class InfiniteDataLoader(DataLoader):
     resumed run), restarting the workers when the stream is not already there.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         object.__setattr__(self, "batch_sampler", _RepeatSampler(self.batch_sampler))
         self._endless = None  # started by the first pass, at the epoch set_epoch chose

@@ -1,5 +1,7 @@
 """Dataset yamls: resolve paths, check names/nc, generate the built-in synthetic data, explain missing data."""
 
+from __future__ import annotations
+
 import importlib
 import os
 import shutil
@@ -16,7 +18,7 @@ DOWNLOAD_TIMEOUT_S = 30  # per network operation: an offline machine fails fast 
 SPLITS = ("train", "val", "test")
 
 
-def find_dataset_yaml(data):
+def find_dataset_yaml(data: str | Path) -> Path:
     """A yaml name or path -> an existing file: as given, then under ROOT, then under ROOT/data."""
     path = Path(data)
     for candidate in (path, ROOT / path, ROOT / "data" / path, ROOT / "data" / path.name):
@@ -26,7 +28,7 @@ def find_dataset_yaml(data):
                     f"pass an existing file, e.g. --data coco8.yaml")
 
 
-def _normalise_names(names, nc, source):
+def _normalise_names(names: object, nc: object, source: str) -> dict[int, str]:
     """names as a list or {id: name} -> {int: str} with ids 0..n-1; checks nc when both are given."""
     if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int) or nc < 1):
         raise UserError(f"{source}: 'nc' must be a positive integer (the number of classes), got {nc!r}")
@@ -51,7 +53,7 @@ def _normalise_names(names, nc, source):
     return names
 
 
-def _dataset_root(value, yaml_dir, source):
+def _dataset_root(value: object, yaml_dir: Path, source: str) -> Path:
     """The dataset folder of a yaml's ``path`` ('~' expanded). A relative one is looked up beside the yaml first,
     then by the official YOLOv5 rule, relative to the repository root (``../datasets/coco128`` beside the repo);
     the log says which was used. When neither exists, the yaml's folder is where the data are expected."""
@@ -68,7 +70,7 @@ def _dataset_root(value, yaml_dir, source):
     return chosen
 
 
-def _resolve_split(value, root):
+def _resolve_split(value: object, root: Path) -> str | list | None:
     """A split entry (str or list) -> absolute path string(s), relative entries taken relative to ``root``."""
     if value is None or value == "":
         return None
@@ -80,12 +82,12 @@ def _resolve_split(value, root):
     return str(value if value.is_absolute() else (root / value).resolve())
 
 
-def _missing_paths(split_value):
+def _missing_paths(split_value: str | list[str]) -> list[str]:
     paths = split_value if isinstance(split_value, list) else [split_value]
     return [p for p in paths if not Path(p).exists()]
 
 
-def _run_generator(spec, path):
+def _run_generator(spec: object, path: Path) -> None:
     """Call the generator named by the yaml ('data.<module>.<function>') to build the dataset at ``path``."""
     module_name, _, func_name = str(spec).rpartition(".")
     if not module_name.startswith("data."):
@@ -99,7 +101,7 @@ def _run_generator(spec, path):
     func(path)
 
 
-def _download_file(url, file, timeout=DOWNLOAD_TIMEOUT_S):
+def _download_file(url: str, file: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
     """Fetch one dataset archive; reached only through train.py --download (never implicitly)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(file, "wb") as f:
@@ -109,7 +111,7 @@ def _download_file(url, file, timeout=DOWNLOAD_TIMEOUT_S):
                         f"and unzip it as described in the dataset yaml") from e
 
 
-def _download_entry(entry, path, source):
+def _download_entry(entry: str | dict, path: Path, source: str) -> tuple[str, Path, str]:
     """(url, target folder, archive member prefix or '') of one ``download`` entry, refusing anything that is not
     http(s) or that would write outside the dataset folder ``path``. The default target (``dir: ..``, the
     official layout) is the folder above ``path``; there only archive members under ``<path name>/`` are kept."""
@@ -129,7 +131,7 @@ def _download_entry(entry, path, source):
     return url, target, ""
 
 
-def _extract(archive, target, member_prefix):
+def _extract(archive: Path, target: Path, member_prefix: str) -> None:
     """Unzip into ``target``; with ``member_prefix`` only the members under it (others are skipped, with a note).
     zipfile drops absolute paths and '..' from member names, so nothing lands outside ``target``."""
     with zipfile.ZipFile(archive) as z:
@@ -140,7 +142,7 @@ def _extract(archive, target, member_prefix):
         z.extractall(target, members=members)
 
 
-def download_dataset(download, path, source="dataset yaml"):
+def download_dataset(download: str | dict | list, path: str | Path, source: str = "dataset yaml") -> None:
     """Fetch and unzip the ``download`` entries of a dataset yaml (http/https only, see ``_download_entry``).
 
     Each entry is a URL (unzipped into the parent of ``path``) or {url, dir} with ``dir`` relative to ``path``.
@@ -161,7 +163,7 @@ def download_dataset(download, path, source="dataset yaml"):
                 raise UserError(f"{source}: {url} is not a zip archive; only archives unzip beside {path}")
 
 
-def check_dataset(data, autodownload=False):
+def check_dataset(data: str | Path | dict, autodownload: bool = False) -> dict:
     """Resolve a dataset yaml (path or dict) into a dict with absolute split paths, names {int: str} and nc.
 
     Relative ``path`` is taken relative to the yaml's folder (the current directory for a dict). The built-in

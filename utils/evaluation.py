@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.boxes import MAX_NMS, non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
+from utils.dataloaders import LoadImagesAndLabels
 from utils.general import LOGGER
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
 from utils.plots import output_to_target, plot_images
@@ -89,7 +90,7 @@ def save_one_json(predn: torch.Tensor, jdict: list[dict], path: str | Path, clas
         })
 
 
-def coco_ground_truth(dataset, names: dict[int, str], class_map: Sequence[int]) -> dict:
+def coco_ground_truth(dataset: LoadImagesAndLabels, names: dict[int, str], class_map: Sequence[int]) -> dict:
     """A COCO-format ground-truth dict from a dataset's YOLO labels (normalised xywh) and image sizes (a
     utils.dataloaders dataset: ``im_files``, ``shapes`` (w, h) and ``labels``)."""
     gt = {

@@ -1,5 +1,7 @@
 """Small shared helpers: logging, paths, yaml files, seeding, rounding to strides."""
 
+from __future__ import annotations
+
 import itertools
 import logging
 import math
@@ -7,7 +9,9 @@ import os
 import random
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -16,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]  # repository root
 NUM_THREADS = min(8, max(1, os.cpu_count() or 1))
 
 
-def _make_logger(name="yolov5"):
+def _make_logger(name: str = "yolov5") -> logging.Logger:
     logger = logging.getLogger(name)
     if not logger.handlers:
         handler = logging.StreamHandler()
@@ -28,10 +32,10 @@ def _make_logger(name="yolov5"):
 
 
 LOGGER = _make_logger()
-_WARNED = set()
+_WARNED: set[str] = set()
 
 
-def warn_once(message):
+def warn_once(message: str) -> None:
     """Log a warning the first time this exact message comes up in the process (e.g. once per run, not per epoch)."""
     if message not in _WARNED:
         _WARNED.add(message)
@@ -42,7 +46,7 @@ class UserError(Exception):
     """A problem with the user's input (files, yamls, flags) whose message says what to do."""
 
 
-def colorstr(*args):
+def colorstr(*args: object) -> str:
     """Wrap a string in ANSI colours: colorstr('blue', 'bold', 'text'); plain when the log is not a terminal."""
     *styles, text = args if len(args) > 1 else ("blue", "bold", args[0])
     if os.environ.get("NO_COLOR") or os.environ.get("CI") or not sys.stderr.isatty():
@@ -68,13 +72,13 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
-def _children(node):
+def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [x for pair in node.value for x in pair]
     return node.value if isinstance(node, yaml.SequenceNode) else []
 
 
-def _expanded_size(node, sizes, open_nodes):
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
     """Nodes in ``node`` with every alias expanded (each distinct node computed once); a cycle is an error."""
     if id(node) in sizes:
         return sizes[id(node)]
@@ -86,7 +90,7 @@ def _expanded_size(node, sizes, open_nodes):
     return sizes[id(node)]
 
 
-def _distinct_nodes(node, seen):
+def _distinct_nodes(node: yaml.Node, seen: set[int]) -> int:
     if id(node) not in seen:
         seen.add(id(node))
         for c in _children(node):
@@ -94,7 +98,7 @@ def _distinct_nodes(node, seen):
     return len(seen)
 
 
-def yaml_text_load(text, source="yaml"):
+def yaml_text_load(text: str, source: str = "yaml") -> Any:
     """Parse yaml text safely: no tags that build objects, '1e-3' is a number, and aliases may add at most
     MAX_YAML_ALIAS_NODES nodes when expanded (no cycles), so a small file cannot expand to gigabytes."""
     loader = _YamlLoader(text)
@@ -113,7 +117,7 @@ def yaml_text_load(text, source="yaml"):
         loader.dispose()
 
 
-def yaml_load(path):
+def yaml_load(path: str | Path) -> dict:
     """Read a yaml file into a dict (see ``yaml_text_load``); a missing, oversized or malformed file is a
     UserError naming it."""
     path = Path(path)
@@ -128,13 +132,13 @@ def yaml_load(path):
     return data
 
 
-def yaml_save(path, data):
+def yaml_save(path: str | Path, data: dict) -> None:
     """Write a dict as yaml, turning Paths into strings."""
     with open(path, "w") as f:
         yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in data.items()}, f, sort_keys=False)
 
 
-def increment_path(path, exist_ok=False, sep="", mkdir=False):
+def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdir: bool = False) -> Path:
     """runs/exp -> runs/exp2, runs/exp3 ... the first free name (or ``path`` itself with exist_ok). With ``mkdir``
     the folder is taken atomically (mkdir without exist_ok, on to the next number when it exists), so two runs
     started at the same moment never share a folder. A parent that is a file is a UserError."""
@@ -143,7 +147,9 @@ def increment_path(path, exist_ok=False, sep="", mkdir=False):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # FileExistsError / NotADirectoryError: a parent is a file
-            raise UserError(f"cannot create the folder {path.parent}: {e.strerror or e} (is a part of it a file?)")
+            raise UserError(
+                f"cannot create the folder {path.parent}: {e.strerror or e} (is a part of it a file?)"
+            ) from e
     if exist_ok:
         if mkdir:
             try:
@@ -165,7 +171,7 @@ def increment_path(path, exist_ok=False, sep="", mkdir=False):
             continue
 
 
-def init_seeds(seed=0, deterministic=False):
+def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
     """Seed python, numpy and torch; ``deterministic`` also asks torch for deterministic kernels."""
     import torch
 
@@ -178,7 +184,7 @@ def init_seeds(seed=0, deterministic=False):
         os.environ["PYTHONHASHSEED"] = str(seed)
 
 
-def names_dict(names):
+def names_dict(names: list | tuple | dict | None) -> dict[int, str] | None:
     """Class names as {int id: str name} from a list, a dict with int or numeric-string keys, or None (-> None)."""
     if names is None:
         return None
@@ -187,12 +193,12 @@ def names_dict(names):
     return {int(k): str(v) for k, v in names.items()}
 
 
-def make_divisible(x, divisor):
+def make_divisible(x: float, divisor: float) -> int:
     """Smallest multiple of ``divisor`` that is >= x."""
     return math.ceil(x / int(divisor)) * int(divisor)
 
 
-def check_img_size(imgsz, s=32, floor=0):
+def check_img_size(imgsz: int | list[int] | tuple[int, ...], s: int = 32, floor: int = 0) -> int | list[int]:
     """Round image size(s) up to a multiple of stride ``s``, warning when it changes; sizes below 1 are a UserError."""
     if min([imgsz] if isinstance(imgsz, int) else imgsz) < 1:
         raise UserError(f"--img-size {imgsz} must be a positive number of pixels, e.g. --imgsz 640")
@@ -206,7 +212,7 @@ def check_img_size(imgsz, s=32, floor=0):
     return new_size
 
 
-def clean_str(s):
+def clean_str(s: str) -> str:
     """Replace characters that are awkward in file names with '_'."""
     return re.sub(r"[|@#!¡·$€%&()=?¿^*;:,¨´><+]", "_", s)
 
@@ -215,7 +221,7 @@ _UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')  # separators, contro
 MAX_NAME_CHARS = 100
 
 
-def safe_filename(name, default="_"):
+def safe_filename(name: object, default: str = "_") -> str:
     """``name`` (a class name, a stem: anything a model or dataset says) as one plain file name: separators and
     awkward characters become '_', and '', '.' and '..' become ``default``, so that ``folder / safe_filename(x)``
     always stays directly inside ``folder``."""
@@ -223,12 +229,12 @@ def safe_filename(name, default="_"):
     return default if name.strip(".") == "" else name
 
 
-def print_args(args, name=""):
+def print_args(args: dict, name: str = "") -> None:
     """Log a dict of arguments on one line."""
     LOGGER.info(colorstr(f"{name}: " if name else "") + ", ".join(f"{k}={v}" for k, v in args.items()))
 
 
-def exit_code(call):
+def exit_code(call: Callable[[], object]) -> int:
     """Run a script's entry point: 0 on success; a UserError is logged as one clear line and gives 1."""
     try:
         call()
@@ -241,7 +247,7 @@ def exit_code(call):
 _BOX_HELPERS = ("non_max_suppression", "scale_boxes", "xyxy2xywh", "xywh2xyxy")
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     """Official YOLOv5 import paths: ``from utils.general import non_max_suppression, scale_boxes, xyxy2xywh,
     xywh2xyxy`` re-export utils/boxes.py, imported on first access (this file stays free of torch)."""
     if name in _BOX_HELPERS:

@@ -1,5 +1,9 @@
 """YOLOv5 (v6.0 to v7.0) training loss: target assignment, CIoU box loss, IoU-target objectness, BCE classes."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 
@@ -16,7 +20,7 @@ NEIGHBOUR_OFFSET = 0.5
 CELL_OFFSETS = ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1))
 
 
-def scale_loss_gains(hyp, nl, nc, imgsz):
+def scale_loss_gains(hyp: dict, nl: int, nc: int, imgsz: int) -> dict:
     """Loss gains of ``hyp`` adapted to a model with ``nl`` detection levels and ``nc`` classes trained at
     ``imgsz`` pixels; the other keys are copied unchanged.
 
@@ -33,7 +37,7 @@ def scale_loss_gains(hyp, nl, nc, imgsz):
     return scaled
 
 
-def smooth_BCE(eps=0.1):
+def smooth_BCE(eps: float = 0.1) -> tuple[float, float]:
     """Positive and negative BCE targets with label smoothing ``eps``: (1 - eps / 2, eps / 2)."""
     return 1.0 - 0.5 * eps, 0.5 * eps
 
@@ -45,7 +49,7 @@ class FocalLoss(nn.Module):
     loss ('mean', 'sum' or 'none').
     """
 
-    def __init__(self, loss_fcn, gamma=1.5, alpha=0.25):
+    def __init__(self, loss_fcn: nn.BCEWithLogitsLoss, gamma: float = 1.5, alpha: float = 0.25) -> None:
         super().__init__()
         self.loss_fcn = loss_fcn
         self.gamma = gamma
@@ -53,7 +57,7 @@ class FocalLoss(nn.Module):
         self.reduction = loss_fcn.reduction
         self.loss_fcn.reduction = "none"  # the weighting is per element
 
-    def forward(self, pred, true):
+    def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
         loss = self.loss_fcn(pred, true)
         prob = pred.sigmoid()
         p_t = true * prob + (1 - true) * (1 - prob)
@@ -77,7 +81,7 @@ class ComputeLoss:
 
     sort_obj_iou = False  # when several targets share a cell, let the highest IoU set its objectness target
 
-    def __init__(self, model, hyp, autobalance=False):
+    def __init__(self, model: nn.Module, hyp: dict, autobalance: bool = False) -> None:
         device = next(model.parameters()).device
         h = hyp
         self.hyp = h
@@ -98,7 +102,7 @@ class ComputeLoss:
         self.anchor_t = h["anchor_t"]
         self.device = device
 
-    def __call__(self, p, targets):
+    def __call__(self, p: Sequence[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lcls = torch.zeros(1, device=self.device)
         lbox = torch.zeros(1, device=self.device)
         lobj = torch.zeros(1, device=self.device)
@@ -143,7 +147,12 @@ class ComputeLoss:
         bs = p[0].shape[0]
         return (lbox + lobj + lcls) * bs, torch.cat((lbox, lobj, lcls)).detach()
 
-    def build_targets(self, p, targets):
+    def build_targets(self, p: Sequence[torch.Tensor], targets: torch.Tensor) -> tuple[
+        list[torch.Tensor],
+        list[torch.Tensor],
+        list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+        list[torch.Tensor],
+    ]:
         """Assign each target to anchors and cells on every level.
 
         A target goes to every anchor whose width and height ratios to it are both within ``anchor_t``; on each

@@ -4,23 +4,33 @@ AP is COCO's 101-point interpolated AP: the precision envelope (precision made n
 at recall 0, 0.01, ..., 1 and averaged. mAP50-95 averages it over the IoU thresholds 0.50, 0.55, ..., 0.95.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from utils.boxes import bbox_iou, box_iou  # noqa: F401 (bbox_iou: official import path)
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is made
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # COCO's mAP@0.5:0.95
 
 
-def fitness(x):
+def fitness(x: ArrayLike) -> np.ndarray:
     """Model fitness: 0.1 * mAP50 + 0.9 * mAP50-95 of rows [P, R, mAP50, mAP50-95, ...] (n, >=4) -> (n,)."""
     w = np.array([0.0, 0.0, 0.1, 0.9])
     return (np.asarray(x)[:, :4] * w).sum(1)
 
 
-def smooth(y, f=0.05):
+def smooth(y: np.ndarray, f: float = 0.05) -> np.ndarray:
     """Box-filter ``y`` with a window of about ``2 * f * len(y)`` points (odd), edges padded with the end values."""
     nf = round(len(y) * f * 2) // 2 + 1
     p = np.ones(nf // 2)
@@ -28,7 +38,7 @@ def smooth(y, f=0.05):
     return np.convolve(yp, np.ones(nf) / nf, mode="valid")
 
 
-def greedy_match(iou, iou_thres):
+def greedy_match(iou: np.ndarray, iou_thres: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one matching of rows (labels) to columns (predictions), highest IoU first (confusion matrix).
 
     iou (m, n) array; pairs with IoU >= iou_thres are taken in descending IoU order (ties: lower prediction index,
@@ -51,7 +61,9 @@ def greedy_match(iou, iou_thres):
     return li[keep], pi[keep], values[keep]
 
 
-def match_predictions(detections, labels, iouv=IOU_THRESHOLDS):
+def match_predictions(
+    detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor | ArrayLike = IOU_THRESHOLDS
+) -> torch.Tensor:
     """Which detections are true positives at each IoU threshold (COCO's matching rule).
 
     detections (n, 6) [x1, y1, x2, y2, conf, cls]; labels (m, 5) [cls, x1, y1, x2, y2] in the same pixels;
@@ -80,7 +92,7 @@ def match_predictions(detections, labels, iouv=IOU_THRESHOLDS):
     return torch.tensor(correct, dtype=torch.bool, device=detections.device)
 
 
-def compute_ap(recall, precision):
+def compute_ap(recall: ArrayLike, precision: ArrayLike) -> tuple[float, np.ndarray, np.ndarray]:
     """101-point interpolated AP of one recall/precision curve (points in descending-confidence order).
 
     Returns (ap, mpre, mrec): mrec/mpre are the curve with end points (0, 1) and (1, 0) added and mpre replaced by
@@ -101,7 +113,17 @@ def compute_ap(recall, precision):
     return float(q.mean()), mpre, mrec
 
 
-def ap_per_class(tp, conf, pred_cls, target_cls, plot=False, save_dir=".", names=(), eps=1e-16, prefix=""):
+def ap_per_class(
+    tp: ArrayLike,
+    conf: ArrayLike,
+    pred_cls: ArrayLike,
+    target_cls: ArrayLike,
+    plot: bool = False,
+    save_dir: str | Path = ".",
+    names: dict[int, str] | Sequence[str] = (),
+    eps: float = 1e-16,
+    prefix: str = "",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Average precision per class, and precision / recall / F1 at the confidence that maximises the mean F1.
 
     Args:
@@ -168,13 +190,13 @@ class ConfusionMatrix:
     an unmatched detection at [det class, nc] (false alarm).
     """
 
-    def __init__(self, nc, conf=0.25, iou_thres=0.45):
+    def __init__(self, nc: int, conf: float = 0.25, iou_thres: float = 0.45) -> None:
         self.matrix = np.zeros((nc + 1, nc + 1))
         self.nc = nc
         self.conf = conf
         self.iou_thres = iou_thres
 
-    def process_batch(self, detections, labels):
+    def process_batch(self, detections: torch.Tensor | None, labels: torch.Tensor) -> None:
         """detections (n, 6) [x1, y1, x2, y2, conf, cls] or None; labels (m, 5) [cls, x1, y1, x2, y2]."""
         gt_classes = labels[:, 0].int().tolist()
         if detections is None:
@@ -199,13 +221,15 @@ class ConfusionMatrix:
             if i not in matched_det:
                 self.matrix[dc, self.nc] += 1
 
-    def tp_fp(self):
+    def tp_fp(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-class true positives (diagonal) and false positives (row sum minus diagonal), background excluded."""
         tp = self.matrix.diagonal()
         fp = self.matrix.sum(1) - tp
         return tp[:-1], fp[:-1]
 
-    def plot(self, normalize=True, save_dir="", names=()):
+    def plot(
+        self, normalize: bool = True, save_dir: str | Path = "", names: dict[int, str] | Sequence[str] = ()
+    ) -> None:
         """Save confusion_matrix.png (columns normalised to sum 1 with ``normalize``)."""
         import matplotlib
 
@@ -234,12 +258,12 @@ class ConfusionMatrix:
         fig.savefig(Path(save_dir) / "confusion_matrix.png", dpi=250)
         plt.close(fig)
 
-    def print(self):
+    def print(self) -> None:
         for row in self.matrix:
             print(" ".join(f"{int(v):d}" for v in row))
 
 
-def _figure():
+def _figure() -> tuple[ModuleType, Figure, Axes]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,7 +273,13 @@ def _figure():
     return plt, fig, ax
 
 
-def plot_pr_curve(px, py, ap, save_file="pr_curve.png", names=None):
+def plot_pr_curve(
+    px: np.ndarray,
+    py: np.ndarray,
+    ap: np.ndarray,
+    save_file: str | Path = "pr_curve.png",
+    names: dict[int, str] | None = None,
+) -> None:
     """Precision-recall curves: py (1000, c) per class on recall axis px, ap (c, t); legend per class if c < 21."""
     plt, fig, ax = _figure()
     names = names or {}
@@ -270,7 +300,14 @@ def plot_pr_curve(px, py, ap, save_file="pr_curve.png", names=None):
     plt.close(fig)
 
 
-def plot_mc_curve(px, py, save_file="mc_curve.png", names=None, xlabel="Confidence", ylabel="Metric"):
+def plot_mc_curve(
+    px: np.ndarray,
+    py: np.ndarray,
+    save_file: str | Path = "mc_curve.png",
+    names: dict[int, str] | None = None,
+    xlabel: str = "Confidence",
+    ylabel: str = "Metric",
+) -> None:
     """Metric-confidence curves: py (c, 1000) per class on confidence axis px, plus the smoothed class mean."""
     plt, fig, ax = _figure()
     names = names or {}

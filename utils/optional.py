@@ -5,15 +5,18 @@ missing consent file as consent. This project sends nothing: ``import_openvino``
 consent for this process before either package is imported (one place; see ``openvino_telemetry_off``).
 """
 
+from __future__ import annotations
+
 import importlib
 import logging
+from types import ModuleType
 
 from utils.general import UserError
 
 EXTRA_REQUIREMENTS = "requirements-extra.txt"
 
 
-def require(module, purpose, package=None):
+def require(module: str, purpose: str, package: str | None = None) -> ModuleType:
     """Import ``module`` or raise a one-line UserError saying that ``purpose`` needs ``package``."""
     try:
         return importlib.import_module(module)
@@ -22,7 +25,7 @@ def require(module, purpose, package=None):
                         f"(it is listed in {EXTRA_REQUIREMENTS})") from e
 
 
-def openvino_telemetry_off():
+def openvino_telemetry_off() -> None:
     """Decline OpenVINO telemetry consent for this process, before openvino or nncf create their sender.
 
     openvino-telemetry decides per process from ``OptInChecker.check`` (the consent file ~/intel/openvino_telemetry;
@@ -41,13 +44,13 @@ def openvino_telemetry_off():
         instance.consent = False
 
 
-def import_openvino(purpose="OpenVINO export and inference"):
+def import_openvino(purpose: str = "OpenVINO export and inference") -> ModuleType:
     """The ``openvino`` module with telemetry off, or a UserError naming the package."""
     openvino_telemetry_off()
     return require("openvino", purpose)
 
 
-def import_nncf(purpose="OpenVINO INT8 quantization"):
+def import_nncf(purpose: str = "OpenVINO INT8 quantization") -> ModuleType:
     """The ``nncf`` module (post-training quantization) with telemetry off, or a UserError naming the package."""
     openvino_telemetry_off()
     nncf = require("nncf", purpose)

@@ -1,7 +1,10 @@
 """Plots: boxes on images (OpenCV, no font files), batch mosaics, label statistics, training curves, feature maps."""
 
+from __future__ import annotations
+
 import colorsys
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -15,6 +18,8 @@ import torch  # noqa: E402
 from utils.boxes import clip_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
 from utils.general import LOGGER, increment_path  # noqa: E402
 
+Color = tuple[int, int, int]  # (R, G, B) or (B, G, R), 0..255
+
 RESULTS_PANELS = (  # results.csv column -> panel title, in plot order (2 rows x 5)
     ("train/box_loss", "train box loss"), ("train/obj_loss", "train obj loss"), ("train/cls_loss", "train cls loss"),
     ("metrics/precision", "precision"), ("metrics/recall", "recall"),
@@ -23,7 +28,7 @@ RESULTS_PANELS = (  # results.csv column -> panel title, in plot order (2 rows x
 )
 
 
-def _make_palette(n=20):
+def _make_palette(n: int = 20) -> list[Color]:
     """n well separated RGB colours: hues stepped by the golden ratio, alternating brightness."""
     palette = []
     for i in range(n):
@@ -35,7 +40,7 @@ def _make_palette(n=20):
 PALETTE = _make_palette()
 
 
-def colors(i, bgr=False):
+def colors(i: int | float, bgr: bool = False) -> Color:
     """Colour of class ``i`` as an (R, G, B) tuple, or (B, G, R) for OpenCV drawing."""
     c = PALETTE[int(i) % len(PALETTE)]
     return c[::-1] if bgr else c
@@ -44,11 +49,17 @@ def colors(i, bgr=False):
 class Annotator:
     """Draws labelled boxes on a HWC uint8 image with OpenCV's built-in font (no font downloads)."""
 
-    def __init__(self, im, line_width=None):
+    def __init__(self, im: np.ndarray, line_width: int | None = None) -> None:
         self.im = np.ascontiguousarray(im)
         self.lw = line_width or max(round(sum(self.im.shape[:2]) / 2 * 0.003), 2)
 
-    def box_label(self, box, label="", color=(128, 128, 128), txt_color=(255, 255, 255)):
+    def box_label(
+        self,
+        box: Sequence[float] | np.ndarray | torch.Tensor,
+        label: str = "",
+        color: Color = (128, 128, 128),
+        txt_color: Color = (255, 255, 255),
+    ) -> None:
         """Rectangle ``box`` (x1, y1, x2, y2) with ``label`` on a filled tag above it (below when at the top)."""
         p1 = (int(box[0]), int(box[1]))
         p2 = (int(box[2]), int(box[3]))
@@ -64,13 +75,17 @@ class Annotator:
             cv2.putText(self.im, label, text_org, 0, font_scale, txt_color, thickness=font_thickness,
                         lineType=cv2.LINE_AA)
 
-    def text(self, xy, text, txt_color=(255, 255, 255), scale=None):
+    def text(
+        self, xy: Sequence[float], text: str, txt_color: Color = (255, 255, 255), scale: float | None = None
+    ) -> None:
         """Plain text with its top-left corner at ``xy``."""
         scale = scale or self.lw / 3
         h = cv2.getTextSize(text, 0, fontScale=scale, thickness=1)[0][1]
         cv2.putText(self.im, text, (int(xy[0]), int(xy[1]) + h), 0, scale, txt_color, 1, cv2.LINE_AA)
 
-    def rectangle(self, xy, fill=None, outline=None, width=1):
+    def rectangle(
+        self, xy: Sequence[float], fill: Color | None = None, outline: Color | None = None, width: int = 1
+    ) -> None:
         """Rectangle (x1, y1, x2, y2), filled when ``fill`` is given."""
         p1, p2 = (int(xy[0]), int(xy[1])), (int(xy[2]), int(xy[3]))
         if fill is not None:
@@ -78,12 +93,12 @@ class Annotator:
         if outline is not None:
             cv2.rectangle(self.im, p1, p2, outline, width)
 
-    def result(self):
+    def result(self) -> np.ndarray:
         """The annotated image (HWC uint8)."""
         return self.im
 
 
-def _to_numpy(x):
+def _to_numpy(x: torch.Tensor | np.ndarray | Sequence) -> np.ndarray:
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
 
 
@@ -98,7 +113,15 @@ def output_to_target(output: list[torch.Tensor], max_det: int = 300) -> torch.Te
     return torch.cat(rows, 0) if rows else torch.zeros((0, 7))
 
 
-def plot_images(images, targets, paths=None, fname="images.jpg", names=None, max_size=1920, max_subplots=16):
+def plot_images(
+    images: torch.Tensor | np.ndarray,
+    targets: torch.Tensor | np.ndarray,
+    paths: Sequence[str | Path] | None = None,
+    fname: str | Path = "images.jpg",
+    names: dict[int, str] | Sequence[str] | None = None,
+    max_size: int = 1920,
+    max_subplots: int = 16,
+) -> np.ndarray:
     """Save a grid of up to 16 batch images (B, 3, H, W) RGB with their boxes.
 
     targets: (n, 6) [batch_idx, cls, x, y, w, h] labels or (n, 7) [..., conf] predictions (shown when conf > 0.25);
@@ -150,7 +173,9 @@ def plot_images(images, targets, paths=None, fname="images.jpg", names=None, max
     return result
 
 
-def plot_labels(labels, names=(), save_dir=Path("")):
+def plot_labels(
+    labels: torch.Tensor | np.ndarray, names: dict[int, str] | Sequence[str] = (), save_dir: str | Path = Path("")
+) -> Path:
     """Save labels.jpg: class counts, the first 1000 boxes drawn centred, and x/y and w/h density plots.
 
     labels: (n, 5) [cls, x, y, w, h] normalised.
@@ -188,7 +213,7 @@ def plot_labels(labels, names=(), save_dir=Path("")):
     return fname
 
 
-def plot_results(file="path/to/results.csv"):
+def plot_results(file: str | Path = "path/to/results.csv") -> Path | None:
     """Save results.png next to a YOLOv5-style results.csv: losses and metrics per epoch, raw and smoothed."""
     import pandas as pd
 
@@ -217,7 +242,13 @@ def plot_results(file="path/to/results.csv"):
     return fname
 
 
-def feature_visualization(x, module_type, stage, n=32, save_dir=Path("runs/detect/exp")):
+def feature_visualization(
+    x: torch.Tensor | list | tuple,
+    module_type: str,
+    stage: int,
+    n: int = 32,
+    save_dir: str | Path = Path("runs/detect/exp"),
+) -> Path | None:
     """Save the first ``n`` channels of the feature map x (B, C, H, W) of layer ``stage`` as a png grid."""
     if "Detect" in module_type or not isinstance(x, torch.Tensor) or x.ndim != 4:
         return None
@@ -241,7 +272,16 @@ def feature_visualization(x, module_type, stage, n=32, save_dir=Path("runs/detec
     return fname
 
 
-def save_one_box(xyxy, im, file=Path("im.jpg"), gain=1.02, pad=10, square=False, BGR=False, save=True):
+def save_one_box(
+    xyxy: Sequence[float] | np.ndarray | torch.Tensor,
+    im: np.ndarray,
+    file: str | Path = Path("im.jpg"),
+    gain: float = 1.02,
+    pad: float = 10,
+    square: bool = False,
+    BGR: bool = False,
+    save: bool = True,
+) -> np.ndarray:
     """Crop box ``xyxy`` from image ``im`` (HWC BGR), enlarged by ``gain`` and ``pad`` pixels, optionally square.
 
     Returns the crop (BGR when ``BGR`` else RGB); ``save`` writes it to ``file`` (incremented if it exists).

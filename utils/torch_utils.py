@@ -1,8 +1,11 @@
 """PyTorch helpers: device selection, model summaries and FLOPs, EMA, timing."""
 
+from __future__ import annotations
+
 import math
 import os
 import time
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from copy import deepcopy
 
@@ -17,7 +20,7 @@ RANK = int(os.getenv("RANK", -1))
 WORLD_SIZE = int(os.getenv("WORLD_SIZE", 1))
 
 
-def select_device(device="", batch_size=0):
+def select_device(device: str | int | None = "", batch_size: int = 0) -> torch.device:
     """'' or None -> first CUDA device if any else CPU; 'cpu'; '0' or '0,1' -> CUDA devices (clear error if absent)."""
     device = str(device or "").strip().lower().replace("cuda:", "").replace("none", "")
     if device == "cpu" or (not device and not torch.cuda.is_available()):
@@ -43,25 +46,25 @@ def select_device(device="", batch_size=0):
     return torch.device(f"cuda:{first}")
 
 
-def grid_stride(model):
+def grid_stride(model: nn.Module) -> int:
     """The stride input sizes must be multiples of: the model's largest stride, at least 32 (YOLOv5's rule)."""
     return max(int(model.stride.max()), 32)
 
 
-def time_sync():
+def time_sync() -> float:
     """Wall time after waiting for pending CUDA work."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter()
 
 
-def de_parallel(model):
+def de_parallel(model: nn.Module) -> nn.Module:
     """The bare model inside DataParallel / DistributedDataParallel."""
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 
 
 @contextmanager
-def torch_distributed_zero_first(local_rank):
+def torch_distributed_zero_first(local_rank: int) -> Iterator[None]:
     """Make every process wait for local rank 0 (e.g. while it builds a cache)."""
     if local_rank not in (-1, 0):
         torch.distributed.barrier()
@@ -70,7 +73,7 @@ def torch_distributed_zero_first(local_rank):
         torch.distributed.barrier()
 
 
-def count_flops(model, imgsz=640, ch=None):
+def count_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640, ch: int | None = None) -> float:
     """GFLOPs (2 x multiply-adds) of one forward pass at ``imgsz`` (int or (h, w)), batch 1.
 
     Counted with torch.utils.flop_counter at a small stride-multiple size and scaled by the pixel count, which is
@@ -94,7 +97,9 @@ def count_flops(model, imgsz=640, ch=None):
     return counter.get_total_flops() / 1e9 * (h * w) / (probe * probe)
 
 
-def model_info(model, verbose=False, imgsz=640):
+def model_info(
+    model: nn.Module, verbose: bool = False, imgsz: int | tuple[int, int] = 640
+) -> tuple[int, int, int, float | None]:
     """Log 'summary: L layers, P parameters, G gradients, F GFLOPs' and return (layers, params, grads, gflops)."""
     n_p = sum(x.numel() for x in model.parameters())
     n_g = sum(x.numel() for x in model.parameters() if x.requires_grad)
@@ -114,7 +119,7 @@ def model_info(model, verbose=False, imgsz=640):
     return n_l, n_p, n_g, gflops
 
 
-def initialize_weights(model):
+def initialize_weights(model: nn.Module) -> None:
     """YOLOv5's initial settings: BatchNorm eps 1e-3 and momentum 0.03, in-place activations."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -124,7 +129,7 @@ def initialize_weights(model):
             m.inplace = True
 
 
-def scale_img(img, ratio=1.0, same_shape=False, gs=32):
+def scale_img(img: torch.Tensor, ratio: float = 1.0, same_shape: bool = False, gs: int = 32) -> torch.Tensor:
     """Resize a BCHW batch by ``ratio`` and pad to a multiple of ``gs`` (grey 0.447) unless ``same_shape``."""
     if ratio == 1.0:
         return img
@@ -142,7 +147,7 @@ class ModelEMA:
     Keeps a copy in eval mode; floating-point entries of the state dict (parameters and buffers) are averaged.
     """
 
-    def __init__(self, model, decay=0.9999, tau=2000, updates=0):
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000, updates: int = 0) -> None:
         self.ema = deepcopy(de_parallel(model)).eval()
         self.updates = updates
         self.decay = lambda x: decay * (1 - math.exp(-x / tau))
@@ -150,7 +155,7 @@ class ModelEMA:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model):
+    def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.decay(self.updates)
         msd = de_parallel(model).state_dict()
@@ -158,7 +163,9 @@ class ModelEMA:
             if v.dtype.is_floating_point:
                 v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
 
-    def update_attr(self, model, include=(), exclude=("process_group", "reducer")):
+    def update_attr(
+        self, model: nn.Module, include: Collection[str] = (), exclude: Collection[str] = ("process_group", "reducer")
+    ) -> None:
         for k, v in de_parallel(model).__dict__.items():
             if (not include or k in include) and not k.startswith("_") and k not in exclude:
                 setattr(self.ema, k, v)

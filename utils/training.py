@@ -1,19 +1,25 @@
 """Training helpers: optimizer parameter groups, learning-rate schedule and warmup, early stopping, class and
 image weights from labels (YOLOv5's rules)."""
 
+from __future__ import annotations
+
 import math
 import random
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
 from utils.general import LOGGER, UserError, colorstr, warn_once
 
 NBS = 64  # nominal batch size: gradients are accumulated up to it
 
 
-def build_optimizer(model, name="SGD", lr=0.001, momentum=0.9, decay=1e-5):
+def build_optimizer(
+    model: nn.Module, name: str = "SGD", lr: float = 0.001, momentum: float = 0.9, decay: float = 1e-5
+) -> torch.optim.Optimizer:
     """Optimizer with three parameter groups: 0 biases (no decay), 1 conv/linear weights (decay ``decay``),
     2 normalisation-layer weights (no decay). Adam/AdamW use ``momentum`` as beta1; SGD is Nesterov."""
     biases, weights, norm_weights = [], [], []
@@ -45,20 +51,28 @@ def build_optimizer(model, name="SGD", lr=0.001, momentum=0.9, decay=1e-5):
     return optimizer
 
 
-def lr_lambda(epochs, lrf, cos_lr=False):
+def lr_lambda(epochs: int, lrf: float, cos_lr: bool = False) -> Callable[[float], float]:
     """Learning-rate factor of an epoch: linear from 1 to ``lrf`` over ``epochs``, or a cosine one-cycle."""
     if cos_lr:
         return lambda x: ((1 - math.cos(x * math.pi / epochs)) / 2) * (lrf - 1) + 1
     return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
 
 
-def set_epoch_lr(optimizer, lf, epoch):
+def set_epoch_lr(optimizer: torch.optim.Optimizer, lf: Callable[[float], float], epoch: int) -> None:
     """Scheduled learning rate of every group for ``epoch``: initial_lr * lf(epoch)."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lf(epoch)
 
 
-def warmup(optimizer, ni, nw, epoch, lf, hyp, batch_size):
+def warmup(
+    optimizer: torch.optim.Optimizer,
+    ni: int,
+    nw: int,
+    epoch: int,
+    lf: Callable[[float], float],
+    hyp: dict,
+    batch_size: int,
+) -> int:
     """Warm up iteration ``ni`` of ``nw``: learning rates rise linearly to their scheduled values (the bias group
     0 falls from warmup_bias_lr), momentum rises from warmup_momentum, and the gradient accumulation grows from
     1 to NBS / batch_size. Returns the accumulation (number of batches per optimizer step)."""
@@ -74,12 +88,12 @@ def warmup(optimizer, ni, nw, epoch, lf, hyp, batch_size):
 class EarlyStopping:
     """Stop when the fitness has not improved for ``patience`` epochs."""
 
-    def __init__(self, patience=30):
+    def __init__(self, patience: int | None = 30) -> None:
         self.best_fitness = 0.0
         self.best_epoch = 0
         self.patience = patience or float("inf")
 
-    def __call__(self, epoch, fitness):
+    def __call__(self, epoch: int, fitness: float) -> bool:
         if fitness >= self.best_fitness:
             self.best_epoch = epoch
             self.best_fitness = fitness
@@ -94,7 +108,7 @@ class EarlyStopping:
         return stop
 
 
-def labels_to_class_weights(labels, nc=80):
+def labels_to_class_weights(labels: Sequence[np.ndarray], nc: int = 80) -> torch.Tensor:
     """Inverse class frequencies (nc,) of a list of (n, 5) label arrays, normalised to sum 1."""
     classes = np.concatenate([x[:, 0] for x in labels if len(x)] or [np.zeros(0)]).astype(int)
     counts = np.bincount(classes, minlength=nc)[:nc].astype(np.float64)
@@ -103,13 +117,15 @@ def labels_to_class_weights(labels, nc=80):
     return torch.from_numpy(weights / weights.sum()).float()
 
 
-def labels_to_image_weights(labels, nc, class_weights):
+def labels_to_image_weights(
+    labels: Sequence[np.ndarray], nc: int, class_weights: torch.Tensor | np.ndarray
+) -> np.ndarray:
     """Sampling weight of each image: the sum of its labels' class weights."""
     counts = np.array([np.bincount(x[:, 0].astype(int), minlength=nc)[:nc] for x in labels])
     return (np.asarray(class_weights).reshape(1, nc) * counts).sum(1)
 
 
-def random_rescale(imgs, imgsz, gs):
+def random_rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
     """Multi-scale training: resize the batch to a random multiple of ``gs`` in [0.5, 1.5] x imgsz, at least
     2 * gs (at gs the deepest feature map is 1x1, and BatchNorm of a 1-image batch on it fails)."""
     size = max(random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs, 2 * gs)
@@ -120,7 +136,7 @@ def random_rescale(imgs, imgsz, gs):
     return imgs
 
 
-def train_cache(cache, device):
+def train_cache(cache: str | None, device: torch.device) -> str | None:
     """The training loader's image cache for --cache ``cache``: none for val/off; unset on the CPU 'auto' (RAM when
     the decoded set is small, see LoadImagesAndLabels), as the decoding would take cores from the training."""
     if cache in ("val", "off"):
@@ -130,7 +146,7 @@ def train_cache(cache, device):
     return cache
 
 
-def resample_images(dataset, nc, class_weights):
+def resample_images(dataset: Dataset, nc: int, class_weights: torch.Tensor | np.ndarray) -> None:
     """--image-weights: draw this epoch's images with probability proportional to their rare-class content."""
     if not hasattr(dataset, "indices"):
         warn_once("WARNING: --image-weights is not supported by this dataset; sampling uniformly")
