@@ -554,7 +554,7 @@ def evolve(hyp, opt, device, callbacks=None):
 # ---------------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
-def parse_opt(argv=None, known=False):
+def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train a YOLOv5 detection model.")
     parser.add_argument("--weights", type=str, default="", help="initial weights path ('' = from scratch)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml path (yolov5n.yaml when no --weights)")
@@ -626,7 +626,7 @@ def _device_type(device):
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def main(opt, callbacks=None):
+def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argparse.Namespace:
     if RANK not in (-1, 0):  # DDP: only rank 0 logs; the other ranks report errors only
         LOGGER.setLevel(logging.ERROR)
 
@@ -692,7 +692,7 @@ def main(opt, callbacks=None):
     return opt
 
 
-def run(callbacks=None, **kwargs):
+def run(callbacks: Callbacks | None = None, **kwargs: object) -> argparse.Namespace:
     """Train from Python with the CLI flags as keyword arguments, e.g. ``run(data='coco8.yaml', imgsz=320,
     epochs=3)``, and optionally a utils.callbacks.Callbacks. Returns the options namespace with ``save_dir`` and
     the final ``results`` (utils.evaluation.ValResults)."""

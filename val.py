@@ -239,7 +239,7 @@ def _report_saved(save_dir: Path, save_txt: bool) -> None:
     LOGGER.info(f"Results saved to {colorstr('bold', save_dir)}{saved}")
 
 
-def parse_opt(argv=None):
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Validate a YOLOv5 detection model on a dataset.")
     parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
     parser.add_argument("--weights", nargs="+", type=str, default=None,
@@ -274,7 +274,7 @@ def parse_opt(argv=None):
     return opt
 
 
-def main(opt):
+def main(opt: argparse.Namespace) -> ValOutput | None:
     print_args(vars(opt), "val")
     if opt.task in ("train", "val", "test"):
         if opt.conf_thres > 0.001:

@@ -6,6 +6,10 @@ since convolution is linear, the BN-folded 1 x k and k x 1 kernels add onto the 
 k x k kernel, so inference needs one k x k convolution.
 """
 
+from __future__ import annotations
+
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,9 +27,19 @@ class ACConv(nn.Module):
     convolution with bias (``conv``) and the branch modules are None; outputs equal the eval-mode block.
     """
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=3, s=1, p=None, g=1, d=1, act=True):
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        k: int = 3,
+        s: int = 1,
+        p: int | None = None,
+        g: int = 1,
+        d: int = 1,
+        act: bool | nn.Module = True,
+    ) -> None:
         super().__init__()
         if k % 2 == 0:
             raise ValueError(f"ACConv needs an odd kernel size to align its 1x{k} and {k}x1 branches, got k={k}")
@@ -41,14 +55,14 @@ class ACConv(nn.Module):
         self.bn_kx1 = nn.BatchNorm2d(c2)
         self.act = Conv.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_1xk is None:  # fused
             return self.act(self.conv(x))
         y = self.bn(self.conv(x)) + self.bn_1xk(self.conv_1xk(x)) + self.bn_kx1(self.conv_kx1(x))
         return self.act(y)
 
     @torch.no_grad()
-    def fuse(self):
+    def fuse(self) -> ACConv:
         """Fold the BatchNorms and add the asymmetric kernels into the k x k kernel (eval-mode equivalent)."""
         if self.conv_1xk is None:
             return self

@@ -6,7 +6,10 @@ the input at an initial pattern of points moved by learned offsets, bilinearly, 
 the samples. Attribute names (``p_conv``, ``conv``) follow the authors' code so their state dicts load.
 """
 
+from __future__ import annotations
+
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -16,7 +19,7 @@ from torch.autograd.function import once_differentiable
 from models.layers import C1_C2, fuse_conv_and_bn
 
 
-def initial_pattern(num_param):
+def initial_pattern(num_param: int) -> torch.Tensor:
     """(2, N) initial sampling points, rows then columns: rows of round(sqrt(N)) points plus a remainder row.
 
     N=5 gives (0,0) (0,1) (1,0) (1,1) (2,0); N=9 gives the 3x3 square. Points are relative to the output
@@ -57,7 +60,7 @@ class _RowGradient(torch.autograd.Function):
         return grad, grad_rows, None, None
 
 
-def bilinear_rows(rows, index, weights):
+def bilinear_rows(rows: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """(M, C) samples ``sum_k weights[m, k] * rows[index[m, k]]`` from rows (R, C), index (M, 4), weights (M, 4).
 
     Gradients flow to ``rows`` (via ``_RowGradient``) and to ``weights`` (embedding_bag's own backward).
@@ -66,7 +69,7 @@ def bilinear_rows(rows, index, weights):
     return _RowGradient.apply(samples, rows, index, weights) if rows.requires_grad else samples
 
 
-def scale_grad(t, scale):
+def scale_grad(t: torch.Tensor, scale: float) -> torch.Tensor:
     """Identity in the forward pass whose backward multiplies the gradient by ``scale`` (exact forward values)."""
     d = t.detach()
     return d + (t - d) * scale
@@ -104,12 +107,14 @@ class AKConv(nn.Module):
       onto its neighbour gets weight 0, so the bilinear weights always sum to 1.
     """
 
-    yaml_args = C1_C2
-    onnx_opset = 16  # bilinear sampling at learned offsets: GridSample entered the standard opset in 16
+    yaml_args: ClassVar[str] = C1_C2
+    onnx_opset: ClassVar[int] = 16  # bilinear sampling at learned offsets: GridSample entered the standard opset in 16
 
-    offset_lr_scale = 0.1
+    offset_lr_scale: float = 0.1
 
-    def __init__(self, c1, c2, num_param, stride=1, bias=None):
+    pattern: torch.Tensor  # buffer (2, num_param): the initial sampling points
+
+    def __init__(self, c1: int, c2: int, num_param: int, stride: int = 1, bias: bool | None = None) -> None:
         super().__init__()
         if not isinstance(num_param, int) or num_param < 1:
             raise ValueError(f"AKConv: num_param (sampling points) must be a positive integer, got {num_param!r}")
@@ -127,7 +132,7 @@ class AKConv(nn.Module):
         nn.init.zeros_(self.p_conv.bias)  # zero offsets at the start: the initial pattern itself
         self.register_buffer("pattern", initial_pattern(num_param), persistent=False)
 
-    def offsets(self, x):
+    def offsets(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2N, h, w) offsets; their parameters get ``offset_lr_scale`` times the gradient."""
         weight, bias = self.p_conv.weight, self.p_conv.bias
         if torch.is_grad_enabled() and not torch.jit.is_tracing():
@@ -135,7 +140,7 @@ class AKConv(nn.Module):
             bias = None if bias is None else scale_grad(bias, self.offset_lr_scale)
         return F.conv2d(x, weight, bias, self.p_conv.stride, self.p_conv.padding)
 
-    def positions(self, offset, height, width):
+    def positions(self, offset: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampling rows and columns, each (B, N, h, w), clamped inside a height x width map."""
         _, _, h, w = offset.shape
         n, t = self.num_param, offset.dtype
@@ -146,7 +151,7 @@ class AKConv(nn.Module):
         cols = (offset[:, n:] + cols_0 + pattern[1].view(1, n, 1, 1)).clamp(0, width - 1)
         return rows, cols
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
             return self.forward_export(x)
         b, c, height, width = x.shape
@@ -171,7 +176,7 @@ class AKConv(nn.Module):
         y = y.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous()  # NCHW for the BatchNorm and the next layers
         return self.conv[2](self.conv[1](y))
 
-    def column_conv(self, samples):
+    def column_conv(self, samples: torch.Tensor) -> torch.Tensor:
         """``conv[0]`` as a matrix product: samples (P, N, c1) -> (P, c2).
 
         The weight is (c2, c1, N); whichever of weight and samples is smaller is reordered to match the other
@@ -185,7 +190,7 @@ class AKConv(nn.Module):
             samples, weight = samples.view(p, n * c), conv.weight.reshape(conv.out_channels, c, n).transpose(1, 2)
         return F.linear(samples, weight.reshape(conv.out_channels, n * c), conv.bias)
 
-    def forward_export(self, x):
+    def forward_export(self, x: torch.Tensor) -> torch.Tensor:
         """The same function with ``grid_sample`` (ONNX GridSample) and the column conv as a 1x1 conv."""
         b, c, height, width = x.shape
         offset = self.offsets(x)
@@ -201,7 +206,7 @@ class AKConv(nn.Module):
         return self.conv[2](self.conv[1](y))
 
     @torch.no_grad()
-    def fuse(self):
+    def fuse(self) -> AKConv:
         """Fold the BatchNorm into the column convolution (eval-mode equivalent); ``conv[1]`` becomes an identity."""
         if isinstance(self.conv[1], nn.BatchNorm2d):
             self.conv[0] = fuse_conv_and_bn(self.conv[0], self.conv[1])

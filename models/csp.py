@@ -5,6 +5,11 @@ CSP: Wang et al., "CSPNet: A New Backbone that can Enhance Learning Capability o
 (arXiv 1911.11929). Attribute names are the official ones so official state dicts load unchanged.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 
@@ -16,16 +21,18 @@ class CrossConv(nn.Module):
     ``shortcut``, c1 == c2 and s == 1: (N, c1, H, W) -> (N, c2, H/s, W/s). (The official block also tries the
     residual at s == 2, where the sizes differ and it fails.)"""
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=3, s=1, g=1, e=1.0, shortcut=False):
+    def __init__(
+        self, c1: int, c2: int, k: int = 3, s: int = 1, g: int = 1, e: float = 1.0, shortcut: bool = False
+    ) -> None:
         super().__init__()
         c_ = int(c2 * e)
         self.cv1 = Conv(c1, c_, (1, k), (1, s))
         self.cv2 = Conv(c_, c2, (k, 1), (s, 1), g=g)
         self.add = shortcut and c1 == c2 and s == 1
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.cv2(self.cv1(x))
         return x + y if self.add else y
 
@@ -38,9 +45,9 @@ class BottleneckCSP(nn.Module):
     then ``cv4`` (Conv 1x1 to c2). Unlike C3, the two branch ends are bare convolutions sharing one BatchNorm.
     """
 
-    yaml_args = C1_C2_N
+    yaml_args: ClassVar[str] = C1_C2_N
 
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__()
         c_ = int(c2 * e)
         self.cv1 = Conv(c1, c_, 1, 1)
@@ -51,7 +58,7 @@ class BottleneckCSP(nn.Module):
         self.act = nn.SiLU()
         self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.cat((self.cv3(self.m(self.cv1(x))), self.cv2(x)), 1)
         return self.cv4(self.act(self.bn(y)))
 
@@ -59,7 +66,7 @@ class BottleneckCSP(nn.Module):
 class C3x(C3):
     """C3 whose ``n`` inner blocks are CrossConvs (3x3 as 1x3 then 3x1, residual when ``shortcut``)."""
 
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__(c1, c2, n, shortcut, g, e)
         c_ = int(c2 * e)
         self.m = nn.Sequential(*(CrossConv(c_, c_, 3, 1, g, 1.0, shortcut) for _ in range(n)))
@@ -68,9 +75,17 @@ class C3x(C3):
 class C3SPP(C3):
     """C3 whose inner block is an SPP with max-pool kernels ``k`` (channels c2 * e in and out)."""
 
-    yaml_args = C1_C2  # no repeat count: its yaml arguments are [c2, k]
+    yaml_args: ClassVar[str] = C1_C2  # no repeat count: its yaml arguments are [c2, k]
 
-    def __init__(self, c1, c2, k=(5, 9, 13), shortcut=True, g=1, e=0.5):
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        k: Sequence[int] = (5, 9, 13),
+        shortcut: bool = True,
+        g: int = 1,
+        e: float = 0.5,
+    ) -> None:
         super().__init__(c1, c2, 1, shortcut, g, e)
         c_ = int(c2 * e)
         self.m = SPP(c_, c_, k)

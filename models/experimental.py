@@ -1,5 +1,11 @@
 """Loading trained models: ``attempt_load`` (one checkpoint or an ensemble of several), as in YOLOv5."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -11,11 +17,19 @@ from utils.general import LOGGER, UserError
 class Ensemble(nn.ModuleList):
     """Several models whose inference outputs are concatenated (NMS then merges them)."""
 
-    def forward(self, x, augment=False, visualize=False):
+    # set by attempt_load: names, nc and yaml of the first model, the stride of the coarsest one
+    names: dict[int, str]
+    nc: int
+    yaml: dict[str, Any]
+    stride: torch.Tensor
+
+    def forward(
+        self, x: torch.Tensor, augment: bool = False, visualize: bool | str | Path = False
+    ) -> tuple[torch.Tensor, None]:
         return torch.cat([m(x, augment=augment, visualize=visualize)[0] for m in self], 1), None
 
 
-def model_from_checkpoint(ckpt):
+def model_from_checkpoint(ckpt: dict[str, Any]) -> Model:
     """Rebuild a float Model from a checkpoint dict; the state dict must match the yaml exactly."""
     yaml, names, sd = checkpoint_model_parts(ckpt)
     model = Model(yaml, ch=yaml.get("ch", 3))
@@ -34,7 +48,12 @@ def model_from_checkpoint(ckpt):
     return model
 
 
-def attempt_load(weights, device=None, inplace=True, fuse=True):
+def attempt_load(
+    weights: str | Path | Sequence[str | Path],
+    device: str | torch.device | None = None,
+    inplace: bool = True,
+    fuse: bool = True,
+) -> Model | Ensemble:
     """Load a checkpoint (project format or official YOLOv5 v6.0-v7.0), or a list of them as an ensemble.
 
     Returns a float model in eval mode on ``device``, BatchNorm folded when ``fuse``, with ``names``, ``stride``

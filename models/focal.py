@@ -6,6 +6,11 @@ ranges, a global average adds image-level context, the gated sum is turned into 
 multiplies the query element-wise.
 """
 
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -15,7 +20,7 @@ from models.layers import KEEP
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of an NCHW tensor (each pixel's C-vector normalised): (N, C, H, W) -> same."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps).permute(
             0, 3, 1, 2
         )
@@ -33,10 +38,19 @@ class FocalModulation(nn.Module):
     The input projection is ``proj_in`` (FocalNet's ``f``): parse_model sets ``.f`` (the yaml 'from') on layers.
     """
 
-    yaml_args = KEEP
+    yaml_args: ClassVar[str] = KEEP
 
-    def __init__(self, dim, focal_window=3, focal_level=2, focal_factor=2, bias=True, proj_drop=0.0,
-                 use_postln_in_modulation=False, normalize_modulator=False):
+    def __init__(
+        self,
+        dim: int,
+        focal_window: int = 3,
+        focal_level: int = 2,
+        focal_factor: int = 2,
+        bias: bool = True,
+        proj_drop: float = 0.0,
+        use_postln_in_modulation: bool = False,
+        normalize_modulator: bool = False,
+    ) -> None:
         super().__init__()
         kernels = [focal_factor * level + focal_window for level in range(focal_level)]
         if focal_level < 1 or any(k % 2 == 0 or k < 1 for k in kernels):
@@ -56,7 +70,7 @@ class FocalModulation(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
         q, ctx, gates = self.proj_in(x).split((c, c, self.focal_level + 1), 1)
         ctx_all = 0

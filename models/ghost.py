@@ -6,6 +6,10 @@ from them with a cheap depth-wise 5x5 convolution. Attribute names are the offic
 ``conv``/``shortcut``; C3Ghost's ``m``) so official state dicts load unchanged.
 """
 
+from __future__ import annotations
+
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 
@@ -19,9 +23,11 @@ class GhostConv(nn.Module):
     ghost half; the output is their concatenation [primary, ghost].
     """
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=1, s=1, g=1, act=True):
+    def __init__(
+        self, c1: int, c2: int, k: int = 1, s: int = 1, g: int = 1, act: bool | nn.Module = True
+    ) -> None:
         super().__init__()
         if c2 % 2:
             raise ValueError(f"GhostConv: output channels must be even (primary + ghost halves), got c2={c2}")
@@ -29,7 +35,7 @@ class GhostConv(nn.Module):
         self.cv1 = Conv(c1, c_, k, s, None, g, act=act)
         self.cv2 = Conv(c_, c_, 5, 1, None, c_, act=act)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         primary = self.cv1(x)
         return torch.cat((primary, self.cv2(primary)), 1)
 
@@ -43,9 +49,9 @@ class GhostBottleneck(nn.Module):
     (Official YOLOv5 only projects at s == 2, and fails on s == 1 with c1 != c2; its layouts load unchanged.)
     """
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=3, s=1):
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1) -> None:
         super().__init__()
         if s not in (1, 2):
             raise ValueError(f"GhostBottleneck: stride must be 1 or 2, got {s}")
@@ -60,14 +66,14 @@ class GhostBottleneck(nn.Module):
             else nn.Sequential(DWConv(c1, c1, k, s, act=False), Conv(c1, c2, 1, 1, act=False))
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) + self.shortcut(x)
 
 
 class C3Ghost(C3):
     """C3 whose ``n`` inner blocks are GhostBottlenecks (stride 1); ``shortcut`` has no effect (always residual)."""
 
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__(c1, c2, n, shortcut, g, e)
         c_ = int(c2 * e)
         self.m = nn.Sequential(*(GhostBottleneck(c_, c_) for _ in range(n)))

@@ -15,13 +15,17 @@ Differences from the authors' YOLOv5 code (their state dicts load, but outputs d
   input channels in another order, so weights trained there do not reproduce their outputs here.
 """
 
+from __future__ import annotations
+
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 
 from models.layers import C1_C2, C1_C2_N, Conv, DWConv
 
 
-def channel_shuffle(x):
+def channel_shuffle(x: torch.Tensor) -> torch.Tensor:
     """Interleave the two channel halves: (B, 2C, H, W) [a0..aC-1, b0..bC-1] -> [a0, b0, a1, b1, ...].
 
     Batch, height and width keep their own dimensions throughout (view -> transpose -> view of (B, 2, C, H, W)),
@@ -31,7 +35,7 @@ def channel_shuffle(x):
     return x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _half_channels(c2, name):
+def _half_channels(c2: int, name: str) -> int:
     if c2 % 2:
         raise ValueError(f"{name}: output channels must be even (two halves are concatenated), got c2={c2}")
     return c2 // 2
@@ -45,15 +49,17 @@ class GSConv(nn.Module):
     order, and SiLU where they use Mish; see the module docstring).
     """
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=1, s=1, g=1, act=True):
+    def __init__(
+        self, c1: int, c2: int, k: int = 1, s: int = 1, g: int = 1, act: bool | nn.Module = True
+    ) -> None:
         super().__init__()
         c_ = _half_channels(c2, type(self).__name__)
         self.cv1 = Conv(c1, c_, k, s, None, g, act=act)
         self.cv2 = Conv(c_, c_, 5, 1, None, c_, act=act)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.cv1(x)
         return channel_shuffle(torch.cat((x1, self.cv2(x1)), 1))
 
@@ -65,14 +71,16 @@ class GSConvns(GSConv):
     ignored k and s and applied ``nn.ReLU`` to a tensor (constructing a module instead of activating).
     """
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=1, s=1, g=1, act=True):
+    def __init__(
+        self, c1: int, c2: int, k: int = 1, s: int = 1, g: int = 1, act: bool | nn.Module = True
+    ) -> None:
         super().__init__(c1, c2, k, s, g, act)
         self.shuf = nn.Conv2d(c2, c2, 1, 1, 0, bias=False)
         self.act = nn.ReLU()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.cv1(x)
         return self.act(self.shuf(torch.cat((x1, self.cv2(x1)), 1)))
 
@@ -84,24 +92,24 @@ class GSBottleneck(nn.Module):
     ``shortcut`` = Conv(c1, c2, 1, s, act=False) projection.
     """
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=3, s=1, e=0.5):
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, e: float = 0.5) -> None:
         super().__init__()
         c_ = int(c2 * e)
         self.conv_lighting = nn.Sequential(GSConv(c1, c_, 1, s), GSConv(c_, c2, k, 1, act=False))
         self.shortcut = Conv(c1, c2, 1, s, act=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_lighting(x) + self.shortcut(x)
 
 
 class GSBottleneckC(GSBottleneck):
     """Cheap GS bottleneck: as GSBottleneck with a 1x1 depth-wise shortcut (DWConv(c1, c2, 1, s, act=False))."""
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=3, s=1, e=0.5):
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, e: float = 0.5) -> None:
         super().__init__(c1, c2, k, s, e)
         self.shortcut = DWConv(c1, c2, 1, s, act=False)
 
@@ -114,9 +122,9 @@ class VoVGSCSP(nn.Module):
     bottleneck always has its projection shortcut.
     """
 
-    yaml_args = C1_C2_N
+    yaml_args: ClassVar[str] = C1_C2_N
 
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__()
         c_ = int(c2 * e)
         self.cv1 = Conv(c1, c_, 1, 1)
@@ -125,18 +133,18 @@ class VoVGSCSP(nn.Module):
         self.cv3 = Conv(2 * c_, c2, 1)
 
     @staticmethod
-    def bottleneck(c_):
+    def bottleneck(c_: int) -> nn.Module:
         return GSBottleneck(c_, c_, e=1.0)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv3(torch.cat((self.cv2(x), self.gsb(self.cv1(x))), 1))  # bypass first, as the authors
 
 
 class VoVGSCSPC(VoVGSCSP):
     """Cheap VoV-GSCSP: ``n`` cheap GS bottlenecks (GSBottleneckC, hidden width c_ / 2) in ``gsb``."""
 
-    yaml_args = C1_C2_N
+    yaml_args: ClassVar[str] = C1_C2_N
 
     @staticmethod
-    def bottleneck(c_):
+    def bottleneck(c_: int) -> nn.Module:
         return GSBottleneckC(c_, c_, e=0.5)

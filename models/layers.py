@@ -14,6 +14,11 @@ The yaml contract lives on each module class, so that adding a module is: write 
 - ``spatial_multiple``: input height and width must be multiples of this (default 1; the contract test uses it).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 
@@ -26,7 +31,7 @@ CONCAT = "concat"  # Module(*args) on a list of inputs; output channels = the su
 PLAIN = "plain"  # Module(*args) as written; output channels = yaml_c2(c1, args) if the class has it, else c1
 
 
-def autopad(k, p=None, d=1):
+def autopad(k: int | Sequence[int], p: int | Sequence[int] | None = None, d: int = 1) -> int | list[int]:
     """Padding that keeps the spatial size for stride 1 ('same'), for an int or per-axis kernel size."""
     if d > 1:
         k = d * (k - 1) + 1 if isinstance(k, int) else [d * (x - 1) + 1 for x in k]
@@ -44,20 +49,30 @@ class Conv(nn.Module):
     ``fuse()`` folds the BatchNorm into the convolution (eval-mode equivalent, for inference and export).
     """
 
-    yaml_args = C1_C2
-    default_act = nn.SiLU()
+    yaml_args: ClassVar[str] = C1_C2
+    default_act: ClassVar[nn.Module] = nn.SiLU()
 
-    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True):
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        k: int | Sequence[int] = 1,
+        s: int = 1,
+        p: int | Sequence[int] | None = None,
+        g: int = 1,
+        d: int = 1,
+        act: bool | nn.Module = True,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
         self.bn = nn.BatchNorm2d(c2)
         self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
 
     @torch.no_grad()
-    def fuse(self):
+    def fuse(self) -> Conv:
         """Fold BatchNorm into the convolution; afterwards ``bn`` is an identity."""
         if isinstance(self.bn, nn.BatchNorm2d):
             self.conv = fuse_conv_and_bn(self.conv, self.bn)
@@ -65,7 +80,7 @@ class Conv(nn.Module):
         return self
 
 
-def fuse_conv_and_bn(conv, bn):
+def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """Return a Conv2d (with bias) equal to ``bn(conv(x))`` in eval mode."""
     fused = nn.Conv2d(
         conv.in_channels,
@@ -83,7 +98,9 @@ def fuse_conv_and_bn(conv, bn):
     return fused.requires_grad_(False)
 
 
-def fold_bn(weight, bias, bn):
+def fold_bn(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Kernel and bias of a convolution followed by ``bn`` (eval statistics) as one convolution."""
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     bias = torch.zeros_like(bn.running_mean) if bias is None else bias
@@ -93,23 +110,25 @@ def fold_bn(weight, bias, bn):
 class DWConv(Conv):
     """Depth-wise convolution: groups = gcd(c1, c2)."""
 
-    def __init__(self, c1, c2, k=1, s=1, d=1, act=True):
+    def __init__(
+        self, c1: int, c2: int, k: int | Sequence[int] = 1, s: int = 1, d: int = 1, act: bool | nn.Module = True
+    ) -> None:
         super().__init__(c1, c2, k, s, g=torch.gcd(torch.tensor(c1), torch.tensor(c2)).item(), d=d, act=act)
 
 
 class Bottleneck(nn.Module):
     """1x1 Conv to c_ = c2 * e, 3x3 Conv to c2, plus the input when ``shortcut`` and c1 == c2."""
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1: int, c2: int, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__()
         c_ = int(c2 * e)
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c_, c2, 3, 1, g=g)
         self.add = shortcut and c1 == c2
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.cv2(self.cv1(x))
         return x + y if self.add else y
 
@@ -121,9 +140,9 @@ class C3(nn.Module):
     Subclasses replace ``self.m`` to swap the inner block (e.g. C3_ScConv).
     """
 
-    yaml_args = C1_C2_N
+    yaml_args: ClassVar[str] = C1_C2_N
 
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__()
         c_ = int(c2 * e)
         self.cv1 = Conv(c1, c_, 1, 1)
@@ -131,23 +150,23 @@ class C3(nn.Module):
         self.cv3 = Conv(2 * c_, c2, 1)
         self.m = nn.Sequential(*(Bottleneck(c_, c_, shortcut, g, e=1.0) for _ in range(n)))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
 
 
 class SPP(nn.Module):
     """Spatial pyramid pooling (YOLOv3-SPP): parallel max-pools of kernels ``k``, concatenated."""
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=(5, 9, 13)):
+    def __init__(self, c1: int, c2: int, k: Sequence[int] = (5, 9, 13)) -> None:
         super().__init__()
         c_ = c1 // 2
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c_ * (len(k) + 1), c2, 1, 1)
         self.m = nn.ModuleList(nn.MaxPool2d(kernel_size=x, stride=1, padding=x // 2) for x in k)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cv1(x)
         return self.cv2(torch.cat([x] + [m(x) for m in self.m], 1))
 
@@ -155,16 +174,16 @@ class SPP(nn.Module):
 class SPPF(nn.Module):
     """Fast SPP: three chained k x k max-pools, equal to SPP(k=(5, 9, 13)) for k=5 and cheaper."""
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=5):
+    def __init__(self, c1: int, c2: int, k: int = 5) -> None:
         super().__init__()
         c_ = c1 // 2
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c_ * 4, c2, 1, 1)
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cv1(x)
         y1 = self.m(x)
         y2 = self.m(y1)
@@ -174,18 +193,27 @@ class SPPF(nn.Module):
 class Focus(nn.Module):
     """Space-to-depth by 2 then Conv (YOLOv5 up to v5.0): (N, c1, H, W) -> (N, c2, H/2, W/2), H and W even."""
 
-    yaml_args = C1_C2
-    spatial_multiple = 2  # space-to-depth pairs rows and columns
+    yaml_args: ClassVar[str] = C1_C2
+    spatial_multiple: ClassVar[int] = 2  # space-to-depth pairs rows and columns
 
-    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, act=True):
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        k: int | Sequence[int] = 1,
+        s: int = 1,
+        p: int | Sequence[int] | None = None,
+        g: int = 1,
+        act: bool | nn.Module = True,
+    ) -> None:
         super().__init__()
         self.conv = Conv(c1 * 4, c2, k, s, p, g, act=act)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(space_to_depth(x))
 
 
-def space_to_depth(x):
+def space_to_depth(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, 4C, H/2, W/2) in the order top-left, bottom-left, top-right, bottom-right."""
     return torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)
 
@@ -193,11 +221,11 @@ def space_to_depth(x):
 class Concat(nn.Module):
     """Concatenate a list of tensors along ``dimension``."""
 
-    yaml_args = CONCAT
+    yaml_args: ClassVar[str] = CONCAT
 
-    def __init__(self, dimension=1):
+    def __init__(self, dimension: int = 1) -> None:
         super().__init__()
         self.d = dimension
 
-    def forward(self, x):
+    def forward(self, x: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.cat(x, self.d)

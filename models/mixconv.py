@@ -5,7 +5,11 @@ The output channels are split into groups, one per kernel size; each group is a 
 input with its kernel, the groups are concatenated, then BatchNorm and SiLU.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -13,7 +17,7 @@ import torch.nn as nn
 from models.layers import C1_C2
 
 
-def mixconv_split(c2, kernels, equal_ch=True):
+def mixconv_split(c2: int, kernels: Sequence[int], equal_ch: bool = True) -> list[int]:
     """Output channels per kernel size.
 
     ``equal_ch``: about equal; output channel i goes to group floor(i * (n - 1e-6) / (c2 - 1)), the official
@@ -32,9 +36,9 @@ def mixconv_split(c2, kernels, equal_ch=True):
 class MixConv2d(nn.Module):
     """(N, c1, H, W) -> (N, c2, H/s, W/s) with one kernel size per channel group (odd kernels)."""
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, k=(1, 3), s=1, equal_ch=True):
+    def __init__(self, c1: int, c2: int, k: Sequence[int] = (1, 3), s: int = 1, equal_ch: bool = True) -> None:
         super().__init__()
         split = mixconv_split(c2, k, equal_ch)
         if sum(split) != c2 or min(split) < 1:
@@ -45,5 +49,5 @@ class MixConv2d(nn.Module):
         self.bn = nn.BatchNorm2d(c2)
         self.act = nn.SiLU()
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(torch.cat([m(x) for m in self.m], 1)))

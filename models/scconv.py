@@ -7,7 +7,10 @@ one part with cheap group-wise + point-wise convolutions and the other with a po
 fuses both with a softmax over their pooled channel statistics.
 """
 
+from __future__ import annotations
+
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -15,7 +18,7 @@ import torch.nn as nn
 from models.layers import C1_C2_N, C3, KEEP
 
 
-def _require_divisible(c, m, what):
+def _require_divisible(c: int, m: int, what: str) -> None:
     """Raise a ValueError naming ``what`` unless the channel count c is divisible by m."""
     if c % m:
         raise ValueError(f"{what}: {c} channels must be divisible by {m}")
@@ -30,22 +33,22 @@ class SRU(nn.Module):
     The GroupNorm uses ``gcd(group_num, C)`` groups so that it divides C at every model scale.
     """
 
-    yaml_args = KEEP
+    yaml_args: ClassVar[str] = KEEP
 
-    def __init__(self, c, group_num=16, gate_threshold=0.5):
+    def __init__(self, c: int, group_num: int = 16, gate_threshold: float = 0.5) -> None:
         super().__init__()
         _require_divisible(c, 2, "SRU (its two channel halves are cross-added)")
         self.gn = nn.GroupNorm(math.gcd(group_num, c), c)
         self.gate_threshold = gate_threshold
 
-    def gate_weights(self, x):
+    def gate_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(W1, W2), each (N, C, H, W): the informative and non-informative weights of every element of x."""
         gamma = self.gn.weight
         r = torch.sigmoid(self.gn(x) * (gamma / gamma.sum()).view(1, -1, 1, 1))
         informative = r > self.gate_threshold
         return torch.where(informative, torch.ones_like(r), r), torch.where(informative, torch.zeros_like(r), r)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         w1, w2 = self.gate_weights(x)
         x1, x2 = w1 * x, w2 * x
         x1a, x1b = x1.chunk(2, 1)
@@ -64,9 +67,11 @@ class CRU(nn.Module):
     output ``beta1 * Y1 + beta2 * Y2``.
     """
 
-    yaml_args = KEEP
+    yaml_args: ClassVar[str] = KEEP
 
-    def __init__(self, c, alpha=0.5, squeeze_ratio=2, group_size=2, group_kernel_size=3):
+    def __init__(
+        self, c: int, alpha: float = 0.5, squeeze_ratio: int = 2, group_size: int = 2, group_kernel_size: int = 3
+    ) -> None:
         super().__init__()
         self.c_up = c_up = int(alpha * c)
         self.c_low = c_low = c - c_up
@@ -83,7 +88,7 @@ class CRU(nn.Module):
         self.pwc_up = nn.Conv2d(s_up, c, 1, bias=False)
         self.pwc_low = nn.Conv2d(s_low, c - s_low, 1, bias=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         up, low = x.split((self.c_up, self.c_low), 1)
         up, low = self.squeeze_up(up), self.squeeze_low(low)
         y1 = self.gwc(up) + self.pwc_up(up)
@@ -91,7 +96,7 @@ class CRU(nn.Module):
         return self.fuse_branches(y1, y2)
 
     @staticmethod
-    def fuse_branches(y1, y2):
+    def fuse_branches(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         """Per-channel softmax of the two branches' global averages, then their weighted sum."""
         beta = torch.stack((y1.mean((2, 3)), y2.mean((2, 3)))).softmax(0)[..., None, None]  # (2, N, C, 1, 1)
         return beta[0] * y1 + beta[1] * y2
@@ -100,15 +105,23 @@ class CRU(nn.Module):
 class ScConv(nn.Module):
     """SCConv block, SRU then CRU: (N, c, H, W) -> (N, c, H, W); channels in = out (yaml rule KEEP)."""
 
-    yaml_args = KEEP
+    yaml_args: ClassVar[str] = KEEP
 
-    def __init__(self, c, group_num=16, gate_threshold=0.5, alpha=0.5, squeeze_ratio=2, group_size=2,
-                 group_kernel_size=3):
+    def __init__(
+        self,
+        c: int,
+        group_num: int = 16,
+        gate_threshold: float = 0.5,
+        alpha: float = 0.5,
+        squeeze_ratio: int = 2,
+        group_size: int = 2,
+        group_kernel_size: int = 3,
+    ) -> None:
         super().__init__()
         self.sru = SRU(c, group_num, gate_threshold)
         self.cru = CRU(c, alpha, squeeze_ratio, group_size, group_kernel_size)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cru(self.sru(x))
 
 
@@ -116,8 +129,8 @@ class C3_ScConv(C3):
     """C3 with ``n`` ScConv blocks (on c_ = c2 * e channels) in place of the Bottlenecks: (N, c1, H, W) ->
     (N, c2, H, W). ``shortcut`` and ``g`` are accepted so that C3 yaml rows work unchanged; ScConv uses neither."""
 
-    yaml_args = C1_C2_N
+    yaml_args: ClassVar[str] = C1_C2_N
 
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__(c1, c2, n, shortcut, g, e)
         self.m = nn.Sequential(*(ScConv(int(c2 * e)) for _ in range(n)))

@@ -9,13 +9,19 @@ Two layouts: ``SPDConv`` is the paper's text order (space-to-depth, then a non-s
 full resolution and the next layer takes the 4x channels (see models/yolov5s_SPDConvAuthors.yaml).
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from models.layers import C1_C2, PLAIN, Conv, space_to_depth
 
 
-def space_to_depth_padded(x):
+def space_to_depth_padded(x: torch.Tensor) -> torch.Tensor:
     """``space_to_depth`` after zero-padding an odd H or W by one row (bottom) or column (right).
 
     (N, C, H, W) -> (N, 4C, ceil(H / 2), ceil(W / 2)): no pixel is dropped, and the size equals that of the 3x3
@@ -39,13 +45,23 @@ class SPDConv(Conv):
     ``x[..., 1::2, ::2]``, ``x[..., ::2, 1::2]``, ``x[..., 1::2, 1::2]``. ``fuse()`` folds the BatchNorm (from Conv).
     """
 
-    yaml_args = C1_C2
-    spatial_multiple = 2  # space-to-depth pairs rows and columns
+    yaml_args: ClassVar[str] = C1_C2
+    spatial_multiple: ClassVar[int] = 2  # space-to-depth pairs rows and columns
 
-    def __init__(self, c1, c2, k=1, s=1, p=None, g=1, d=1, act=True):
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        k: int | Sequence[int] = 1,
+        s: int = 1,
+        p: int | Sequence[int] | None = None,
+        g: int = 1,
+        d: int = 1,
+        act: bool | nn.Module = True,
+    ) -> None:
         super().__init__(4 * c1, c2, k, s, p, g, d, act)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(space_to_depth_padded(x))
 
 
@@ -56,11 +72,11 @@ class SpaceToDepth(nn.Module):
     In a yaml it takes no arguments and its output has 4x the channels of its input.
     """
 
-    yaml_args = PLAIN
+    yaml_args: ClassVar[str] = PLAIN
 
     @staticmethod
-    def yaml_c2(c1, args):
+    def yaml_c2(c1: int, args: list[int]) -> int:
         return 4 * c1
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return space_to_depth_padded(x)

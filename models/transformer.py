@@ -7,6 +7,11 @@ state-dict compatibility: no LayerNorm, separate bias-free q/k/v projections in 
 position embedding that is a Linear map of the tokens themselves. Attribute names are the official ones.
 """
 
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
 import torch.nn as nn
 
 from models.layers import C1_C2, C3, Conv
@@ -15,7 +20,7 @@ from models.layers import C1_C2, C3, Conv
 class TransformerLayer(nn.Module):
     """Tokens (L, N, c) -> (L, N, c): x + attention(q(x), k(x), v(x)), then x + fc2(fc1(x))."""
 
-    def __init__(self, c, num_heads):
+    def __init__(self, c: int, num_heads: int) -> None:
         super().__init__()
         if c % num_heads:
             raise ValueError(f"TransformerLayer: {c} channels do not split into {num_heads} heads")
@@ -26,7 +31,7 @@ class TransformerLayer(nn.Module):
         self.fc1 = nn.Linear(c, c, bias=False)
         self.fc2 = nn.Linear(c, c, bias=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.ma(self.q(x), self.k(x), self.v(x), need_weights=False)[0] + x
         return self.fc2(self.fc1(x)) + x
 
@@ -36,16 +41,16 @@ class TransformerBlock(nn.Module):
     position embedding ``linear``, then ``num_layers`` TransformerLayers (``tr``); c2 divisible by num_heads.
     (TransformerLayer works on token sequences, so only this block and C3TR are yaml modules.)"""
 
-    yaml_args = C1_C2
+    yaml_args: ClassVar[str] = C1_C2
 
-    def __init__(self, c1, c2, num_heads=4, num_layers=1):
+    def __init__(self, c1: int, c2: int, num_heads: int = 4, num_layers: int = 1) -> None:
         super().__init__()
         self.conv = Conv(c1, c2) if c1 != c2 else None
         self.linear = nn.Linear(c2, c2)
         self.tr = nn.Sequential(*(TransformerLayer(c2, num_heads) for _ in range(num_layers)))
         self.c2 = c2
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is not None:
             x = self.conv(x)
         n, _, h, w = x.shape
@@ -57,7 +62,7 @@ class TransformerBlock(nn.Module):
 class C3TR(C3):
     """C3 whose inner block is one TransformerBlock of ``n`` layers with 4 heads (c2 * e divisible by 4)."""
 
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5) -> None:
         super().__init__(c1, c2, n, shortcut, g, e)
         c_ = int(c2 * e)
         self.m = TransformerBlock(c_, c_, 4, n)

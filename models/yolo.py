@@ -5,12 +5,16 @@ Run as a script for a structure check of a model yaml::
     python models/yolo.py --cfg models/yolov5s.yaml [--img 640] [--batch-size 1] [--strict]
 """
 
+from __future__ import annotations
+
 import argparse
 import math
 import re
 import sys
+from collections.abc import Sequence
 from copy import deepcopy
 from pathlib import Path
+from typing import Any, ClassVar
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +52,10 @@ MAX_LAYERS = 1000  # backbone + head rows
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
 
+# What Detect (and so Model) returns: the raw maps when training; (pred, raw maps) at inference, or pred alone
+# for export; (pred, None) with test-time augmentation
+DetectOutput = list[torch.Tensor] | torch.Tensor | tuple[torch.Tensor, list[torch.Tensor] | None]
+
 
 class Detect(nn.Module):
     """YOLOv5 detection head: one 1x1 conv per level to na * (5 + nc) channels.
@@ -58,10 +66,14 @@ class Detect(nn.Module):
     ``anchors`` is a buffer in grid units (pixels / stride), as in official state dicts.
     """
 
-    yaml_args = DETECT
-    export = False  # export: return only the decoded predictions
+    yaml_args: ClassVar[str] = DETECT
+    export: bool = False  # export: return only the decoded predictions
+    anchors: torch.Tensor  # buffer (nl, na, 2)
+    stride: torch.Tensor  # buffer (nl,)
 
-    def __init__(self, nc=80, anchors=(), ch=(), inplace=True):
+    def __init__(
+        self, nc: int = 80, anchors: Sequence[Sequence[float]] = (), ch: Sequence[int] = (), inplace: bool = True
+    ) -> None:
         super().__init__()
         self.nc = nc
         self.no = nc + 5
@@ -73,7 +85,7 @@ class Detect(nn.Module):
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
         self._grids = {}  # (level, ny, nx, device, dtype) -> (grid, anchor_grid); rebuilt when shapes change
 
-    def forward(self, x):
+    def forward(self, x: list[torch.Tensor]) -> DetectOutput:
         z = []
         for i in range(self.nl):
             x[i] = self.m[i](x[i])
@@ -107,7 +119,9 @@ class Detect(nn.Module):
         return grid, anchor_grid
 
 
-def layer_input(m, x, outputs):
+def layer_input(
+    m: nn.Module, x: torch.Tensor | list[torch.Tensor], outputs: Sequence[torch.Tensor | None]
+) -> torch.Tensor | list[torch.Tensor]:
     """The input of layer ``m``: the previous output ``x`` (from -1), or the saved ``outputs`` its ``from`` names."""
     if m.f == -1:
         return x
@@ -123,7 +137,20 @@ class Model(nn.Module):
     Input (N, ch, H, W) with H, W multiples of the largest stride (32). Output as ``Detect``.
     """
 
-    def __init__(self, cfg="yolov5s.yaml", ch=3, nc=None, anchors=None):
+    yaml: dict[str, Any]  # the model dict, after overrides
+    yaml_file: str  # name of the yaml it was built from
+    model: nn.Sequential
+    save: list[int]  # indices of the layers whose outputs later layers read
+    names: dict[int, str]  # class index -> name
+    stride: torch.Tensor  # stride of each Detect level
+
+    def __init__(
+        self,
+        cfg: str | Path | dict[str, Any] = "yolov5s.yaml",
+        ch: int = 3,
+        nc: int | None = None,
+        anchors: float | list[list[float]] | None = None,
+    ) -> None:
         super().__init__()
         if isinstance(cfg, dict):
             self.yaml = deepcopy(cfg)
@@ -156,10 +183,10 @@ class Model(nn.Module):
         initialize_weights(self)
 
     @property
-    def nc(self):
+    def nc(self) -> int:
         return self.yaml["nc"]
 
-    def forward(self, x, augment=False, visualize=False):
+    def forward(self, x: torch.Tensor, augment: bool = False, visualize: bool | str | Path = False) -> DetectOutput:
         if augment:
             return self._forward_augment(x)
         return self._forward_once(x, visualize=visualize)
@@ -191,11 +218,12 @@ class Model(nn.Module):
             except Exception as e:
                 shapes = [tuple(t.shape) for t in x] if isinstance(x, list) else tuple(x.shape)
                 raise UserError(f"layer {m.i} {m.type} (from {m.f}) fails on input of shape {shapes}: {e}") from e
-            if isinstance(x, torch.Tensor) and x.shape[1] != m.booked_channels:  # else the next layer would take the blame
+            # checked here, else the next layer would take the blame
+            if isinstance(x, torch.Tensor) and x.shape[1] != m.booked_channels:
                 raise UserError(
                     f"layer {m.i} {m.type} (from {m.f}) outputs {x.shape[1]} channels, but the yaml parser booked "
-                    f"{m.booked_channels} for it by its channel rule '{m.channel_rule}', and built later layers for that. "
-                    f"Fix the row's arguments, or the module's yaml_args (see models/layers.py)"
+                    f"{m.booked_channels} for it by its channel rule '{m.channel_rule}', and built later layers for "
+                    f"that. Fix the row's arguments, or the module's yaml_args (see models/layers.py)"
                 )
             y.append(x)
         return x
@@ -236,7 +264,7 @@ class Model(nn.Module):
             b.data[:, 4] += math.log(8 / (640 / s) ** 2)
             b.data[:, 5 : 5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
 
-    def fuse(self, verbose=True):
+    def fuse(self, verbose: bool = True) -> Model:
         """Fold BatchNorm into convolutions (and multi-branch blocks into one conv) for inference."""
         LOGGER.info("Fusing layers... ")
         for m in self.model.modules():
@@ -246,14 +274,14 @@ class Model(nn.Module):
             self.info()
         return self
 
-    def info(self, verbose=False, img_size=640):
+    def info(self, verbose: bool = False, img_size: int = 640) -> tuple[int, int, int, float | None]:
         return model_info(self, verbose, img_size)
 
 
 DetectionModel = Model  # the name v7.0 uses
 
 
-def resolve_cfg(cfg):
+def resolve_cfg(cfg: str | Path) -> tuple[Path, str | None]:
     """Find a model yaml: as given, under models/ or models/hub/ (the official zoo), or a variant at another scale
     letter.
 
@@ -283,7 +311,7 @@ def resolve_cfg(cfg):
     )
 
 
-def load_model_yaml(cfg):
+def load_model_yaml(cfg: str | Path) -> dict[str, Any]:
     """Load a model yaml; ``yolov5{n,s,m,l,x}<variant>.yaml`` gets that scale's depth and width multiples when only
     another scale's file of the variant exists."""
     path, scale = resolve_cfg(cfg)
@@ -295,7 +323,7 @@ def load_model_yaml(cfg):
     return d
 
 
-def check_index_comments(text, path="", strict=False):
+def check_index_comments(text: str, path: str | Path = "", strict: bool = False) -> None:
     """Warn about (with ``strict``: reject) a yaml whose layer-index comments (``# 9``, ``# 17 (P3/8-small)``)
     disagree with the real indices.
 
@@ -333,7 +361,7 @@ def check_index_comments(text, path="", strict=False):
     LOGGER.warning(f"WARNING: {message}")
 
 
-def registered_modules():
+def registered_modules() -> dict[str, type[nn.Module]]:
     """Name -> class of every module a yaml may name: the classes re-exported by models/common.py that carry the
     yaml contract (``yaml_args``, see models/layers.py), and Detect. torch layers are named ``nn.<Module>``."""
     modules = {k: v for k, v in vars(common).items()
@@ -363,7 +391,7 @@ def _parse_arg(a, nc, anchors):
     return a
 
 
-def parse_activation(text):
+def parse_activation(text: str) -> nn.Module:
     """The module of a yaml ``activation: nn.<Activation>(numbers)`` entry, e.g. ``nn.LeakyReLU(0.1)``.
 
     Parsed without eval: a regex, the class looked up on torch.nn (a parameter-free activation, since one instance
@@ -391,7 +419,7 @@ def parse_activation(text):
     return act
 
 
-def parse_model(d, ch):
+def parse_model(d: dict[str, Any], ch: list[int]) -> tuple[nn.Sequential, list[int]]:
     """Build ``nn.Sequential`` of the layers in model dict ``d``; ``ch`` = [input channels].
 
     Each layer gets ``.i`` (index), ``.f`` (from), ``.type`` (module name) and ``.np`` (parameters).
@@ -500,7 +528,8 @@ def _parse_layers(d, ch):
         except Exception as e:
             raise UserError(f"layer {i} {name}: cannot build with arguments {args}: {e}") from e
         m_.i, m_.f, m_.type = i, f, name
-        m_.booked_channels, m_.channel_rule = c2, rule  # the output channels booked for later layers: the dry run checks them
+        # the output channels booked for later layers: the dry run checks them
+        m_.booked_channels, m_.channel_rule = c2, rule
         m_.np = sum(x.numel() for x in m_.parameters())
         LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {name:<40}{str(args):<30}")
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
@@ -561,7 +590,7 @@ def _check_from(f, i, name):
     return out
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build a model yaml, print its layers, parameters and GFLOPs.")
     parser.add_argument("--cfg", type=str, default="yolov5s.yaml", help="model.yaml")
     parser.add_argument("--batch-size", type=int, default=1, help="batch size of the test forward pass")
@@ -590,7 +619,7 @@ def main(argv=None):
     return 0
 
 
-def profile_layers(model, x, runs=5):
+def profile_layers(model: Model, x: torch.Tensor, runs: int = 5) -> None:
     """Log the time of each layer (ms) for input ``x``."""
     y = []
     LOGGER.info(f"{'layer':>5} {'ms':>10}  module")
