@@ -1,5 +1,6 @@
 """Small shared helpers: logging, paths, yaml files, seeding, rounding to strides."""
 
+import errno
 import itertools
 import logging
 import math
@@ -143,13 +144,15 @@ def increment_path(path, exist_ok=False, sep="", mkdir=False):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # FileExistsError / NotADirectoryError: a parent is a file
-            raise UserError(f"cannot create the folder {path.parent}: {e.strerror or e} (is a part of it a file?)")
+            raise _folder_error(path.parent, e) from None
     if exist_ok:
         if mkdir:
             try:
                 path.mkdir(exist_ok=True)
             except FileExistsError:
                 raise UserError(f"{path} exists and is not a folder; choose another --name") from None
+            except OSError as e:
+                raise _folder_error(path, e) from None
         return path
     stem, suffix = (path.with_suffix(""), path.suffix) if path.is_file() and not mkdir else (path, "")
     for n in itertools.count(1):
@@ -163,6 +166,15 @@ def increment_path(path, exist_ok=False, sep="", mkdir=False):
             return candidate
         except FileExistsError:  # taken, possibly a moment ago by another run
             continue
+        except OSError as e:
+            raise _folder_error(candidate, e) from None
+
+
+def _folder_error(folder: Path, error: OSError) -> UserError:
+    """The UserError for a run folder that cannot be made: a read-only or forbidden place, or a part that is a file."""
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(f"cannot create the folder {folder}: {error.strerror}; choose a writable --project")
+    return UserError(f"cannot create the folder {folder}: {error.strerror or error} (is a part of it a file?)")
 
 
 def init_seeds(seed=0, deterministic=False):
