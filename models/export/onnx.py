@@ -77,7 +77,7 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
     return file
 
 
-def _simplify(model_onnx, prefix):
+def _simplify(model_onnx: Any, prefix: str) -> Any:
     try:
         import onnxsim
     except ImportError:

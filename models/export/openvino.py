@@ -15,7 +15,7 @@ from utils.general import LOGGER, UserError, colorstr
 from utils.optional import import_nncf, import_openvino
 
 
-def _detect_head_ops(ov_model, model):
+def _detect_head_ops(ov_model: Any, model: nn.Module) -> list[str]:
     """Names of the OpenVINO ops of the Detect layer other than its convolutions: the box decoding arithmetic, which
     INT8 would coarsen to a few pixels, is kept out of quantization."""
     idx = len(model.model) - 1
