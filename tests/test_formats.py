@@ -211,7 +211,8 @@ def test_engine_without_cuda_is_a_clear_error(weights, tmp_path):
     with pytest.raises(UserError, match="CUDA"):
         export.run(weights=weights, imgsz=IMGSZ, include=("engine",), device="cpu")
     fake = tmp_path / "fake.engine"
-    fake.write_bytes(b"\0" * 8)
+    header = json.dumps({"format": "yolov5-plugins"}).encode()  # this project's mark: past the trust check
+    fake.write_bytes(len(header).to_bytes(4, byteorder="little") + header + b"\0" * 8)
     with pytest.raises(UserError, match="tensorrt package|CUDA devices only"):
         DetectMultiBackend(fake)
 
