@@ -4,7 +4,7 @@ Usage:
     python detect.py --weights runs/train/exp/weights/best.pt --source data/images
     python detect.py --weights yolov5s.pt --source video.mp4 --save-txt --save-conf --save-crop
     python detect.py --weights best.onnx --source 0          # webcam; also rtsp://, http:// stream URLs
-    python detect.py --weights best.pt --backend openvino    # converted once (runs/backend-cache), then run there
+    python detect.py --weights best.pt --backend openvino    # converted once (cached under --project), then run there
 
 Weights: .pt (project or official YOLOv5 checkpoints), .torchscript, .onnx, OpenVINO folders and TensorRT .engine
 files from export.py.
@@ -70,7 +70,7 @@ def run(
     stream = is_stream_source(source)
     files = None if stream else list_source_files(source)  # a bad source fails before the model loads
 
-    model, imgsz = load_model(weights, imgsz, device, half=half, dnn=dnn, data=data, backend=backend)
+    model, imgsz = load_model(weights, imgsz, device, half=half, dnn=dnn, data=data, backend=backend, project=project)
     if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
         raise UserError(f"--conf-thres {conf_thres} and --iou-thres {iou_thres} must both be between 0 and 1")
     if classes is not None:
@@ -93,14 +93,14 @@ def run(
 
 def load_model(weights: str | Path | Sequence[str | Path], imgsz: int | Sequence[int], device: str,
                half: bool = False, dnn: bool = False, data: str | Path | None = None,
-               backend: str | None = None) -> tuple[DetectMultiBackend, list[int]]:
+               backend: str | None = None, project: str | Path | None = None) -> tuple[DetectMultiBackend, list[int]]:
     """The model on its device (converted first with ``backend``) and the input size to run it at: a fixed-size
     exported model's own size, else ``imgsz`` rounded to a multiple of the stride."""
     device = select_device(device)
     if half and device.type != "cuda":
         LOGGER.warning("WARNING: --half needs a CUDA device; running in float32")
     imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
-    weights = backend_weights(weights, backend, check_img_size(imgsz))
+    weights = backend_weights(weights, backend, check_img_size(imgsz), project=project)
     model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data, fp16=half)
     if model.imgsz and tuple(imgsz) != model.imgsz:
         h, w = model.imgsz
@@ -218,7 +218,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference (not supported)")
     parser.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
-                        help=".pt weights: convert once (cached by content hash in runs/backend-cache) and run there")
+                        help=".pt weights: convert once (cached by content hash under --project) and run there")
     opt = parser.parse_args(argv)
     opt.imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
     print_args(vars(opt), "detect")

@@ -82,7 +82,7 @@ def run(
     weights = _given_weights(weights)
     data, split = _load_split(data, task)
     device = select_device(device, batch_size=batch_size)
-    weights = _convert_weights(weights, backend, imgsz)
+    weights = _convert_weights(weights, backend, imgsz, project)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
     model, imgsz, batch_size = _load_model(weights, data, device, imgsz, batch_size, half, dnn, single_cls)
     names, nc = names_dict(model.names), 1 if single_cls else int(data["nc"])
@@ -140,9 +140,9 @@ def _load_split(data: str | dict, task: str) -> tuple[dict, str]:
     return data, split
 
 
-def _convert_weights(weights: Weights, backend: str | None, imgsz: int) -> Weights:
-    """The weights to run: ``weights`` as they are, or their --backend conversion (cached)."""
-    return backend_weights(weights, backend, check_img_size(imgsz))
+def _convert_weights(weights: Weights, backend: str | None, imgsz: int, project: str | Path) -> Weights:
+    """The weights to run: ``weights`` as they are, or their --backend conversion (cached in ``project``)."""
+    return backend_weights(weights, backend, check_img_size(imgsz), project=project)
 
 
 def _load_model(weights: Weights, data: dict, device: torch.device, imgsz: int, batch_size: int, half: bool,
@@ -267,7 +267,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference (not supported)")
     parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
-                        help=".pt weights: convert once (cached by content hash in runs/backend-cache) and run there")
+                        help=".pt weights: convert once (cached by content hash under --project) and run there")
     opt = parser.parse_args(argv)
     opt.save_json |= opt.data.endswith("coco.yaml")
     opt.save_txt |= opt.save_hybrid

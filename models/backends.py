@@ -7,17 +7,24 @@ Files exported by export.py carry their stride, class names and input size as me
 official YOLOv5 store names as a Python dict string and the stride as a string: both are read as literals
 (``ast.literal_eval``, never ``eval``). Files without metadata get names from ``data`` (or class0, class1, ...)
 and their input size from the graph.
+
+TensorRT engines are programs (an engine can load plugin code) that no check here can see into: only engines that
+carry this project's export metadata run, unless ``YOLOV5_TRUST_ENGINE=1`` says the user trusts the file.
 """
 
 import ast
 import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from models.experimental import attempt_load
+from utils.checkpoints import FORMAT
 from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, names_dict, yaml_load
 from utils.optional import import_openvino, require
@@ -27,6 +34,7 @@ from utils.torch_utils import grid_stride
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
 OPENVINO_METADATA = "metadata.yaml"  # file in an OpenVINO model folder (the name official YOLOv5 uses)
 METADATA_KEYS = ("stride", "names", "imgsz", "dynamic", "precision")
+TRUST_ENGINE_ENV = "YOLOV5_TRUST_ENGINE"  # "1": also run .engine files that export.py did not write
 
 
 def weights_format(w):
@@ -97,7 +105,8 @@ def read_metadata(raw, source=""):
     return meta
 
 
-def export_metadata(model, imgsz, dynamic=False, precision="fp32"):
+def export_metadata(model: nn.Module, imgsz: Sequence[int], dynamic: bool = False,
+                    precision: str = "fp32") -> dict[str, Any]:
     """The metadata export.py stores with an exported model: stride, class names, input size, precision."""
     return {
         "stride": grid_stride(model),
@@ -105,8 +114,36 @@ def export_metadata(model, imgsz, dynamic=False, precision="fp32"):
         "imgsz": list(imgsz),
         "dynamic": bool(dynamic),
         "precision": precision,
-        "format": "yolov5-plugins",
+        "format": FORMAT,  # marks this project's exports; a TensorRT engine without it is refused
     }
+
+
+def engine_trusted() -> bool:
+    """Whether the user opted in (``YOLOV5_TRUST_ENGINE=1``) to running TensorRT engines from anywhere."""
+    return os.environ.get(TRUST_ENGINE_ENV, "") == "1"
+
+
+def split_engine(data: bytes, source: str = "") -> tuple[dict, bytes]:
+    """(metadata key/values, serialized engine) of an .engine file's bytes: export.py writes a 4-byte little-endian
+    length, json metadata with this project's ``format`` mark, then the engine. Any other file is refused with a
+    UserError before TensorRT sees it (engines can run plugin code), unless ``YOLOV5_TRUST_ENGINE=1``; then an
+    official YOLOv5 header is read the same way and a bare engine runs without metadata."""
+    meta_len = int.from_bytes(data[:4], byteorder="little")
+    raw = None
+    if 2 <= meta_len <= len(data) - 4:
+        try:
+            raw = json.loads(data[4:4 + meta_len].decode())
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raw = None
+    raw = raw if isinstance(raw, dict) else None
+    if raw is not None and raw.get("format") == FORMAT:
+        return raw, data[4 + meta_len:]
+    if not engine_trusted():
+        raise UserError(f"--weights {source} is refused: TensorRT engines are programs (they can load plugin code) "
+                        f"and this one lacks the metadata of this project's export.py. Re-export it with "
+                        f"`python export.py --include engine --device 0`, or set {TRUST_ENGINE_ENV}=1 to run an "
+                        f"engine you trust")
+    return (raw, data[4 + meta_len:]) if raw is not None else ({}, data)
 
 
 def onnx_session(file, device=torch.device("cpu"), threads=None):
@@ -258,19 +295,18 @@ class DetectMultiBackend(nn.Module):
         self.ov_request = core.compile_model(model, "CPU", config).create_infer_request()
         return meta, graph_imgsz
 
-    def _load_engine(self, w, device):
+    def _load_engine(self, w: str, device: torch.device) -> tuple[dict, tuple[int, int] | None]:
+        if not Path(w).is_file():
+            raise UserError(f"--weights {w}: a TensorRT engine must be a regular file")
+        raw, engine_bytes = split_engine(Path(w).read_bytes(), w)  # refused here, before TensorRT is imported
+        meta = read_metadata(raw, w)
         trt = require("tensorrt", "running TensorRT .engine weights")
         if device.type != "cuda":
             raise UserError(f"--weights {w}: TensorRT engines run on CUDA devices only; pass --device 0")
         LOGGER.info(f"Loading {w} for TensorRT inference...")
-        data = Path(w).read_bytes()
-        meta_len = int.from_bytes(data[:4], byteorder="little")  # export.py: 4-byte length + json, then the engine
-        try:
-            meta = read_metadata(json.loads(data[4:4 + meta_len].decode()), w)
-            engine_bytes = data[4 + meta_len:]
-        except (UnicodeDecodeError, ValueError):
-            meta, engine_bytes = {}, data  # an engine written by other tools: no metadata header
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if hasattr(runtime, "engine_host_code_allowed"):  # TensorRT 8.6+: no code embedded in the engine file
+            runtime.engine_host_code_allowed = engine_trusted()
         engine = runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
             raise UserError(f"--weights {w} is not a TensorRT engine for this GPU and TensorRT version; re-export it "

@@ -20,7 +20,7 @@ import export
 import val
 from models.backends import DetectMultiBackend, onnx_session, read_metadata
 from models.experimental import attempt_load
-from models.export import backend_cache, backend_weights, file_hash
+from models.export import backend_weights, file_hash
 from utils.general import ROOT, UserError
 from utils.optional import import_openvino, require
 
@@ -175,19 +175,19 @@ def test_onnx_session_is_tuned(plain_onnx):
     assert onnx_session(plain_onnx).get_session_options().intra_op_num_threads == torch.get_num_threads()
 
 
-def test_backend_flag_converts_once_and_matches_pytorch(weights, reference, tmp_path, monkeypatch):
-    monkeypatch.setattr(backend_cache, "BACKEND_CACHE", tmp_path / "cache")
-    converted = backend_weights(weights, "onnx", IMGSZ)
-    assert converted.parent.parent == tmp_path / "cache" and converted.suffix == ".onnx"
+def test_backend_flag_converts_once_and_matches_pytorch(weights, reference, tmp_path):
+    cache = tmp_path / "runs" / "backend-cache"  # the cache of runs with --project tmp_path/runs
+    converted = backend_weights(weights, "onnx", IMGSZ, project=tmp_path / "runs")
+    assert converted.parent.parent == cache and converted.suffix == ".onnx"
     assert converted.parent.name == f"fixture-{file_hash(weights)[:16]}-128x128"
     mtime = converted.stat().st_mtime_ns
-    assert backend_weights(weights, "onnx", IMGSZ) == converted
+    assert backend_weights(weights, "onnx", IMGSZ, project=tmp_path / "runs") == converted
     assert converted.stat().st_mtime_ns == mtime  # reused, not converted again
     x, expected = reference
     torch.testing.assert_close(DetectMultiBackend(converted)(x), expected, atol=1e-3, rtol=0)
     out = detect.run(weights=weights, backend="onnx", source=ROOT / "data" / "images" / "bus.jpg", imgsz=IMGSZ,
                      device="cpu", nosave=True, project=tmp_path / "runs")
-    assert out.is_dir() and len(list((tmp_path / "cache").iterdir())) == 1
+    assert out.is_dir() and len(list(cache.iterdir())) == 1 and converted.stat().st_mtime_ns == mtime
 
 
 def test_backend_flag_rejects_unknown_backends_and_ensembles(weights):
@@ -211,7 +211,8 @@ def test_engine_without_cuda_is_a_clear_error(weights, tmp_path):
     with pytest.raises(UserError, match="CUDA"):
         export.run(weights=weights, imgsz=IMGSZ, include=("engine",), device="cpu")
     fake = tmp_path / "fake.engine"
-    fake.write_bytes(b"\0" * 8)
+    header = json.dumps({"format": "yolov5-plugins"}).encode()  # this project's mark: past the trust check
+    fake.write_bytes(len(header).to_bytes(4, byteorder="little") + header + b"\0" * 8)
     with pytest.raises(UserError, match="tensorrt package|CUDA devices only"):
         DetectMultiBackend(fake)
 

@@ -15,6 +15,7 @@ import export
 import models.autoshape
 from models.autoshape import AutoShape, Detections
 from models.backends import DetectMultiBackend, export_metadata, openvino_files
+from models.export import export_onnx, prepare_model
 from models.yolo import Model
 from test_hostile_inputs import png_header, within
 from utils.general import ROOT, UserError, safe_filename
@@ -251,10 +252,10 @@ def test_project_exports_pass_the_onnx_checks(tmp_path, yaml_name, dynamic):
 
     cfg = yaml.safe_load((ROOT / "models" / yaml_name).read_text())
     cfg.update(depth_multiple=0.33, width_multiple=0.25, nc=3)
-    model = export.prepare_model(Model(cfg))
+    model = prepare_model(Model(cfg))
     im = torch.rand(1, 3, 128, 128)
     metadata = export_metadata(model, (128, 128), dynamic)
-    file = export.export_onnx(model, im, tmp_path / "m.onnx", metadata, dynamic=dynamic)
+    file = export_onnx(model, im, tmp_path / "m.onnx", metadata, dynamic=dynamic)
     backend = DetectMultiBackend(str(file))
     with torch.no_grad():
         expected = model(im)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import math
@@ -147,15 +148,15 @@ def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdi
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # FileExistsError / NotADirectoryError: a parent is a file
-            raise UserError(
-                f"cannot create the folder {path.parent}: {e.strerror or e} (is a part of it a file?)"
-            ) from e
+            raise _folder_error(path.parent, e) from e
     if exist_ok:
         if mkdir:
             try:
                 path.mkdir(exist_ok=True)
             except FileExistsError:
                 raise UserError(f"{path} exists and is not a folder; choose another --name") from None
+            except OSError as e:
+                raise _folder_error(path, e) from None
         return path
     stem, suffix = (path.with_suffix(""), path.suffix) if path.is_file() and not mkdir else (path, "")
     for n in itertools.count(1):
@@ -169,6 +170,15 @@ def increment_path(path: str | Path, exist_ok: bool = False, sep: str = "", mkdi
             return candidate
         except FileExistsError:  # taken, possibly a moment ago by another run
             continue
+        except OSError as e:
+            raise _folder_error(candidate, e) from e
+
+
+def _folder_error(folder: Path, error: OSError) -> UserError:
+    """The UserError for a run folder that cannot be made: a read-only or forbidden place, or a part that is a file."""
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(f"cannot create the folder {folder}: {error.strerror}; choose a writable --project")
+    return UserError(f"cannot create the folder {folder}: {error.strerror or error} (is a part of it a file?)")
 
 
 def init_seeds(seed: int = 0, deterministic: bool = False) -> None:

@@ -1,7 +1,9 @@
 """ONNX export (input 'images', output 'output0', metadata in metadata_props), the opset it needs, and static INT8
 quantization of the exported file with ONNX Runtime."""
 
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.export.core import Exported, ExportOptions, quiet_tracer
+from models.export.core import Exported, ExportOptions, quiet_tracer, report_unwritable, save_export
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import require
 
@@ -29,7 +31,8 @@ def required_opset(model: nn.Module) -> int:
 
 def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: dict[str, Any],
                 opset: int | None = None, dynamic: bool = False, simplify: bool = False) -> Path:
-    """Export ``model`` to ONNX (input 'images', output 'output0') with metadata in metadata_props."""
+    """Export ``model`` to ONNX (input 'images', output 'output0') with metadata in metadata_props. The graph is
+    built in memory and the file replaced only once the new one is complete."""
     try:
         import onnx
     except ImportError as e:
@@ -46,12 +49,13 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+    buffer = io.BytesIO()  # in memory: a disk error is reported as one, not as an opset problem
     try:
         with quiet_tracer():
             torch.onnx.export(
                 model,
                 (im,),
-                str(file),
+                buffer,
                 dynamo=False,  # the tracing exporter: no onnxscript dependency, handles every module here
                 opset_version=opset,
                 do_constant_folding=True,
@@ -61,19 +65,19 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
             )
     except Exception as e:
         raise UserError(f"ONNX export failed at opset {opset}: {e}. Try a higher --opset (up to 20)") from e
-    model_onnx = onnx.load(str(file))
+    model_onnx = onnx.load_model_from_string(buffer.getvalue())
     onnx.checker.check_model(model_onnx)
     if simplify:
         model_onnx = _simplify(model_onnx, prefix)
     for k, v in metadata.items():
         entry = model_onnx.metadata_props.add()
         entry.key, entry.value = k, json.dumps(v)
-    onnx.save(model_onnx, str(file))
+    save_export(file, model_onnx.SerializeToString())
     LOGGER.info(f"{prefix} export success, saved as {file} ({file.stat().st_size / 1e6:.1f} MB)")
     return file
 
 
-def _simplify(model_onnx, prefix):
+def _simplify(model_onnx: Any, prefix: str) -> Any:
     try:
         import onnxsim
     except ImportError:
@@ -107,25 +111,31 @@ def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray]) -> Path:
             x = next(self.batches, None)
             return None if x is None else {input_name: x}
 
-    prepared = file.with_suffix(".prep.onnx")  # shape inference and graph clean-up, as ORT recommends first
-    quantization.shape_inference.quant_pre_process(str(onnx_file), str(prepared))
-    quantization.quantize_static(
-        str(prepared), str(file), Reader(),
-        quant_format=quantization.QuantFormat.QDQ,
-        activation_type=quantization.QuantType.QUInt8,
-        weight_type=quantization.QuantType.QInt8,
-        per_channel=True,
-        nodes_to_quantize=conv_ops,  # the convolutions carry the compute; the box decoding stays float
-        calibrate_method=quantization.CalibrationMethod.MinMax,
-        extra_options={"CalibMaxIntermediateOutputs": 32},  # bounds calibration memory at 640 px
-    )
-    prepared.unlink()
-    quantized = onnx.load(str(file))
+    # ORT writes its steps to files: temporary names beside the output, removed whatever happens
+    prepared = file.with_name(f".{file.stem}.{os.getpid()}.prep.onnx")  # shape inference and clean-up, as ORT advises
+    quantized_file = file.with_name(f".{file.stem}.{os.getpid()}.quant.onnx")
+    try:
+        with report_unwritable(file):
+            quantization.shape_inference.quant_pre_process(str(onnx_file), str(prepared))
+            quantization.quantize_static(
+                str(prepared), str(quantized_file), Reader(),
+                quant_format=quantization.QuantFormat.QDQ,
+                activation_type=quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8,
+                per_channel=True,
+                nodes_to_quantize=conv_ops,  # the convolutions carry the compute; the box decoding stays float
+                calibrate_method=quantization.CalibrationMethod.MinMax,
+                extra_options={"CalibMaxIntermediateOutputs": 32},  # bounds calibration memory at 640 px
+            )
+            quantized = onnx.load(str(quantized_file))
+    finally:
+        prepared.unlink(missing_ok=True)
+        quantized_file.unlink(missing_ok=True)
     del quantized.metadata_props[:]
     for entry in graph.metadata_props:
         value = json.dumps("int8") if entry.key == "precision" else entry.value
         quantized.metadata_props.add(key=entry.key, value=value)
-    onnx.save(quantized, str(file))
+    save_export(file, quantized.SerializeToString())
     LOGGER.info(f"{prefix} export success, saved as {file} ({file.stat().st_size / 1e6:.1f} MB)")
     return file
 

@@ -1,7 +1,6 @@
 """OpenVINO export into ``<stem>_openvino_model/`` (fp32, or fp16 weights with bf16 execution), or with calibration
 images NNCF post-training INT8 into ``<stem>_int8_openvino_model/``."""
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +10,12 @@ import torch.nn as nn
 import yaml
 
 from models.backends import OPENVINO_METADATA
-from models.export.core import Exported, ExportOptions, quiet_tracer
-from utils.general import LOGGER, colorstr
+from models.export.core import Exported, ExportOptions, quiet_tracer, replaced_folder
+from utils.general import LOGGER, UserError, colorstr
 from utils.optional import import_nncf, import_openvino
 
 
-def _detect_head_ops(ov_model, model):
+def _detect_head_ops(ov_model: Any, model: nn.Module) -> list[str]:
     """Names of the OpenVINO ops of the Detect layer other than its convolutions: the box decoding arithmetic, which
     INT8 would coarsen to a few pixels, is kept out of quantization."""
     idx = len(model.model) - 1
@@ -35,7 +34,8 @@ def export_openvino(model: nn.Module, im: torch.Tensor, file: str | Path, metada
                     half: bool = False, calib: list[np.ndarray] | None = None) -> Path:
     """Convert ``model`` with OpenVINO into ``<stem>_openvino_model/`` (``<stem>_int8_openvino_model/`` with
     ``calib`` images: NNCF post-training quantization): <stem>.xml, <stem>.bin and metadata.yaml. ``half`` stores
-    fp16 weights and asks for bf16 execution (fp16 on CPUs without bf16)."""
+    fp16 weights and asks for bf16 execution (fp16 on CPUs without bf16). The folder is built beside the previous
+    one and swapped in when complete."""
     ov = import_openvino("OpenVINO export")
     int8 = calib is not None
     prefix = colorstr("OpenVINO:")
@@ -55,12 +55,13 @@ def export_openvino(model: nn.Module, im: torch.Tensor, file: str | Path, metada
             subset_size=len(calib),
             ignored_scope=nncf.IgnoredScope(names=_detect_head_ops(ov_model, model), validate=False),
         )
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    xml = folder / f"{file.stem}.xml"
-    ov.save_model(ov_model, str(xml), compress_to_fp16=half)
-    (folder / OPENVINO_METADATA).write_text(yaml.safe_dump({**metadata, "precision": precision}, sort_keys=False))
+    with replaced_folder(folder) as work:  # the previous export stays in place until this one is complete
+        try:
+            ov.save_model(ov_model, str(work / f"{file.stem}.xml"), compress_to_fp16=half)
+        except RuntimeError as e:  # OpenVINO's stream errors (a full disk) carry no errno
+            raise UserError(f"cannot write {folder}: OpenVINO could not save the model ({str(e).splitlines()[0]}); "
+                            f"{'the previous folder is intact' if folder.exists() else 'nothing was written'}") from e
+        (work / OPENVINO_METADATA).write_text(yaml.safe_dump({**metadata, "precision": precision}, sort_keys=False))
     size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
     LOGGER.info(f"{prefix} export success ({precision}), saved as {folder} ({size:.1f} MB)")
     return folder

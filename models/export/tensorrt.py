@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.export.core import Exported, ExportOptions
+from models.export.core import Exported, ExportOptions, save_export
 from models.export.onnx import export_onnx
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import require
@@ -24,6 +24,18 @@ def export_engine(model: nn.Module, im: torch.Tensor, file: str | Path, metadata
     prefix = colorstr("TensorRT:")
     file = Path(file)
     onnx_file = export_onnx(model, im, file.with_name(f"{file.stem}_trt"), metadata)
+    try:
+        engine = _build_engine(trt, onnx_file, half, workspace_gb, prefix)
+    finally:
+        onnx_file.unlink(missing_ok=True)
+    meta = json.dumps({**metadata, "precision": "fp16" if half else "fp32"}).encode()
+    file = save_export(file.with_suffix(".engine"), len(meta).to_bytes(4, byteorder="little") + meta + engine)
+    LOGGER.info(f"{prefix} export success, saved as {file} ({file.stat().st_size / 1e6:.1f} MB)")
+    return file
+
+
+def _build_engine(trt, onnx_file: Path, half: bool, workspace_gb: int, prefix: str) -> bytes:
+    """The serialized TensorRT engine built from ``onnx_file``."""
     LOGGER.info(f"\n{prefix} starting export with tensorrt {trt.__version__}...")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -37,14 +49,9 @@ def export_engine(model: nn.Module, im: torch.Tensor, file: str | Path, metadata
     if half and builder.platform_has_fast_fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     engine = builder.build_serialized_network(network, config)
-    onnx_file.unlink()
     if engine is None:
         raise UserError("TensorRT could not build an engine for this model (see the TensorRT log above)")
-    meta = json.dumps({**metadata, "precision": "fp16" if half else "fp32"}).encode()
-    file = file.with_suffix(".engine")
-    file.write_bytes(len(meta).to_bytes(4, byteorder="little") + meta + bytes(engine))
-    LOGGER.info(f"{prefix} export success, saved as {file} ({file.stat().st_size / 1e6:.1f} MB)")
-    return file
+    return bytes(engine)
 
 
 def engine_exports(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, Any],
