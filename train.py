@@ -228,7 +228,9 @@ def build_model(opt: argparse.Namespace, ckpt: dict | None, nc: int, names: dict
         amp = check_amp(model, amp)
     LOGGER.info(f"{colorstr('AMP:')} {amp.describe()}")
 
-    freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
+    n_layers = len(model.model)  # a count or index past the last layer adds nothing: never a list of 10^9 names
+    frozen = set(opt.freeze) if len(opt.freeze) > 1 else range(min(opt.freeze[0], n_layers))
+    freeze = [f"model.{x}." for x in frozen if x < n_layers]
     for k, v in model.named_parameters():
         v.requires_grad = not any(x in k for x in freeze)
     if not any(v.requires_grad for v in model.parameters()):
