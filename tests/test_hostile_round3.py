@@ -9,8 +9,10 @@ import time
 
 import pytest
 import torch
+import yaml
 
 import train
+from models.experimental import model_from_checkpoint
 from models.yolo import Model
 from utils.checkpoints import make_checkpoint, save_checkpoint
 from utils.general import ROOT, UserError, yaml_load
@@ -123,3 +125,35 @@ def test_another_models_yaml_is_refused_by_train_resume(tmp_path, resumable):
     with pytest.raises(UserError, match=r"its 'model' weights do not fit the model its yaml builds \(288 "
                                         r"differences: model\.0\.conv\.weight \(16, 3, 6, 6\) != \(32, 3, 6, 6\)"):
         train.run(resume=str(path), workers=0)
+
+
+HUGE_YAML = {"nc": 80, "anchors": 3, "backbone": [[-1, 1, "Conv", [8192, 3]] for _ in range(6)],
+             "head": [[-1, 1, "Conv", [8192, 3]] for _ in range(5)] + [[[-1], 1, "Detect", ["nc", "anchors"]]]}
+TOO_LARGE = r"layer 1 Conv brings the model to 604,\d{3},\d{3} parameters, over the 500,000,000 limit .*MAX_PARAMS"
+
+
+def test_model_yaml_of_billions_of_parameters_is_refused_before_building(tmp_path):
+    cfg = tmp_path / "huge.yaml"
+    cfg.write_text(yaml.safe_dump(HUGE_YAML))
+    assert cfg.stat().st_size < 1000  # a few hundred bytes that would allocate 29 GB
+    start = time.monotonic()
+    with pytest.raises(UserError, match=TOO_LARGE):
+        Model(cfg)
+    assert time.monotonic() - start < 60
+
+
+def test_parameter_limit_can_be_raised_or_lowered(monkeypatch):
+    monkeypatch.setenv("YOLOV5_MAX_PARAMS", "1000000")  # yolov5n (80 classes) has 1.87M
+    with pytest.raises(UserError, match=r"layer 9 SPPF brings the model to 1,0\d\d,\d{3} parameters, over the 1,0"):
+        Model("yolov5n.yaml")
+    monkeypatch.setenv("YOLOV5_MAX_PARAMS", "2000000")
+    assert sum(p.numel() for p in Model("yolov5n.yaml").parameters()) == 1_872_157
+    monkeypatch.setenv("YOLOV5_MAX_PARAMS", "lots")
+    with pytest.raises(UserError, match=r"YOLOV5_MAX_PARAMS must be a positive whole number .*'lots'"):
+        Model("yolov5n.yaml")
+
+
+def test_huge_model_yaml_inside_a_checkpoint_is_refused(resumable):
+    ckpt = dict(resumable[0], yaml=HUGE_YAML)
+    with pytest.raises(UserError, match=TOO_LARGE):
+        model_from_checkpoint(ckpt)
