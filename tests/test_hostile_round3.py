@@ -5,6 +5,7 @@ warning and a skip."""
 
 import argparse
 import copy
+import shutil
 import time
 
 import pytest
@@ -12,11 +13,13 @@ import torch
 import yaml
 
 import train
+import utils.sources
 from models.experimental import model_from_checkpoint
 from models.yolo import Model
 from utils.checkpoints import make_checkpoint, save_checkpoint
 from utils.general import ROOT, UserError, yaml_load
 from utils.resume import load_optimizer_state, load_resume_state, load_resumed_weights
+from utils.sources import list_source_files
 from utils.torch_utils import ModelEMA
 from utils.training import build_optimizer
 
@@ -157,3 +160,25 @@ def test_huge_model_yaml_inside_a_checkpoint_is_refused(resumable):
     ckpt = dict(resumable[0], yaml=HUGE_YAML)
     with pytest.raises(UserError, match=TOO_LARGE):
         model_from_checkpoint(ckpt)
+
+
+def test_source_glob_does_not_follow_directory_link_loops(tmp_path):
+    images = tmp_path / "d"
+    (images / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "sub/b.jpg", ".hidden.jpg"):
+        shutil.copy(ROOT / "data/images/bus.jpg", images / name)
+    for i in range(4):  # unfollowed, each link doubles the paths per level: 2^40 paths within 10 levels
+        (images / "sub" / f"loop{i}").symlink_to(images, target_is_directory=True)
+    start = time.monotonic()
+    files = list_source_files(str(images / "**" / "*.jpg"))
+    assert time.monotonic() - start < 30
+    assert files == [str(images / "a.jpg"), str(images / "sub" / "b.jpg")]
+    assert list_source_files(str(images / "*.jpg")) == [str(images / "a.jpg")]  # hidden names skipped, as before
+
+
+def test_source_glob_matching_too_many_paths_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(utils.sources, "MAX_SOURCE_MATCHES", 2)
+    for i in range(3):
+        shutil.copy(ROOT / "data/images/bus.jpg", tmp_path / f"{i}.jpg")
+    with pytest.raises(UserError, match=r"the pattern matches over 2 paths; narrow it"):
+        list_source_files(str(tmp_path / "*.jpg"))
