@@ -7,6 +7,7 @@ import argparse
 import copy
 import shutil
 import time
+import zipfile
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ import train
 import utils.sources
 from models.experimental import model_from_checkpoint
 from models.yolo import Model
-from utils.checkpoints import make_checkpoint, save_checkpoint
+from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.general import ROOT, UserError, yaml_load
 from utils.resume import load_optimizer_state, load_resume_state, load_resumed_weights
 from utils.sources import list_source_files
@@ -182,3 +183,17 @@ def test_source_glob_matching_too_many_paths_is_refused(tmp_path, monkeypatch):
         shutil.copy(ROOT / "data/images/bus.jpg", tmp_path / f"{i}.jpg")
     with pytest.raises(UserError, match=r"the pattern matches over 2 paths; narrow it"):
         list_source_files(str(tmp_path / "*.jpg"))
+
+
+def test_checkpoint_member_that_inflates_a_thousandfold_is_refused(tmp_path):
+    stored = tmp_path / "stored.pt"
+    torch.save({"model": {"w": torch.zeros(2**23)}, "ema": None}, stored)  # 32 MB of zeros, written uncompressed
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(stored) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for member in src.infolist():
+            dst.writestr(member.filename, src.read(member))
+    assert bomb.stat().st_size < 2**20 < 2**25 < sum(m.file_size for m in zipfile.ZipFile(bomb).infolist())
+    with pytest.raises(UserError, match=r"bomb\.pt' holds a member \(.*data/0\) that inflates [\d,]+ bytes to "
+                                        r"33,554,432, over 10x"):
+        load_checkpoint(bomb)
+    assert load_checkpoint(stored)["model"]["w"].shape == (2**23,)  # torch's own (stored) archive loads
