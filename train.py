@@ -56,7 +56,7 @@ from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.results_csv import start_results_csv  # noqa: E402
-from utils.resume import load_resume_state  # noqa: E402
+from utils.resume import load_optimizer_state, load_resume_state, load_resumed_weights  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, grid_stride, select_device  # noqa: E402
 from utils.training import NBS, EarlyStopping, build_optimizer, labels_to_class_weights, lr_lambda  # noqa: E402
 from utils.training import random_rescale, resample_images, set_epoch_lr, train_cache, warmup  # noqa: E402
@@ -182,7 +182,7 @@ def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: C
     stopper = EarlyStopping(patience=opt.patience)
     progress = dict(maps=np.zeros(nc))  # where training starts: epoch 0, or where the checkpoint stopped
     if opt.resume:
-        progress = _restore(ckpt, optimizer, ema, stopper, nc)
+        progress = _restore(ckpt, optimizer, ema, stopper, nc, opt.weights)
         progress["best_saved"] = (save_dir / "weights" / "best.pt").exists()
         LOGGER.info(f"Resuming training from {opt.weights} at epoch {progress['start_epoch']} of {opt.epochs}")
     del ckpt
@@ -218,7 +218,7 @@ def build_model(opt: argparse.Namespace, ckpt: dict | None, nc: int, names: dict
             raise UserError(f"{opt.weights} has finished training ({opt.epochs} epochs); nothing to resume. "
                             f"Start a new run with --weights {opt.weights}")
         model = Model(ckpt["yaml"], ch=3, nc=nc).to(device)
-        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+        load_resumed_weights(model, ckpt["model"], opt.weights)
         LOGGER.info(f"Resuming model weights from {opt.weights}")
     else:
         model = create_model(opt.cfg, ckpt, nc, anchors=anchors).to(device)
@@ -228,7 +228,9 @@ def build_model(opt: argparse.Namespace, ckpt: dict | None, nc: int, names: dict
         amp = check_amp(model, amp)
     LOGGER.info(f"{colorstr('AMP:')} {amp.describe()}")
 
-    freeze = [f"model.{x}." for x in (opt.freeze if len(opt.freeze) > 1 else range(opt.freeze[0]))]
+    n_layers = len(model.model)  # a count or index past the last layer adds nothing: never a list of 10^9 names
+    frozen = set(opt.freeze) if len(opt.freeze) > 1 else range(min(opt.freeze[0], n_layers))
+    freeze = [f"model.{x}." for x in frozen if x < n_layers]
     for k, v in model.named_parameters():
         v.requires_grad = not any(x in k for x in freeze)
     if not any(v.requires_grad for v in model.parameters()):
@@ -287,14 +289,14 @@ def build_data(opt: argparse.Namespace, data_dict: dict, nc: int, imgsz: int, gs
 
 
 def _restore(ckpt: dict, optimizer: torch.optim.Optimizer, ema: ModelEMA | None, stopper: EarlyStopping,
-             nc: int) -> dict:
+             nc: int, source: str) -> dict:
     """Continue where checkpoint ``ckpt`` stopped: loads the optimizer, EMA and early-stopping state and returns
     the TrainState fields to start from (epoch, best fitness, loop state)."""
     if ckpt.get("optimizer") is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(optimizer, ckpt["optimizer"], source)
     best_fitness = ckpt.get("best_fitness") or 0.0
     if ema is not None and ckpt.get("ema"):
-        ema.ema.load_state_dict({k: v.float() for k, v in ckpt["ema"].items()})
+        load_resumed_weights(ema.ema, ckpt["ema"], source, "ema")
         ema.updates = ckpt.get("updates", 0)
     saved = ckpt.get("train_state") or {}
     stopper.best_fitness = best_fitness

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -48,6 +49,10 @@ MAX_CHANNELS = 8192  # input channels, any layer's output channels, and any othe
 MAX_CLASSES = 10000  # nc
 MAX_ANCHORS = 16  # anchors per level
 MAX_LAYERS = 1000  # backbone + head rows
+# Weights (parameters and buffers) of the whole model: yolov5x6 has 140M. Numbers within the bounds above can
+# still describe a model of billions (12 x Conv(8192, 8192, 3) is 29 GB), so each layer is counted on the meta
+# device (no memory) before it is built. YOLOV5_MAX_PARAMS raises the limit for a model that really is larger.
+MAX_PARAMS = 500_000_000
 
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
@@ -466,6 +471,7 @@ def _parse_layers(d, ch):
     LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
     layers, save, c2 = [], [], ch[-1]
     consumed = set()
+    total, limit = 0, max_params()
     modules = registered_modules()
     rows = d["backbone"] + d["head"]
     for i, row in enumerate(rows):
@@ -523,14 +529,19 @@ def _parse_layers(d, ch):
             raise UserError(f"layer {i} {name}: unknown yaml_args rule {rule!r} on the class (see models/layers.py)")
         if not isinstance(c2, int) or not 0 < c2 <= MAX_CHANNELS:
             raise UserError(f"layer {i} {name}: {c2} output channels (after width_multiple); at most {MAX_CHANNELS}")
+        weights_before = total
+        total += _meta_weight_count(cls, args, n) or 0
+        _check_weight_count(total, limit, i, name)
         try:
-            m_ = nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
+            m_ = _build_layer(cls, args, n)
         except Exception as e:
             raise UserError(f"layer {i} {name}: cannot build with arguments {args}: {e}") from e
         m_.i, m_.f, m_.type = i, f, name
         # the output channels booked for later layers: the dry run checks them
         m_.booked_channels, m_.channel_rule = c2, rule
         m_.np = sum(x.numel() for x in m_.parameters())
+        total = weights_before + _weight_count(m_)  # the real count (a layer the meta device cannot build: only now)
+        _check_weight_count(total, limit, i, name)
         LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{m_.np:10.0f}  {name:<40}{str(args):<30}")
         save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
         layers.append(m_)
@@ -545,6 +556,40 @@ def _parse_layers(d, ch):
             f"removed without updating the 'from' indices after it"
         )
     return nn.Sequential(*layers), sorted(save)
+
+
+def max_params() -> int:
+    """The most weights a model may have: YOLOV5_MAX_PARAMS, else MAX_PARAMS."""
+    value = os.environ.get("YOLOV5_MAX_PARAMS", "").strip()
+    if not value:
+        return MAX_PARAMS
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"YOLOV5_MAX_PARAMS must be a positive whole number of parameters, got {value!r:.40}")
+    return int(value)
+
+
+def _build_layer(cls: type, args: list, n: int) -> nn.Module:
+    return nn.Sequential(*(cls(*args) for _ in range(n))) if n > 1 else cls(*args)
+
+
+def _weight_count(module: nn.Module) -> int:
+    return sum(x.numel() for x in module.parameters()) + sum(x.numel() for x in module.buffers())
+
+
+def _meta_weight_count(cls: type, args: list, n: int) -> int | None:
+    """The weights of a layer counted on the meta device, which allocates nothing; None where the layer cannot be
+    built there (its real build then reports the error, or is counted after it)."""
+    try:
+        with torch.device("meta"):
+            return _weight_count(_build_layer(cls, args, n))
+    except Exception:
+        return None
+
+
+def _check_weight_count(total: int, limit: int, i: int, name: str) -> None:
+    if total > limit:
+        raise UserError(f"model yaml: layer {i} {name} brings the model to {total:,} parameters, over the "
+                        f"{limit:,} limit (yolov5x6 has 140M); set YOLOV5_MAX_PARAMS to build a larger model")
 
 
 def _check_anchors(anchors):

@@ -92,9 +92,13 @@ def _numpy_globals():
 
 MAX_PICKLE_BYTES = 64 * 2**20  # the pickled structure of a checkpoint (tensors are stored beside it): ~100 KB
 MAX_UNPACKED_BYTES = 16 * 2**30  # everything in the archive: yolov5x6 with optimizer state is under 2 GB
+# torch writes members uncompressed; tensors of real weights compress to ~90% at best. A compressed member is
+# refused when it would inflate more than this (a zip bomb), once it unpacks to over MAX_INFLATED_MEMBER bytes.
+MAX_COMPRESSION_RATIO = 10
+MAX_INFLATED_MEMBER = 2**20
 
 
-def _check_archive_sizes(path):
+def _check_archive_sizes(path: str | Path) -> None:
     """Refuse, before anything is unpacked, an archive whose declared sizes are beyond any YOLOv5 checkpoint
     (a zip bomb, or a pickle carrying a huge bytes object)."""
     with zipfile.ZipFile(path) as z:
@@ -104,6 +108,13 @@ def _check_archive_sizes(path):
     if pickles:
         raise UserError(f"'{path}' holds a {pickles[0].file_size / 2**20:.0f} MB pickle ({pickles[0].filename}), "
                         f"over the {MAX_PICKLE_BYTES // 2**20} MB limit; not a YOLOv5 checkpoint")
+    inflating = [m for m in members if m.compress_type != zipfile.ZIP_STORED and m.file_size > MAX_INFLATED_MEMBER
+                 and m.file_size > MAX_COMPRESSION_RATIO * m.compress_size]
+    if inflating:
+        m = inflating[0]
+        raise UserError(f"'{path}' holds a member ({m.filename!s:.80}) that inflates {m.compress_size:,} bytes to "
+                        f"{m.file_size:,}, over {MAX_COMPRESSION_RATIO}x; torch stores tensors uncompressed, so this "
+                        f"is not a YOLOv5 checkpoint")
     if total > MAX_UNPACKED_BYTES:
         raise UserError(f"'{path}' would unpack to {total / 2**30:.1f} GB, over the {MAX_UNPACKED_BYTES // 2**30} GB "
                         f"limit; not a YOLOv5 checkpoint")

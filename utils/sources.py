@@ -5,7 +5,6 @@ BCHW for streams), ``im0`` the original BGR frame (a list for streams), ``vid_ca
 video (None for images), ``s`` a log prefix such as ``image 1/2 data/images/bus.jpg: ``.
 """
 
-import glob
 import math
 import os
 import threading
@@ -23,6 +22,7 @@ from utils.general import LOGGER, UserError, clean_str
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 VID_FORMATS = ("asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv")
 STREAM_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://")
+MAX_SOURCE_MATCHES = 1_000_000  # paths a --source glob may match (a million images is days of inference)
 DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; larger images are skipped unless YOLOV5_MAX_PIXELS allows them
 
 
@@ -69,7 +69,27 @@ def _media_kind(path):
     return "image" if suffix in IMG_FORMATS else "video" if suffix in VID_FORMATS else None
 
 
-def list_source_files(path, _lists=()):
+def _glob_files(pattern: str) -> list[str]:
+    """The sorted matches of a glob ('**' for any depth), without following linked folders (a link loop would give
+    an endless walk) and without hidden names, as the glob module; more than MAX_SOURCE_MATCHES is refused."""
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+    root = Path(*parts[:fixed]) if fixed else Path(".")
+    rest = "/".join(parts[fixed:])
+    if rest.endswith("**"):  # the glob module's 'd/**' is everything below d
+        rest += "/*"
+    matches = []
+    for match in root.glob(rest):  # pathlib's '**' does not descend into linked folders
+        if any(part.startswith(".") for part in match.relative_to(root).parts):
+            continue
+        matches.append(str(match))
+        if len(matches) > MAX_SOURCE_MATCHES:
+            raise UserError(f"--source {pattern}: the pattern matches over {MAX_SOURCE_MATCHES:,} paths; "
+                            f"narrow it or pass a folder or a .txt list")
+    return sorted(matches)
+
+
+def list_source_files(path: str | Path | list | tuple, _lists: tuple = ()) -> list[str]:
     """Expand a source (file, folder, glob, .txt list of paths, or a list of those) into media files.
 
     Files with other extensions inside folders and globs are ignored; a path that does not exist, an explicit file
@@ -88,7 +108,7 @@ def list_source_files(path, _lists=()):
         paths = [x if Path(x).is_absolute() or Path(x).exists() else str(p.parent / x) for x in lines]
         return list_source_files(paths, (*_lists, p.resolve()))
     if any(c in path for c in "*?["):
-        matches = sorted(glob.glob(path, recursive=True))
+        matches = _glob_files(path)
         if not matches:
             raise UserError(f"--source {path}: the pattern matches no files")
         candidates = [m for m in matches if Path(m).is_file()]
