@@ -46,7 +46,8 @@ def test_every_input_kind_gives_the_same_boxes(model):
     assert len(want) == 3
     for x in (BUS, [str(BUS)], Image.open(BUS), rgb(BUS), [rgb(BUS)]):
         torch.testing.assert_close(model(x, size=SIZE).xyxy[0], want, atol=1.0, rtol=0)  # JPEG decoders may differ
-    torch.testing.assert_close(model(rgb(BUS), size=SIZE).xyxy[0], model(np.asarray(Image.open(BUS)), size=SIZE).xyxy[0])
+    torch.testing.assert_close(model(rgb(BUS), size=SIZE).xyxy[0],
+                               model(np.asarray(Image.open(BUS)), size=SIZE).xyxy[0])
 
 
 def test_mixed_list_and_batch_shape(model):
@@ -155,12 +156,13 @@ def test_torch_hub_load_local(no_network):
     assert isinstance(m, AutoShape) and m.names == DetectMultiBackend(FIXTURE).names
     m.conf, m.max_det = 1e-5, 3
     assert len(m(BUS, size=SIZE).xyxy[0]) == 3
-    small = torch.hub.load(str(ROOT), "yolov5n", classes=3, source="local", _verbose=False)
+    small = torch.hub.load(str(ROOT), "yolov5n", pretrained=False, classes=3, source="local", _verbose=False)
     assert isinstance(small, AutoShape) and small(torch.zeros(1, 3, 64, 64)).shape[-1] == 8
-    bare = torch.hub.load(str(ROOT), "yolov5s", autoshape=False, source="local", _verbose=False)
+    bare = torch.hub.load(str(ROOT), "yolov5s", pretrained=False, autoshape=False, source="local",
+                          _verbose=False)
     assert sum(p.numel() for p in bare.parameters()) == 7235389  # SPEC: yolov5s, 80 classes
-    with pytest.raises(UserError, match="nothing is downloaded"):
-        torch.hub.load(str(ROOT), "yolov5m", pretrained=True, source="local")
+    with pytest.raises(UserError, match=r"yolov5m\.pt' \(YOLOV5_OFFLINE is set, so it is not downloaded\)"):
+        torch.hub.load(str(ROOT), "yolov5m", source="local")  # pretrained by default, as official
 
 
 def test_hub_pretrained_from_a_local_file(tmp_path, monkeypatch):
