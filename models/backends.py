@@ -9,9 +9,13 @@ official YOLOv5 store names as a Python dict string and the stride as a string: 
 and their input size from the graph.
 """
 
+from __future__ import annotations
+
 import ast
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,8 +70,10 @@ def _literal(value):
     return value
 
 
-def read_metadata(raw, source=""):
-    """Validated metadata {stride, names, imgsz, dynamic, precision} from an exported file's key/value strings.
+def read_metadata(raw: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """Validated metadata {stride, names, imgsz, dynamic, precision} from an exported file's key/value strings or
+    values: official YOLOv5's layouts (names as a Python literal or with int keys) and this project's older files
+    (names as json with string keys) alike.
 
     Unknown keys are ignored; a malformed value is a warning and is left out, so the caller falls back to
     --data names, numbered names, stride 32 and the graph's input size.
@@ -97,16 +103,35 @@ def read_metadata(raw, source=""):
     return meta
 
 
-def export_metadata(model, imgsz, dynamic=False, precision="fp32"):
-    """The metadata export.py stores with an exported model: stride, class names, input size, precision."""
+def export_metadata(model: nn.Module, imgsz: Sequence[int], dynamic: bool = False, precision: str = "fp32",
+                    batch_size: int = 1) -> dict[str, Any]:
+    """The metadata export.py stores with an exported model, in official YOLOv5 v7.0's layout (``stride`` an int,
+    ``names`` {int: name}, ``shape`` the example input's) plus this project's input size and precision. Each format
+    writes it the way official does: json for TorchScript's config.txt, yaml for OpenVINO's metadata.yaml and
+    :func:`metadata_strings` for ONNX."""
     return {
-        "stride": grid_stride(model),
-        "names": {str(k): v for k, v in names_dict(model.names).items()},
-        "imgsz": list(imgsz),
+        "stride": int(grid_stride(model)),
+        "names": names_dict(model.names),
+        "shape": [int(batch_size), 3, *(int(x) for x in imgsz)],
+        "imgsz": [int(x) for x in imgsz],
         "dynamic": bool(dynamic),
         "precision": precision,
         "format": "yolov5-plugins",
     }
+
+
+def metadata_strings(metadata: dict[str, Any]) -> dict[str, str]:
+    """ONNX metadata_props as official YOLOv5 writes and reads them: ``stride`` as str(int) and ``names`` as a Python
+    dict literal with int keys ("{0: 'person'}"), which official parses with eval; the other keys as json."""
+    out = {}
+    for key, value in metadata.items():
+        if key == "stride":
+            out[key] = str(int(value))
+        elif key == "names":
+            out[key] = repr({int(k): str(v) for k, v in names_dict(value).items()})
+        else:
+            out[key] = json.dumps(value)
+    return out
 
 
 def onnx_session(file, device=torch.device("cpu"), threads=None):

@@ -1,17 +1,25 @@
 """Interoperability with official YOLOv5 v7.0: torch.hub defaults and entry points, exported metadata in official's
 format, AutoShape results, the --data default from a checkpoint, and the official-format checkpoint export."""
 
+import ast
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from conftest import FIXTURES, ROOT
 
+import export
 import hubconf
-from models.backends import DetectMultiBackend
+from models.backends import DetectMultiBackend, metadata_strings, read_metadata
 from utils.general import UserError
 
 FIXTURE = FIXTURES / "yolov5n-v7.0.pt"
+onnx = pytest.importorskip("onnx")
 
 
 def test_hub_p6_entry_points_build_the_hub_yamls():
@@ -48,3 +56,52 @@ def test_hubconf_demo_runs_on_data_images(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert "image 1/2: 1080x810" in run.stderr and "image 2/2: 720x1280" in run.stderr and "Speed:" in run.stderr
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The fixture exported at 64x96 to TorchScript, ONNX and OpenVINO."""
+    folder = tmp_path_factory.mktemp("interop_export")
+    weights = folder / "m.pt"
+    shutil.copy(FIXTURE, weights)
+    files = export.run(weights=weights, imgsz=(64, 96), include=("torchscript", "onnx", "openvino"))
+    return dict(zip(("torchscript", "onnx", "openvino"), (Path(f) for f in files)))
+
+
+def official_names(fmt, file):
+    """(stride, names) read the way official YOLOv5 v7.0's DetectMultiBackend reads each format."""
+    if fmt == "onnx":
+        meta = {p.key: p.value for p in onnx.load(str(file)).metadata_props}
+        return int(meta["stride"]), ast.literal_eval(meta["names"])  # official uses eval on this string
+    if fmt == "torchscript":
+        extra = {"config.txt": ""}
+        torch.jit.load(str(file), _extra_files=extra)
+        int_keys = lambda d: {int(k) if k.isdigit() else k: v for k, v in d.items()}  # noqa: E731 (official's hook)
+        d = json.loads(extra["config.txt"], object_hook=int_keys)
+        assert d["shape"] == [1, 3, 64, 96]
+        return int(d["stride"]), d["names"]
+    meta = yaml.safe_load((file / "metadata.yaml").read_text())
+    return int(meta["stride"]), meta["names"]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "openvino"])
+def test_exported_metadata_reads_with_officials_rules(exported, fmt):
+    stride, names = official_names(fmt, exported[fmt])
+    reference = DetectMultiBackend(FIXTURE)
+    assert stride == 32 and names[0] == reference.names[0] and names == reference.names
+    backend = DetectMultiBackend(exported[fmt])  # and this project reads them back
+    assert backend.stride == 32 and backend.names == reference.names and backend.imgsz == (64, 96)
+
+
+def test_onnx_names_are_a_python_literal_with_int_keys():
+    strings = metadata_strings({"stride": 32, "names": {0: "person", 1: "traffic light", 2: "it's"}})
+    assert strings["stride"] == "32"
+    assert strings["names"] == "{0: 'person', 1: 'traffic light', 2: \"it's\"}"
+
+
+def test_old_json_metadata_still_reads():
+    old = {"stride": "32", "names": '{"0": "person", "1": "bicycle"}', "imgsz": "[640, 640]", "precision": '"fp32"'}
+    assert read_metadata(old) == {"stride": 32, "names": {0: "person", 1: "bicycle"}, "imgsz": [640, 640],
+                                  "precision": "fp32"}
+    official = {"stride": "32", "names": "{0: 'person', 1: 'bicycle'}"}
+    assert read_metadata(official) == {"stride": 32, "names": {0: "person", 1: "bicycle"}}

@@ -40,7 +40,7 @@ def export_model(model: nn.Module, im: torch.Tensor, file: str | Path, include: 
     names = getattr(model, "names", None) or {i: f"class{i}" for i in range(model.model[-1].nc)}
     model.names = names
     fp = "fp16" if im.dtype == torch.float16 else "fp32"
-    metadata = export_metadata(model, im.shape[2:], dynamic=dynamic, precision=fp)
+    metadata = export_metadata(model, im.shape[2:], dynamic=dynamic, precision=fp, batch_size=im.shape[0])
     options = ExportOptions(opset=opset, dynamic=dynamic, simplify=simplify, half=half, calib=calib)
     exported: list[Exported] = []
     for name, exporter in EXPORTERS.items():  # table order, whatever the order of ``include``
