@@ -3,6 +3,7 @@ format, AutoShape results, the --data default from a checkpoint, and the officia
 
 import ast
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, ROOT, LogLines
 
 import export
 import hubconf
@@ -105,3 +106,15 @@ def test_old_json_metadata_still_reads():
                                   "precision": "fp32"}
     official = {"stride": "32", "names": "{0: 'person', 1: 'bicycle'}"}
     assert read_metadata(official) == {"stride": 32, "names": {0: "person", 1: "bicycle"}}
+
+
+def test_autoshape_keeps_fractions_and_str_is_what_print_logs():
+    model = hubconf.custom(path=FIXTURE, _verbose=False)
+    model.conf, model.max_det = 1e-5, 3  # the random-weight fixture scores around 2e-4
+    results = model(ROOT / "data" / "images" / "zidane.jpg", size=160)
+    boxes = results.xyxy[0][:, :4]
+    assert len(boxes) == 3 and (boxes != boxes.round()).any()
+    with LogLines(logging.INFO) as log:
+        results.print()
+    assert log.lines == [str(results)] and str(results).startswith("image 1/1: 720x1280 1 class1, 2 class74s\nSpeed: ")
+    assert repr(results) == f"YOLOv5 Detections\n{results}"
