@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from models.experimental import attempt_load
+from utils.checkpoints import load_checkpoint
 from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, names_dict, yaml_load
 from utils.optional import import_openvino, require
@@ -56,6 +57,39 @@ def newest_trained_weights(runs=ROOT / "runs" / "train"):
         )
     LOGGER.info(f"no --weights given: using the newest trained model {candidates[-1]}")
     return candidates[-1]
+
+
+def checkpoint_dataset(weights: str | Path | Sequence[str | Path]) -> Path | None:
+    """The dataset yaml a .pt checkpoint records as trained on (its saved options' ``data``, as train.py and
+    official YOLOv5 store them), when that file exists here; None for other formats or when nothing is recorded.
+    For an ensemble the first checkpoint is asked."""
+    w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights)
+    if w.suffix.lower() != ".pt" or not w.is_file():
+        return None
+    try:
+        opt = load_checkpoint(w).get("opt")
+    except UserError:
+        return None  # the model load that follows reports what is wrong with the file
+    data = opt.get("data") if isinstance(opt, dict) else None
+    if not isinstance(data, str) or not data.strip():
+        return None
+    try:
+        return find_dataset_yaml(data)
+    except UserError:
+        LOGGER.warning(f"WARNING: {w} was trained on {data}, which is not found here; pass --data")
+        return None
+
+
+def default_dataset(weights: str | Path | Sequence[str | Path], fallback: str | Path | None) -> Path | None:
+    """The dataset to use when --data is not given: the one ``weights`` was trained on, else ``fallback``; logged."""
+    recorded = checkpoint_dataset(weights)
+    if recorded is not None:
+        first = weights[0] if isinstance(weights, (list, tuple)) else weights
+        LOGGER.info(f"no --data given: using {recorded}, the dataset {first} was trained on")
+        return recorded
+    if fallback is not None:
+        LOGGER.info(f"no --data given and none recorded in the weights: using {fallback}")
+    return None if fallback is None else Path(fallback)
 
 
 def _literal(value):

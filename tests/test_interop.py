@@ -16,7 +16,10 @@ from conftest import FIXTURES, ROOT, LogLines
 
 import export
 import hubconf
-from models.backends import DetectMultiBackend, metadata_strings, read_metadata
+import val
+from models.backends import DetectMultiBackend, checkpoint_dataset, metadata_strings, read_metadata
+from models.experimental import attempt_load
+from utils.checkpoints import make_checkpoint, save_checkpoint
 from utils.general import UserError
 
 FIXTURE = FIXTURES / "yolov5n-v7.0.pt"
@@ -118,3 +121,40 @@ def test_autoshape_keeps_fractions_and_str_is_what_print_logs():
         results.print()
     assert log.lines == [str(results)] and str(results).startswith("image 1/1: 720x1280 1 class1, 2 class74s\nSpeed: ")
     assert repr(results) == f"YOLOv5 Detections\n{results}"
+
+
+@pytest.fixture(scope="module")
+def trained_on_own_dataset(tmp_path_factory):
+    """A project checkpoint (the fixture's weights) whose saved options name a dataset yaml of its own, as train.py
+    writes them: coco8 under another name, so that it cannot be mistaken for the coco8 fallback."""
+    folder = tmp_path_factory.mktemp("recorded_data")
+    data = folder / "mine.yaml"
+    data.write_text((ROOT / "data" / "coco8.yaml").read_text().replace("path: coco8", f"path: {ROOT / 'data/coco8'}"))
+    model = attempt_load(FIXTURE, fuse=False)
+    weights = folder / "best.pt"
+    save_checkpoint(make_checkpoint(model, opt={"data": str(data), "imgsz": 64}), weights)
+    return weights, data
+
+
+def test_val_without_data_uses_the_dataset_recorded_in_the_checkpoint(trained_on_own_dataset, tmp_path):
+    weights, data = trained_on_own_dataset
+    with LogLines(logging.INFO) as log:
+        val.run(weights=str(weights), imgsz=64, batch_size=4, device="cpu", project=tmp_path, plots=False)
+    assert f"no --data given: using {data}, the dataset {weights} was trained on" in log.lines
+    with LogLines(logging.INFO) as log:  # official checkpoints record no dataset: coco8, and the log says so
+        val.run(weights=str(FIXTURE), imgsz=64, batch_size=4, device="cpu", project=tmp_path, plots=False)
+    assert any(line.startswith("no --data given and none recorded in the weights: using ") and "coco8.yaml" in line
+               for line in log.lines)
+
+
+def test_checkpoint_dataset(trained_on_own_dataset, tmp_path):
+    weights, data = trained_on_own_dataset
+    assert checkpoint_dataset(weights) == data and checkpoint_dataset([weights, FIXTURE]) == data
+    assert checkpoint_dataset(FIXTURE) is None and checkpoint_dataset(tmp_path / "x.onnx") is None
+    moved = tmp_path / "moved.pt"
+    save_checkpoint(make_checkpoint(attempt_load(FIXTURE, fuse=False), opt={"data": str(tmp_path / "gone.yaml")}),
+                    moved)
+    with LogLines() as log:
+        assert checkpoint_dataset(moved) is None
+    gone = tmp_path / "gone.yaml"
+    assert log.lines == [f"WARNING: {moved} was trained on {gone}, which is not found here; pass --data"]

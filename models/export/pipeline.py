@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.backends import export_metadata, newest_trained_weights
+from models.backends import default_dataset, export_metadata, newest_trained_weights
 from models.experimental import attempt_load
 from models.export.calibration import DEFAULT_CALIB, calibration_images
 from models.export.check import PRECISION_ATOL, check_export
@@ -89,6 +89,8 @@ def export_weights(
         raise UserError("--half and --dynamic cannot be combined; export one or the other")
     if int8 and not set(include) & {"onnx", "openvino"}:
         raise UserError("--int8 applies to --include onnx and openvino")
+    if int8 and not data:
+        data = default_dataset(weights, fallback=None)
     if int8 and not data:
         raise UserError("--int8 needs --data dataset.yaml: calibration images come from its train split")
     if int8 and dynamic:
