@@ -2,11 +2,15 @@
 format, AutoShape results, the --data default from a checkpoint, and the official-format checkpoint export."""
 
 import ast
+import copy
 import json
 import logging
+import os
+import pickletools
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,8 @@ import hubconf
 import val
 from models.backends import DetectMultiBackend, checkpoint_dataset, metadata_strings, read_metadata
 from models.experimental import attempt_load
-from utils.checkpoints import make_checkpoint, save_checkpoint
+from models.yolo import Model
+from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.general import UserError
 
 FIXTURE = FIXTURES / "yolov5n-v7.0.pt"
@@ -158,3 +163,98 @@ def test_checkpoint_dataset(trained_on_own_dataset, tmp_path):
         assert checkpoint_dataset(moved) is None
     gone = tmp_path / "gone.yaml"
     assert log.lines == [f"WARNING: {moved} was trained on {gone}, which is not found here; pass --data"]
+
+
+def _records(record, out=None):
+    """{official class path: sorted __dict__ keys} of a checkpoint's module records (restricted loader)."""
+    out = {} if out is None else out
+    out.setdefault(type(record).qualname, sorted(record.__dict__))
+    for child in record.__dict__["_modules"].values():
+        _records(child, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def project_checkpoint(tmp_path_factory):
+    """A project checkpoint of a 3-class yolov5n with non-trivial BatchNorm statistics, and the fp32 model."""
+    torch.manual_seed(0)
+    model = Model(ROOT / "models" / "yolov5n.yaml", nc=3).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.75, 1.25)
+    model.names = {0: "cat", 1: "dog", 2: "it's"}
+    weights = tmp_path_factory.mktemp("official") / "best.pt"
+    save_checkpoint(make_checkpoint(model, opt={"data": "coco8.yaml"}), weights)
+    return weights, model
+
+
+@pytest.fixture(scope="module")
+def official_file(project_checkpoint):
+    weights, _ = project_checkpoint
+    files = export.run(weights=weights, imgsz=(64, 64), include=("official",))
+    assert files == [str(weights.with_name("best_official.pt"))]
+    return Path(files[0])
+
+
+def test_official_export_has_officials_pickle_layout(official_file):
+    ckpt = load_checkpoint(official_file)
+    assert ckpt["epoch"] == -1 and ckpt["ema"] is None and ckpt["optimizer"] is None and ckpt["updates"] is None
+    assert ckpt["opt"] == {"data": "coco8.yaml"} and {"best_fitness", "git", "date"} <= set(ckpt)
+    ours, official = _records(ckpt["model"]), _records(load_checkpoint(FIXTURE)["model"])
+    assert ours == official  # the same classes, each with official's attribute names
+    model = ckpt["model"]
+    assert model.names == {0: "cat", 1: "dog", 2: "it's"} and model.stride.tolist() == [8.0, 16.0, 32.0]
+    detect = model._modules["model"]._modules["24"]
+    assert detect.f == [17, 20, 23] and detect.i == 24 and detect.type == "models.yolo.Detect" and detect.nc == 3
+    assert detect.stride.dtype == torch.float16 and len(detect.grid) == 3 and "stride" not in detect._buffers
+    conv = model._modules["model"]._modules["0"]._modules["conv"]
+    assert conv._parameters["weight"].dtype == torch.float16
+    with zipfile.ZipFile(official_file) as z:
+        pkl = next(n for n in z.namelist() if n.endswith("data.pkl"))
+        names = {arg for op, arg, _ in pickletools.genops(z.read(pkl)) if op.name == "GLOBAL"}
+    assert "models.yolo DetectionModel" in names and not any(n.startswith("models.layers") for n in names)
+
+
+def test_official_export_round_trip_equals_the_model(project_checkpoint, official_file):
+    _, model = project_checkpoint
+    back = attempt_load(official_file, fuse=False)
+    assert back.names == model.names
+    fp16 = copy.deepcopy(model)
+    fp16.load_state_dict({k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    im = torch.rand(1, 3, 96, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(back(im)[0], fp16(im)[0], atol=1e-3, rtol=1e-4)  # exactly the fp16 weights
+        assert (back(im)[0] - model(im)[0]).abs().max() < 1.0  # and within fp16 rounding of the fp32 model
+
+
+def test_official_export_unpickles_with_official_class_names(official_file, tmp_path):
+    """Official YOLOv5 unpickles the file with its own classes: stand-ins under the official module paths (empty
+    nn.Module subclasses) must be all it needs, and the objects get the attributes official code reads."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "__init__.py").write_text("")
+    (tmp_path / "models" / "yolo.py").write_text("import torch.nn as nn\n" + "".join(
+        f"class {c}(nn.Module):\n    pass\n" for c in ("DetectionModel", "Detect")))
+    (tmp_path / "models" / "common.py").write_text("import torch.nn as nn\n" + "".join(
+        f"class {c}(nn.Module):\n    pass\n" for c in ("Conv", "C3", "SPPF", "Bottleneck", "Concat")))
+    code = (
+        "import sys, torch\n"
+        f"ckpt = torch.load({str(official_file)!r}, weights_only=False)\n"  # as official attempt_load
+        "m = ckpt['model'].float()\n"
+        "assert type(m).__module__ == 'models.yolo' and type(m).__name__ == 'DetectionModel'\n"
+        "print(m.names[0], int(m.stride.max()), m.save, m.model[-1].f, m.model[12].d, m.model[2].m[0].add)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["cat", "32", "[4,", "6,", "10,", "14,", "17,", "20,", "23]", "[17,", "20,", "23]",
+                                  "1", "True"]
+
+
+def test_official_export_refuses_plug_in_modules(tmp_path):
+    model = Model(ROOT / "models" / "yolov5s_ScConv.yaml", nc=2)
+    weights = tmp_path / "sc.pt"
+    save_checkpoint(make_checkpoint(model), weights)
+    with pytest.raises(UserError, match=r"^official YOLOv5 cannot run ScConv: --include official needs"):
+        export.run(weights=weights, imgsz=(64, 64), include=("official",))
+    assert not (tmp_path / "sc_official.pt").exists()
