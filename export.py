@@ -7,6 +7,7 @@ Usage:
     python export.py --weights best.pt --include openvino [--half]             # bf16 execution where the CPU has it
     python export.py --weights best.pt --include openvino onnx --int8 --data data/shapes.yaml [--calib 300]
     python export.py --weights best.pt --include engine --device 0 [--half]    # needs CUDA and tensorrt
+    python export.py --weights best.pt --include official   # best_official.pt, a checkpoint official YOLOv5 loads
 
 The exported files sit next to the weights (best.torchscript, best.onnx, best_int8.onnx, best_openvino_model/,
 best_int8_openvino_model/, best.engine) and carry the stride, class names, input size and precision, so

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from models.backends import DetectMultiBackend, newest_trained_weights
+from models.backends import DetectMultiBackend, default_dataset, newest_trained_weights
 from models.export import backend_weights
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
@@ -38,7 +38,7 @@ Weights = str | Path | list[str | Path]  # one weights file, or several .pt for 
 
 @torch.no_grad()
 def run(
-    data: str | dict,
+    data: str | dict | None = None,
     weights: Weights | None = None,
     batch_size: int = 32,
     imgsz: int = 640,
@@ -80,6 +80,7 @@ def run(
         return _run_in_memory(model, dataloader, data, weights, task, half, verbose, save_json, save_dir, scoring)
     _check_flags(batch_size, conf_thres, iou_thres)
     weights = _given_weights(weights)
+    data = data or default_dataset(weights, fallback=ROOT / "data/coco8.yaml")  # official CI: val.py without --data
     data, split = _load_split(data, task)
     device = select_device(device, batch_size=batch_size)
     weights = _convert_weights(weights, backend, imgsz, project)
@@ -241,7 +242,8 @@ def _report_saved(save_dir: Path, save_txt: bool) -> None:
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Validate a YOLOv5 detection model on a dataset.")
-    parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
+    parser.add_argument("--data", type=str, default=None,
+                        help="dataset.yaml path (default: the one the .pt weights were trained on, else coco8.yaml)")
     parser.add_argument("--weights", nargs="+", type=str, default=None,
                         help="model path(s) (.pt, .torchscript, .onnx, *_openvino_model, .engine); several .pt make an ensemble; default: the "
                              "newest runs/train/*/weights/best.pt")
@@ -269,7 +271,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
                         help=".pt weights: convert once (cached by content hash under --project) and run there")
     opt = parser.parse_args(argv)
-    opt.save_json |= opt.data.endswith("coco.yaml")
+    opt.save_json |= str(opt.data or "").endswith("coco.yaml")
     opt.save_txt |= opt.save_hybrid
     return opt
 
@@ -293,7 +295,8 @@ def main(opt: argparse.Namespace) -> ValOutput | None:
     # study: mAP and speed against image size, one table (and plot) per weights file
     for w in weights:
         rows = []
-        out = Path(f"study_{Path(opt.data).stem}_{Path(w).stem}.txt")
+        data = opt.data or default_dataset(w, fallback=ROOT / "data/coco8.yaml")
+        out = Path(f"study_{Path(data).stem}_{Path(w).stem}.txt")
         for size in STUDY_SIZES:
             LOGGER.info(f"\nRunning {out} --imgsz {size}...")
             results, _, times = run(**{**vars(opt), "weights": w, "imgsz": size, "plots": False})

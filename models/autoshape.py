@@ -1,6 +1,6 @@
 """Python API: ``AutoShape`` wraps a model so it takes images as they come and ``Detections`` holds the results.
 
-    model = AutoShape(DetectMultiBackend("best.pt"))      # or torch.hub.load(repo_dir, "custom", path=..., source="local")
+    model = AutoShape(DetectMultiBackend("best.pt"))  # or torch.hub.load(repo_dir, "custom", path=..., source="local")
     results = model(["data/images/bus.jpg", pil_image, rgb_array], size=640)
     results.print(); results.pandas().xyxy[0]; results.save(); crops = results.crop(save=False)
 
@@ -9,8 +9,10 @@ NMS, boxes scaled back to each original image); a (N, 3, H, W) float tensor goes
 raw predictions come back. URLs are refused: nothing is downloaded. As in detect.py, a path must be a regular
 file (a FIFO named x.jpg is refused, never opened) and an image over the pixel limit (YOLOV5_MAX_PIXELS, default
 100 million) is refused from its header before it is decoded. Boxes equal detect.py's for the same image, size and
-thresholds (the same letterbox, NMS and scale_boxes). Files written by ``save``/``crop`` take plain names (class
-and image names through ``safe_filename``), so they stay inside the run folder.
+thresholds (the same letterbox, NMS and scale_boxes) but keep fractional pixels, as official AutoShape does
+(detect.py rounds them to whole pixels). ``str(results)`` is the text ``results.print()`` logs. Files written by
+``save``/``crop`` take plain names (class and image names through ``safe_filename``), so they stay inside the run
+folder.
 """
 
 import os
@@ -129,7 +131,7 @@ class AutoShape(nn.Module):
         pred = non_max_suppression(pred, self.conf, self.iou, self.classes, self.agnostic, self.multi_label,
                                    max_det=self.max_det)
         for det, im in zip(pred, originals):
-            det[:, :4] = scale_boxes(shape, det[:, :4], im.shape).round()  # rounded like detect.py's
+            det[:, :4] = scale_boxes(shape, det[:, :4], im.shape)  # fractional pixels kept, as official
         t3 = time_sync()
         times = tuple((b - a) * 1e3 / len(items) for a, b in ((t0, t1), (t1, t2), (t2, t3)))
         return Detections(originals, pred, files, times, self.names, tuple(x.shape))

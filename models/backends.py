@@ -12,6 +12,8 @@ TensorRT engines are programs (an engine can load plugin code) that no check her
 carry this project's export metadata run, unless ``YOLOV5_TRUST_ENGINE=1`` says the user trusts the file.
 """
 
+from __future__ import annotations
+
 import ast
 import json
 import os
@@ -24,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from models.experimental import attempt_load
-from utils.checkpoints import FORMAT
+from utils.checkpoints import FORMAT, load_checkpoint
 from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, names_dict, yaml_load
 from utils.optional import import_openvino, require
@@ -62,6 +64,39 @@ def newest_trained_weights(runs=ROOT / "runs" / "train"):
     return candidates[-1]
 
 
+def checkpoint_dataset(weights: str | Path | Sequence[str | Path]) -> Path | None:
+    """The dataset yaml a .pt checkpoint records as trained on (its saved options' ``data``, as train.py and
+    official YOLOv5 store them), when that file exists here; None for other formats or when nothing is recorded.
+    For an ensemble the first checkpoint is asked."""
+    w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights)
+    if w.suffix.lower() != ".pt" or not w.is_file():
+        return None
+    try:
+        opt = load_checkpoint(w).get("opt")
+    except UserError:
+        return None  # the model load that follows reports what is wrong with the file
+    data = opt.get("data") if isinstance(opt, dict) else None
+    if not isinstance(data, str) or not data.strip():
+        return None
+    try:
+        return find_dataset_yaml(data)
+    except UserError:
+        LOGGER.warning(f"WARNING: {w} was trained on {data}, which is not found here; pass --data")
+        return None
+
+
+def default_dataset(weights: str | Path | Sequence[str | Path], fallback: str | Path | None) -> Path | None:
+    """The dataset to use when --data is not given: the one ``weights`` was trained on, else ``fallback``; logged."""
+    recorded = checkpoint_dataset(weights)
+    if recorded is not None:
+        first = weights[0] if isinstance(weights, (list, tuple)) else weights
+        LOGGER.info(f"no --data given: using {recorded}, the dataset {first} was trained on")
+        return recorded
+    if fallback is not None:
+        LOGGER.info(f"no --data given and none recorded in the weights: using {fallback}")
+    return None if fallback is None else Path(fallback)
+
+
 def _literal(value):
     """A metadata value: json (this project), a Python literal (official YOLOv5's str(dict)), or the string."""
     if not isinstance(value, str):
@@ -74,8 +109,10 @@ def _literal(value):
     return value
 
 
-def read_metadata(raw, source=""):
-    """Validated metadata {stride, names, imgsz, dynamic, precision} from an exported file's key/value strings.
+def read_metadata(raw: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """Validated metadata {stride, names, imgsz, dynamic, precision} from an exported file's key/value strings or
+    values: official YOLOv5's layouts (names as a Python literal or with int keys) and this project's older files
+    (names as json with string keys) alike.
 
     Unknown keys are ignored; a malformed value is a warning and is left out, so the caller falls back to
     --data names, numbered names, stride 32 and the graph's input size.
@@ -105,13 +142,17 @@ def read_metadata(raw, source=""):
     return meta
 
 
-def export_metadata(model: nn.Module, imgsz: Sequence[int], dynamic: bool = False,
-                    precision: str = "fp32") -> dict[str, Any]:
-    """The metadata export.py stores with an exported model: stride, class names, input size, precision."""
+def export_metadata(model: nn.Module, imgsz: Sequence[int], dynamic: bool = False, precision: str = "fp32",
+                    batch_size: int = 1) -> dict[str, Any]:
+    """The metadata export.py stores with an exported model, in official YOLOv5 v7.0's layout (``stride`` an int,
+    ``names`` {int: name}, ``shape`` the example input's) plus this project's input size and precision. Each format
+    writes it the way official does: json for TorchScript's config.txt, yaml for OpenVINO's metadata.yaml and
+    :func:`metadata_strings` for ONNX."""
     return {
-        "stride": grid_stride(model),
-        "names": {str(k): v for k, v in names_dict(model.names).items()},
-        "imgsz": list(imgsz),
+        "stride": int(grid_stride(model)),
+        "names": names_dict(model.names),
+        "shape": [int(batch_size), 3, *(int(x) for x in imgsz)],
+        "imgsz": [int(x) for x in imgsz],
         "dynamic": bool(dynamic),
         "precision": precision,
         "format": FORMAT,  # marks this project's exports; a TensorRT engine without it is refused
@@ -144,6 +185,20 @@ def split_engine(data: bytes, source: str = "") -> tuple[dict, bytes]:
                         f"`python export.py --include engine --device 0`, or set {TRUST_ENGINE_ENV}=1 to run an "
                         f"engine you trust")
     return (raw, data[4 + meta_len:]) if raw is not None else ({}, data)
+
+
+def metadata_strings(metadata: dict[str, Any]) -> dict[str, str]:
+    """ONNX metadata_props as official YOLOv5 writes and reads them: ``stride`` as str(int) and ``names`` as a Python
+    dict literal with int keys ("{0: 'person'}"), which official parses with eval; the other keys as json."""
+    out = {}
+    for key, value in metadata.items():
+        if key == "stride":
+            out[key] = str(int(value))
+        elif key == "names":
+            out[key] = repr({int(k): str(v) for k, v in names_dict(value).items()})
+        else:
+            out[key] = json.dumps(value)
+    return out
 
 
 def onnx_session(file, device=torch.device("cpu"), threads=None):

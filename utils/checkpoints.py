@@ -269,7 +269,7 @@ def nonfinite_weights(ckpt):
     return bad
 
 
-def save_checkpoint(ckpt, path):
+def save_checkpoint(ckpt, path, pickle_module=pickle):
     """Write ``ckpt`` atomically and durably: a temporary file in the same folder, fsynced, then renamed over
     ``path`` and the folder fsynced, so a kill or power cut at any moment leaves the old or the new file whole.
     Refuses weights holding NaN/inf; a failed write (full disk) is a UserError saying the old file is intact.
@@ -283,7 +283,7 @@ def save_checkpoint(ckpt, path):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(ckpt, f)
+            torch.save(ckpt, f, pickle_module=pickle_module)  # another pickler: models/export/official.py
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -5,6 +5,7 @@ here."""
 from collections.abc import Iterable
 
 from models.export.core import Exporter
+from models.export.official import official_exports
 from models.export.onnx import onnx_exports
 from models.export.openvino import openvino_exports
 from models.export.tensorrt import engine_exports
@@ -16,6 +17,7 @@ EXPORTERS: dict[str, Exporter] = {
     "onnx": onnx_exports,
     "openvino": openvino_exports,
     "engine": engine_exports,
+    "official": official_exports,
 }
 FORMATS = tuple(EXPORTERS)
 

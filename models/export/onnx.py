@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.backends import metadata_strings
 from models.export.core import Exported, ExportOptions, quiet_tracer, report_unwritable, save_export
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import require
@@ -69,9 +70,8 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
     onnx.checker.check_model(model_onnx)
     if simplify:
         model_onnx = _simplify(model_onnx, prefix)
-    for k, v in metadata.items():
-        entry = model_onnx.metadata_props.add()
-        entry.key, entry.value = k, json.dumps(v)
+    for k, v in metadata_strings(metadata).items():  # official YOLOv5's layout: it reads names with eval
+        model_onnx.metadata_props.add(key=k, value=v)
     save_export(file, model_onnx.SerializeToString())
     LOGGER.info(f"{prefix} export success, saved as {file} ({file.stat().st_size / 1e6:.1f} MB)")
     return file

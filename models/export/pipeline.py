@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.backends import export_metadata, newest_trained_weights
+from models.backends import default_dataset, export_metadata, newest_trained_weights
 from models.experimental import attempt_load
 from models.export.calibration import DEFAULT_CALIB, calibration_images
 from models.export.check import PRECISION_ATOL, check_export
@@ -40,7 +40,7 @@ def export_model(model: nn.Module, im: torch.Tensor, file: str | Path, include: 
     names = getattr(model, "names", None) or {i: f"class{i}" for i in range(model.model[-1].nc)}
     model.names = names
     fp = "fp16" if im.dtype == torch.float16 else "fp32"
-    metadata = export_metadata(model, im.shape[2:], dynamic=dynamic, precision=fp)
+    metadata = export_metadata(model, im.shape[2:], dynamic=dynamic, precision=fp, batch_size=im.shape[0])
     options = ExportOptions(opset=opset, dynamic=dynamic, simplify=simplify, half=half, calib=calib)
     exported: list[Exported] = []
     for name, exporter in EXPORTERS.items():  # table order, whatever the order of ``include``
@@ -89,6 +89,8 @@ def export_weights(
         raise UserError("--half and --dynamic cannot be combined; export one or the other")
     if int8 and not set(include) & {"onnx", "openvino"}:
         raise UserError("--int8 applies to --include onnx and openvino")
+    if int8 and not data:
+        data = default_dataset(weights, fallback=None)
     if int8 and not data:
         raise UserError("--int8 needs --data dataset.yaml: calibration images come from its train split")
     if int8 and dynamic:
