@@ -14,7 +14,7 @@ labels.jpg, train_batch{0,1,2}.jpg, the final validation plots and a TensorBoard
 Training reads top to bottom as phases (``train``): ``setup`` builds a TrainState once (``build_model``,
 ``build_optimization``, ``build_data``, then EMA, resume state and loss), then per epoch ``train_one_epoch`` and
 ``end_epoch`` (validate, log, checkpoint, early stop), and ``finish`` (strip the checkpoints, validate best.pt,
-plots). The events of utils/callbacks.py fire along the way; the loggers of utils/loggers.py listen to them.
+plots). The events of utils/callbacks.py fire along the way; the loggers of utils/loggers/ listen to them.
 """
 
 import argparse

@@ -452,3 +452,13 @@ def create_dataloader(path: str | Path | list, imgsz: int, batch_size: int, stri
                           pin_memory=PIN_MEMORY, collate_fn=LoadImagesAndLabels.collate_fn, worker_init_fn=seed_worker,
                           generator=generator)
     return loader, dataset
+
+
+# Official YOLOv5 v7.0 name (its detect.py imports it from here for ``--source screen``).
+class LoadScreenshots:
+    """Official's screen-capture source. Screen capture is not part of this project: creating one is a UserError
+    that says so (detect.py ``--source screen`` ends here)."""
+
+    def __init__(self, source: str = "screen", *args: Any, **kwargs: Any) -> None:
+        raise UserError(f"--source {source}: screen capture is not supported by this project; save screenshots as "
+                        f"image files and pass them (or their folder) as --source")
