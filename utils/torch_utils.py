@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from copy import deepcopy
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.backends.xnnpack  # noqa: F401 (``import torch`` leaves it out; save_for_mobile reads it)
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -173,6 +175,23 @@ class ModelEMA:
             if (not include or k in include) and not k.startswith("_") and k not in exclude:
                 setattr(self.ema, k, v)
 
+
+def save_for_mobile(file: str | Path, extra_files: Collection[str] = ()) -> Path | None:
+    """export.py --optimize: TorchScript ``file`` (an export of this project) optimized for mobile CPUs by
+    torch.utils.mobile_optimizer and saved beside it for PyTorch Mobile's lite interpreter as <stem>.ptl, keeping
+    ``extra_files``; None, with a warning, where this torch build lacks XNNPACK, which the optimization needs."""
+    if not torch.backends.xnnpack.enabled:
+        LOGGER.warning(f"WARNING: --optimize needs a torch build with XNNPACK (torch {torch.__version__} has none); "
+                       f"{Path(file).name} is not optimized for mobile")
+        return None
+    from torch.utils.mobile_optimizer import optimize_for_mobile
+
+    extra = dict.fromkeys(extra_files, "")
+    module = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
+    out = Path(file).with_suffix(".ptl")
+    optimize_for_mobile(module)._save_for_lite_interpreter(str(out), _extra_files=extra)
+    LOGGER.info(f"PyTorch Mobile: {out} optimized for mobile ({out.stat().st_size / 1e6:.1f} MB)")
+    return out
 
 # ---------------------------------------------------------------------------------------------------------------
 # Official YOLOv5 v7.0 names (its train.py, val.py, detect.py and export.py import them from here), thin over the
