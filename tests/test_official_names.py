@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from tqdm import tqdm
 
 import utils.checkpoints
 import utils.dataset_yaml
 import utils.evaluation
 import utils.evolve
 import utils.general
+import utils.torch_utils
 import utils.training
 from utils.general import ROOT, UserError, yaml_load
 
@@ -81,7 +83,9 @@ def test_lazy_general_names_are_the_projects_own():
     assert g.cv2 is importlib.import_module("cv2") and g.logging is importlib.import_module("logging")
     mapping = g.coco80_to_coco91_class()
     assert mapping is not None and len(mapping) == 80 and mapping[:3] == [1, 2, 3] and mapping[-1] == 90
-    assert g.TQDM_BAR_FORMAT.format_map  # a str format for tqdm's bar_format
+    bar = tqdm.format_meter(5, 10, 2.0, bar_format=g.TQDM_BAR_FORMAT)
+    assert bar.startswith(" 50%|") and bar.endswith("| 5/10 00:02")
+    assert utils.torch_utils.EarlyStopping is utils.training.EarlyStopping
     from utils.plots import plot_evolve
 
     assert plot_evolve is utils.evolve.plot_evolve
