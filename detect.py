@@ -24,6 +24,8 @@ import torch
 from models.backends import DetectMultiBackend, newest_trained_weights
 from models.export import backend_weights
 from utils.boxes import non_max_suppression, scale_boxes
+from utils.checkpoints import strip_optimizer
+from utils.dataloaders import LoadScreenshots
 from utils.detection_output import DetectionWriter, count_string
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, exit_code, increment_path, print_args
 from utils.general import safe_filename
@@ -59,12 +61,16 @@ def run(
     dnn: bool = False,
     vid_stride: int = 1,
     backend: str | None = None,
+    update: bool = False,
 ) -> Path:
-    """Detect objects in ``source`` with ``weights``; returns the results folder (runs/detect/exp{N})."""
+    """Detect objects in ``source`` with ``weights``; returns the results folder (runs/detect/exp{N}). ``update``
+    strips the optimizer from the .pt weights afterwards (utils.checkpoints.strip_optimizer), as official."""
     weights = weights or newest_trained_weights()
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
         weights = weights[0]
     source = str(source)
+    if source.lower().startswith("screen"):
+        LoadScreenshots(source)  # official's screen capture: a UserError saying it is not supported
     if not isinstance(imgsz, int) and len(imgsz) not in (1, 2):
         raise UserError(f"--imgsz {' '.join(map(str, imgsz))}: give one size (square) or two (height width)")
     stream = is_stream_source(source)
@@ -88,7 +94,22 @@ def run(
         seen, dt = detect_all(model, dataset, nms, writer, augment=augment,
                               visualize_dir=save_dir if visualize else None)
     log_summary(source, dataset, seen, dt, imgsz, save_dir, writer.labels_saved if save_txt else None)
+    if update:
+        strip_weights(weights)
     return save_dir
+
+
+def strip_weights(weights: str | Path | Sequence[str | Path]) -> None:
+    """``--update``: strip the optimizer from each of this project's .pt checkpoints in ``weights``; other files
+    (exported models, official YOLOv5 pickles) are left as they are, with a warning."""
+    for w in [weights] if isinstance(weights, (str, Path)) else weights:
+        if Path(w).suffix != ".pt":
+            LOGGER.warning(f"WARNING: --update: {w} is not a .pt checkpoint; left as it is")
+            continue
+        try:
+            strip_optimizer(w)
+        except UserError as e:
+            LOGGER.warning(f"WARNING: --update: {e}")
 
 
 def load_model(weights: str | Path | Sequence[str | Path], imgsz: int | Sequence[int], device: str,
@@ -190,7 +211,8 @@ def log_summary(source: str, dataset: LoadImages | LoadStreams, seen: int, dt: l
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="YOLOv5 detection on images, videos and streams")
     parser.add_argument("--weights", nargs="+", type=str, default=None,
-                        help="model path(s): .pt, .torchscript, .onnx, *_openvino_model, .engine (default: newest runs/train/*/weights/best.pt)")
+                        help="model path(s): .pt, .torchscript, .onnx, *_openvino_model, .engine (default: newest "
+                             "runs/train/*/weights/best.pt)")
     parser.add_argument("--source", type=str, default=ROOT / "data/images",
                         help="file/dir/glob/.txt list/URL/webcam index (0)")
     parser.add_argument("--data", type=str, default=None, help="(optional) dataset.yaml for class names")
@@ -208,6 +230,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
     parser.add_argument("--augment", action="store_true", help="augmented inference (flips and scales)")
     parser.add_argument("--visualize", action="store_true", help="visualize features")
+    parser.add_argument("--update", action="store_true", help="strip the optimizer from the .pt weights afterwards")
     parser.add_argument("--project", default=ROOT / "runs/detect", help="save results to project/name")
     parser.add_argument("--name", default="exp", help="save results to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

@@ -19,10 +19,38 @@ INT8 uses post-training quantization (NNCF for OpenVINO, ONNX Runtime's static Q
 import argparse
 import sys
 
+from models.backends import EXPORT_METADATA_KEY
 from models.export import DEFAULT_CALIB, DEFAULT_OPSET, FORMATS, export_weights
-from utils.general import exit_code, print_args
+from utils.general import LOGGER, exit_code, print_args
+from utils.torch_utils import save_for_mobile
 
-run = export_weights  # export.run(weights=..., include=...): the Python entry point, same flags as the command line
+TRT_WORKSPACE_GB = 4  # what export_engine builds with
+
+
+def run(optimize: bool = False, keras: bool = False, workspace: int = TRT_WORKSPACE_GB, verbose: bool = False,
+        nms: bool = False, agnostic_nms: bool = False, topk_per_class: int = 100, topk_all: int = 100,
+        iou_thres: float = 0.45, conf_thres: float = 0.25, **kwargs: object) -> list[str]:
+    """export.run(weights=..., include=...): the Python entry point, same flags as the command line; returns the
+    exported files. ``optimize`` adds a PyTorch Mobile <stem>.ptl beside each .torchscript. The other arguments
+    are official YOLOv5 v7.0's flags for formats this project does not export (Keras/TensorFlow, in-graph NMS)
+    or TensorRT settings it does not expose: accepted, with a warning when set."""
+    if keras:
+        LOGGER.warning("WARNING: --keras applies to TensorFlow formats (saved_model, pb, tflite, tfjs), which this "
+                       "project does not export; ignored")
+    if nms or agnostic_nms:
+        LOGGER.warning("WARNING: --nms/--agnostic-nms (NMS inside TensorFlow exports) ignored: exports here output "
+                       "raw predictions and NMS runs in detect.py / val.py (--iou-thres, --conf-thres, "
+                       "--topk-per-class, --topk-all have no effect either)")
+    if workspace != TRT_WORKSPACE_GB or verbose:
+        LOGGER.warning(f"WARNING: --workspace/--verbose ignored: TensorRT engines are built with a "
+                       f"{TRT_WORKSPACE_GB} GB workspace and warning-level logs")
+    files = export_weights(**kwargs)
+    if optimize:
+        if not any(f.endswith(".torchscript") for f in files):
+            LOGGER.warning("WARNING: --optimize applies to --include torchscript; nothing to optimize")
+        mobile = [save_for_mobile(f, (EXPORT_METADATA_KEY,)) for f in files if f.endswith(".torchscript")]
+        files += [str(f) for f in mobile if f is not None]
+    return files
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +70,17 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--int8", action="store_true", help="OpenVINO / ONNX: INT8 post-training quantization")
     parser.add_argument("--data", type=str, default=None, help="dataset.yaml whose train images calibrate --int8")
     parser.add_argument("--calib", type=int, default=DEFAULT_CALIB, help="--int8: number of calibration images")
+    parser.add_argument("--optimize", action="store_true", help="TorchScript: also save a PyTorch Mobile .ptl")
+    # official YOLOv5 v7.0 flags for formats or settings this project does not have: accepted, warned about
+    parser.add_argument("--keras", action="store_true", help="TF: use Keras (TensorFlow formats: not exported)")
+    parser.add_argument("--workspace", type=int, default=TRT_WORKSPACE_GB, help="TensorRT: workspace size (GB)")
+    parser.add_argument("--verbose", action="store_true", help="TensorRT: verbose log")
+    parser.add_argument("--nms", action="store_true", help="TF: add NMS to model (not supported: NMS runs in detect)")
+    parser.add_argument("--agnostic-nms", action="store_true", help="TF: add agnostic NMS to model (not supported)")
+    parser.add_argument("--topk-per-class", type=int, default=100, help="TF.js NMS: topk per class to keep")
+    parser.add_argument("--topk-all", type=int, default=100, help="TF.js NMS: topk for all classes to keep")
+    parser.add_argument("--iou-thres", type=float, default=0.45, help="TF.js NMS: IoU threshold")
+    parser.add_argument("--conf-thres", type=float, default=0.25, help="TF.js NMS: confidence threshold")
     opt = parser.parse_args(argv)
     print_args(vars(opt), "export")
     return opt

@@ -14,7 +14,7 @@ labels.jpg, train_batch{0,1,2}.jpg, the final validation plots and a TensorBoard
 Training reads top to bottom as phases (``train``): ``setup`` builds a TrainState once (``build_model``,
 ``build_optimization``, ``build_data``, then EMA, resume state and loss), then per epoch ``train_one_epoch`` and
 ``end_epoch`` (validate, log, checkpoint, early stop), and ``finish`` (strip the checkpoints, validate best.pt,
-plots). The events of utils/callbacks.py fire along the way; the loggers of utils/loggers.py listen to them.
+plots). The events of utils/callbacks.py fire along the way; the loggers of utils/loggers/ listen to them.
 """
 
 import argparse
@@ -41,7 +41,7 @@ from models.experimental import attempt_load  # noqa: E402
 from models.yolo import Model  # noqa: E402
 from utils.amp import AMP_CHOICES, AmpPolicy, check_amp, select_amp  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
-from utils.autobatch import autobatch  # noqa: E402
+from utils.autobatch import FALLBACK_BATCH_SIZE, autobatch  # noqa: E402
 from utils.callbacks import Callbacks  # noqa: E402
 from utils.checkpoints import checkpoint_model_parts, load_checkpoint, make_checkpoint, nonfinite_weights  # noqa: E402
 from utils.checkpoints import save_checkpoint, strip_optimizer, transfer_weights  # noqa: E402
@@ -267,7 +267,7 @@ def build_data(opt: argparse.Namespace, data_dict: dict, nc: int, imgsz: int, gs
     train_loader, dataset = create_dataloader(
         data_dict["train"], imgsz, batch_size // WORLD_SIZE, gs, opt.single_cls, hyp=hyp, augment=True,
         cache=train_cache(opt.cache, device), rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
-        image_weights=opt.image_weights, prefix=colorstr("train: "), shuffle=True, seed=opt.seed,
+        image_weights=opt.image_weights, prefix=colorstr("train: "), shuffle=True, seed=opt.seed, quad=opt.quad,
     )
     labels = np.concatenate([x for x in dataset.labels if len(x)] or [np.zeros((0, 5))], 0)
     if len(labels) and int(labels[:, 0].max()) >= nc:
@@ -354,6 +354,8 @@ def train_one_epoch(state, epoch):
         loss, loss_items = state.compute_loss([p.float() for p in pred], targets.to(state.device))  # fp32 loss
         if RANK != -1:
             loss *= WORLD_SIZE  # gradients are averaged between processes
+        if opt.quad:
+            loss *= 4  # the loss sums over images and a quad batch holds a quarter of them
         if not torch.isfinite(loss):
             items = loss_items.tolist()
             state.failure = f"the loss became NaN/inf at epoch {epoch}, batch {i} (box, obj, cls = {items})"
@@ -600,7 +602,28 @@ def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Na
                         help="mixed precision: auto = fp16 on CUDA (after a check), bf16 + channels-last on CPUs "
                              "with native bf16, else fp32; on = also emulated bf16; off = fp32")
     parser.add_argument("--local_rank", type=int, default=-1, help="automatic DDP multi-GPU argument, do not modify")
+    parser.add_argument("--quad", action="store_true", help="quad dataloader: every 4 images tiled into one at 2x")
+    # official YOLOv5's online-logger and cloud flags: accepted, with one warning that they do nothing here
+    parser.add_argument("--bucket", type=str, default="", help="gsutil bucket (not supported; ignored)")
+    parser.add_argument("--entity", default=None, help="W&B entity (not supported; ignored)")
+    parser.add_argument("--upload_dataset", nargs="?", const=True, default=False,
+                        help="W&B dataset upload (not supported; ignored)")
+    parser.add_argument("--bbox_interval", type=int, default=-1, help="W&B box-image interval (not supported; ignored)")
+    parser.add_argument("--artifact_alias", type=str, default="latest",
+                        help="W&B artifact alias (not supported; ignored)")
     return parser.parse_known_args(argv)[0] if known else parser.parse_args(argv)
+
+
+ONLINE_LOGGER_FLAGS = {"bucket": "", "entity": None, "upload_dataset": False, "bbox_interval": -1,
+                       "artifact_alias": "latest"}  # official flags for W&B / ClearML / Comet / gsutil, and defaults
+
+
+def warn_online_logger_flags(opt: argparse.Namespace) -> None:
+    """One warning naming the online-logger flags that were set: those loggers are not part of this project."""
+    given = [k for k, default in ONLINE_LOGGER_FLAGS.items() if getattr(opt, k, default) != default]
+    if given:
+        LOGGER.warning(f"WARNING: {', '.join('--' + k for k in given)} ignored: online loggers (W&B, ClearML, Comet) "
+                       f"and cloud buckets are not part of this project; results stay in {opt.save_dir}")
 
 
 def apply_defaults(opt):
@@ -666,10 +689,15 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argpars
     if RANK in (-1, 0):
         print_args(vars(opt), "train")
 
+    warn_online_logger_flags(opt)
     device = select_device(opt.device, batch_size=max(opt.batch_size, 0))
-    if opt.batch_size == -1 and (device.type != "cuda" or WORLD_SIZE > 1):
+    if opt.batch_size == -1 and WORLD_SIZE > 1:
         raise UserError("--batch-size -1 (AutoBatch) needs a single CUDA device (no torchrun); pass a batch size, "
-                        "e.g. --batch-size 16" + (" (this run is on the CPU)" if device.type != "cuda" else ""))
+                        "e.g. --batch-size 16")
+    if opt.batch_size == -1 and device.type != "cuda":  # as official: AutoBatch falls back to its default
+        LOGGER.warning(f"WARNING: --batch-size -1 (AutoBatch) needs a CUDA device; this run is on the "
+                       f"{device.type.upper()}, using --batch-size {FALLBACK_BATCH_SIZE}")
+        opt.batch_size = FALLBACK_BATCH_SIZE
     if LOCAL_RANK != -1 and WORLD_SIZE > 1:
         import torch.distributed as dist
 

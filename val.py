@@ -30,6 +30,7 @@ from utils.evaluation import ValOutput, coco80_to_coco91_class, coco_evaluate, c
 from utils.evaluation import evaluate, report_nms_candidates
 from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args, exit_code
 from utils.general import names_dict, safe_filename
+from utils.plots import plot_study
 from utils.torch_utils import select_device
 
 STUDY_SIZES = list(range(256, 1536 + 128, 128))  # --task study image sizes
@@ -304,26 +305,6 @@ def main(opt: argparse.Namespace) -> ValOutput | None:
         np.savetxt(out, rows, fmt="%10.4g")
         plot_study(out)
     return None
-
-
-def plot_study(file):
-    """Plot a --task study table (size, P, R, mAP50, mAP50-95, losses, times) as study.png next to it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y = np.loadtxt(file, ndmin=2)
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4), tight_layout=True)
-    ax[0].plot(y[:, 0], y[:, 4], ".-", label="mAP50-95")
-    ax[0].plot(y[:, 0], y[:, 3], ".-", label="mAP50")
-    ax[0].set_xlabel("image size (pixels)")
-    ax[0].legend()
-    ax[1].plot(y[:, 9], y[:, 4], ".-")
-    ax[1].set_xlabel("inference time per image (ms)")
-    ax[1].set_ylabel("mAP50-95")
-    fig.savefig(Path(file).with_name("study.png"), dpi=200)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

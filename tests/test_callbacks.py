@@ -1,4 +1,4 @@
-"""utils/callbacks.py and utils/loggers.py on hand-made events (the training loop's use is in test_train.py)."""
+"""utils/callbacks.py and utils/loggers/ on hand-made events (the training loop's use is in test_train.py)."""
 
 import csv
 

@@ -14,7 +14,7 @@ from copy import deepcopy
 import numpy as np
 import torch
 
-from utils.amp import AmpPolicy
+from utils.amp import AmpPolicy, select_amp
 from utils.general import LOGGER, UserError, colorstr
 
 PROFILE_BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -91,3 +91,14 @@ def autobatch(
     measured = ", ".join(f"{b}: {m:.2f}G" if m else f"{b}: out of memory" for b, m in zip(PROFILE_BATCH_SIZES, memory))
     LOGGER.info(f"{prefix}using --batch-size {batch} for {fraction:.0%} of {free:.2f}G (measured {measured})")
     return batch
+
+
+# Official YOLOv5 v7.0 name (its train.py imports it from here).
+def check_train_batch_size(model: torch.nn.Module, imgsz: int = 640, amp: bool = True) -> int:
+    """AutoBatch for ``model`` on its device: the batch size for DEFAULT_FRACTION of the CUDA memory, or
+    FALLBACK_BATCH_SIZE with a warning when the model is not on a CUDA device."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        LOGGER.warning(f"{colorstr('AutoBatch: ')}WARNING: needs a CUDA device; using batch size {FALLBACK_BATCH_SIZE}")
+        return FALLBACK_BATCH_SIZE
+    return autobatch(deepcopy(model).train(), imgsz, device, select_amp("auto" if amp else "off", "cuda"))

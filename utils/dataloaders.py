@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import BatchSampler, DataLoader, Dataset, distributed
 
 from utils.augmentations import augment_hsv, copy_paste, letterbox, mixup, random_perspective
@@ -326,6 +327,34 @@ class LoadImagesAndLabels(Dataset):
             t[:, 0] = i
         return torch.stack(ims, 0), torch.cat(targets, 0), paths, shapes
 
+    @staticmethod
+    def collate_fn4(batch: list[tuple]) -> tuple[torch.Tensor, torch.Tensor, tuple, tuple]:
+        """``--quad``: every 4 images of the batch become one at twice the size: with probability 0.5 the first
+        of them upsampled 2x (its labels as they are), else the four tiled 2x2, left to right and top to bottom
+        (labels moved into their quarter and halved). Images left over when the batch is not a multiple of 4 are
+        dropped. The coin comes from torch's global generator, which the loader seeds in each worker and
+        init_seeds in the main process."""
+        ims, targets, paths, shapes = zip(*batch)
+        right = torch.tensor([0.0, 0, 1, 0, 0, 0])  # normalised xywh shifted one image width / height
+        down = torch.tensor([0.0, 0, 0, 1, 0, 0])
+        half = torch.tensor([1.0, 1, 0.5, 0.5, 0.5, 0.5])  # class and image index kept, geometry halved
+        ims4, targets4, paths4, shapes4 = [], [], [], []
+        for q in range(len(batch) // 4):
+            i = 4 * q
+            if torch.rand(1).item() < 0.5:
+                im = F.interpolate(ims[i][None].float(), scale_factor=2.0, mode="bilinear", align_corners=False)[0]
+                im, t = im.round().clamp(0, 255).to(ims[i].dtype), targets[i].clone()
+            else:
+                im = torch.cat((torch.cat((ims[i], ims[i + 1]), 2), torch.cat((ims[i + 2], ims[i + 3]), 2)), 1)
+                t = torch.cat((targets[i], targets[i + 1] + right, targets[i + 2] + down,
+                               targets[i + 3] + right + down), 0) * half
+            t[:, 0] = q
+            ims4.append(im)
+            targets4.append(t)
+            paths4.append(paths[i])
+            shapes4.append(shapes[i])
+        return torch.stack(ims4, 0), torch.cat(targets4, 0), tuple(paths4), tuple(shapes4)
+
 
 class EpochSampler(distributed.DistributedSampler):
     """Dataset positions of one epoch as (epoch, position) pairs, for LoadImagesAndLabels.__getitem__.
@@ -427,12 +456,13 @@ def create_dataloader(path: str | Path | list, imgsz: int, batch_size: int, stri
                       single_cls: bool = False, hyp: dict | None = None, augment: bool = False,
                       cache: bool | str | None = False, pad: float = 0.0, rect: bool = False, rank: int = -1,
                       workers: int = 8, image_weights: bool = False, prefix: str = "", shuffle: bool = False,
-                      seed: int = 0) -> tuple[DataLoader, LoadImagesAndLabels]:
+                      seed: int = 0, quad: bool = False) -> tuple[DataLoader, LoadImagesAndLabels]:
     """A (loader, dataset) pair for one split; batches are (imgs uint8 (B, 3, H, W), targets (n, 6), paths, shapes).
 
     Positions come from an EpochSampler (rank != -1 shards them between DDP processes); the loader's
     ``set_epoch(epoch)`` selects the epoch, which fixes the shuffle and every augmentation. Without
-    --image-weights the loader keeps its workers alive across epochs.
+    --image-weights the loader keeps its workers alive across epochs. ``quad`` (train.py --quad) collates every
+    4 images into one of twice the size (LoadImagesAndLabels.collate_fn4).
     """
     if rect and shuffle:
         LOGGER.warning("WARNING: --rect is incompatible with shuffle, setting shuffle=False")
@@ -449,6 +479,17 @@ def create_dataloader(path: str | Path | list, imgsz: int, batch_size: int, stri
     generator = torch.Generator()
     generator.manual_seed(6148914691236517205 + seed + max(RANK, 0))
     loader = loader_class(dataset, batch_size=batch_size, num_workers=n_workers, sampler=sampler,
-                          pin_memory=PIN_MEMORY, collate_fn=LoadImagesAndLabels.collate_fn, worker_init_fn=seed_worker,
+                          pin_memory=PIN_MEMORY, worker_init_fn=seed_worker,
+                          collate_fn=LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn,
                           generator=generator)
     return loader, dataset
+
+
+# Official YOLOv5 v7.0 name (its detect.py imports it from here for ``--source screen``).
+class LoadScreenshots:
+    """Official's screen-capture source. Screen capture is not part of this project: creating one is a UserError
+    that says so (detect.py ``--source screen`` ends here)."""
+
+    def __init__(self, source: str = "screen", *args: Any, **kwargs: Any) -> None:
+        raise UserError(f"--source {source}: screen capture is not supported by this project; save screenshots as "
+                        f"image files and pass them (or their folder) as --source")

@@ -99,3 +99,11 @@ def _fetch(url: str, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# Official YOLOv5 v7.0 name (its train.py imports it from here).
+def is_url(url: str | os.PathLike, check: bool = True) -> bool:
+    """Whether ``url`` is an http(s)/ftp URL with a host. No request is made (``check`` is accepted for official
+    callers; this project reaches the network only for the release weights)."""
+    parts = urllib.parse.urlsplit(str(url))
+    return parts.scheme in ("http", "https", "ftp") and bool(parts.netloc)

@@ -1,8 +1,13 @@
-"""Small shared helpers: logging, paths, yaml files, seeding, rounding to strides."""
+"""Small shared helpers: logging, paths, yaml files, seeding, rounding to strides; and, at the end, the names that
+official YOLOv5 v7.0 scripts import from ``utils.general``."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import glob
+import importlib
+import inspect
 import itertools
 import logging
 import math
@@ -10,6 +15,8 @@ import os
 import random
 import re
 import sys
+import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -254,14 +261,172 @@ def exit_code(call: Callable[[], object]) -> int:
     return 0
 
 
-_BOX_HELPERS = ("non_max_suppression", "scale_boxes", "xyxy2xywh", "xywh2xyxy")
+# ---------------------------------------------------------------------------------------------------------------
+# Official YOLOv5 v7.0 names. Its scripts import these from utils.general; each is a thin name over this project's
+# own code, with official's arguments. Names whose code lives in modules that build on this one are resolved on
+# first access (module ``__getattr__``), so this file stays free of torch and of other project modules.
+# ---------------------------------------------------------------------------------------------------------------
+TQDM_BAR_FORMAT = "{l_bar}{bar:10}| {n_fmt}/{total_fmt} {elapsed}"  # official progress-bar layout
+
+_LAZY = {  # name -> module that holds it ("cv2" is the module itself)
+    "non_max_suppression": "utils.boxes", "scale_boxes": "utils.boxes", "xyxy2xywh": "utils.boxes",
+    "xywh2xyxy": "utils.boxes", "strip_optimizer": "utils.checkpoints", "check_dataset": "utils.dataset_yaml",
+    "coco80_to_coco91_class": "utils.evaluation", "labels_to_class_weights": "utils.training",
+    "labels_to_image_weights": "utils.training", "check_amp": "utils.official", "get_latest_run": "utils.official",
+    "print_mutation": "utils.official", "cv2": "cv2",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """Official YOLOv5 import paths: ``from utils.general import non_max_suppression, scale_boxes, xyxy2xywh,
-    xywh2xyxy`` re-export utils/boxes.py, imported on first access (this file stays free of torch)."""
-    if name in _BOX_HELPERS:
-        import utils.boxes
-
-        return getattr(utils.boxes, name)
+    """Official YOLOv5 import paths (``from utils.general import non_max_suppression, strip_optimizer, cv2``)
+    for names whose code lives elsewhere, imported on first access."""
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        return module if name == _LAZY[name] else getattr(module, name)
     raise AttributeError(f"module 'utils.general' has no attribute '{name}'")
+
+
+class Profile(contextlib.ContextDecorator):
+    """Time a block (``with Profile() as p``) or every call of a function (``@Profile()``): ``dt`` is the last
+    duration and ``t`` the running total, in seconds. CUDA work queued before each end is waited for."""
+
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+        self.dt = 0.0
+        self.start = 0.0
+
+    def __enter__(self) -> Profile:
+        self.start = self.time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.dt = self.time() - self.start
+        self.t += self.dt
+
+    @staticmethod
+    def time() -> float:
+        torch = sys.modules.get("torch")  # only when torch is in use: this file does not import it
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+def check_suffix(file: str | Path | list | tuple = "yolov5s.pt", suffix: str | tuple[str, ...] = (".pt",),
+                 msg: str = "") -> None:
+    """A UserError when a file (or any of a list) has a suffix outside ``suffix``; files without one pass."""
+    allowed = [suffix] if isinstance(suffix, str) and suffix else list(suffix)
+    if not file or not allowed:
+        return
+    for f in [file] if isinstance(file, (str, Path)) else file:
+        found = Path(f).suffix.lower()
+        if found and found not in allowed:
+            raise UserError(f"{msg}{f}: acceptable suffix is {', '.join(allowed)}")
+
+
+def check_file(file: str | Path, suffix: str | tuple[str, ...] = "") -> str:
+    """The path of ``file``: itself when it exists, else the one file of that name under data/, models/ or utils/
+    of the repository. A URL is a UserError (this project downloads only the official release weights)."""
+    check_suffix(file, suffix)
+    file = str(file)
+    if not file or os.path.isfile(file):
+        return file
+    if "://" in file:
+        raise UserError(f"{file} is a URL; download it yourself and pass the local path")
+    found = sorted({p for folder in ("data", "models", "utils")
+                    for p in glob.glob(str(ROOT / folder / "**" / file), recursive=True)})
+    if not found:
+        raise UserError(f"file not found: {file}")
+    if len(found) > 1:
+        raise UserError(f"several files match {file}; pass one path: {found}")
+    return found[0]
+
+
+def check_yaml(file: str | Path, suffix: tuple[str, ...] = (".yaml", ".yml")) -> str:
+    """check_file for a yaml file."""
+    return check_file(file, suffix)
+
+
+def check_imshow(warn: bool = False) -> bool:
+    """Whether OpenCV can open windows here (a headless build or no display cannot)."""
+    import cv2
+
+    try:
+        cv2.imshow("test", np.zeros((1, 1, 3), np.uint8))
+        cv2.waitKey(1)
+        cv2.destroyAllWindows()
+        cv2.waitKey(1)
+        return True
+    except Exception as e:  # cv2.error on headless builds, others on broken displays
+        if warn:
+            LOGGER.warning(f"WARNING: this environment cannot show images with cv2.imshow(): {e}")
+        return False
+
+
+def check_requirements(requirements: str | Path | list | tuple = ROOT / "requirements.txt",
+                       exclude: tuple = (), install: bool = True, cmds: str = "") -> None:
+    """Nothing to do: this project installs nothing at run time (requirements.txt is installed beforehand)."""
+
+
+def check_git_info(path: str | Path = ".") -> dict:
+    """Official records the git remote, branch and commit of a run; this project records none: empty."""
+    return {}
+
+
+def check_git_status(repo: str = "ultralytics/yolov5", branch: str = "master") -> None:
+    """Official asks GitHub whether the checkout is behind; this project makes no such request: nothing to do."""
+
+
+def _version_numbers(version: str) -> tuple[int, ...]:
+    """'2.13.0+cpu' -> (2, 13, 0): the leading dotted numbers, local build tags dropped."""
+    return tuple(int(x) for x in re.findall(r"\d+", str(version).split("+")[0].split("-")[0]))
+
+
+def check_version(current: str = "0.0.0", minimum: str = "0.0.0", name: str = "version ", pinned: bool = False,
+                  hard: bool = False, verbose: bool = False) -> bool:
+    """Whether ``current`` is at least ``minimum`` (exactly it when ``pinned``); ``hard`` makes a failure a
+    UserError, ``verbose`` a warning."""
+    ok = (_version_numbers(current) == _version_numbers(minimum) if pinned
+          else _version_numbers(current) >= _version_numbers(minimum))
+    message = f"{name}{minimum} is required, but {name}{current} is installed"
+    if hard and not ok:
+        raise UserError(message)
+    if verbose and not ok:
+        LOGGER.warning(f"WARNING: {message}")
+    return ok
+
+
+def intersect_dicts(da: dict, db: dict, exclude: tuple | list = ()) -> dict:
+    """The items of ``da`` whose key is in ``db`` with a value of the same shape, skipping keys containing any
+    string of ``exclude`` (state-dict transfer between models)."""
+    return {k: v for k, v in da.items()
+            if k in db and all(x not in k for x in exclude) and v.shape == db[k].shape}
+
+
+def methods(instance: object) -> list[str]:
+    """Names of the public methods of ``instance``."""
+    return [f for f in dir(instance) if callable(getattr(instance, f)) and not f.startswith("__")]
+
+
+def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100) -> Callable[[float], float]:
+    """A half-cosine ramp from ``y1`` at x=0 to ``y2`` at x=steps."""
+    return lambda x: ((1 - math.cos(x * math.pi / steps)) / 2) * (y2 - y1) + y1
+
+
+def file_size(path: str | Path) -> float:
+    """Size of a file, or of all files in a folder, in MiB (0.0 when it does not exist)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    return 0.0
+
+
+def get_default_args(func: Callable) -> dict[str, Any]:
+    """The parameters of ``func`` that have defaults, with those defaults."""
+    return {k: v.default for k, v in inspect.signature(func).parameters.items() if v.default is not v.empty}
+
+
+def url2file(url: str) -> str:
+    """The file name a URL points at: 'https://host/a/b%20c.pt?x=1' -> 'b c.pt'."""
+    return Path(urllib.parse.unquote(urllib.parse.urlsplit(str(url)).path)).name

@@ -1,11 +1,14 @@
-"""Plots: boxes on images (OpenCV, no font files), batch mosaics, label statistics, training curves, feature maps."""
+"""Plots: boxes on images (OpenCV, no font files), batch mosaics, label statistics, training curves, feature maps,
+val.py --task study tables; and, at the end, the names that official YOLOv5 v7.0 scripts import from here."""
 
 from __future__ import annotations
 
 import colorsys
+import importlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import matplotlib
@@ -16,7 +19,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from utils.boxes import clip_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.general import LOGGER, increment_path  # noqa: E402
+from utils.general import LOGGER, UserError, increment_path  # noqa: E402
 
 Color = tuple[int, int, int]  # (R, G, B) or (B, G, R), 0..255
 
@@ -300,3 +303,42 @@ def save_one_box(
         fname = increment_path(file).with_suffix(".jpg")
         cv2.imwrite(str(fname), crop if BGR else crop[..., ::-1])
     return crop
+
+
+def plot_study(file: str | Path) -> Path:
+    """Plot a val.py --task study table (size, P, R, mAP50, mAP50-95, losses, times) as study.png next to it."""
+    y = np.loadtxt(file, ndmin=2)
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4), tight_layout=True)
+    ax[0].plot(y[:, 0], y[:, 4], ".-", label="mAP50-95")
+    ax[0].plot(y[:, 0], y[:, 3], ".-", label="mAP50")
+    ax[0].set_xlabel("image size (pixels)")
+    ax[0].legend()
+    ax[1].plot(y[:, 9], y[:, 4], ".-")
+    ax[1].set_xlabel("inference time per image (ms)")
+    ax[1].set_ylabel("mAP50-95")
+    out = Path(file).with_name("study.png")
+    fig.savefig(out, dpi=200)
+    plt.close(fig)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official YOLOv5 v7.0 names (its val.py and train.py import them from here).
+# ---------------------------------------------------------------------------------------------------------------
+def plot_val_study(file: str | Path = "", dir: str | Path = "", x: object = None) -> Path:
+    """study.png of a --task study table: ``file``, else the first study*.txt in ``dir``. ``x`` is accepted for
+    official callers and unused (the sizes are the table's first column)."""
+    if not file:
+        tables = sorted(Path(dir or ".").glob("study*.txt"))
+        if not tables:
+            raise UserError(f"no study*.txt table in {Path(dir or '.').resolve()}; run val.py --task study first")
+        file = tables[0]
+    return plot_study(file)
+
+
+def __getattr__(name: str) -> Any:
+    """``from utils.plots import plot_evolve`` (official import path): utils/evolve.py builds on the evaluation,
+    which builds on this module, so it is imported on first access."""
+    if name == "plot_evolve":
+        return importlib.import_module("utils.evolve").plot_evolve
+    raise AttributeError(f"module 'utils.plots' has no attribute '{name}'")

@@ -1,19 +1,24 @@
-"""PyTorch helpers: device selection, model summaries and FLOPs, EMA, timing."""
+"""PyTorch helpers: device selection, model summaries and FLOPs, EMA, timing; and, at the end, the names that
+official YOLOv5 v7.0 scripts import from ``utils.torch_utils``."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from copy import deepcopy
+from pathlib import Path
+from typing import Any
 
 import torch
+import torch.backends.xnnpack  # noqa: F401 (``import torch`` leaves it out; save_for_mobile reads it)
 import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.general import LOGGER, UserError
+from utils.training import EarlyStopping, build_optimizer  # noqa: F401 (EarlyStopping: official import path)
 
 LOCAL_RANK = int(os.getenv("LOCAL_RANK", -1))
 RANK = int(os.getenv("RANK", -1))
@@ -169,3 +174,71 @@ class ModelEMA:
         for k, v in de_parallel(model).__dict__.items():
             if (not include or k in include) and not k.startswith("_") and k not in exclude:
                 setattr(self.ema, k, v)
+
+
+def save_for_mobile(file: str | Path, extra_files: Collection[str] = ()) -> Path | None:
+    """export.py --optimize: TorchScript ``file`` (an export of this project) optimized for mobile CPUs by
+    torch.utils.mobile_optimizer and saved beside it for PyTorch Mobile's lite interpreter as <stem>.ptl, keeping
+    ``extra_files``; None, with a warning, where this torch build lacks XNNPACK, which the optimization needs."""
+    if not torch.backends.xnnpack.enabled:
+        LOGGER.warning(f"WARNING: --optimize needs a torch build with XNNPACK (torch {torch.__version__} has none); "
+                       f"{Path(file).name} is not optimized for mobile")
+        return None
+    from torch.utils.mobile_optimizer import optimize_for_mobile
+
+    extra = dict.fromkeys(extra_files, "")
+    module = torch.jit.load(str(file), map_location="cpu", _extra_files=extra)
+    out = Path(file).with_suffix(".ptl")
+    optimize_for_mobile(module)._save_for_lite_interpreter(str(out), _extra_files=extra)
+    LOGGER.info(f"PyTorch Mobile: {out} optimized for mobile ({out.stat().st_size / 1e6:.1f} MB)")
+    return out
+
+# ---------------------------------------------------------------------------------------------------------------
+# Official YOLOv5 v7.0 names (its train.py, val.py, detect.py and export.py import them from here), thin over the
+# project's own helpers.
+# ---------------------------------------------------------------------------------------------------------------
+def smart_inference_mode(torch_1_9: bool = True) -> Callable[[Callable], Callable]:
+    """Decorator factory: ``@smart_inference_mode()`` runs the function under torch.inference_mode (no_grad when
+    ``torch_1_9`` is False)."""
+
+    def decorate(fn: Callable) -> Callable:
+        return (torch.inference_mode if torch_1_9 else torch.no_grad)()(fn)
+
+    return decorate
+
+
+def smart_DDP(model: nn.Module) -> nn.parallel.DistributedDataParallel:
+    """``model`` wrapped for DistributedDataParallel training on this process's GPU (LOCAL_RANK), or on the CPU
+    (gloo) when the model is there."""
+    if next(model.parameters()).device.type == "cuda":
+        return nn.parallel.DistributedDataParallel(model, device_ids=[LOCAL_RANK], output_device=LOCAL_RANK)
+    return nn.parallel.DistributedDataParallel(model)
+
+
+def smart_optimizer(model: nn.Module, name: str = "Adam", lr: float = 0.001, momentum: float = 0.9,
+                    decay: float = 1e-5) -> torch.optim.Optimizer:
+    """YOLOv5's optimizer: parameter groups biases (no decay), weights (``decay``), normalisation weights (no
+    decay); see utils.training.build_optimizer."""
+    return build_optimizer(model, name, lr, momentum, decay)
+
+
+def smart_resume(ckpt: dict[str, Any], optimizer: torch.optim.Optimizer, ema: ModelEMA | None = None,
+                 weights: str = "yolov5s.pt", epochs: int = 300, resume: bool = True) -> tuple[float, int, int]:
+    """Continue from checkpoint ``ckpt``: load its optimizer and EMA state; returns (best fitness, first epoch,
+    total epochs). Without ``resume``, a checkpoint trained past ``epochs`` fine-tunes that many more."""
+    best_fitness, start_epoch = 0.0, ckpt["epoch"] + 1
+    if ckpt.get("optimizer") is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        best_fitness = ckpt.get("best_fitness") or 0.0
+    if ema is not None and ckpt.get("ema") is not None:
+        state = ckpt["ema"]
+        state = state.float().state_dict() if isinstance(state, nn.Module) else state
+        ema.ema.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        ema.updates = ckpt.get("updates", 0)
+    if resume and start_epoch <= 0:
+        raise UserError(f"{weights} has finished training; nothing to resume. Start a new run with --weights "
+                        f"{weights}")
+    if epochs < start_epoch:
+        LOGGER.info(f"{weights}: {ckpt['epoch']} epochs trained already; fine-tuning {epochs} epochs more")
+        epochs += ckpt["epoch"]
+    return best_fitness, start_epoch, epochs
