@@ -161,7 +161,7 @@ def train_config(cfg, run_dir, settings, workers, device, plots):
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         (run_dir / RUN_SETTINGS_FILE).write_text(json.dumps(settings))
-        LOGGER.info(f"\nablate: training {run_dir.name} ({cfg}) from scratch")
+        LOGGER.info(f"\nablate: training {run_dir.name} ({cfg}) from {settings['weights'] or 'scratch'}")
         kwargs = {k: settings[k] for k in TRAIN_KEYS if k != "hyp" or settings[k]}
         # noval: only the final weights are validated (the row's mAP); saves a validation per epoch. amp off: every
         # row of a table trains in the same precision (fp32), whatever train.py's default is on this machine
