@@ -44,7 +44,7 @@ from utils.autoanchor import check_anchors  # noqa: E402
 from utils.autobatch import FALLBACK_BATCH_SIZE, autobatch  # noqa: E402
 from utils.callbacks import Callbacks  # noqa: E402
 from utils.checkpoints import checkpoint_model_parts, load_checkpoint, make_checkpoint, nonfinite_weights  # noqa: E402
-from utils.checkpoints import save_checkpoint, strip_optimizer, transfer_weights  # noqa: E402
+from utils.checkpoints import save_checkpoint, strip_optimizer  # noqa: E402
 from utils.dataloaders import create_dataloader  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
 from utils.evaluation import VAL_LOSS_COLUMNS, evaluate  # noqa: E402
@@ -60,6 +60,7 @@ from utils.resume import load_optimizer_state, load_resume_state, load_resumed_w
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, grid_stride, select_device  # noqa: E402
 from utils.training import NBS, EarlyStopping, build_optimizer, labels_to_class_weights, lr_lambda  # noqa: E402
 from utils.training import random_rescale, resample_images, set_epoch_lr, train_cache, warmup  # noqa: E402
+from utils.transfer import transfer_pretrained  # noqa: E402
 
 DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights is given
 DEMO = dict(data=str(ROOT / "data/shapes.yaml"), epochs=30, imgsz=256)  # `python train.py` without --data
@@ -69,14 +70,15 @@ GRAD_CLIP_NORM = 10.0
 
 def create_model(cfg, ckpt=None, nc=None, anchors=None):
     """A new Model from ``cfg`` (or the checkpoint's own yaml when cfg is empty), with every weight of checkpoint
-    dict ``ckpt`` (official or project format) whose key and shape match copied in. The checkpoint's anchors are
-    kept only when the model comes from its own yaml and no ``anchors`` are given."""
+    dict ``ckpt`` (official or project format) that fits copied in: by key when the layer lists agree, else
+    by aligning the two layer lists (utils/transfer.py), so an inserted layer does not shift the rest out. The
+    checkpoint's anchors are kept only when the model comes from its own yaml and no ``anchors`` are given."""
     if ckpt is None:
         return Model(cfg or DEFAULT_CFG, ch=3, nc=nc, anchors=anchors)
     ckpt_yaml, _, ckpt_sd = checkpoint_model_parts(ckpt)
     model = Model(cfg or ckpt_yaml, ch=3, nc=nc, anchors=anchors)
     exclude = ["anchor"] if (cfg or anchors) else []
-    transfer_weights(model, {k: v.float() for k, v in ckpt_sd.items()}, exclude=exclude)
+    transfer_pretrained(model, ckpt_yaml, {k: v.float() for k, v in ckpt_sd.items()}, exclude=exclude)
     return model
 
 

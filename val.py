@@ -72,7 +72,8 @@ def run(
     dataloader, evaluate, report speeds), or an in-memory ``model`` on its ``dataloader`` (nothing loaded or built).
     Both save the COCO json and score it with pycocotools when ``save_json``.
 
-    Returns a ValOutput (results, maps, times), see utils.evaluation.evaluate.
+    Returns a ValOutput (results, maps, times; AP and AR by object size as ``.by_size``), see
+    utils.evaluation.evaluate.
     """
     scoring = dict(conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det, single_cls=single_cls,
                    augment=augment, compute_loss=compute_loss, plots=plots, save_txt=save_txt,
@@ -197,6 +198,8 @@ def _evaluate_split(model: nn.Module, dataloader: DataLoader, data: dict, names:
     nms_stats = {}
     output = evaluate(model, dataloader, nc, names, device, verbose=verbose, save_dir=save_dir, jdict=jdict,
                       class_map=class_map, nms_stats=nms_stats, **scoring)
+    if output.by_size is not None:
+        LOGGER.info(f"{'by object size (COCO)':>22}  {output.by_size.describe()}")
     return output, jdict, class_map, nms_stats
 
 

@@ -12,7 +12,8 @@ so the same seed gives every configuration the same training stream: the seeds p
 GFLOPs at 640 and CPU latency (batch 1, fused, median) of each configuration, and mAP50 / mAP50-95 of each seed's
 final weights on the val split are collected into <out>/ablation.md and ablation.csv (per configuration: seed
 count, mean and standard deviation, the mean paired difference in mAP50-95 from the baseline with a 95% Student-t
-interval, a verdict, and the seeds a difference of that size would need), ablation_seeds.csv (one row per seed)
+interval, a verdict, the seeds a difference of that size would need, and COCO's small-object AP with its paired
+difference and interval), ablation_seeds.csv (one row per seed)
 and ablation.png (mean mAP50-95 with error bars vs GFLOPs and vs latency). <out>/ablation_state.json remembers
 finished (configuration, seed) rows: a second invocation with the same settings reuses them, and an interrupted
 training continues from its last.pt (train.py --resume).
@@ -45,11 +46,13 @@ RUN_SETTINGS_FILE = "ablate_settings.json"  # in each run folder: the settings i
 SCALE = "n"
 README_START, README_END = "<!-- ablation-table:start -->", "<!-- ablation-table:end -->"
 # one row per (configuration, seed): ablation_seeds.csv
-SEED_COLUMNS = ("model", "cfg", "seed", "params", "gflops_640", "latency_ms", "map50", "map50_95", "epochs", "train_s")
+SEED_COLUMNS = ("model", "cfg", "seed", "params", "gflops_640", "latency_ms", "map50", "map50_95", "epochs", "train_s",
+                "ap_small")
 # one row per configuration: ablation.csv (the Markdown table shows the same values, rounded)
 COLUMNS = ("model", "cfg", "seeds", "params", "gflops_640", "latency_ms", "map50_mean", "map50_std",
            "map50_95_mean", "map50_95_std", "diff_map50_95", "diff_low", "diff_high", "verdict", "seeds_to_resolve",
-           "epochs", "train_s")
+           "epochs", "train_s", "ap_small_mean", "ap_small_std", "diff_ap_small", "diff_ap_small_low",
+           "diff_ap_small_high")
 # the settings of a training (train.run flags); a run started with other values is trained again
 TRAIN_KEYS = ("data", "hyp", "epochs", "imgsz", "batch_size", "seed", "weights", "noautoanchor")
 # --budget presets (epochs, image size). yolov5n from scratch on data/shapes.yaml (mAP50-95 over 3 seeds, README)
@@ -151,7 +154,9 @@ def training_plan(run_dir, settings):
 
 
 def train_config(cfg, run_dir, settings, workers, device, plots):
-    """Train (or resume, or reuse) one configuration; returns (mAP50, mAP50-95, training seconds or None)."""
+    """Train (or resume, or reuse) one configuration; returns (mAP50, mAP50-95, AP_small, training seconds or None).
+    mAP50 and mAP50-95 of a training come from its final validation; AP_small (COCO's small-object AP) from
+    validating the weights it left (``validate``)."""
     import train
 
     plan, weights = training_plan(run_dir, settings)
@@ -161,7 +166,7 @@ def train_config(cfg, run_dir, settings, workers, device, plots):
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         (run_dir / RUN_SETTINGS_FILE).write_text(json.dumps(settings))
-        LOGGER.info(f"\nablate: training {run_dir.name} ({cfg}) from scratch")
+        LOGGER.info(f"\nablate: training {run_dir.name} ({cfg}) from {settings['weights'] or 'scratch'}")
         kwargs = {k: settings[k] for k in TRAIN_KEYS if k != "hyp" or settings[k]}
         # noval: only the final weights are validated (the row's mAP); saves a validation per epoch. amp off: every
         # row of a table trains in the same precision (fp32), whatever train.py's default is on this machine
@@ -173,20 +178,24 @@ def train_config(cfg, run_dir, settings, workers, device, plots):
     else:
         LOGGER.info(f"\nablate: {run_dir.name} has finished training; validating {weights}")
         return *validate(weights, settings, workers, device, run_dir), None
-    results = opt.results
-    return float(results[2]), float(results[3]), time.time() - t0
+    results, train_s = opt.results, time.time() - t0
+    plan, weights = training_plan(run_dir, settings)
+    ap_small = validate(weights, settings, workers, device, run_dir)[2] if plan == "done" else None
+    return float(results[2]), float(results[3]), ap_small, train_s
 
 
 def validate(weights, settings, workers, device, run_dir):
-    """mAP50 and mAP50-95 of ``weights`` on the val split (None, None when there are no weights)."""
+    """mAP50, mAP50-95 and AP_small (COCO's AP of objects under 32x32 pixels; None when the split has none) of
+    ``weights`` on the val split (all None when there are no weights)."""
     if weights is None or not Path(weights).is_file():
-        return None, None
+        return None, None, None
     import val
 
-    results, _, _ = val.run(data=settings["data"], weights=str(weights), batch_size=settings["batch_size"] * 2,
-                            imgsz=settings["imgsz"], device=device, workers=workers, plots=False, half=False,
-                            project=str(run_dir), name="val", exist_ok=True)
-    return float(results[2]), float(results[3])
+    output = val.run(data=settings["data"], weights=str(weights), batch_size=settings["batch_size"] * 2,
+                     imgsz=settings["imgsz"], device=device, workers=workers, plots=False, half=False,
+                     project=str(run_dir), name="val", exist_ok=True)
+    ap_small = output.by_size.ap_small if output.by_size is not None else -1.0
+    return float(output.results.map50), float(output.results.map50_95), ap_small if ap_small >= 0 else None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -257,15 +266,19 @@ def summarize(seed_rows, baseline):
     for r in seed_rows:
         by_model.setdefault(r["model"], []).append(r)
     base_map = {r["seed"]: r["map50_95"] for r in by_model.get(baseline, [])}
+    base_small = {r["seed"]: r.get("ap_small") for r in by_model.get(baseline, [])}  # rows of older states lack it
     summary = []
     for name, rows in by_model.items():
         done = [r for r in rows if r["map50_95"] is not None]
         map50_mean, map50_std = mean_std([r["map50"] for r in done])
         map_mean, map_std = mean_std([r["map50_95"] for r in done])
+        small_mean, small_std = mean_std([r["ap_small"] for r in rows if r.get("ap_small") is not None])
         if name == baseline:
             comp = {"diff": None, "low": None, "high": None, "verdict": BASELINE, "seeds_to_resolve": None}
+            small = dict(comp)
         else:
             comp = paired_comparison({r["seed"]: r["map50_95"] for r in rows}, base_map)
+            small = paired_comparison({r["seed"]: r.get("ap_small") for r in rows}, base_small)
         train_s = [r["train_s"] for r in rows if r["train_s"] is not None]
         first = rows[0]
         summary.append({
@@ -274,7 +287,8 @@ def summarize(seed_rows, baseline):
             "map50_std": map50_std, "map50_95_mean": map_mean, "map50_95_std": map_std, "diff_map50_95": comp["diff"],
             "diff_low": comp["low"], "diff_high": comp["high"], "verdict": comp["verdict"],
             "seeds_to_resolve": comp["seeds_to_resolve"], "epochs": first["epochs"],
-            "train_s": sum(train_s) if train_s else None,
+            "train_s": sum(train_s) if train_s else None, "ap_small_mean": small_mean, "ap_small_std": small_std,
+            "diff_ap_small": small["diff"], "diff_ap_small_low": small["low"], "diff_ap_small_high": small["high"],
         })
     return summary
 
@@ -312,23 +326,25 @@ def _mean_sd(mean, sd):
     return _fmt(mean, ".3f") if sd is None else f"{mean:.3f} ± {sd:.3f}"
 
 
-def _difference(r):
-    """The difference cell: '+0.012 [-0.010, +0.034]', or the difference alone without an interval."""
+def _difference(r, diff="diff_map50_95", low="diff_low", high="diff_high"):
+    """The difference cell: '+0.012 [-0.010, +0.034]', or the difference alone without an interval (the columns
+    ``diff``, ``low``, ``high`` of summary row ``r``)."""
     if r["verdict"] == BASELINE:
         return "(baseline)"
-    if r["diff_map50_95"] is None:
+    if r[diff] is None:
         return "n/a"
-    if r["diff_low"] is None:
-        return f"{r['diff_map50_95']:+.3f}"
-    return f"{r['diff_map50_95']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
+    if r[low] is None:
+        return f"{r[diff]:+.3f}"
+    return f"{r[diff]:+.3f} [{r[low]:+.3f}, {r[high]:+.3f}]"
 
 
 def markdown_table(summary, latency_img, baseline):
     """A Markdown table of summary rows (dicts with the COLUMNS keys)."""
     lines = [
         f"| model | seeds | params (M) | GFLOPs @640 (fused) | CPU ms @{latency_img} (fused) | mAP50 | mAP50-95 "
-        f"| Δ mAP50-95 vs {baseline} [95% CI] | verdict | seeds to resolve Δ | train (min) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+        f"| Δ mAP50-95 vs {baseline} [95% CI] | verdict | seeds to resolve Δ | train (min) | AP_small "
+        f"| Δ AP_small [95% CI] |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in summary:
         train_min = None if r["train_s"] is None else r["train_s"] / 60
@@ -342,7 +358,8 @@ def markdown_table(summary, latency_img, baseline):
             f"| {r['model']} | {r['seeds']} | {_fmt(r['params'] / 1e6, '.3f')} | {_fmt(r['gflops_640'], '.2f')} | "
             f"{_fmt(r['latency_ms'], '.1f')} | {_mean_sd(r['map50_mean'], r['map50_std'])} | "
             f"{_mean_sd(r['map50_95_mean'], r['map50_95_std'])} | {_difference(r)} | {r['verdict'] or 'n/a'} | "
-            f"{to_resolve} | {_fmt(train_min, '.1f')} |"
+            f"{to_resolve} | {_fmt(train_min, '.1f')} | {_mean_sd(r['ap_small_mean'], r['ap_small_std'])} | "
+            f"{_difference(r, 'diff_ap_small', 'diff_ap_small_low', 'diff_ap_small_high')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -352,7 +369,7 @@ def write_csv(rows, path, columns):
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: "" if r[k] is None else r[k] for k in columns})
+            writer.writerow({k: "" if r.get(k) is None else r[k] for k in columns})  # older rows lack ap_small
 
 
 def plot_ablation(summary, path, latency_img, baseline):
@@ -413,17 +430,22 @@ def settings_note(settings, seeds, budget, latency_img, latency_runs):
             f"time of the trainings and final validations of all seeds in the invocations that finished them")
 
 
+AP_SMALL_NOTE = ("AP_small: COCO's AP (IoU 0.50:0.95) of objects under 32x32 pixels (n/a when the val split has none), "
+                 "from validating each seed's final weights; its Δ is paired over the seeds like mAP50-95's.")
+
+
 def statistics_note(n_seeds):
     """What the mean, spread, difference, verdict and seeds-to-resolve columns mean."""
     if n_seeds < 2:
         return ("mAP: one seed, so no spread; Δ: the variant's mAP50-95 minus the baseline's on the same seed. With 1 "
-                "seed no interval can be computed and no verdict given: run with --seeds 0 1 2 (or more).")
+                "seed no interval can be computed and no verdict given: run with --seeds 0 1 2 (or more). "
+                + AP_SMALL_NOTE)
     return ("mAP: mean ± sample standard deviation over the seeds. Δ: mean over the seeds of (variant - baseline) "
             "mAP50-95 on the same seed (same data order and augmentation, so the runs are paired), with a 95% "
             "paired Student-t interval (n-1 degrees of freedom). Verdict: better / worse when the interval excludes "
             "0, otherwise not distinguishable from the baseline at this budget. Seeds to resolve Δ: the smallest "
             "number of paired seeds n for which a difference of the observed size would exclude 0 at the observed "
-            "spread of the differences sd (t(n-1)·sd/√n < |Δ|, about (t·sd/Δ)²).")
+            "spread of the differences sd (t(n-1)·sd/√n < |Δ|, about (t·sd/Δ)²). " + AP_SMALL_NOTE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,15 +509,16 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), budget=DEFAULT_BUDGE
                 continue
             LOGGER.info(f"ablate: [{i + 1}/{len(cfg_list)}] {run_id}")
             run_dir = project / name / f"seed{seed}"
-            map50 = map50_95 = train_s = None
+            map50 = map50_95 = ap_small = train_s = None
             failed = False
             if no_train:
                 plan, weights_file = training_plan(run_dir, run_settings)
                 if plan == "done":
-                    map50, map50_95 = validate(weights_file, run_settings, workers, device, run_dir)
+                    map50, map50_95, ap_small = validate(weights_file, run_settings, workers, device, run_dir)
             else:
                 try:
-                    map50, map50_95, train_s = train_config(cfg, run_dir, run_settings, workers, device, plots)
+                    map50, map50_95, ap_small, train_s = train_config(cfg, run_dir, run_settings, workers, device,
+                                                                      plots)
                 except UserError as e:  # e.g. a NaN loss: the other runs still go; this one is not kept
                     LOGGER.error(f"ablate: {run_id} failed: {e}")
                     failed = True
@@ -503,7 +526,7 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), budget=DEFAULT_BUDGE
             params, gflops, latency_ms = measured
             row = {"model": name, "cfg": cfg, "seed": seed, "params": params, "gflops_640": gflops,
                    "latency_ms": latency_ms, "map50": map50, "map50_95": map50_95,
-                   "epochs": None if no_train else epochs, "train_s": train_s}
+                   "epochs": None if no_train else epochs, "train_s": train_s, "ap_small": ap_small}
             seed_rows.append(row)
             # a --no-train row without mAP is not kept: the training may finish before the next invocation
             if not failed and (map50_95 is not None or not no_train):

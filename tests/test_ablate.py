@@ -69,6 +69,12 @@ def test_table_csv_and_plot(ablation):
     md = (out / "ablation.md").read_text()
     assert "| yolov5n | 2 | 1.872 | 4.47 |" in md and "| yolov5n_SPDConv | 2 |" in md
     assert "Δ mAP50-95 vs yolov5n [95% CI]" in md and "paired Student-t interval" in md and "seeds 0, 1" in md
+    # coco8's val images hold objects under 32x32 pixels, so every seed has an AP_small (each final weights validated)
+    smalls = [float(r["ap_small"]) for r in per_seed]
+    assert all(0 <= v <= 1 for v in smalls)
+    assert float(base["ap_small_mean"]) == pytest.approx(sum(smalls[:2]) / 2)
+    assert float(variant["diff_ap_small"]) == pytest.approx((smalls[2] + smalls[3] - smalls[0] - smalls[1]) / 2)
+    assert "| AP_small | Δ AP_small [95% CI] |" in md
     png = (out / "ablation.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     for name in ("yolov5n", "yolov5n_SPDConv"):  # each trained into project/<name>/seed<k>/
@@ -132,7 +138,7 @@ def test_interrupted_training_resumes_from_last(tmp_path, monkeypatch):
         results = (0.5, 0.4, 0.3, 0.2, 0, 0, 0)
 
     monkeypatch.setattr(train, "run", lambda **kw: calls.append(kw) or Opt)
-    map50, map50_95, _ = ablate.train_config("yolov5n.yaml", tmp_path / "yolov5n", SETTINGS, 0, "cpu", False)
+    map50, map50_95, *_ = ablate.train_config("yolov5n.yaml", tmp_path / "yolov5n", SETTINGS, 0, "cpu", False)
     assert calls == [{"resume": str(tmp_path / "yolov5n/weights/last.pt"), "workers": 0, "device": "cpu"}]
     assert (map50, map50_95) == (0.3, 0.2)
     calls.clear()
@@ -318,3 +324,23 @@ def test_budget_presets_and_baseline(tmp_path, monkeypatch):
         ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml"], baseline="yolov5x", project=str(tmp_path))
     with pytest.raises(UserError, match="--seeds"):
         ablate.run(data="coco8.yaml", cfgs=["yolov5n.yaml"], seeds=[1, 1], project=str(tmp_path))
+
+
+def test_ap_small_columns_are_paired_like_map():
+    """AP_small: mean, spread and the paired difference with its interval, from the per-seed rows; a row without
+    it (a split without small objects, or a row of an older state) is left out of the pairs."""
+    def row(model, seed, ap_small):
+        return {"model": model, "cfg": f"{model}.yaml", "seed": seed, "params": 1, "gflops_640": 1.0,
+                "latency_ms": 1.0, "map50": 0.5, "map50_95": 0.3, "epochs": 1, "train_s": 1.0, "ap_small": ap_small}
+
+    base, variant = [0.10, 0.12, 0.11, 0.2], [0.13, 0.16, 0.14, None]
+    rows = [row("a", s, v) for s, v in enumerate(base)] + [row("b", s, v) for s, v in enumerate(variant)]
+    del rows[3]["ap_small"]  # an older state's row
+    a, b = ablate.summarize(rows, "a")
+    assert a["ap_small_mean"] == pytest.approx(0.11) and a["diff_ap_small"] is None
+    comp = ablate.paired_comparison({0: 0.13, 1: 0.16, 2: 0.14}, {0: 0.10, 1: 0.12, 2: 0.11})
+    assert b["diff_ap_small"] == pytest.approx(0.1 / 3) and comp["diff"] == pytest.approx(0.1 / 3)
+    assert (b["diff_ap_small_low"], b["diff_ap_small_high"]) == (comp["low"], comp["high"])
+    assert 0 < b["diff_ap_small_low"] < b["diff_ap_small_high"]
+    line = ablate.markdown_table([a, b], 64, "a").splitlines()[-1]
+    assert line.endswith(f"| 0.143 ± 0.015 | +0.033 [{comp['low']:+.3f}, {comp['high']:+.3f}] |")

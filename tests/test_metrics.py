@@ -9,13 +9,16 @@ import torch
 
 from utils.boxes import box_iou
 from utils.metrics import (
+    AREA_RANGES,
     IOU_THRESHOLDS,
     ConfusionMatrix,
+    ap_ar_by_area,
     ap_per_class,
     compute_ap,
     fitness,
     greedy_match,
     match_predictions,
+    match_predictions_by_area,
 )
 
 
@@ -166,14 +169,15 @@ def test_confusion_matrix_counts(tmp_path):
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000
 
 
-def coco_scene(seed=1, n_images=25, nc=3):
-    """Labels and detections of several images, (xyxy pixels), with misses, duplicates, confusions, noise."""
+def coco_scene(seed=1, n_images=25, nc=3, wh_range=(15, 120)):
+    """Labels and detections of several images, (xyxy pixels), with misses, duplicates, confusions, noise; label
+    sides drawn from ``wh_range`` pixels."""
     rng = np.random.default_rng(seed)
     images = []
     for _ in range(n_images):
         n = int(rng.integers(1, 7))
         xy = rng.uniform(0, 500, (n, 2))
-        wh = rng.uniform(15, 120, (n, 2))
+        wh = rng.uniform(*wh_range, (n, 2))
         labels = np.concatenate((rng.integers(0, nc, (n, 1)), xy, xy + wh), 1)
         dets = []
         for lb in labels:
@@ -192,31 +196,28 @@ def coco_scene(seed=1, n_images=25, nc=3):
     return images
 
 
-def test_map_agrees_with_pycocotools():
-    pytest.importorskip("pycocotools")
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    images = coco_scene()
-    stats, target_cls = [], []
+def coco_json(images):
+    """COCO ground-truth dict and results list of ``coco_scene`` images (area = box area, as for boxes)."""
     gt = {"images": [], "annotations": [], "categories": [{"id": c} for c in range(3)]}
     results = []
     for image_id, (labels, dets) in enumerate(images):
-        lb, dt = torch.tensor(labels, dtype=torch.float32), torch.tensor(dets, dtype=torch.float32)
-        correct = match_predictions(dt, lb, IOU_THRESHOLDS)
-        stats.append((correct.numpy(), dets[:, 4], dets[:, 5]))
-        target_cls.append(labels[:, 0])
         gt["images"].append({"id": image_id, "width": 640, "height": 640})
-        for k, (c, x1, y1, x2, y2) in enumerate(labels):
+        for c, x1, y1, x2, y2 in labels:
             gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": int(c),
                                       "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
                                       "iscrowd": 0})
         for x1, y1, x2, y2, s, c in dets:
             results.append({"image_id": image_id, "category_id": int(c), "bbox": [x1, y1, x2 - x1, y2 - y1],
                             "score": float(s)})
-    tp, conf, pred_cls = (np.concatenate(x, 0) for x in zip(*stats))
-    *_, ap, _ = ap_per_class(tp, conf, pred_cls, np.concatenate(target_cls))
+    return gt, results
 
+
+def pycocotools_stats(images):
+    """pycocotools' 12 summary numbers (AP, AP50, AP75, AP s/m/l, AR1, AR10, AR100, AR s/m/l) of the images."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt, results = coco_json(images)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt
@@ -225,8 +226,72 @@ def test_map_agrees_with_pycocotools():
         coco_eval.evaluate()
         coco_eval.accumulate()
         coco_eval.summarize()
-    map50_95, map50 = coco_eval.stats[:2]
+    return coco_eval.stats
+
+
+def test_map_agrees_with_pycocotools():
+    pytest.importorskip("pycocotools")
+    images = coco_scene()
+    stats, target_cls = [], []
+    for labels, dets in images:
+        lb, dt = torch.tensor(labels, dtype=torch.float32), torch.tensor(dets, dtype=torch.float32)
+        correct = match_predictions(dt, lb, IOU_THRESHOLDS)
+        stats.append((correct.numpy(), dets[:, 4], dets[:, 5]))
+        target_cls.append(labels[:, 0])
+    tp, conf, pred_cls = (np.concatenate(x, 0) for x in zip(*stats))
+    *_, ap, _ = ap_per_class(tp, conf, pred_cls, np.concatenate(target_cls))
+
+    map50_95, map50 = pycocotools_stats(images)[:2]
     assert 0.2 < map50_95 < 0.9  # a scene with real errors, not a trivial one
     # same matching rule and the same 101-point AP: equal up to float rounding (the issue asks for 0.01)
     assert ap[:, 0].mean() == pytest.approx(map50, abs=1e-6)
     assert ap.mean() == pytest.approx(map50_95, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ap_ar_by_size_agree_with_pycocotools(seed):
+    """Small / medium / large AP and AR (pycocotools' stats[3:6] and [9:12]) from the project's matcher: labels from
+    4 to 200 pixels a side, so every range holds labels, and detections straddle the range bounds."""
+    pytest.importorskip("pycocotools")
+    images = coco_scene(seed=seed, n_images=40, wh_range=(4, 200))
+    per_range = {name: [] for name in AREA_RANGES}
+    for labels, dets in images:
+        lb, dt = torch.tensor(labels, dtype=torch.float64), torch.tensor(dets, dtype=torch.float64)
+        for name, (tp, counted, in_range) in match_predictions_by_area(dt, lb, IOU_THRESHOLDS).items():
+            per_range[name].append((tp, counted, dets[:, 4], dets[:, 5], labels[in_range, 0]))
+    ours = np.array([ap_ar_by_area(per_range[name]) for name in AREA_RANGES])  # (3, 2): AP, AR per range
+    coco = pycocotools_stats(images)
+    assert (coco[3:6] > 0.01).all() and (coco[9:12] > 0.01).all()  # every range has labels and hits
+    assert len(set(np.round(coco[3:6], 3))) == 3  # the ranges differ, so a range mix-up shows
+    assert ours[:, 0] == pytest.approx(coco[3:6], abs=1e-6)
+    assert ours[:, 1] == pytest.approx(coco[9:12], abs=1e-6)
+
+
+def test_match_by_area_ignores_outside_labels_and_detections():
+    """A small label and a large one; detections: one on each, one large false alarm, one small false alarm."""
+    labels = labels_tensor([[0, 0, 0, 20, 20], [0, 100, 100, 300, 300]])
+    dets = dets_tensor([[0, 0, 20, 20, 0.9, 0], [100, 100, 300, 300, 0.8, 0], [400, 400, 600, 600, 0.7, 0],
+                        [50, 50, 60, 60, 0.6, 0]])
+    out = match_predictions_by_area(dets, labels, [0.5])
+    tp, counted, in_range = out["small"]
+    assert in_range.tolist() == [True, False]
+    assert tp[:, 0].tolist() == [True, False, False, False]
+    assert counted[:, 0].tolist() == [True, False, False, True]  # the large hit and large false alarm: ignored
+    tp, counted, in_range = out["large"]
+    assert in_range.tolist() == [False, True]
+    assert tp[:, 0].tolist() == [False, True, False, False]
+    assert counted[:, 0].tolist() == [False, True, True, False]
+    assert out["medium"][1][:, 0].tolist() == [False, False, False, False]
+    ap, ar = ap_ar_by_area([(tp, counted, dets[:, 4].numpy(), dets[:, 5].numpy(), labels[in_range, 0].numpy())])
+    assert (ap, ar) == (pytest.approx(1.0), 1.0)  # the hit ranks above the false alarm
+    assert ap_ar_by_area([(*out["medium"][:2], dets[:, 4].numpy(), dets[:, 5].numpy(), np.zeros(0))]) == (-1, -1)
+
+
+def test_match_by_area_prefers_a_label_in_range():
+    """As pycocotools: a detection takes a label in range (IoU 0.83) over an ignored one it overlaps more (0.9)."""
+    labels = labels_tensor([[0, 0, 0, 30, 30], [0, 0, 0, 30, 40]])  # areas 900 (small) and 1200 (medium)
+    dets = dets_tensor([[0, 0, 30, 36, 0.9, 0]])
+    tp, counted, _ = match_predictions_by_area(dets, labels, [0.5])["small"]
+    assert tp[0, 0] and counted[0, 0]
+    tp, counted, _ = match_predictions_by_area(dets, labels, [0.5])["medium"]
+    assert tp[0, 0] and counted[0, 0]

@@ -2,6 +2,8 @@
 predictions are known (the labels themselves, or jittered labels) so the metrics have known answers; the COCO
 helpers of utils/evaluation.py."""
 
+import contextlib
+import io
 import json
 import re
 import shutil
@@ -116,6 +118,31 @@ def test_noisy_predictions_agree_with_pycocotools(tmp_path, coco8):
                                          [coco_image_id(f) for f in dataset.im_files])
     assert map50 == pytest.approx(coco_map50, abs=0.01)
     assert map5095 == pytest.approx(coco_map, abs=0.01)
+
+
+def test_ap_by_object_size_agrees_with_pycocotools(tmp_path, coco8, info_log):
+    """Small / medium / large AP and AR from val.run equal pycocotools' on the json files val.run wrote."""
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    data, loader, dataset = coco8
+    model = LabelModel(loader, data["nc"], jitter=0.08, false_alarms=3, seed=1)
+    with info_log() as log:
+        output = val.run(data, model=model, dataloader=loader, save_dir=tmp_path, plots=False, save_json=True)
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "val_ground_truth.json"))
+        coco_eval = COCOeval(gt, gt.loadRes(str(tmp_path / "model_predictions.json")), "bbox")
+        coco_eval.params.imgIds = [coco_image_id(f) for f in dataset.im_files]
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    expected = [*coco_eval.stats[3:6], *coco_eval.stats[9:12]]
+    assert sum(v > 0 for v in expected) >= 4  # several size ranges hold labels and hits
+    assert list(output.by_size) == pytest.approx(expected, abs=1e-3)
+    assert any(line.endswith(output.by_size.describe()) for line in log.lines)
+    results, _, _ = output  # still a 3-tuple
+    assert results is output.results
 
 
 def test_coco_ground_truth_boxes(coco8):

@@ -15,7 +15,15 @@ from tqdm import tqdm
 from utils.boxes import MAX_NMS, non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.dataloaders import LoadImagesAndLabels
 from utils.general import LOGGER
-from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
+from utils.metrics import (
+    AREA_RANGES,
+    IOU_THRESHOLDS,
+    ConfusionMatrix,
+    ap_ar_by_area,
+    ap_per_class,
+    match_predictions,
+    match_predictions_by_area,
+)
 from utils.plots import output_to_target, plot_images
 from utils.torch_utils import time_sync
 
@@ -45,13 +53,43 @@ VAL_COLUMNS = dict(zip(ValResults._fields, (
 VAL_LOSS_COLUMNS = {field: column for field, column in VAL_COLUMNS.items() if column.startswith("val/")}  # losses
 
 
-class ValOutput(NamedTuple):
-    """What ``evaluate`` (and val.run) returns: ValResults, mAP50-95 per class (nc,) (the mean for classes
-    without labels), and (pre-process, inference, NMS) milliseconds per image."""
+class SizeMetrics(NamedTuple):
+    """COCO's AP (IoU 0.50:0.95) and AR by object size: small (box area < 32^2 original-image pixels), medium
+    (32^2 to 96^2) and large (> 96^2); -1 for a size without labels, as in pycocotools."""
 
+    ap_small: float
+    ap_medium: float
+    ap_large: float
+    ar_small: float
+    ar_medium: float
+    ar_large: float
+
+    def describe(self) -> str:
+        """'AP small/medium/large 0.123/0.456/0.789, AR 0.2/0.5/0.8' (n/a for a size without labels)."""
+        def cells(values):
+            return "/".join("n/a" if v < 0 else f"{v:.3f}" for v in values)
+        return f"AP small/medium/large {cells(self[:3])}, AR {cells(self[3:])}"
+
+
+class _ValOutputFields(NamedTuple):
     results: ValResults
     maps: np.ndarray
     times: tuple[float, float, float]
+
+
+class ValOutput(_ValOutputFields):
+    """What ``evaluate`` (and val.run) returns: ValResults, mAP50-95 per class (nc,) (the mean for classes
+    without labels), and (pre-process, inference, NMS) milliseconds per image; a 3-tuple, so
+    ``results, maps, times = output`` works. ``by_size`` (SizeMetrics, or None where not computed) is an
+    attribute beside the tuple."""
+
+    by_size: SizeMetrics | None = None
+
+    def __new__(cls, results: ValResults, maps: np.ndarray, times: tuple[float, float, float],
+                by_size: SizeMetrics | None = None) -> "ValOutput":
+        output = super().__new__(cls, results, maps, times)
+        output.by_size = by_size
+        return output
 
 
 def coco80_to_coco91_class() -> list[int]:
@@ -167,6 +205,7 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
     loss = torch.zeros(3, device=device)
     nms_stats = {} if nms_stats is None else nms_stats
     stats = []
+    size_stats = {name: [] for name in AREA_RANGES}  # per image: see utils.metrics.ap_ar_by_area
 
     pbar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}")
     for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
@@ -200,9 +239,12 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
             path, shape = Path(paths[si]), shapes[si][0]
             correct = torch.zeros(npr, niou, dtype=torch.bool, device=device)
             seen += 1
+            tbox = scale_boxes(im[si].shape[1:], xywh2xyxy(labels[:, 1:5]), shape, shapes[si][1])
+            labelsn = torch.cat((labels[:, 0:1], tbox), 1)  # original-image pixels
             if npr == 0:
                 if nl:
                     stats.append((correct, *torch.zeros((2, 0), device=device), labels[:, 0]))
+                    _append_size_stats(size_stats, pred, labelsn, iouv)
                     if plots:
                         confusion_matrix.process_batch(detections=None, labels=labels)
                 continue
@@ -210,9 +252,8 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
                 pred[:, 5] = 0
             predn = pred.clone()
             scale_boxes(im[si].shape[1:], predn[:, :4], shape, shapes[si][1])  # to original-image pixels
+            _append_size_stats(size_stats, predn, labelsn, iouv)
             if nl:
-                tbox = scale_boxes(im[si].shape[1:], xywh2xyxy(labels[:, 1:5]), shape, shapes[si][1])
-                labelsn = torch.cat((labels[:, 0:1], tbox), 1)
                 correct = match_predictions(predn, labelsn, iouv)
                 if plots:
                     confusion_matrix.process_batch(predn, labelsn)
@@ -253,7 +294,17 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
         maps[c] = ap[i]
     losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
     times = tuple(x / max(seen, 1) * 1e3 for x in dt)
-    return ValOutput(ValResults(float(mp), float(mr), float(map50), float(map5095), *losses), maps, times)
+    by_size = SizeMetrics(*np.array([ap_ar_by_area(size_stats[name]) for name in AREA_RANGES]).T.ravel().tolist())
+    return ValOutput(ValResults(float(mp), float(mr), float(map50), float(map5095), *losses), maps, times, by_size)
+
+
+def _append_size_stats(size_stats: dict[str, list], predn: torch.Tensor, labelsn: torch.Tensor,
+                       iouv: torch.Tensor) -> None:
+    """One image's detections and labels (original-image pixels) matched within each COCO size range."""
+    conf, cls = predn[:, 4].cpu().numpy(), predn[:, 5].cpu().numpy()
+    label_cls = labelsn[:, 0].cpu().numpy()
+    for name, (tp, counted, in_range) in match_predictions_by_area(predn, labelsn, iouv).items():
+        size_stats[name].append((tp, counted, conf, cls, label_cls[in_range]))
 
 
 def warn_capped_nms(nms_stats: dict) -> None:

@@ -74,22 +74,105 @@ def match_predictions(
     Returns correct (n, t) bool tensor on the detections' device.
     """
     iouv = torch.as_tensor(iouv).cpu().numpy()
-    n, m, t = detections.shape[0], labels.shape[0], iouv.size
-    correct = np.zeros((n, t), dtype=bool)
+    n, m = detections.shape[0], labels.shape[0]
+    correct = np.zeros((n, iouv.size), dtype=bool)
     if n and m:
-        iou = box_iou(labels[:, 1:].float(), detections[:, :4].float())
-        iou = (iou * (labels[:, 0:1] == detections[:, 5]).to(iou.dtype)).cpu().numpy()  # other classes never match
-        conf = detections[:, 4].float().cpu().numpy()
-        order = np.argsort(-conf, kind="stable")
-        taken = np.zeros((m, t), dtype=bool)  # label already matched, per threshold
-        columns = np.arange(t)
-        for j in order[iou[:, order].max(0) >= iouv.min()]:  # only detections that can match at all
-            ok = (iou[:, j : j + 1] >= iouv[None]) & ~taken  # (m, t) labels this detection may take
-            best = np.where(ok, iou[:, j : j + 1], -1.0).argmax(0)  # (t,) highest-IoU label per threshold
-            hit = ok[best, columns]
-            taken[best[hit], columns[hit]] = True
-            correct[j] = hit
+        correct = _match(_class_iou(detections, labels), detections[:, 4].float().cpu().numpy(), iouv)[0]
     return torch.tensor(correct, dtype=torch.bool, device=detections.device)
+
+
+def _class_iou(detections: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """(m, n) IoU of labels with detections, 0 between different classes."""
+    iou = box_iou(labels[:, 1:].float(), detections[:, :4].float())
+    return (iou * (labels[:, 0:1] == detections[:, 5]).to(iou.dtype)).cpu().numpy()
+
+
+def _match(iou: np.ndarray, conf: np.ndarray, iouv: np.ndarray,
+           label_ignored: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """COCO's greedy matching on an (m, n) label-detection IoU matrix: detections in descending confidence each take
+    the free label with the highest IoU (>= the threshold), a label not ignored before any ignored one.
+
+    Returns (matched (n, t), matched to an ignored label (n, t)) bool arrays.
+    """
+    m, n, t = iou.shape[0], iou.shape[1], iouv.size
+    matched, to_ignored = np.zeros((n, t), dtype=bool), np.zeros((n, t), dtype=bool)
+    ignored = np.zeros(m, dtype=bool) if label_ignored is None else label_ignored
+    priority = np.where(ignored, 0.0, 2.0)[:, None]  # IoU <= 1: any label in range outranks every ignored one
+    order = np.argsort(-conf, kind="stable")
+    taken = np.zeros((m, t), dtype=bool)  # label already matched, per threshold
+    columns = np.arange(t)
+    for j in order[iou[:, order].max(0) >= iouv.min()]:  # only detections that can match at all
+        ok = (iou[:, j : j + 1] >= iouv[None]) & ~taken  # (m, t) labels this detection may take
+        best = np.where(ok, iou[:, j : j + 1] + priority, -1.0).argmax(0)  # (t,) label taken per threshold
+        hit = ok[best, columns]
+        taken[best[hit], columns[hit]] = True
+        matched[j] = hit
+        to_ignored[j] = hit & ignored[best]
+    return matched, to_ignored
+
+
+# COCO's object sizes: box area in original-image pixels (bounds inclusive on both sides, as in pycocotools)
+AREA_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 1e10)}
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Areas (n,) of xyxy boxes (n, >=4)."""
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def match_predictions_by_area(
+    detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor | ArrayLike = IOU_THRESHOLDS,
+    area_ranges: dict[str, tuple[float, float]] = AREA_RANGES,
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``match_predictions`` restricted to each object-size range, by COCO's rule: labels whose box area is outside
+    the range are ignored; a detection matched to an ignored label, or unmatched with its own area outside the
+    range, is ignored (neither true nor false positive). Labels in range are preferred to ignored ones.
+
+    detections (n, 6) [x1, y1, x2, y2, conf, cls]; labels (m, 5) [cls, x1, y1, x2, y2], original-image pixels.
+    Returns {range name: (true positive (n, t), counted (n, t) = not ignored, label in range (m,))} bool arrays.
+    """
+    iouv = torch.as_tensor(iouv).cpu().numpy()
+    n, m, t = detections.shape[0], labels.shape[0], iouv.size
+    label_area, det_area = box_area(labels[:, 1:].float()).cpu().numpy(), box_area(detections.float()).cpu().numpy()
+    iou = _class_iou(detections, labels) if n and m else np.zeros((m, n))
+    conf = detections[:, 4].float().cpu().numpy()
+    out = {}
+    for name, (lo, hi) in area_ranges.items():
+        label_ignored = (label_area < lo) | (label_area > hi)
+        matched, to_ignored = _match(iou, conf, iouv, label_ignored) if n and m else (np.zeros((n, t), bool),) * 2
+        det_outside = ((det_area < lo) | (det_area > hi))[:, None]
+        counted = ~to_ignored & (matched | ~det_outside)
+        out[name] = (matched & ~to_ignored, counted, ~label_ignored)
+    return out
+
+
+def ap_ar_by_area(
+    stats: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[float, float]:
+    """COCO's AP (101-point, averaged over IoU thresholds and classes) and AR (the recall reached by all counted
+    detections, averaged likewise) of one size range, from per-image tuples (true positive (n, t), counted (n, t),
+    confidence (n,), detection class (n,), classes of the labels in range (k,)). Only classes with labels in range
+    enter the means; (-1, -1) when there are none, as in pycocotools.
+    """
+    if not stats:
+        return -1.0, -1.0
+    tp, counted, conf, pred_cls, target_cls = (np.concatenate(x, 0) for x in zip(*stats))
+    classes, n_labels = np.unique(target_cls, return_counts=True)
+    if not classes.size:
+        return -1.0, -1.0
+    order = np.argsort(-conf, kind="stable")
+    tp, counted, pred_cls = tp[order], counted[order], pred_cls[order]
+    t = tp.shape[1]
+    ap, ar = np.zeros((classes.size, t)), np.zeros((classes.size, t))
+    for ci, c in enumerate(classes):
+        of_class = pred_cls == c
+        for j in range(t):
+            keep = of_class & counted[:, j]  # ignored detections add neither a true nor a false positive
+            tpc = np.cumsum(tp[keep, j])
+            if tpc.size:
+                recall, precision = tpc / n_labels[ci], tpc / np.arange(1, tpc.size + 1)
+                ap[ci, j], ar[ci, j] = compute_ap(recall, precision)[0], recall[-1]
+    return float(ap.mean()), float(ar.mean())
 
 
 def compute_ap(recall: ArrayLike, precision: ArrayLike) -> tuple[float, np.ndarray, np.ndarray]:
