@@ -244,8 +244,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Validate a YOLOv5 detection model on a dataset.")
     parser.add_argument("--data", type=str, default=str(ROOT / "data/coco8.yaml"), help="dataset.yaml path")
     parser.add_argument("--weights", nargs="+", type=str, default=None,
-                        help="model path(s) (.pt, .torchscript, .onnx, *_openvino_model, .engine); several .pt make an ensemble; default: the "
-                             "newest runs/train/*/weights/best.pt")
+                        help="model path(s) (.pt, .torchscript, .onnx, *_openvino_model, .engine); several .pt make "
+                             "an ensemble; default: the newest runs/train/*/weights/best.pt")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
