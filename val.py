@@ -249,8 +249,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=str, default=None,
                         help="dataset.yaml path (default: the one the .pt weights were trained on, else coco8.yaml)")
     parser.add_argument("--weights", nargs="+", type=str, default=None,
-                        help="model path(s) (.pt, .torchscript, .onnx, *_openvino_model, .engine); several .pt make an ensemble; default: the "
-                             "newest runs/train/*/weights/best.pt")
+                        help="model path(s) (.pt, .torchscript, .onnx, *_openvino_model, .engine); several .pt make "
+                             "an ensemble; default: the newest runs/train/*/weights/best.pt")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     parser.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
