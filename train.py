@@ -68,7 +68,8 @@ OFFICIAL = dict(epochs=100, imgsz=640)  # YOLOv5's defaults, for unset flags onc
 GRAD_CLIP_NORM = 10.0
 
 
-def create_model(cfg, ckpt=None, nc=None, anchors=None):
+def create_model(cfg: str | dict, ckpt: dict | None = None, nc: int | None = None,
+                 anchors: float | list | None = None) -> Model:
     """A new Model from ``cfg`` (or the checkpoint's own yaml when cfg is empty), with every weight of checkpoint
     dict ``ckpt`` (official or project format) that fits copied in: by key when the layer lists agree, else
     by aligning the two layer lists (utils/transfer.py), so an inserted layer does not shift the rest out. The

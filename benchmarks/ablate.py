@@ -19,6 +19,8 @@ finished (configuration, seed) rows: a second invocation with the same settings 
 training continues from its last.pt (train.py --resume).
 """
 
+from __future__ import annotations
+
 import argparse
 import csv
 import glob
@@ -29,6 +31,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,7 +79,7 @@ MAX_SEEDS_TO_RESOLVE = 1000  # beyond this the table says "> 1000"
 # ---------------------------------------------------------------------------------------------------------------
 # Which configurations
 # ---------------------------------------------------------------------------------------------------------------
-def variant_cfgs(scale=SCALE):
+def variant_cfgs(scale: str = SCALE) -> list[str]:
     """The stock model and every variant yaml at one scale: yolov5{scale}.yaml, yolov5{scale}_<Variant>.yaml ...
 
     Variants are found as models/yolov5?_<Variant>.yaml at any scale; Model() builds the requested scale from them.
@@ -85,7 +88,7 @@ def variant_cfgs(scale=SCALE):
     return [f"yolov5{scale}.yaml"] + [f"yolov5{scale}_{v}.yaml" for v in variants]
 
 
-def expand_cfgs(cfgs):
+def expand_cfgs(cfgs: list[str]) -> list[str]:
     """Expand 'all' and glob patterns (relative to the current folder or the repository) into a list of yamls,
     without duplicates, in the order given."""
     out = []
@@ -110,7 +113,7 @@ def expand_cfgs(cfgs):
 # Measurements
 # ---------------------------------------------------------------------------------------------------------------
 @contextmanager
-def quiet():
+def quiet() -> Iterator[None]:
     """Silence the INFO logging of model building and fusing while measuring."""
     level = LOGGER.level
     LOGGER.setLevel(logging.WARNING)
@@ -120,7 +123,7 @@ def quiet():
         LOGGER.setLevel(level)
 
 
-def measure_model(cfg, latency_img=640, latency_runs=5):
+def measure_model(cfg: str, latency_img: int = 640, latency_runs: int = 5) -> tuple[int, float, float]:
     """(parameters, GFLOPs at 640, median CPU latency in ms at batch 1 and ``latency_img`` px) of a yaml, measured
     like benchmarks/variants_table.py: parameters of the trainable 80-class model, GFLOPs and latency of the fused
     one (latency on the channels-last path). Weights do not matter for these, so a fresh model is measured."""
@@ -131,7 +134,7 @@ def measure_model(cfg, latency_img=640, latency_runs=5):
     return params, gflops * (640 / latency_img) ** 2, latency_ms  # FLOPs grow with the pixel count
 
 
-def training_plan(run_dir, settings):
+def training_plan(run_dir: Path, settings: dict) -> tuple[str, Path | None]:
     """What to do with ``run_dir``: ('fresh', None), ('resume', last.pt) for an interrupted run of the same
     settings, or ('done', weights) for a finished one (best.pt, or last.pt when no best.pt was written).
 
@@ -153,7 +156,8 @@ def training_plan(run_dir, settings):
     return "done", best if best.is_file() else last
 
 
-def train_config(cfg, run_dir, settings, workers, device, plots):
+def train_config(cfg: str, run_dir: Path, settings: dict, workers: int, device: str,
+                 plots: bool) -> tuple[float | None, float | None, float | None, float | None]:
     """Train (or resume, or reuse) one configuration; returns (mAP50, mAP50-95, AP_small, training seconds or None).
     mAP50 and mAP50-95 of a training come from its final validation; AP_small (COCO's small-object AP) from
     validating the weights it left (``validate``)."""
@@ -184,7 +188,8 @@ def train_config(cfg, run_dir, settings, workers, device, plots):
     return float(results[2]), float(results[3]), ap_small, train_s
 
 
-def validate(weights, settings, workers, device, run_dir):
+def validate(weights: Path | str | None, settings: dict, workers: int, device: str,
+             run_dir: Path) -> tuple[float | None, float | None, float | None]:
     """mAP50, mAP50-95 and AP_small (COCO's AP of objects under 32x32 pixels; None when the split has none) of
     ``weights`` on the val split (all None when there are no weights)."""
     if weights is None or not Path(weights).is_file():
@@ -201,7 +206,7 @@ def validate(weights, settings, workers, device, run_dir):
 # ---------------------------------------------------------------------------------------------------------------
 # Statistics over seeds
 # ---------------------------------------------------------------------------------------------------------------
-def t_quantile_975(dof):
+def t_quantile_975(dof: int) -> float:
     """The 0.975 quantile of Student's t with ``dof`` degrees of freedom: the table up to 30, beyond that the
     Cornish-Fisher expansion around the normal quantile (within 5e-4 of the exact value for dof > 30)."""
     if dof < 1:
@@ -212,7 +217,7 @@ def t_quantile_975(dof):
     return z + (z**3 + z) / (4 * dof) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * dof**2)
 
 
-def mean_std(values):
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     """(mean, sample standard deviation) of a list of numbers; the deviation is None for fewer than 2 values, both
     are None for none."""
     n = len(values)
@@ -224,7 +229,7 @@ def mean_std(values):
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def seeds_to_resolve(mean_diff, sd_diff):
+def seeds_to_resolve(mean_diff: float, sd_diff: float) -> int | None:
     """The smallest number of paired seeds n >= 2 whose 95% t interval, at the observed spread ``sd_diff`` of the
     differences, excludes 0 for a mean difference of the observed size: t(n-1) * sd / sqrt(n) < |mean|, about
     (t * sd / mean)^2. None when no n up to MAX_SEEDS_TO_RESOLVE does (or the mean difference is 0)."""
@@ -236,7 +241,7 @@ def seeds_to_resolve(mean_diff, sd_diff):
     return None
 
 
-def paired_comparison(variant, baseline):
+def paired_comparison(variant: dict[int, float | None], baseline: dict[int, float | None]) -> dict:
     """Compare mAPs of a variant with the baseline's on the seeds both have ({seed: mAP} each; None = no value).
 
     Returns a dict: n (paired seeds), diff (mean of variant - baseline), low/high (95% paired-t interval with n-1
@@ -259,7 +264,7 @@ def paired_comparison(variant, baseline):
     return out
 
 
-def summarize(seed_rows, baseline):
+def summarize(seed_rows: list[dict], baseline: str) -> list[dict]:
     """One row per configuration (the COLUMNS keys, in the order of first appearance) from the per-seed rows; each
     variant is compared with the configuration named ``baseline`` on the seeds both finished."""
     by_model = {}
@@ -311,7 +316,7 @@ def load_state(path):
         return {}
 
 
-def save_state(path, rows):
+def save_state(path: Path, rows: dict) -> None:
     """Write the state atomically so that a kill never leaves half a file."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"version": STATE_VERSION, "rows": rows}, indent=1))
@@ -326,7 +331,7 @@ def _mean_sd(mean, sd):
     return _fmt(mean, ".3f") if sd is None else f"{mean:.3f} ± {sd:.3f}"
 
 
-def _difference(r, diff="diff_map50_95", low="diff_low", high="diff_high"):
+def _difference(r: dict, diff: str = "diff_map50_95", low: str = "diff_low", high: str = "diff_high") -> str:
     """The difference cell: '+0.012 [-0.010, +0.034]', or the difference alone without an interval (the columns
     ``diff``, ``low``, ``high`` of summary row ``r``)."""
     if r["verdict"] == BASELINE:
@@ -338,7 +343,7 @@ def _difference(r, diff="diff_map50_95", low="diff_low", high="diff_high"):
     return f"{r[diff]:+.3f} [{r[low]:+.3f}, {r[high]:+.3f}]"
 
 
-def markdown_table(summary, latency_img, baseline):
+def markdown_table(summary: list[dict], latency_img: int, baseline: str) -> str:
     """A Markdown table of summary rows (dicts with the COLUMNS keys)."""
     lines = [
         f"| model | seeds | params (M) | GFLOPs @640 (fused) | CPU ms @{latency_img} (fused) | mAP50 | mAP50-95 "
@@ -364,7 +369,7 @@ def markdown_table(summary, latency_img, baseline):
     return "\n".join(lines) + "\n"
 
 
-def write_csv(rows, path, columns):
+def write_csv(rows: list[dict], path: Path, columns: tuple[str, ...]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -372,7 +377,7 @@ def write_csv(rows, path, columns):
             writer.writerow({k: "" if r.get(k) is None else r[k] for k in columns})  # older rows lack ap_small
 
 
-def plot_ablation(summary, path, latency_img, baseline):
+def plot_ablation(summary: list[dict], path: Path, latency_img: int, baseline: str) -> bool:
     """Mean mAP50-95 with error bars (one standard deviation over the seeds) against GFLOPs and against latency, one
     labelled point per model; False when no row has an mAP (nothing to plot)."""
     rows = [r for r in summary if r["map50_95_mean"] is not None]
@@ -406,7 +411,7 @@ def plot_ablation(summary, path, latency_img, baseline):
     return True
 
 
-def replace_readme_block(readme, block):
+def replace_readme_block(readme: Path, block: str | None) -> None:
     """Put ``block`` between the ablation-table markers of ``readme`` (a path), leaving the rest untouched;
     ``block=None`` only checks that the markers are there."""
     readme = Path(readme)
@@ -419,7 +424,7 @@ def replace_readme_block(readme, block):
         readme.write_text(text[: start + len(README_START)] + "\n" + block.strip("\n") + "\n" + text[end:])
 
 
-def settings_note(settings, seeds, budget, latency_img, latency_runs):
+def settings_note(settings: dict, seeds: list[int], budget: str, latency_img: int, latency_runs: int) -> str:
     """One sentence on how the table was made."""
     epochs, weights, threads = settings["epochs"], settings["weights"] or "scratch", torch.get_num_threads()
     preset = f" (--budget {budget})" if BUDGETS.get(budget) == (epochs, settings["imgsz"]) else ""
@@ -434,7 +439,7 @@ AP_SMALL_NOTE = ("AP_small: COCO's AP (IoU 0.50:0.95) of objects under 32x32 pix
                  "from validating each seed's final weights; its Δ is paired over the seeds like mAP50-95's.")
 
 
-def statistics_note(n_seeds):
+def statistics_note(n_seeds: int) -> str:
     """What the mean, spread, difference, verdict and seeds-to-resolve columns mean."""
     if n_seeds < 2:
         return ("mAP: one seed, so no spread; Δ: the variant's mAP50-95 minus the baseline's on the same seed. With 1 "
@@ -451,10 +456,12 @@ def statistics_note(n_seeds):
 # ---------------------------------------------------------------------------------------------------------------
 # Runner
 # ---------------------------------------------------------------------------------------------------------------
-def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), budget=DEFAULT_BUDGET, epochs=None, imgsz=None,
-        batch_size=16, workers=0, seeds=(0,), baseline="", hyp="", weights="", device="cpu",
-        project=str(ROOT / "runs/ablate"), out="", no_train=False, latency_img=640, latency_runs=5, threads=0,
-        plots=False, noautoanchor=False, write_readme=False):
+def run(data: str = str(ROOT / "data/shapes.yaml"), cfgs: str | list[str] | tuple[str, ...] = ("all",),
+        budget: str = DEFAULT_BUDGET, epochs: int | None = None, imgsz: int | None = None, batch_size: int = 16,
+        workers: int = 0, seeds: int | list[int] | tuple[int, ...] = (0,), baseline: str = "", hyp: str = "",
+        weights: str = "", device: str = "cpu", project: str = str(ROOT / "runs/ablate"), out: str = "",
+        no_train: bool = False, latency_img: int = 640, latency_runs: int = 5, threads: int = 0, plots: bool = False,
+        noautoanchor: bool = False, write_readme: bool = False) -> list[dict]:
     """Train (unless ``no_train``) each configuration with each seed and measure it; write the tables, CSVs and plot
     into ``out`` (default: ``project``). ``epochs`` and ``imgsz`` default to the ``budget`` preset. Returns the
     summary rows (dicts with the COLUMNS keys); the per-seed rows are in ablation_seeds.csv."""
@@ -557,7 +564,7 @@ def run(data=str(ROOT / "data/shapes.yaml"), cfgs=("all",), budget=DEFAULT_BUDGE
     return summary
 
 
-def parse_opt(argv=None):
+def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT / "data/shapes.yaml"), help="dataset.yaml path")
     p.add_argument("--cfgs", nargs="+", default=["all"],
