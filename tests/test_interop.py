@@ -23,6 +23,7 @@ import hubconf
 import val
 from models.backends import DetectMultiBackend, checkpoint_dataset, metadata_strings, read_metadata
 from models.experimental import attempt_load
+from models.export.official import official_checkpoint
 from models.yolo import Model
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.general import UserError
@@ -258,3 +259,11 @@ def test_official_export_refuses_plug_in_modules(tmp_path):
     with pytest.raises(UserError, match=r"^official YOLOv5 cannot run ScConv: --include official needs"):
         export.run(weights=weights, imgsz=(64, 64), include=("official",))
     assert not (tmp_path / "sc_official.pt").exists()
+
+
+def test_official_export_refuses_weights_beyond_fp16():
+    model = Model(ROOT / "models" / "yolov5n.yaml", nc=2)
+    with torch.no_grad():
+        model.model[0].conv.weight[0, 0, 0, 0] = 1e6  # fp16 tops out at 65504
+    with pytest.raises(UserError, match=r"exceed its range \(e\.g\. \['model\.0\.conv\.weight'\]\)"):
+        official_checkpoint(model)

@@ -269,11 +269,12 @@ def nonfinite_weights(ckpt):
     return bad
 
 
-def save_checkpoint(ckpt, path, pickle_module=pickle):
+def save_checkpoint(ckpt, path, pickle_module=None):
     """Write ``ckpt`` atomically and durably: a temporary file in the same folder, fsynced, then renamed over
     ``path`` and the folder fsynced, so a kill or power cut at any moment leaves the old or the new file whole.
     Refuses weights holding NaN/inf; a failed write (full disk) is a UserError saying the old file is intact.
-    Temporary files left by dead processes in the folder are removed first."""
+    Temporary files left by dead processes in the folder are removed first. ``pickle_module``: another pickler for
+    torch.save (models/export/official.py writes official class names with one)."""
     path = Path(path)
     bad = nonfinite_weights(ckpt)
     if bad:
@@ -283,7 +284,7 @@ def save_checkpoint(ckpt, path, pickle_module=pickle):
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            torch.save(ckpt, f, pickle_module=pickle_module)  # another pickler: models/export/official.py
+            torch.save(ckpt, f, **({"pickle_module": pickle_module} if pickle_module else {}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

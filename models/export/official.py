@@ -128,6 +128,10 @@ def official_checkpoint(model: Model, opt: dict[str, Any] | None = None) -> dict
     for m in model.modules():
         official_class_path(m)  # every module checked before anything is written
     half = copy.deepcopy(model).half().eval()
+    overflow = [k for k, v in half.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if overflow:
+        raise UserError(f"official checkpoints are fp16 and {len(overflow)} weight tensors exceed its range (e.g. "
+                        f"{overflow[:2]}); hand this model over as ONNX or TorchScript instead")
     return {"epoch": -1, "best_fitness": None, "model": half, "ema": None, "updates": None, "optimizer": None,
             "opt": dict(opt or {}), "git": None, "date": datetime.now().isoformat()}
 
