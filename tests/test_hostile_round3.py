@@ -20,6 +20,7 @@ from models.yolo import Model
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.general import ROOT, UserError, yaml_load
 from utils.resume import load_optimizer_state, load_resume_state, load_resumed_weights
+from utils.script_check import load_torchscript
 from utils.sources import list_source_files
 from utils.torch_utils import ModelEMA
 from utils.training import build_optimizer
@@ -197,3 +198,43 @@ def test_checkpoint_member_that_inflates_a_thousandfold_is_refused(tmp_path):
                                         r"33,554,432, over 10x"):
         load_checkpoint(bomb)
     assert load_checkpoint(stored)["model"]["w"].shape == (2**23,)  # torch's own (stored) archive loads
+
+
+class AllocatesGigabytes(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.arange(10**9).sum()
+
+
+class ComputedArange(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.arange(x.shape[-1] * 10**7).sum()
+
+
+class ExpandsHugely(torch.nn.Module):
+    def forward(self, x):
+        return x.expand(4096, 1, 3, x.shape[-2], x.shape[-1]).sum(0)
+
+
+class ShapedByInput(torch.nn.Module):  # what Detect does: grids sized by the input's sides
+    def forward(self, x):
+        grid = torch.arange(x.shape[-1]) + torch.arange(2, 10)
+        return x + grid.expand(1, 3, x.shape[-2], x.shape[-1])
+
+
+@pytest.mark.parametrize("module, problem", [
+    (AllocatesGigabytes, "an arange of up to 1000000000 numbers"),
+    (ComputedArange, "an arange whose bounds are computed, not read from a shape"),
+    (ExpandsHugely, "an expand by 12288 over its input"),
+])
+def test_torchscript_allocating_gigabytes_is_refused(tmp_path, module, problem):
+    file = tmp_path / "m.torchscript"
+    torch.jit.trace(module(), torch.rand(1, 3, 8, 8), check_trace=False).save(str(file))
+    with pytest.raises(UserError, match=f"m.torchscript is refused: it makes {problem} .*could allocate gigabytes"):
+        load_torchscript(str(file))
+
+
+def test_torchscript_sized_by_its_input_loads(tmp_path):
+    file = tmp_path / "m.torchscript"
+    torch.jit.trace(ShapedByInput(), torch.rand(1, 3, 8, 8), check_trace=False).save(str(file))
+    im = torch.rand(1, 3, 4, 8)
+    assert torch.equal(load_torchscript(str(file))(im), ShapedByInput()(im))
