@@ -5,6 +5,7 @@ warning and a skip."""
 
 import argparse
 import copy
+import math
 import shutil
 import time
 import zipfile
@@ -18,6 +19,7 @@ import utils.sources
 from models.experimental import model_from_checkpoint
 from models.yolo import Model
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
+from utils.evolve import append_evolve_csv, next_hyp, read_evolve_csv, write_best_hyp
 from utils.general import ROOT, UserError, yaml_load
 from utils.resume import load_optimizer_state, load_resume_state, load_resumed_weights
 from utils.script_check import load_torchscript
@@ -238,3 +240,23 @@ def test_torchscript_sized_by_its_input_loads(tmp_path):
     torch.jit.trace(ShapedByInput(), torch.rand(1, 3, 8, 8), check_trace=False).save(str(file))
     im = torch.rand(1, 3, 4, 8)
     assert torch.equal(load_torchscript(str(file))(im), ShapedByInput()(im))
+
+
+def test_damaged_evolve_csv_rows_are_skipped_and_good_rows_kept(tmp_path, warnings_log):
+    csv_file = tmp_path / "evolve.csv"
+    append_evolve_csv(csv_file, [0.5, 0.5, 0.5, 0.4, 0, 0, 0], {"lr0": 0.01, "momentum": 0.9})
+    append_evolve_csv(csv_file, [0.6, 0.6, 0.6, 0.5, 0, 0, 0], {"lr0": 0.02, "momentum": 0.8})
+    with open(csv_file, "a") as f:
+        f.write("0.3, 0.5\n")  # short row
+        f.write("0.3,,0.5,0.5,0.4,0,0,0,0.01,0.9\n")  # empty field
+        f.write("high,0.5,0.5,0.5,0.4,0,0,0,0.01,0.9\n")  # text
+        f.write("nan,0.5,0.5,0.5,0.4,0,0,0,0.01,0.9\n")  # NaN fitness
+        f.write("0.3,0.5,0.5,0.5,0.4,0,0,0,0.01,0.9,7\n")  # extra field
+    with warnings_log() as log:
+        rows = read_evolve_csv(csv_file)
+        best = write_best_hyp(csv_file, ["lr0", "momentum"], tmp_path / "hyp_evolve.yaml")
+        child = next_hyp({"lr0": 0.01, "momentum": 0.9}, csv_file, 0)
+    assert [r["lr0"] for r in rows] == [0.01, 0.02] and best == {"lr0": 0.02, "momentum": 0.8}
+    assert set(child) == {"lr0", "momentum"} and all(math.isfinite(v) for v in child.values())
+    warning = f"WARNING: {csv_file}: skipped 5 damaged row(s) (a missing, empty, text or non-finite field), e.g. line 4"
+    assert log.lines[0] == warning
