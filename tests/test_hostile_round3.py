@@ -5,6 +5,7 @@ warning and a skip."""
 
 import argparse
 import copy
+import json
 import math
 import shutil
 import time
@@ -16,6 +17,7 @@ import yaml
 
 import train
 import utils.sources
+from benchmarks import ablate
 from models.experimental import model_from_checkpoint
 from models.yolo import Model
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
@@ -260,3 +262,37 @@ def test_damaged_evolve_csv_rows_are_skipped_and_good_rows_kept(tmp_path, warnin
     assert set(child) == {"lr0", "momentum"} and all(math.isfinite(v) for v in child.values())
     warning = f"WARNING: {csv_file}: skipped 5 damaged row(s) (a missing, empty, text or non-finite field), e.g. line 4"
     assert log.lines[0] == warning
+
+
+GOOD_ROW = {"model": "yolov5n", "cfg": "yolov5n.yaml", "seed": 0, "params": 1.9e6, "gflops_640": 4.5,
+            "latency_ms": 20.0, "map50": 0.5, "map50_95": 0.3, "epochs": 3, "train_s": 60.0}
+
+
+@pytest.mark.parametrize("rows", [["yolov5n/seed0"], "rows", 7])
+def test_ablation_state_with_rows_of_another_type_is_rebuilt(tmp_path, warnings_log, rows):
+    path = tmp_path / ablate.STATE_FILE
+    path.write_text(json.dumps({"version": ablate.STATE_VERSION, "rows": rows}))
+    with warnings_log() as log:
+        assert ablate.load_state(path) == {}
+    assert log.lines == [f"WARNING: {path} is unreadable; measuring every configuration again"]
+
+
+def test_damaged_ablation_rows_are_dropped_and_good_ones_kept(tmp_path, warnings_log):
+    path = tmp_path / ablate.STATE_FILE
+    good = {"key": {"cfg": "yolov5n.yaml"}, "row": GOOD_ROW}
+    rows = {"yolov5n/seed0": good, "a/seed0": "text", "b/seed0": {"key": {}, "row": GOOD_ROW | {"params": "many"}},
+            "c/seed0": {"key": {}, "row": GOOD_ROW | {"map50_95": float("nan")}}, "d/seed0": {"row": GOOD_ROW}}
+    path.write_text(json.dumps({"version": ablate.STATE_VERSION, "rows": rows}))
+    with warnings_log() as log:
+        assert ablate.load_state(path) == {"yolov5n/seed0": good}
+    assert log.lines == [f"WARNING: {path}: 4 damaged row(s), e.g. 'a/seed0'; measuring them again"]
+
+
+def test_empty_run_settings_file_means_training_again(tmp_path, warnings_log):
+    run_dir = tmp_path / "yolov5n" / "seed0"
+    (run_dir / "weights").mkdir(parents=True)
+    torch.save({"model": {}, "epoch": 0, "optimizer": {}}, run_dir / "weights" / "last.pt")
+    (run_dir / ablate.RUN_SETTINGS_FILE).write_text("")
+    with warnings_log() as log:
+        assert ablate.training_plan(run_dir, {"epochs": 3}) == ("fresh", None)
+    assert log.lines == [f"WARNING: {run_dir / ablate.RUN_SETTINGS_FILE} is unreadable; training seed0 again"]
