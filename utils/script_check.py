@@ -122,7 +122,7 @@ MAX_IR_XML_BYTES = 32 * 2**20  # a yolov5x6 IR graph is under 1 MB; its weights 
 SHARED_LIBRARY = re.compile(r"\.(so|dll|dylib)(\.\d+)*$", re.IGNORECASE)
 
 
-def check_torchscript_archive(path):
+def check_torchscript_archive(path: str | Path) -> None:
     """Refuse, before ``torch.jit.load``, an archive whose code defines ``__setstate__`` (the loader would run
     it) or whose members unpack to more than MAX_UNPACKED_BYTES."""
     try:
@@ -150,7 +150,7 @@ def _ops(block, found):
     return found
 
 
-def script_module_ops(module):
+def script_module_ops(module: torch.jit.ScriptModule) -> dict[str, str]:
     """{op kind: first 'module.method' using it} over every method of every submodule, calls inlined."""
     ops = {}
     for name, sub in module.named_modules():
@@ -234,7 +234,7 @@ def check_script_module(module: torch.jit.ScriptModule, source: str | Path) -> N
                                 f"with export.py, or use the .pt weights")
 
 
-def load_torchscript(path, **load_kwargs):
+def load_torchscript(path: str | Path, **load_kwargs: object) -> torch.jit.ScriptModule:
     """``torch.jit.load`` guarded by the checks above: nothing in the file runs unless it passes them."""
     check_torchscript_archive(path)
     module = torch.jit.load(path, **load_kwargs)
