@@ -134,6 +134,15 @@ def measure_model(cfg: str, latency_img: int = 640, latency_runs: int = 5) -> tu
     return params, gflops * (640 / latency_img) ** 2, latency_ms  # FLOPs grow with the pixel count
 
 
+def _run_settings(settings_file: Path) -> dict | None:
+    """The settings a run folder was started with; None (the run is trained again) when the file is damaged."""
+    try:
+        return json.loads(settings_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        LOGGER.warning(f"WARNING: {settings_file} is unreadable; training {settings_file.parent.name} again")
+        return None
+
+
 def training_plan(run_dir: Path, settings: dict) -> tuple[str, Path | None]:
     """What to do with ``run_dir``: ('fresh', None), ('resume', last.pt) for an interrupted run of the same
     settings, or ('done', weights) for a finished one (best.pt, or last.pt when no best.pt was written).
@@ -144,7 +153,7 @@ def training_plan(run_dir: Path, settings: dict) -> tuple[str, Path | None]:
 
     last, best = run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt"
     settings_file = run_dir / RUN_SETTINGS_FILE
-    if not last.is_file() or not settings_file.is_file() or json.loads(settings_file.read_text()) != settings:
+    if not last.is_file() or not settings_file.is_file() or _run_settings(settings_file) != settings:
         return "fresh", None
     try:
         ckpt = load_checkpoint(last)
@@ -301,8 +310,23 @@ def summarize(seed_rows: list[dict], baseline: str) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------------
 # State, table, plot, README
 # ---------------------------------------------------------------------------------------------------------------
-def load_state(path):
-    """The finished rows of earlier invocations ({'<name>/seed<k>': {'key': ..., 'row': ...}})."""
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _sound_state_entry(entry: object) -> bool:
+    """A saved run: {'key': {...}, 'row': {...}} with the row's fields of the types summarize() reads."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), dict) or not isinstance(entry.get("row"), dict):
+        return False
+    row = entry["row"]
+    return (isinstance(row.get("model"), str) and isinstance(row.get("cfg"), str) and _number(row.get("seed"))
+            and all(_number(row.get(k)) for k in ("params", "gflops_640", "latency_ms"))
+            and all(row.get(k) is None or _number(row.get(k)) for k in ("map50", "map50_95", "epochs", "train_s")))
+
+
+def load_state(path: Path) -> dict:
+    """The finished rows of earlier invocations ({'<name>/seed<k>': {'key': ..., 'row': ...}}); damaged entries
+    are dropped with a warning (those runs are measured again), the sound ones kept."""
     if not path.is_file():
         return {}
     try:
@@ -310,10 +334,17 @@ def load_state(path):
         if state.get("version") != STATE_VERSION:  # rows of another layout never match: start a new state
             LOGGER.info(f"ablate: {path} is from another version of this runner; measuring every run again")
             return {}
-        return state["rows"]
-    except (json.JSONDecodeError, AttributeError, KeyError):
+        rows = state["rows"]
+        if not isinstance(rows, dict):
+            raise TypeError(f"its rows are a {type(rows).__name__}")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
         LOGGER.warning(f"WARNING: {path} is unreadable; measuring every configuration again")
         return {}
+    sound = {k: v for k, v in rows.items() if _sound_state_entry(v)}
+    if len(sound) < len(rows):
+        damaged = sorted(str(k) for k in rows if k not in sound)
+        LOGGER.warning(f"WARNING: {path}: {len(damaged)} damaged row(s), e.g. {damaged[0]!r:.60}; measuring them again")
+    return sound
 
 
 def save_state(path: Path, rows: dict) -> None:

@@ -5,6 +5,8 @@ warning and a skip."""
 
 import argparse
 import copy
+import json
+import math
 import shutil
 import time
 import zipfile
@@ -15,11 +17,14 @@ import yaml
 
 import train
 import utils.sources
+from benchmarks import ablate
 from models.experimental import model_from_checkpoint
 from models.yolo import Model
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
+from utils.evolve import append_evolve_csv, next_hyp, read_evolve_csv, write_best_hyp
 from utils.general import ROOT, UserError, yaml_load
 from utils.resume import load_optimizer_state, load_resume_state, load_resumed_weights
+from utils.script_check import load_torchscript
 from utils.sources import list_source_files
 from utils.torch_utils import ModelEMA
 from utils.training import build_optimizer
@@ -197,3 +202,97 @@ def test_checkpoint_member_that_inflates_a_thousandfold_is_refused(tmp_path):
                                         r"33,554,432, over 10x"):
         load_checkpoint(bomb)
     assert load_checkpoint(stored)["model"]["w"].shape == (2**23,)  # torch's own (stored) archive loads
+
+
+class AllocatesGigabytes(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.arange(10**9).sum()
+
+
+class ComputedArange(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.arange(x.shape[-1] * 10**7).sum()
+
+
+class ExpandsHugely(torch.nn.Module):
+    def forward(self, x):
+        return x.expand(4096, 1, 3, x.shape[-2], x.shape[-1]).sum(0)
+
+
+class ShapedByInput(torch.nn.Module):  # what Detect does: grids sized by the input's sides
+    def forward(self, x):
+        grid = torch.arange(x.shape[-1]) + torch.arange(2, 10)
+        return x + grid.expand(1, 3, x.shape[-2], x.shape[-1])
+
+
+@pytest.mark.parametrize("module, problem", [
+    (AllocatesGigabytes, "an arange of up to 1000000000 numbers"),
+    (ComputedArange, "an arange whose bounds are computed, not read from a shape"),
+    (ExpandsHugely, "an expand by 12288 over its input"),
+])
+def test_torchscript_allocating_gigabytes_is_refused(tmp_path, module, problem):
+    file = tmp_path / "m.torchscript"
+    torch.jit.trace(module(), torch.rand(1, 3, 8, 8), check_trace=False).save(str(file))
+    with pytest.raises(UserError, match=f"m.torchscript is refused: it makes {problem} .*could allocate gigabytes"):
+        load_torchscript(str(file))
+
+
+def test_torchscript_sized_by_its_input_loads(tmp_path):
+    file = tmp_path / "m.torchscript"
+    torch.jit.trace(ShapedByInput(), torch.rand(1, 3, 8, 8), check_trace=False).save(str(file))
+    im = torch.rand(1, 3, 4, 8)
+    assert torch.equal(load_torchscript(str(file))(im), ShapedByInput()(im))
+
+
+def test_damaged_evolve_csv_rows_are_skipped_and_good_rows_kept(tmp_path, warnings_log):
+    csv_file = tmp_path / "evolve.csv"
+    append_evolve_csv(csv_file, [0.5, 0.5, 0.5, 0.4, 0, 0, 0], {"lr0": 0.01, "momentum": 0.9})
+    append_evolve_csv(csv_file, [0.6, 0.6, 0.6, 0.5, 0, 0, 0], {"lr0": 0.02, "momentum": 0.8})
+    with open(csv_file, "a") as f:
+        f.write("0.3, 0.5\n")  # short row
+        f.write("0.3,,0.5,0.5,0.4,0,0,0,0.01,0.9\n")  # empty field
+        f.write("high,0.5,0.5,0.5,0.4,0,0,0,0.01,0.9\n")  # text
+        f.write("nan,0.5,0.5,0.5,0.4,0,0,0,0.01,0.9\n")  # NaN fitness
+        f.write("0.3,0.5,0.5,0.5,0.4,0,0,0,0.01,0.9,7\n")  # extra field
+    with warnings_log() as log:
+        rows = read_evolve_csv(csv_file)
+        best = write_best_hyp(csv_file, ["lr0", "momentum"], tmp_path / "hyp_evolve.yaml")
+        child = next_hyp({"lr0": 0.01, "momentum": 0.9}, csv_file, 0)
+    assert [r["lr0"] for r in rows] == [0.01, 0.02] and best == {"lr0": 0.02, "momentum": 0.8}
+    assert set(child) == {"lr0", "momentum"} and all(math.isfinite(v) for v in child.values())
+    warning = f"WARNING: {csv_file}: skipped 5 damaged row(s) (a missing, empty, text or non-finite field), e.g. line 4"
+    assert log.lines[0] == warning
+
+
+GOOD_ROW = {"model": "yolov5n", "cfg": "yolov5n.yaml", "seed": 0, "params": 1.9e6, "gflops_640": 4.5,
+            "latency_ms": 20.0, "map50": 0.5, "map50_95": 0.3, "epochs": 3, "train_s": 60.0}
+
+
+@pytest.mark.parametrize("rows", [["yolov5n/seed0"], "rows", 7])
+def test_ablation_state_with_rows_of_another_type_is_rebuilt(tmp_path, warnings_log, rows):
+    path = tmp_path / ablate.STATE_FILE
+    path.write_text(json.dumps({"version": ablate.STATE_VERSION, "rows": rows}))
+    with warnings_log() as log:
+        assert ablate.load_state(path) == {}
+    assert log.lines == [f"WARNING: {path} is unreadable; measuring every configuration again"]
+
+
+def test_damaged_ablation_rows_are_dropped_and_good_ones_kept(tmp_path, warnings_log):
+    path = tmp_path / ablate.STATE_FILE
+    good = {"key": {"cfg": "yolov5n.yaml"}, "row": GOOD_ROW}
+    rows = {"yolov5n/seed0": good, "a/seed0": "text", "b/seed0": {"key": {}, "row": GOOD_ROW | {"params": "many"}},
+            "c/seed0": {"key": {}, "row": GOOD_ROW | {"map50_95": float("nan")}}, "d/seed0": {"row": GOOD_ROW}}
+    path.write_text(json.dumps({"version": ablate.STATE_VERSION, "rows": rows}))
+    with warnings_log() as log:
+        assert ablate.load_state(path) == {"yolov5n/seed0": good}
+    assert log.lines == [f"WARNING: {path}: 4 damaged row(s), e.g. 'a/seed0'; measuring them again"]
+
+
+def test_empty_run_settings_file_means_training_again(tmp_path, warnings_log):
+    run_dir = tmp_path / "yolov5n" / "seed0"
+    (run_dir / "weights").mkdir(parents=True)
+    torch.save({"model": {}, "epoch": 0, "optimizer": {}}, run_dir / "weights" / "last.pt")
+    (run_dir / ablate.RUN_SETTINGS_FILE).write_text("")
+    with warnings_log() as log:
+        assert ablate.training_plan(run_dir, {"epochs": 3}) == ("fresh", None)
+    assert log.lines == [f"WARNING: {run_dir / ablate.RUN_SETTINGS_FILE} is unreadable; training seed0 again"]

@@ -7,12 +7,15 @@ unpickler, which only admits the globals listed in ``OFFICIAL_GLOBALS``: each is
 record's ``yaml`` and its tensors.
 """
 
+from __future__ import annotations
+
 import os
 import pickle
 import zipfile
 from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,7 +29,7 @@ VERSION = 1
 class PickledObject:
     """Inert stand-in for a pickled module: holds the attributes the pickle restores, runs nothing."""
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: object) -> None:
         self.__dict__.update(state if isinstance(state, dict) else {"state": state})
 
 
@@ -128,7 +131,7 @@ def _plain_number(value):
         return None
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint file (project or official format) into a dict, admitting only known globals."""
     path = attempt_download(path)  # an official release name (yolov5s.pt) is fetched when missing
     if not path.is_file():
@@ -214,7 +217,7 @@ def _check_state_dict(sd, source):
     return sd
 
 
-def checkpoint_model_parts(ckpt, source="checkpoint"):
+def checkpoint_model_parts(ckpt: dict, source: str | Path = "checkpoint") -> tuple[dict, dict, dict]:
     """(yaml dict, names {i: name} with one name per class, state dict) of a checkpoint dict, preferring EMA
     weights like YOLOv5; a malformed entry is a UserError naming it."""
     if ckpt.get("format") == FORMAT:
@@ -257,7 +260,7 @@ def _checkpoint_names(names, nc, source="checkpoint"):
     return {i: out.get(i, f"class{i}") for i in range(nc)}
 
 
-def nonfinite_weights(ckpt):
+def nonfinite_weights(ckpt: dict) -> list[str]:
     """Names ('model/key', 'ema/key') of the floating-point tensors in ``ckpt['model']`` and ``ckpt['ema']``
     (state dicts) that hold a NaN or inf; empty when every weight is finite."""
     bad = []
@@ -269,7 +272,7 @@ def nonfinite_weights(ckpt):
     return bad
 
 
-def save_checkpoint(ckpt, path, pickle_module=None):
+def save_checkpoint(ckpt: dict, path: str | Path, pickle_module: Any = None) -> Path:
     """Write ``ckpt`` atomically and durably: a temporary file in the same folder, fsynced, then renamed over
     ``path`` and the folder fsynced, so a kill or power cut at any moment leaves the old or the new file whole.
     Refuses weights holding NaN/inf; a failed write (full disk) is a UserError saying the old file is intact.
@@ -308,7 +311,7 @@ def _fsync_dir(folder):
         os.close(fd)
 
 
-def remove_stale_tmp_files(folder):
+def remove_stale_tmp_files(folder: str | Path) -> None:
     """Delete ``.<name>.<pid>.tmp`` files of :func:`save_checkpoint` in ``folder`` whose writer process is gone
     (killed mid-write). Files of live processes, and all of them on Windows (no cheap liveness test), stay."""
     if os.name == "nt":
@@ -330,8 +333,10 @@ def _process_alive(pid):
     return True
 
 
-def make_checkpoint(model, names=None, ema=None, optimizer=None, epoch=-1, best_fitness=None, opt=None, hyp=None,
-                    half=True, train_state=None):
+def make_checkpoint(model: torch.nn.Module, names: dict | None = None, ema: object | None = None,
+                    optimizer: torch.optim.Optimizer | None = None, epoch: int = -1,
+                    best_fitness: float | None = None, opt: dict | None = None, hyp: dict | None = None,
+                    half: bool = True, train_state: dict | None = None) -> dict:
     """The project's checkpoint dict (see module docstring), plain types only. Weights are fp16 when ``half``
     (released files); training keeps fp32 (``half=False``) so that a resumed run continues exactly.
     ``train_state`` holds the rest of the training loop's state (a dict of plain types) for --resume."""
@@ -376,7 +381,7 @@ def _plain(d):
     return out
 
 
-def transfer_weights(model, state_dict, exclude=()):
+def transfer_weights(model: torch.nn.Module, state_dict: dict, exclude: tuple[str, ...] = ()) -> tuple[int, int]:
     """Copy every entry of ``state_dict`` whose key and shape match ``model`` (and whose key contains none of
     ``exclude``); log and return (transferred, total entries of the model)."""
     own = model.state_dict()
@@ -390,7 +395,7 @@ def transfer_weights(model, state_dict, exclude=()):
     return len(matched), len(own)
 
 
-def strip_optimizer(path, out=None):
+def strip_optimizer(path: str | Path, out: str | Path | None = None) -> dict:
     """Shrink a finished checkpoint: drop the optimizer and training state, keep only the EMA weights (as
     'model'), in fp16 like released YOLOv5 files (fp32 when a weight exceeds the fp16 range)."""
     ckpt = load_checkpoint(path)

@@ -12,7 +12,11 @@ evolve.csv holds one row per generation: fitness (0.1 mAP50 + 0.9 mAP50-95), the
 hyp key. hyp_evolve.yaml is the fittest row's hyperparameters; evolve.png plots every key against fitness.
 """
 
+from __future__ import annotations
+
 import csv
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +31,45 @@ MUTATION_PROBABILITY, MUTATION_SIGMA = 0.8, 0.2
 PARENTS = 5
 
 
-def read_evolve_csv(file):
-    """The rows of evolve.csv as dicts of floats (fitness computed when a file, e.g. YOLOv5's, lacks it)."""
+def _evolve_row(row: dict) -> dict | None:
+    """One evolve.csv row as floats, or None when it is damaged: a field missing, extra, empty, text or not
+    finite, or neither a fitness nor the results to compute it from."""
+    if None in row or None in row.values():  # a long row (extra fields) or a short one (missing fields)
+        return None
+    try:
+        values = {k.strip(): float(v) for k, v in row.items()}
+    except ValueError:  # an empty field or text
+        return None
+    if not all(math.isfinite(v) for v in values.values()):
+        return None
+    if "fitness" not in values:
+        if not all(c in values for c in RESULT_COLUMNS[:4]):
+            return None
+        values["fitness"] = float(results_fitness(np.array([[values[c] for c in RESULT_COLUMNS[:4]]]))[0])
+    return values
+
+
+def read_evolve_csv(file: str | Path) -> list[dict]:
+    """The rows of evolve.csv as dicts of floats (fitness computed when a file, e.g. YOLOv5's, lacks it). Damaged
+    rows (see ``_evolve_row``) are skipped with a warning; the good rows are all kept."""
     file = Path(file)
     if not file.is_file():
         return []
-    with open(file, newline="") as f:
-        rows = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f, skipinitialspace=True)]
-    for row in rows:
-        if "fitness" not in row:
-            row["fitness"] = float(results_fitness(np.array([[row[c] for c in RESULT_COLUMNS[:4]]]))[0])
-    return rows
+    try:
+        with open(file, newline="", encoding="utf-8") as f:
+            raw = list(csv.DictReader(f, skipinitialspace=True))
+    except (UnicodeDecodeError, csv.Error) as e:
+        LOGGER.warning(f"WARNING: {file} is not a readable csv ({e}); evolving without its rows")
+        return []
+    rows = [_evolve_row(row) for row in raw]
+    damaged = [i + 2 for i, row in enumerate(rows) if row is None]  # line numbers: the header is line 1
+    if damaged:
+        LOGGER.warning(f"WARNING: {file}: skipped {len(damaged)} damaged row(s) (a missing, empty, text or non-finite "
+                       f"field), e.g. line {damaged[0]}")
+    return [row for row in rows if row is not None]
 
 
-def append_evolve_csv(file, results, hyp):
+def append_evolve_csv(file: str | Path, results: Sequence[float], hyp: dict) -> float:
     """Append one generation (results: the 7 validation values; hyp: the hyperparameters it trained with)."""
     file = Path(file)
     fit = float(results_fitness(np.array([list(results)[:4]]))[0])
@@ -54,7 +83,7 @@ def append_evolve_csv(file, results, hyp):
     return fit
 
 
-def select_parent(rows, hyp_keys, rng):
+def select_parent(rows: list[dict], hyp_keys: list[str], rng: np.random.Generator) -> dict:
     """Hyperparameters of a parent drawn from the PARENTS fittest rows, weighted by fitness above the worst."""
     best = sorted(rows, key=lambda r: -r["fitness"])[:PARENTS]
     fits = np.array([r["fitness"] for r in best])
@@ -84,7 +113,7 @@ def mutate(parent: dict, rng: np.random.Generator) -> dict:
     return child
 
 
-def next_hyp(base_hyp, evolve_csv, generation_seed):
+def next_hyp(base_hyp: dict, evolve_csv: str | Path, generation_seed: int) -> dict:
     """Hyperparameters of the next generation: the base ones while evolve.csv is empty, else a mutated parent
     (keys missing from evolve.csv keep their base values)."""
     rows = read_evolve_csv(evolve_csv)
@@ -94,7 +123,7 @@ def next_hyp(base_hyp, evolve_csv, generation_seed):
     return {**base_hyp, **mutate(select_parent(rows, list(base_hyp), rng), rng)}
 
 
-def write_best_hyp(evolve_csv, hyp_keys, out_file):
+def write_best_hyp(evolve_csv: str | Path, hyp_keys: list[str], out_file: str | Path) -> dict:
     """Save the fittest generation's hyperparameters as a hyp yaml (with a header saying where it came from)."""
     rows = read_evolve_csv(evolve_csv)
     if not rows:

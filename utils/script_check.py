@@ -40,6 +40,10 @@ from utils.optional import require
 
 ONNX_DOMAINS = ("", "ai.onnx")  # the standard operator set; exports of this project and of YOLOv5 use only it
 MAX_UNPACKED_BYTES = 4 * 2**30  # far above any YOLOv5 export (yolov5x6 is about 0.6 GB in fp32)
+# arange and expand are the ops that make tensors from sizes; exports size them by the input (Detect's grids: an
+# arange per image side, an expand by anchors x 2). Sizes fixed in the file are bounded by these:
+MAX_CONSTANT_ARANGE = 2**16  # numbers an arange with constant bounds may make
+MAX_CONSTANT_EXPAND = 1024  # the product of an expand's constant sizes (Detect: anchors per level x 2)
 
 ALLOWED_OPS = frozenset({
     # graph plumbing (no control flow, no calls: traced exports, inlined, have none)
@@ -118,7 +122,7 @@ MAX_IR_XML_BYTES = 32 * 2**20  # a yolov5x6 IR graph is under 1 MB; its weights 
 SHARED_LIBRARY = re.compile(r"\.(so|dll|dylib)(\.\d+)*$", re.IGNORECASE)
 
 
-def check_torchscript_archive(path):
+def check_torchscript_archive(path: str | Path) -> None:
     """Refuse, before ``torch.jit.load``, an archive whose code defines ``__setstate__`` (the loader would run
     it) or whose members unpack to more than MAX_UNPACKED_BYTES."""
     try:
@@ -146,7 +150,7 @@ def _ops(block, found):
     return found
 
 
-def script_module_ops(module):
+def script_module_ops(module: torch.jit.ScriptModule) -> dict[str, str]:
     """{op kind: first 'module.method' using it} over every method of every submodule, calls inlined."""
     ops = {}
     for name, sub in module.named_modules():
@@ -158,17 +162,79 @@ def script_module_ops(module):
     return ops
 
 
-def check_script_module(module, source):
-    """UserError naming the first ops of ``module`` outside ALLOWED_OPS (and where they are used)."""
+def _size_source(value: torch.Value) -> int | None:
+    """1 for a number read from a tensor's shape (the input's sides, in this project's exports); the number
+    itself for a constant; None for anything computed (``size * 10**9`` is as unbounded as a constant)."""
+    node = value.node()
+    kind = node.kind()
+    if kind == "aten::size":
+        return 1
+    if kind in ("aten::Int", "aten::ScalarImplicit", "prim::NumToTensor"):
+        return _size_source(next(iter(node.inputs())))
+    if kind == "prim::Constant":
+        constant = node.output().toIValue()
+        return constant if isinstance(constant, (int, float)) and not isinstance(constant, bool) else None
+    return None
+
+
+def _shape_problem(node: torch.Node) -> str | None:
+    """Why ``node`` (an arange or expand) could ask for a huge tensor whatever the input, or None. A size must be
+    read from a tensor's shape, or be a constant of a bounded extent: an arange of at most MAX_CONSTANT_ARANGE
+    numbers, an expand by at most MAX_CONSTANT_EXPAND in total over the constant sizes."""
+    if node.kind() == "aten::arange":
+        names = [a.name for a in torch._C.parse_schema(node.schema()).arguments]
+        bounds = {n: v for n, v in zip(names, node.inputs()) if n in ("start", "end", "step")}
+        if any(_size_source(v) is None for v in bounds.values()):
+            return "an arange whose bounds are computed, not read from a shape"
+        constant = {n: _size_source(v) for n, v in bounds.items() if v.node().kind() == "prim::Constant"}
+        start, end, step = constant.get("start", 0), constant.get("end", 0), constant.get("step", 1)
+        if len(constant) == len(bounds):  # all fixed in the file
+            extent = abs((end - start) / step) if step else 0
+        else:  # a side read from a shape: the fixed ends must be small, a fixed step at least 1
+            extent = max(abs(start), abs(end)) if abs(step) >= 1 else math.inf
+        return f"an arange of up to {extent:.0f} numbers" if extent > MAX_CONSTANT_ARANGE else None
+    sizes = list(node.inputs())[1]
+    if sizes.node().kind() != "prim::ListConstruct":
+        return "an expand to sizes computed at run time"
+    factor = 1
+    for item in sizes.node().inputs():
+        size = _size_source(item)
+        if size is None:
+            return "an expand to a computed size"
+        factor *= max(abs(size), 1) if item.node().kind() == "prim::Constant" else 1
+    return f"an expand by {factor} over its input" if factor > MAX_CONSTANT_EXPAND else None
+
+
+def _shape_problems(block: torch.Block, where: str, found: list[str]) -> list[str]:
+    for node in block.nodes():
+        if node.kind() in ("aten::arange", "aten::expand"):
+            problem = _shape_problem(node)
+            if problem:
+                found.append(f"{problem} (in {where})")
+        for inner in node.blocks():
+            _shape_problems(inner, where, found)
+    return found
+
+
+def check_script_module(module: torch.jit.ScriptModule, source: str | Path) -> None:
+    """UserError naming the first ops of ``module`` outside ALLOWED_OPS (and where they are used), or the first
+    arange/expand whose size does not come from a tensor's shape and could allocate gigabytes per call."""
     refused = {k: v for k, v in script_module_ops(module).items() if k not in ALLOWED_OPS}
     if refused:
         listed = ", ".join(f"{k} (in {v})" for k, v in sorted(refused.items())[:5])
         raise UserError(f"{source} is refused: TorchScript files are programs, and this one uses {listed}, outside "
                         f"the tensor operations of this project's exports. Re-export it with export.py, or use the "
                         f".pt weights")
+    for name, sub in module.named_modules():
+        for method in sub._c._method_names():
+            found = _shape_problems(sub._c._get_method(method).inlined_graph, f"{name or 'model'}.{method}", [])
+            if found:
+                raise UserError(f"{source} is refused: it makes {found[0]}, which could allocate gigabytes whatever "
+                                f"the input; this project's exports size such tensors by the input. Re-export it "
+                                f"with export.py, or use the .pt weights")
 
 
-def load_torchscript(path, **load_kwargs):
+def load_torchscript(path: str | Path, **load_kwargs: object) -> torch.jit.ScriptModule:
     """``torch.jit.load`` guarded by the checks above: nothing in the file runs unless it passes them."""
     check_torchscript_archive(path)
     module = torch.jit.load(path, **load_kwargs)

@@ -5,6 +5,8 @@ BCHW for streams), ``im0`` the original BGR frame (a list for streams), ``vid_ca
 video (None for images), ``s`` a log prefix such as ``image 1/2 data/images/bus.jpg: ``.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import threading
@@ -26,7 +28,7 @@ MAX_SOURCE_MATCHES = 1_000_000  # paths a --source glob may match (a million ima
 DEFAULT_MAX_PIXELS = 100_000_000  # 10000 x 10000; larger images are skipped unless YOLOV5_MAX_PIXELS allows them
 
 
-def max_image_pixels():
+def max_image_pixels() -> int:
     """The pixel limit for an input image: YOLOV5_MAX_PIXELS from the environment, else DEFAULT_MAX_PIXELS."""
     value = os.environ.get("YOLOV5_MAX_PIXELS", "")
     try:
@@ -35,7 +37,7 @@ def max_image_pixels():
         raise UserError(f"YOLOV5_MAX_PIXELS={value!r} must be a number of pixels, e.g. 2e8") from None
 
 
-def oversized_image(path, limit):
+def oversized_image(path: str | Path, limit: int) -> str:
     """Why ``path`` is too large to decode ('' when it is not), read from its header only: cv2.imread would
     allocate the whole image first. Files PIL cannot identify are left to cv2."""
     try:
@@ -52,7 +54,7 @@ def oversized_image(path, limit):
     return f"{w}x{h} = {w * h:,} pixels, over the limit of {limit:,} (raise it with YOLOV5_MAX_PIXELS)"
 
 
-def is_stream_source(source):
+def is_stream_source(source: str | int) -> bool:
     """True for a webcam index ('0'), a stream URL or a ``*.streams`` list; False for files, folders, globs."""
     source = str(source)
     if source.isnumeric() or source.endswith(".streams"):
@@ -139,7 +141,8 @@ class LoadImages:
     minimum stride-multiple rectangle (False for a fixed input size), vid_stride: use every n-th video frame.
     """
 
-    def __init__(self, path, img_size=640, stride=32, auto=True, vid_stride=1):
+    def __init__(self, path: str | Path | list | tuple, img_size: int | tuple[int, int] = 640, stride: int = 32,
+                 auto: bool = True, vid_stride: int = 1) -> None:
         files = list_source_files(path)
         images = [f for f in files if _media_kind(f) == "image"]
         videos = [f for f in files if _media_kind(f) == "video"]
@@ -232,7 +235,8 @@ class LoadStreams:
     newest frame of every stream as a batch; iteration ends when every stream has ended.
     """
 
-    def __init__(self, sources="0", img_size=640, stride=32, auto=True, vid_stride=1):
+    def __init__(self, sources: str = "0", img_size: int | tuple[int, int] = 640, stride: int = 32, auto: bool = True,
+                 vid_stride: int = 1) -> None:
         path = Path(str(sources))
         if path.suffix in (".streams", ".txt") and path.is_file():
             sources = [x.strip() for x in path.read_text().splitlines() if x.strip()]
