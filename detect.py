@@ -27,8 +27,17 @@ from utils.boxes import non_max_suppression, scale_boxes
 from utils.checkpoints import strip_optimizer
 from utils.dataloaders import LoadScreenshots
 from utils.detection_output import DetectionWriter, count_string
-from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, exit_code, increment_path, print_args
-from utils.general import safe_filename
+from utils.general import (
+    LOGGER,
+    ROOT,
+    UserError,
+    check_img_size,
+    colorstr,
+    exit_code,
+    increment_path,
+    print_args,
+    safe_filename,
+)
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
 from utils.torch_utils import select_device, time_sync
 

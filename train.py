@@ -43,14 +43,30 @@ from utils.amp import AMP_CHOICES, AmpPolicy, check_amp, select_amp  # noqa: E40
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.autobatch import FALLBACK_BATCH_SIZE, autobatch  # noqa: E402
 from utils.callbacks import Callbacks  # noqa: E402
-from utils.checkpoints import checkpoint_model_parts, load_checkpoint, make_checkpoint, nonfinite_weights  # noqa: E402
-from utils.checkpoints import save_checkpoint, strip_optimizer  # noqa: E402
+from utils.checkpoints import (  # noqa: E402  # noqa: E402
+    checkpoint_model_parts,
+    load_checkpoint,
+    make_checkpoint,
+    nonfinite_weights,
+    save_checkpoint,
+    strip_optimizer,
+)
 from utils.dataloaders import create_dataloader  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
-from utils.evaluation import VAL_LOSS_COLUMNS, evaluate  # noqa: E402
+from utils.evaluation import VAL_LOSS_COLUMNS, ValResults, evaluate  # noqa: E402
 from utils.evolve import append_evolve_csv, next_hyp, plot_evolve, read_evolve_csv, write_best_hyp  # noqa: E402
-from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, init_seeds  # noqa: E402
-from utils.general import exit_code, print_args, yaml_load, yaml_save  # noqa: E402
+from utils.general import (  # noqa: E402  # noqa: E402
+    LOGGER,
+    UserError,
+    check_img_size,
+    colorstr,
+    exit_code,
+    increment_path,
+    init_seeds,
+    print_args,
+    yaml_load,
+    yaml_save,
+)
 from utils.hyp import check_hyperparameters  # noqa: E402
 from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
@@ -58,8 +74,18 @@ from utils.metrics import fitness  # noqa: E402
 from utils.results_csv import start_results_csv  # noqa: E402
 from utils.resume import load_optimizer_state, load_resume_state, load_resumed_weights  # noqa: E402
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, grid_stride, select_device  # noqa: E402
-from utils.training import NBS, EarlyStopping, build_optimizer, labels_to_class_weights, lr_lambda  # noqa: E402
-from utils.training import random_rescale, resample_images, set_epoch_lr, train_cache, warmup  # noqa: E402
+from utils.training import (  # noqa: E402  # noqa: E402
+    NBS,
+    EarlyStopping,
+    build_optimizer,
+    labels_to_class_weights,
+    lr_lambda,
+    random_rescale,
+    resample_images,
+    set_epoch_lr,
+    train_cache,
+    warmup,
+)
 from utils.transfer import transfer_pretrained  # noqa: E402
 
 DEFAULT_CFG = "yolov5n.yaml"  # model trained when neither --cfg nor --weights is given
@@ -319,7 +345,7 @@ class EpochMetrics:
     lr: list
 
 
-def train_one_epoch(state, epoch):
+def train_one_epoch(state: TrainState, epoch: int) -> EpochMetrics | None:
     """One pass over the training data with warmup, AMP, gradient accumulation and EMA. Returns EpochMetrics, or
     None when the loss became NaN/inf (state.failure says where)."""
     opt, model, optimizer, cb = state.opt, state.model, state.optimizer, state.callbacks
@@ -392,7 +418,7 @@ def train_one_epoch(state, epoch):
     return EpochMetrics(mloss, n_images, time.time() - t_epoch, [g["lr"] for g in optimizer.param_groups])
 
 
-def end_epoch(state, epoch, metrics):
+def end_epoch(state: TrainState, epoch: int, metrics: EpochMetrics) -> bool:
     """Validate the EMA, log the epoch, write last.pt / best.pt and decide whether to stop (last epoch, early
     stop, a callback's request, or NaN/inf in the weights or validation losses). Returns True to stop."""
     opt, cb = state.opt, state.callbacks
@@ -461,7 +487,7 @@ def _save(state, epoch, improved):
         save_checkpoint(ckpt, state.save_dir / "weights" / f"epoch{epoch}.pt")
 
 
-def finish(state, epoch):
+def finish(state: TrainState, epoch: int) -> ValResults:
     """After the last epoch: strip last.pt and best.pt, validate best.pt with plots, summarise. A NaN/inf stop
     raises a UserError naming the newest finite checkpoint instead."""
     if state.failure is not None:
@@ -489,7 +515,7 @@ def finish(state, epoch):
     return state.results
 
 
-def train(hyp, opt, device, callbacks=None):
+def train(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks | None = None) -> ValResults:
     """Train with options ``opt`` (the CLI namespace) and hyperparameters ``hyp``; returns the final ValResults
     (P, R, mAP50, mAP50-95, val box, obj, cls)."""
     callbacks = callbacks or Callbacks()
@@ -535,7 +561,7 @@ def _summary(save_dir, last, best):
 # ---------------------------------------------------------------------------------------------------------------
 # Hyperparameter evolution
 # ---------------------------------------------------------------------------------------------------------------
-def evolve(hyp, opt, device, callbacks=None):
+def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks | None = None) -> dict:
     """--evolve N: N generations (fewer when evolve.csv in the run folder already holds some: the evolution
     resumes), each a full training validated only at its final epoch; then hyp_evolve.yaml and evolve.png."""
     save_dir = Path(opt.save_dir)
@@ -629,7 +655,7 @@ def warn_online_logger_flags(opt: argparse.Namespace) -> None:
                        f"and cloud buckets are not part of this project; results stay in {opt.save_dir}")
 
 
-def apply_defaults(opt):
+def apply_defaults(opt: argparse.Namespace) -> str:
     """Fill the unset flags of a new run: the built-in demo without --data, YOLOv5's defaults with it. Returns a
     line saying which."""
     demo = opt.data is None

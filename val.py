@@ -26,10 +26,27 @@ from models.backends import DetectMultiBackend, default_dataset, newest_trained_
 from models.export import backend_weights
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
-from utils.evaluation import ValOutput, coco80_to_coco91_class, coco_evaluate, coco_ground_truth, coco_image_id
-from utils.evaluation import evaluate, report_nms_candidates
-from utils.general import LOGGER, ROOT, UserError, check_img_size, colorstr, increment_path, print_args, exit_code
-from utils.general import names_dict, safe_filename
+from utils.evaluation import (
+    ValOutput,
+    coco80_to_coco91_class,
+    coco_evaluate,
+    coco_ground_truth,
+    coco_image_id,
+    evaluate,
+    report_nms_candidates,
+)
+from utils.general import (
+    LOGGER,
+    ROOT,
+    UserError,
+    check_img_size,
+    colorstr,
+    exit_code,
+    increment_path,
+    names_dict,
+    print_args,
+    safe_filename,
+)
 from utils.plots import plot_study
 from utils.torch_utils import select_device
 

@@ -15,13 +15,14 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils.boxes import TORCHVISION_NMS, box_iou, non_max_suppression, nms_torch  # noqa: E402
+from utils.boxes import TORCHVISION_NMS, box_iou, nms_torch, non_max_suppression  # noqa: E402
 
 
 def loop_nms(boxes, scores, iou_thres, max_keep=None):
@@ -80,20 +81,24 @@ def main(argv=None):
         boxes, scores = random_boxes(n)
         for case, max_keep in (("kernel-full", None), ("kernel-300", 300)):
             keep = nms_torch(boxes, scores, 0.6, max_keep=max_keep)
-            t_pure = median_ms(lambda: nms_torch(boxes, scores, 0.6, max_keep=max_keep), opt.repeats)
+            t_pure = median_ms(partial(nms_torch, boxes, scores, 0.6, max_keep=max_keep), opt.repeats)
             t_tv = "-"
             if TORCHVISION_NMS is not None:
                 assert torch.equal(TORCHVISION_NMS(boxes, scores, 0.6)[:max_keep], keep), "torchvision differs"
-                t_tv = f"{median_ms(lambda: TORCHVISION_NMS(boxes, scores, 0.6)[:max_keep], opt.repeats):.1f}"
+                def torchvision_call(b=boxes, s=scores, k=max_keep):
+                    return TORCHVISION_NMS(b, s, 0.6)[:k]
+
+                t_tv = f"{median_ms(torchvision_call, opt.repeats):.1f}"
             t_loop = "-"
             if not opt.no_loop and (max_keep is not None or n <= 10000):
                 assert torch.equal(loop_nms(boxes, scores, 0.6, max_keep), keep), "loop baseline differs"
-                t_loop = f"{median_ms(lambda: loop_nms(boxes, scores, 0.6, max_keep), max(1, opt.repeats // 2)):.1f}"
+                t_loop = f"{median_ms(partial(loop_nms, boxes, scores, 0.6, max_keep), max(1, opt.repeats // 2)):.1f}"
             print(f"{case:<12}{n:>8}{len(keep):>8}{t_pure:>15.1f}{t_tv:>16}{t_loop:>10}")
         pred = model_like_predictions(n)
         stats = {}
         out = non_max_suppression(pred, 0.001, 0.6, multi_label=True, max_det=300, stats=stats)[0]
-        t_val = median_ms(lambda: non_max_suppression(pred, 0.001, 0.6, multi_label=True, max_det=300), opt.repeats)
+        t_val = median_ms(partial(non_max_suppression, pred, 0.001, 0.6, multi_label=True, max_det=300),
+                          opt.repeats)
         backend = "torchvision" if TORCHVISION_NMS is not None else "pure torch"
         print(f"{'val':<12}{n:>8}{len(out):>8}{t_val:>15.1f}{'-':>16}{'-':>10}   ({backend}; {stats['candidates']} "
               f"(box, class) candidates, {'capped at 30000' if stats['capped'] else 'not capped'})")

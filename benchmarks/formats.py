@@ -1,6 +1,7 @@
 """Deployment formats side by side: export, file size, mAP50-95 on --data and CPU latency, per available format.
 
-    python benchmarks/formats.py --weights runs/train/exp/weights/best.pt --data data/shapes.yaml --imgsz 640 --threads 2
+    python benchmarks/formats.py --weights runs/train/exp/weights/best.pt --data data/shapes.yaml --imgsz 640 \
+        --threads 2
     python benchmarks/formats.py --weights n.pt s.pt --data data/shapes.yaml --val-imgsz 256 --write-readme
 
 Formats: PyTorch (fused; fused + channels-last), TorchScript, ONNX Runtime (the project's session, plus a bare

@@ -15,8 +15,12 @@ thresholds (the same letterbox, NMS and scale_boxes) but keep fractional pixels,
 folder.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -86,7 +90,7 @@ class AutoShape(nn.Module):
     max_det = 1000  # detections per image
     amp = False  # CUDA automatic mixed precision
 
-    def __init__(self, model, verbose=True):
+    def __init__(self, model: nn.Module, verbose: bool = True) -> None:
         super().__init__()
         if verbose:
             LOGGER.info("Adding AutoShape... ")
@@ -97,7 +101,7 @@ class AutoShape(nn.Module):
         self.fixed_size = getattr(model, "imgsz", None)  # exported models take one input size
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         device = getattr(self.model, "device", None)
         if device is None:
             device = next(self.model.parameters()).device
@@ -108,7 +112,7 @@ class AutoShape(nn.Module):
         return y[0] if isinstance(y, (list, tuple)) else y
 
     @torch.inference_mode()
-    def forward(self, ims, size=640, augment=False):
+    def forward(self, ims: Any, size: int | tuple[int, int] = 640, augment: bool = False) -> Detections | torch.Tensor:
         """ims: a path, PIL image, RGB HWC array or a list of them -> Detections; a BCHW tensor -> raw predictions."""
         device = self.device
         use_amp = self.amp and device.type == "cuda"
@@ -159,7 +163,9 @@ class Detections:
     inference, NMS) ms per image; ``shape``: the batch shape the model saw.
     """
 
-    def __init__(self, ims, pred, files, times=(0.0, 0.0, 0.0), names=None, shape=None):
+    def __init__(self, ims: list[np.ndarray], pred: list[torch.Tensor], files: list[str],
+                 times: Sequence[float] = (0.0, 0.0, 0.0), names: dict[int, str] | None = None,
+                 shape: tuple | None = None) -> None:
         self.ims = ims  # RGB HWC uint8 originals
         self.pred = pred
         self.files = files
@@ -196,7 +202,7 @@ class Detections:
         """The file name image ``i`` is saved under: a plain name, whatever the input was called."""
         return safe_filename(self.files[i], default=f"image{i}.jpg")
 
-    def timing(self):
+    def timing(self) -> str:
         """The speed line, as detect.py prints it."""
         return (f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {self.shape}"
                 % tuple(self.t))
@@ -207,10 +213,10 @@ class Detections:
     def __repr__(self):
         return f"YOLOv5 {self.__class__.__name__}\n{self}"
 
-    def print(self):
+    def print(self) -> None:
         LOGGER.info(str(self))
 
-    def pandas(self):
+    def pandas(self) -> Detections:
         """A copy whose xyxy, xyxyn, xywh, xywhn are lists of DataFrames (one per image) with class names."""
         import pandas as pd
 
@@ -230,17 +236,17 @@ class Detections:
             setattr(new, key, frames)
         return new
 
-    def tolist(self):
+    def tolist(self) -> list[Detections]:
         """One Detections per image."""
         return [Detections([self.ims[i]], [self.pred[i]], [self.files[i]], self.t, self.names, self.shape)
                 for i in range(self.n)]
 
-    def render(self, labels=True):
+    def render(self, labels: bool = True) -> list[np.ndarray]:
         """Draw the boxes into the images (self.ims) and return them (RGB)."""
         self.ims = [self._annotated(i, labels) for i in range(self.n)]
         return self.ims
 
-    def save(self, labels=True, save_dir=DETECT_DIR / "exp", exist_ok=False):
+    def save(self, labels: bool = True, save_dir: str | Path = DETECT_DIR / "exp", exist_ok: bool = False) -> Path:
         """Write the annotated images to a new run folder (runs/detect/exp{N}); returns the folder."""
         save_dir = increment_path(save_dir, exist_ok=exist_ok, mkdir=True)
         for i in range(self.n):
@@ -248,7 +254,7 @@ class Detections:
         LOGGER.info(f"Saved {self.n} image{'s' * (self.n > 1)} to {save_dir}")
         return save_dir
 
-    def crop(self, save=True, save_dir=DETECT_DIR / "exp", exist_ok=False):
+    def crop(self, save: bool = True, save_dir: str | Path = DETECT_DIR / "exp", exist_ok: bool = False) -> list[dict]:
         """The detected boxes as crops: a list of {box, conf, cls, label, im (RGB)}; ``save`` also writes them to
         <run folder>/crops/<class>/<image>.jpg."""
         if save:
@@ -266,7 +272,7 @@ class Detections:
             LOGGER.info(f"Saved {len(crops)} crops to {Path(save_dir) / 'crops'}")
         return crops
 
-    def show(self, labels=True, save_dir=DETECT_DIR / "exp"):
+    def show(self, labels: bool = True, save_dir: str | Path = DETECT_DIR / "exp") -> None:
         """Show the annotated images in windows; with no display (or no GUI support in OpenCV) save them to a new
         run folder instead and return it."""
         if os.name != "nt" and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):

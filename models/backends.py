@@ -39,7 +39,7 @@ METADATA_KEYS = ("stride", "names", "imgsz", "dynamic", "precision")
 TRUST_ENGINE_ENV = "YOLOV5_TRUST_ENGINE"  # "1": also run .engine files that export.py did not write
 
 
-def weights_format(w):
+def weights_format(w: str | Path) -> str:
     """'pt', 'torchscript', 'onnx', 'openvino' or 'engine' for a weights path; a UserError for anything else."""
     p = Path(w)
     if p.is_dir() or p.suffix.lower() == ".xml":
@@ -51,7 +51,7 @@ def weights_format(w):
     return fmt
 
 
-def newest_trained_weights(runs=ROOT / "runs" / "train"):
+def newest_trained_weights(runs: str | Path = ROOT / "runs" / "train") -> Path:
     """The most recently written ``runs/train/*/weights/best.pt``; a UserError saying how to get weights if none."""
     candidates = sorted(Path(runs).glob("*/weights/best.pt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
@@ -201,7 +201,7 @@ def metadata_strings(metadata: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def onnx_session(file, device=torch.device("cpu"), threads=None):
+def onnx_session(file: str | Path, device: torch.device = torch.device("cpu"), threads: int | None = None) -> Any:
     """An ONNX Runtime session set up for low latency: full graph optimisation, ``threads`` (default: torch's
     thread count) intra-op threads, one inter-op thread, sequential execution; CUDA first when asked and present.
     Workers keep ORT's default short spin after a run: switching it off cost yolov5n 20% on an idle 2-core CPU."""
@@ -221,7 +221,7 @@ def onnx_session(file, device=torch.device("cpu"), threads=None):
                         f"{str(e).splitlines()[0]}") from e
 
 
-def openvino_files(folder):
+def openvino_files(folder: str | Path) -> tuple[Path, Path]:
     """(xml, bin) of an OpenVINO model folder or .xml path, checked as a plain IR (``check_openvino_ir``) before
     OpenVINO reads anything; a UserError when they are missing or refused."""
     folder = Path(folder)
@@ -233,7 +233,7 @@ def openvino_files(folder):
     return xml, xml.with_suffix(".bin")
 
 
-def openvino_config(core, precision, threads=None):
+def openvino_config(core: Any, precision: str, threads: int | None = None) -> dict[str, Any]:
     """compile_model settings: latency hint, ``threads`` (default torch's) and the precision the file asks for.
 
     fp32 files run in f32 even where the CPU plugin would default to bf16; 'bf16' (export --half) runs bf16 on
@@ -256,7 +256,8 @@ class DetectMultiBackend(nn.Module):
     multiple works), ``fp16`` and ``model`` (the torch module for .pt / .torchscript).
     """
 
-    def __init__(self, weights, device=torch.device("cpu"), dnn=False, data=None, fp16=False, fuse=True):
+    def __init__(self, weights: str | Path | list, device: torch.device = torch.device("cpu"), dnn: bool = False,
+                 data: str | Path | dict | None = None, fp16: bool = False, fuse: bool = True) -> None:
         super().__init__()
         if isinstance(weights, (list, tuple)) and len(weights) == 1:
             weights = weights[0]
@@ -391,7 +392,7 @@ class DetectMultiBackend(nn.Module):
         h, w = self.imgsz or (64, 64)
         return self.forward(torch.zeros(1, 3, h, w, device=self.device)).shape[-1] - 5
 
-    def forward(self, im, augment=False, visualize=False):
+    def forward(self, im: torch.Tensor, augment: bool = False, visualize: bool | Path = False) -> tuple:
         """im (N, 3, H, W) float in 0-1 -> predictions (N, cells, 5 + nc) [x, y, w, h, obj, cls...] in pixels."""
         if self.fp16 and im.dtype != torch.float16:
             im = im.half()
@@ -430,7 +431,7 @@ class DetectMultiBackend(nn.Module):
             y = self.ov_request.infer({0: x})[self.ov_request.model_outputs[0]].copy()  # buffer reused next call
         return torch.from_numpy(y).to(self.device)
 
-    def warmup(self, imgsz=(1, 3, 640, 640)):
+    def warmup(self, imgsz: tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:
         """One forward pass so first-image timings do not include lazy initialisation."""
         if self.imgsz:
             imgsz = (*imgsz[:2], *self.imgsz)

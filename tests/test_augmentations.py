@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from utils.augmentations import (augment_hsv, box_candidates, copy_paste, letterbox, mixup, random_perspective,
-                                 warp_boxes)
+from utils.augmentations import (
+    augment_hsv,
+    box_candidates,
+    copy_paste,
+    letterbox,
+    mixup,
+    random_perspective,
+    warp_boxes,
+)
 
 
 class HighRNG:

@@ -15,9 +15,9 @@ from utils.boxes import (
     nms_torch,
     non_max_suppression,
     scale_boxes,
+    xyn2xy,
     xywh2xyxy,
     xywhn2xyxy,
-    xyn2xy,
     xyxy2xywh,
     xyxy2xywhn,
 )

@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from utils.evolve import append_evolve_csv, mutate, next_hyp, plot_evolve, read_evolve_csv
-from utils.evolve import select_parent, write_best_hyp
+from utils.evolve import (
+    append_evolve_csv,
+    mutate,
+    next_hyp,
+    plot_evolve,
+    read_evolve_csv,
+    select_parent,
+    write_best_hyp,
+)
 from utils.general import yaml_load
 from utils.hyp import HYP_SCHEMA
 

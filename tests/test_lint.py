@@ -12,11 +12,8 @@ import pytest
 
 from utils.general import ROOT
 
-PENDING = "lint cleanup lands with the round-3 merges"
 # methods checked although their names start with '_' (forward is public anyway)
 CHECKED_DUNDERS = {"__init__", "__call__"}
-# models/*.py files whose hints come with another round-3 branch; the check covers them once merged
-INFERENCE_WRAPPERS = ("backends.py", "autoshape.py")
 
 
 def _ruff_command():
@@ -60,7 +57,6 @@ def unhinted_functions(source, filename="<source>"):
 RUFF = _ruff_command()
 
 
-@pytest.mark.xfail(strict=False, reason=PENDING)
 @pytest.mark.skipif(RUFF is None, reason="ruff is not installed (pip install -r requirements-extra.txt)")
 def test_ruff_check_passes():
     result = subprocess.run([*RUFF, "check", "--no-cache", "."], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -122,15 +118,10 @@ _MODELS = sorted((ROOT / "models").glob("*.py"))
 @pytest.mark.parametrize(
     "files",
     [
-        pytest.param([p for p in _MODELS if p.name not in INFERENCE_WRAPPERS], id="models"),
-        pytest.param(
-            [p for p in _MODELS if p.name in INFERENCE_WRAPPERS],
-            id="models-inference-wrappers",
-            marks=pytest.mark.xfail(strict=False, reason=PENDING),
-        ),
-        pytest.param(
-            sorted((ROOT / "utils").rglob("*.py")), id="utils", marks=pytest.mark.xfail(strict=False, reason=PENDING)
-        ),
+        pytest.param(_MODELS, id="models"),
+        pytest.param(sorted((ROOT / "models" / "export").rglob("*.py")), id="models-export"),
+        pytest.param(sorted((ROOT / "utils").rglob("*.py")), id="utils"),
+        pytest.param([ROOT / f"{s}.py" for s in ("train", "val", "detect", "export", "hubconf")], id="scripts"),
     ],
 )
 def test_public_functions_have_type_hints(files: list[Path]):

@@ -5,8 +5,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from utils.plots import (PALETTE, Annotator, colors, feature_visualization, plot_images, plot_labels, plot_results,
-                         save_one_box)
+from utils.plots import (
+    PALETTE,
+    Annotator,
+    colors,
+    feature_visualization,
+    plot_images,
+    plot_labels,
+    plot_results,
+    save_one_box,
+)
 
 
 def _close(pixel, color, tol=40):

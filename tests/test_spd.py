@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models.common import Conv, SPDConv, SpaceToDepth
+from models.common import Conv, SpaceToDepth, SPDConv
 from models.yolo import Model
 
 YOLOV5S_SPDCONV_PARAMS = 14147389  # models/yolov5s_SPDConv.yaml, nc=80

@@ -19,8 +19,15 @@ from utils.checkpoints import load_checkpoint
 from utils.evaluation import ValOutput, ValResults
 from utils.general import UserError, yaml_load
 from utils.results_csv import RESULTS_COLUMNS
-from utils.training import EarlyStopping, build_optimizer, lr_lambda, random_rescale, resample_images, set_epoch_lr
-from utils.training import warmup
+from utils.training import (
+    EarlyStopping,
+    build_optimizer,
+    lr_lambda,
+    random_rescale,
+    resample_images,
+    set_epoch_lr,
+    warmup,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_hostile_inputs import png_header, within
 
 import export
 import models.autoshape
@@ -17,7 +18,6 @@ from models.autoshape import AutoShape, Detections
 from models.backends import DetectMultiBackend, export_metadata, openvino_files
 from models.export import export_onnx, prepare_model
 from models.yolo import Model
-from test_hostile_inputs import png_header, within
 from utils.general import ROOT, UserError, safe_filename
 from utils.script_check import check_onnx_file, check_openvino_ir
 

@@ -212,14 +212,16 @@ def test_wrong_index_comment_is_a_warning_naming_the_row_and_an_error_with_stric
     """As in official yolov5s-transformer.yaml, whose '# 9' sits on layer 8: the model is right, the comment not."""
     text = (ROOT / "models" / "yolov5n.yaml").read_text()
     assert "[-1, 1, SPPF, [1024, 5]],  # 9" in text
-    (tmp_path / "comment.yaml").write_text(text.replace("[-1, 1, SPPF, [1024, 5]],  # 9", "[-1, 1, SPPF, [1024, 5]],  # 8"))
+    wrong = text.replace("[-1, 1, SPPF, [1024, 5]],  # 9", "[-1, 1, SPPF, [1024, 5]],  # 8")
+    (tmp_path / "comment.yaml").write_text(wrong)
     model = Model(tmp_path / "comment.yaml")
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS["n"]
     assert re.search(r"comment.yaml line \d+: layer 9 \(SPPF\) is commented '# 8'", warnings_logged.text)
     assert main(["--cfg", str(tmp_path / "comment.yaml"), "--img", "64"]) == 0
     warnings_logged.clear()
     assert main(["--cfg", str(tmp_path / "comment.yaml"), "--img", "64", "--strict"]) == 1
-    assert "ERROR: comment.yaml line" in warnings_logged.text and "layer 9 (SPPF) is commented '# 8'" in warnings_logged.text
+    assert "ERROR: comment.yaml line" in warnings_logged.text
+    assert "layer 9 (SPPF) is commented '# 8'" in warnings_logged.text
 
 
 def test_stale_index_comments_with_stale_indices_still_fail_the_structure_check(tmp_path, warnings_logged):
@@ -233,7 +235,8 @@ def test_stale_index_comments_with_stale_indices_still_fail_the_structure_check(
     assert "layer 10 (SPPF) is commented '# 9' (and 4 more rows)" in warnings_logged.text
 
 
-@pytest.mark.parametrize("act,cls,slope", [("nn.LeakyReLU(0.1)", torch.nn.LeakyReLU, 0.1), ("nn.ReLU()", torch.nn.ReLU, None),
+@pytest.mark.parametrize("act,cls,slope", [("nn.LeakyReLU(0.1)", torch.nn.LeakyReLU, 0.1),
+                                           ("nn.ReLU()", torch.nn.ReLU, None),
                                            ("nn.LeakyReLU(-2e-1)", torch.nn.LeakyReLU, -0.2)])
 def test_activation_key_sets_every_conv_of_that_model_only(v5n_dict, act, cls, slope):
     model = Model({**v5n_dict, "activation": act})
@@ -312,5 +315,6 @@ def test_hostile_yaml_numbers_fail_fast(v5n_dict, change, message):
 
 
 def test_module_value_error_becomes_a_user_error_naming_the_layer(v5n_dict):
-    with pytest.raises(UserError, match=r"layer 2 ACConv: cannot build with arguments \[32, 32, 2\]: ACConv needs an odd"):
+    with pytest.raises(UserError,
+                       match=r"layer 2 ACConv: cannot build with arguments \[32, 32, 2\]: ACConv needs an odd"):
         Model(_row(v5n_dict, 2, [-1, 1, "ACConv", [128, 2]]))

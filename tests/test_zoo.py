@@ -162,7 +162,8 @@ def randomize_batchnorm(model):
     [
         ("hub/yolov5n6.yaml", (0.33, 0.125), ["models.common.C3", "models.common.SPPF"]),
         ("hub/yolov5s-ghost.yaml", (0.33, 0.125), ["models.common.GhostConv", "models.common.C3Ghost"]),
-        ("hub/yolov5s-transformer.yaml", (0.33, 0.125), ["models.common.C3TR", "torch.nn.modules.activation.MultiheadAttention"]),
+        ("hub/yolov5s-transformer.yaml", (0.33, 0.125),
+         ["models.common.C3TR", "torch.nn.modules.activation.MultiheadAttention"]),
     ],
 )
 def test_official_format_checkpoint_loads_strictly_and_matches(tmp_path, cfg, scale, classes):

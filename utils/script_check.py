@@ -25,11 +25,15 @@ using only the standard operators in ``OPENVINO_LAYER_TYPES``, and a regular .bi
 what the xml's Const layers address.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import numpy as np
@@ -256,7 +260,7 @@ def _protobuf_children(message):
             yield getattr(message, field.name)
 
 
-def onnx_messages(model):
+def onnx_messages(model: Any) -> Iterator[Any]:
     """Every protobuf message in ``model``, itself included, found by walking every message-typed field: the graph,
     nodes, attributes, dense and sparse tensors, subgraphs, functions, training graphs and whatever a later ONNX
     release adds."""
@@ -422,7 +426,7 @@ def _onnx_size_problems(model, imgsz, onnx):
     return problems
 
 
-def check_onnx_file(path, imgsz=(CHECK_IMGSZ, CHECK_IMGSZ)):
+def check_onnx_file(path: str | Path, imgsz: tuple[int, int] = (CHECK_IMGSZ, CHECK_IMGSZ)) -> None:
     """Refuse, before ONNX Runtime sees it, an .onnx file that would read other files, run operators outside the
     standard set this project's exports use (control flow included), or make tensors larger than its input
     justifies; ``imgsz`` is the (h, w) at which a model with symbolic image sides is sized."""
@@ -445,7 +449,7 @@ def _ir_problem(path, why):
     return UserError(f"{path} is refused: {why}. Only OpenVINO IR folders as export.py writes them are run")
 
 
-def check_openvino_ir(xml, weights):
+def check_openvino_ir(xml: str | Path, weights: str | Path) -> None:
     """Refuse an OpenVINO model (``xml`` and its ``weights`` .bin) before OpenVINO reads it unless both are regular
     files directly in the folder of ``xml`` (no links out of it), the xml is a small IR ``<net>`` without DOCTYPE or
     entities whose every layer is a standard opset operator in OPENVINO_LAYER_TYPES (no extension libraries, no
