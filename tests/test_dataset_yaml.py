@@ -156,6 +156,8 @@ def test_concurrent_generation_is_safe(tmp_path):
 
 
 class FakeResponse(io.BytesIO):
+    headers = {}  # no Content-Length, as a chunked reply
+
     def __enter__(self):
         return self
 

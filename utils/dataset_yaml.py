@@ -8,13 +8,12 @@ import shutil
 import tempfile
 import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from pathlib import Path
 
+from utils.downloads import download_file
 from utils.general import LOGGER, ROOT, UserError, colorstr, safe_filename, yaml_load
 
-DOWNLOAD_TIMEOUT_S = 30  # per network operation: an offline machine fails fast with a clear message
 SPLITS = ("train", "val", "test")
 
 
@@ -101,11 +100,10 @@ def _run_generator(spec: object, path: Path) -> None:
     func(path)
 
 
-def _download_file(url: str, file: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+def _download_file(url: str, file: Path) -> None:
     """Fetch one dataset archive; reached only through train.py --download (never implicitly)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(file, "wb") as f:
-            shutil.copyfileobj(response, f)
+        download_file(url, file)
     except (urllib.error.URLError, TimeoutError, OSError) as e:
         raise UserError(f"download of {url} failed ({e}); this machine may be offline. Download it elsewhere "
                         f"and unzip it as described in the dataset yaml") from e

@@ -5,6 +5,8 @@ plain http only to a loopback host, for tests), never from a URL found in a file
 file beside the target and is renamed into place only once complete and plausible (size, zip archive), so a kill
 or a full disk never leaves a partial ``yolov5s.pt``. ``YOLOV5_OFFLINE=1`` turns fetching off. The file is then
 read like any other: official checkpoints go through the restricted unpickler (utils/checkpoints.py).
+``download_file`` is the one place this project fetches a URL: release weights here, and the dataset archives
+that ``--download`` asks for (utils/dataset_yaml.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm import tqdm
@@ -66,7 +69,7 @@ def attempt_download(file: str | os.PathLike) -> Path:
     LOGGER.info(f"Downloading {url} to {path} ...")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _fetch(url, path)
+        download_file(url, path, max_bytes=ASSET_BYTES[1], check=_check_release_file)
     except UserError as e:
         raise UserError(f"{e}; {manual}") from None
     except (urllib.error.URLError, OSError, TimeoutError) as e:
@@ -75,30 +78,40 @@ def attempt_download(file: str | os.PathLike) -> Path:
     return path
 
 
-def _fetch(url: str, path: Path) -> None:
-    """Stream ``url`` into a temporary file in ``path``'s folder, check it, then rename it to ``path``."""
+def download_file(url: str, path: Path, max_bytes: int | None = None,
+                  check: Callable[[str, int], None] | None = None) -> None:
+    """Stream ``url`` into a temporary file in ``path``'s folder and rename it to ``path`` once complete, so a kill
+    or a full disk never leaves a partial file. ``check(tmp_file, n_bytes)`` may refuse the finished download
+    before the rename; a body over ``max_bytes`` or shorter than the announced length is a UserError. Network
+    errors (URLError, OSError, TimeoutError) are left to the caller, who knows what to advise."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             expected = int(response.headers.get("Content-Length") or 0) or None
-            if expected is not None and not ASSET_BYTES[0] <= expected <= ASSET_BYTES[1]:
-                raise UserError(f"the server announced {expected} bytes for {path.name}, not a YOLOv5 release file")
+            if max_bytes is not None and expected is not None and expected > max_bytes:
+                raise UserError(f"the server announced {expected} bytes for {path.name}, over {max_bytes >> 20} MB")
             received = 0
             with tqdm(total=expected, unit="B", unit_scale=True, desc=path.name, disable=None) as bar:
                 while chunk := response.read(1 << 20):
                     received += len(chunk)
-                    if received > ASSET_BYTES[1]:
-                        raise UserError(f"{path.name} exceeds {ASSET_BYTES[1] >> 20} MB, not a YOLOv5 release file")
+                    if max_bytes is not None and received > max_bytes:
+                        raise UserError(f"{path.name} exceeds {max_bytes >> 20} MB")
                     f.write(chunk)
                     bar.update(len(chunk))
         if expected is not None and received != expected:
             raise UserError(f"download of {path.name} ended after {received} of {expected} bytes")
-        if received < ASSET_BYTES[0] or not zipfile.is_zipfile(tmp):
-            raise UserError(f"the download of {path.name} is not a PyTorch checkpoint ({received} bytes)")
+        if check is not None:
+            check(tmp, received)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _check_release_file(tmp: str, n_bytes: int) -> None:
+    """A release asset is a torch.save zip of 4-270 MB; an HTML error page or a truncated file is not."""
+    if n_bytes < ASSET_BYTES[0] or not zipfile.is_zipfile(tmp):
+        raise UserError(f"the download is not a PyTorch checkpoint ({n_bytes} bytes)")
 
 
 # Official YOLOv5 v7.0 name (its train.py imports it from here).
