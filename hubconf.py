@@ -21,7 +21,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -108,54 +108,20 @@ def custom(path: str | os.PathLike = "path/to/model.pt", autoshape: bool = True,
         return _wrap(DetectMultiBackend(_weights_path(path), device=select_device(device or "cpu")), autoshape)
 
 
-def yolov5n(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5n", pretrained, channels, classes, autoshape, _verbose, device)
+def _stock_entry(name: str) -> Callable[..., nn.Module]:
+    """The torch.hub entry point of a stock model: ``name(pretrained=True, channels=3, classes=80, ...)``."""
+
+    def entry(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
+              _verbose: bool = True, device: str | None = None) -> nn.Module:
+        return _create(name, pretrained, channels, classes, autoshape, _verbose, device)
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = f"{name}, with the official v7.0 weights ({name}.pt) unless pretrained=False."
+    return entry
 
 
-def yolov5s(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5s", pretrained, channels, classes, autoshape, _verbose, device)
-
-
-def yolov5m(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5m", pretrained, channels, classes, autoshape, _verbose, device)
-
-
-def yolov5l(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5l", pretrained, channels, classes, autoshape, _verbose, device)
-
-
-def yolov5x(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-            _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5x", pretrained, channels, classes, autoshape, _verbose, device)
-
-
-def yolov5n6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5n6", pretrained, channels, classes, autoshape, _verbose, device)
-
-
-def yolov5s6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5s6", pretrained, channels, classes, autoshape, _verbose, device)
-
-
-def yolov5m6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5m6", pretrained, channels, classes, autoshape, _verbose, device)
-
-
-def yolov5l6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5l6", pretrained, channels, classes, autoshape, _verbose, device)
-
-
-def yolov5x6(pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
-             _verbose: bool = True, device: str | None = None) -> nn.Module:
-    return _create("yolov5x6", pretrained, channels, classes, autoshape, _verbose, device)
+yolov5n, yolov5s, yolov5m, yolov5l, yolov5x = (_stock_entry(f"yolov5{s}") for s in "nsmlx")
+yolov5n6, yolov5s6, yolov5m6, yolov5l6, yolov5x6 = (_stock_entry(f"yolov5{s}6") for s in "nsmlx")
 
 
 def demo(model: str = "yolov5s", images: str | os.PathLike = ROOT / "data" / "images") -> None:
