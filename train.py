@@ -456,13 +456,15 @@ def end_epoch(state: TrainState, epoch: int, metrics: EpochMetrics) -> bool:
     return stop
 
 
-def _validate(state, model, plots=False, verbose=False):
-    """utils.evaluation.evaluate on the val loader, in half precision when training runs fp16 autocast (as YOLOv5)."""
+def _validate(state, model, plots=False, verbose=False, by_size=False):
+    """utils.evaluation.evaluate on the val loader, in half precision when training runs fp16 autocast (as YOLOv5).
+    AP by object size (three more matchings per image) only where asked: the final validation, not every epoch."""
     state.callbacks.run("on_val_start")
     model = model.half() if state.amp.fp16 else model.float()
     output = evaluate(
         model, state.val_loader, state.nc, state.names, state.device, single_cls=state.opt.single_cls,
         half=state.amp.fp16, compute_loss=state.compute_loss, verbose=verbose, save_dir=state.save_dir, plots=plots,
+        by_size=by_size,
     )
     model.float()
     state.callbacks.run("on_val_end", output.results)
@@ -507,7 +509,8 @@ def finish(state: TrainState, epoch: int) -> ValResults:
                 if f is best and state.val_loader is not None:
                     LOGGER.info(f"\nValidating {f}...")
                     model = attempt_load(f, state.device)
-                    state.results = _validate(state, model, plots=not state.opt.noplots, verbose=True).results
+                    output = _validate(state, model, plots=not state.opt.noplots, verbose=True, by_size=True)
+                    state.results = output.results
         state.callbacks.run("on_train_end", last, best, epoch, state.results)
         _summary(state.save_dir, last, best)
     if state.device.type == "cuda":

@@ -183,15 +183,16 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
              augment: bool = False, half: bool = False, compute_loss: Callable | None = None, verbose: bool = False,
              save_dir: str | Path = Path(""), plots: bool = True, save_txt: bool = False, save_hybrid: bool = False,
              save_conf: bool = False, jdict: list[dict] | None = None, class_map: Sequence[int] | None = None,
-             nms_stats: dict | None = None) -> ValOutput:
+             nms_stats: dict | None = None, by_size: bool = True) -> ValOutput:
     """Run ``model`` over ``dataloader`` and score its detections; the part that train.py and val.py share.
 
     ``model`` returns (inference output, training output) in eval mode; a training model or a DetectMultiBackend,
     already in the precision ``half`` asks for (the images are cast to it). With ``compute_loss`` (a
     utils.loss.ComputeLoss) the validation losses are computed from the training output. Detections are appended
     to ``jdict`` (COCO json records, category ids from ``class_map``) when it is a list, and written as label files
-    under save_dir/labels with ``save_txt``; ``nms_stats`` (a dict) collects NMS candidate counts. Logs the metrics
-    table; returns a ValOutput.
+    under save_dir/labels with ``save_txt``; ``nms_stats`` (a dict) collects NMS candidate counts. With ``by_size``
+    (the default) COCO's AP and AR by object size come back as ``output.by_size``; training's per-epoch checks skip
+    them. Logs the metrics table; returns a ValOutput.
     """
     model.eval()
     save_dir = Path(save_dir)
@@ -205,7 +206,7 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
     loss = torch.zeros(3, device=device)
     nms_stats = {} if nms_stats is None else nms_stats
     stats = []
-    size_stats = {name: [] for name in AREA_RANGES}  # per image: see utils.metrics.ap_ar_by_area
+    size_stats = {name: [] for name in AREA_RANGES} if by_size else None  # per image: see ap_ar_by_area
 
     pbar = tqdm(dataloader, desc=TABLE_HEADER, bar_format="{l_bar}{bar:10}{r_bar}")
     for batch_i, (im, targets, paths, shapes) in enumerate(pbar):
@@ -244,7 +245,8 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
             if npr == 0:
                 if nl:
                     stats.append((correct, *torch.zeros((2, 0), device=device), labels[:, 0]))
-                    _append_size_stats(size_stats, pred, labelsn, iouv)
+                    if by_size:
+                        _append_size_stats(size_stats, pred, labelsn, iouv)
                     if plots:
                         confusion_matrix.process_batch(detections=None, labels=labels)
                 continue
@@ -252,7 +254,8 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
                 pred[:, 5] = 0
             predn = pred.clone()
             scale_boxes(im[si].shape[1:], predn[:, :4], shape, shapes[si][1])  # to original-image pixels
-            _append_size_stats(size_stats, predn, labelsn, iouv)
+            if by_size:
+                _append_size_stats(size_stats, predn, labelsn, iouv)
             if nl:
                 correct = match_predictions(predn, labelsn, iouv)
                 if plots:
@@ -294,8 +297,9 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
         maps[c] = ap[i]
     losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
     times = tuple(x / max(seen, 1) * 1e3 for x in dt)
-    by_size = SizeMetrics(*np.array([ap_ar_by_area(size_stats[name]) for name in AREA_RANGES]).T.ravel().tolist())
-    return ValOutput(ValResults(float(mp), float(mr), float(map50), float(map5095), *losses), maps, times, by_size)
+    sizes = (SizeMetrics(*np.array([ap_ar_by_area(size_stats[name]) for name in AREA_RANGES]).T.ravel().tolist())
+             if by_size else None)
+    return ValOutput(ValResults(float(mp), float(mr), float(map50), float(map5095), *losses), maps, times, sizes)
 
 
 def _append_size_stats(size_stats: dict[str, list], predn: torch.Tensor, labelsn: torch.Tensor,
