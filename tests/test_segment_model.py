@@ -7,6 +7,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -187,3 +188,26 @@ def test_pickle_module_paths_in_fixture():
     assert {"models.yolo SegmentationModel", "models.yolo Segment", "models.common Proto"} <= globals_
     assert not any(g.startswith("yolov5.") for g in globals_)
     assert pickle.HIGHEST_PROTOCOL >= 2
+
+
+def test_hub_custom_on_seg_checkpoint_returns_masks_in_original_pixels(tmp_path):
+    import hubconf
+
+    model = hubconf.custom(SEG_CKPT, _verbose=False)
+    model.conf = 1e-4  # random weights: scores around 1e-3
+    im = (np.random.default_rng(0).random((50, 90, 3)) * 255).astype(np.uint8)
+    results = model([im, im[:30]], size=64)
+    assert results.masks is not None and len(results.masks) == 2
+    for det, masks, shape in zip(results.xyxy, results.masks, [(50, 90), (30, 90)]):
+        assert det.shape[1] == 6 and masks.dtype == torch.bool and tuple(masks.shape) == (len(det), *shape)
+        for box, m in zip(det, masks):  # every mask lies inside its box (cropped in original pixels)
+            ys, xs = np.nonzero(m.numpy())
+            if len(xs):
+                assert xs.min() >= int(box[0]) - 1 and xs.max() <= box[2] + 1 and ys.max() <= box[3] + 1
+    assert len(results.xyxy[0]) > 0 and results.masks[0].any()
+    rendered = results.render()[0]
+    assert not np.array_equal(rendered, im)
+    assert results.tolist()[1].masks[0] is results.masks[1]
+    # detection weights keep masks None
+    det_results = hubconf.custom(FIXTURES / "yolov5n-v7.0.pt", _verbose=False)(im, size=64)
+    assert det_results.masks is None
