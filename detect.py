@@ -22,7 +22,7 @@ import cv2
 import torch
 
 from models.backends import DetectMultiBackend, newest_trained_weights
-from models.export import backend_weights
+from models.prediction import load_model, log_summary, open_source
 from utils.boxes import non_max_suppression, scale_boxes
 from utils.checkpoints import strip_optimizer
 from utils.dataloaders import LoadScreenshots
@@ -31,15 +31,13 @@ from utils.general import (
     LOGGER,
     ROOT,
     UserError,
-    check_img_size,
-    colorstr,
     exit_code,
     increment_path,
     print_args,
     safe_filename,
 )
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
-from utils.torch_utils import select_device, time_sync
+from utils.torch_utils import time_sync
 
 
 def run(
@@ -86,6 +84,8 @@ def run(
     files = None if stream else list_source_files(source)  # a bad source fails before the model loads
 
     model, imgsz = load_model(weights, imgsz, device, half=half, dnn=dnn, data=data, backend=backend, project=project)
+    if model.segmentation:
+        raise UserError(f"--weights {weights}: a segmentation model; run it with segment/predict.py")
     if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
         raise UserError(f"--conf-thres {conf_thres} and --iou-thres {iou_thres} must both be between 0 and 1")
     if classes is not None:
@@ -119,39 +119,6 @@ def strip_weights(weights: str | Path | Sequence[str | Path]) -> None:
             strip_optimizer(w)
         except UserError as e:
             LOGGER.warning(f"WARNING: --update: {e}")
-
-
-def load_model(weights: str | Path | Sequence[str | Path], imgsz: int | Sequence[int], device: str,
-               half: bool = False, dnn: bool = False, data: str | Path | None = None,
-               backend: str | None = None, project: str | Path | None = None) -> tuple[DetectMultiBackend, list[int]]:
-    """The model on its device (converted first with ``backend``) and the input size to run it at: a fixed-size
-    exported model's own size, else ``imgsz`` rounded to a multiple of the stride."""
-    device = select_device(device)
-    if half and device.type != "cuda":
-        LOGGER.warning("WARNING: --half needs a CUDA device; running in float32")
-    imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
-    weights = backend_weights(weights, backend, check_img_size(imgsz), project=project)
-    model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data, fp16=half)
-    if model.imgsz and tuple(imgsz) != model.imgsz:
-        h, w = model.imgsz
-        LOGGER.info(f"{Path(str(weights)).name} was exported for {h}x{w} inputs: using --imgsz {h} {w}")
-        imgsz = list(model.imgsz)
-    return model, check_img_size(imgsz, s=model.stride)
-
-
-def open_source(source: str, files: list[str] | None, model: DetectMultiBackend, imgsz: list[int],
-                vid_stride: int = 1) -> LoadImages | LoadStreams:
-    """The images, videos or streams of ``source`` (``files``: its listed files, None for streams), letterboxed
-    for ``model``, after a warm-up pass at the batch size they come in."""
-    # a fixed-size exported model needs the full letterbox size; .pt models take the minimum stride rectangle
-    auto = model.imgsz is None
-    if files is None:
-        dataset = LoadStreams(source, img_size=imgsz, stride=model.stride, auto=auto, vid_stride=vid_stride)
-    else:
-        dataset = LoadImages(files, img_size=imgsz, stride=model.stride, auto=auto, vid_stride=vid_stride)
-    bs = len(dataset) if files is None else 1
-    model.warmup(imgsz=(1 if model.pt else bs, 3, *imgsz))
-    return dataset
 
 
 def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms: Callable, writer: DetectionWriter,
@@ -196,25 +163,6 @@ def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms
             writer.write(p, im0, det, frame=frame, fps=fps, stream=i if stream else None)
         LOGGER.info(f"{s}{(t2 - t1) * 1e3:.1f}ms")
     return seen, dt
-
-
-def log_summary(source: str, dataset: LoadImages | LoadStreams, seen: int, dt: list[float], imgsz: list[int],
-                save_dir: Path, labels_saved: int | None = None) -> None:
-    """The closing log: speed per image, images processed and skipped, label files (``labels_saved``, None
-    without --save-txt) and the results folder. No image read at all is a UserError."""
-    skipped = getattr(dataset, "skipped", [])
-    if not seen:
-        raise UserError(f"--source {source}: none of the {len(skipped)} file(s) could be read")
-    speeds = tuple(x / seen * 1e3 for x in dt)
-    LOGGER.info(
-        f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(1, 3, *imgsz)}" % speeds
-    )
-    summary = f"{seen} image(s) processed"
-    if skipped:
-        summary += f", {len(skipped)} unreadable file(s) skipped"
-    if labels_saved is not None:
-        summary += f", {labels_saved} label file(s) saved to {save_dir / 'labels'}"
-    LOGGER.info(f"{summary}\nResults saved to {colorstr('bold', save_dir)}")
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

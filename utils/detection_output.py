@@ -115,11 +115,14 @@ class DetectionWriter:
         stem = out_stem if frame is None else f"{out_stem}_{frame}"
         im0 = im0.copy()  # the annotator draws in place
         imc = im0.copy() if self.save_crop else im0  # crops without the drawn boxes
+        if self.save_img or self.view_img:
+            self.draw_under_boxes(im0, det)
         annotator = Annotator(im0, line_width=self.line_thickness)
         if len(det) and self.save_txt:
-            lines = label_lines(det, im0.shape[:2], self.save_conf)
-            (self.save_dir / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
-            self.labels_saved += 1
+            lines = self.label_lines(det, im0.shape[:2])
+            if lines:  # (a segmentation writer has no line for an instance whose mask is empty)
+                (self.save_dir / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+                self.labels_saved += 1
         for *xyxy, conf, cls in reversed(det.tolist()):
             c = int(cls)
             if self.save_img or self.view_img:
@@ -139,6 +142,13 @@ class DetectionWriter:
             self.videos.write(self.save_dir / safe_filename(f"{out_stem}{p.suffix}"), im0, fps)
         else:
             self.videos.write(self.save_dir / safe_filename(f"{p.stem or 'stream'}_{stream}"), im0, fps)
+
+    def draw_under_boxes(self, im0: np.ndarray, det: torch.Tensor) -> None:
+        """Hook for subclasses: draw into ``im0`` (BGR, in place) before the boxes; detection draws nothing."""
+
+    def label_lines(self, det: torch.Tensor, im0_shape: tuple[int, int]) -> list[str]:
+        """The lines of an image's label file (subclasses write other formats)."""
+        return label_lines(det, im0_shape, self.save_conf)
 
     def close(self) -> None:
         """Finalise the videos written so far."""
