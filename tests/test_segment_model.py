@@ -211,3 +211,8 @@ def test_hub_custom_on_seg_checkpoint_returns_masks_in_original_pixels(tmp_path)
     # detection weights keep masks None
     det_results = hubconf.custom(FIXTURES / "yolov5n-v7.0.pt", _verbose=False)(im, size=64)
     assert det_results.masks is None
+
+
+def test_yolo_cli_builds_a_seg_yaml(caplog):
+    assert models.yolo.main(["--cfg", "models/segment/yolov5n-seg.yaml", "--img", "64"]) == 0
+    assert models.yolo.main(["--cfg", "yolov5n-seg_GSConv.yaml", "--img", "64"]) == 0
