@@ -15,6 +15,7 @@ from models.export.calibration import DEFAULT_CALIB, calibration_images
 from models.export.check import PRECISION_ATOL, check_export
 from models.export.core import Exported, ExportOptions, prepare_model
 from models.export.formats import EXPORTERS, FORMATS, check_formats
+from models.yolo import is_segmentation_model
 from utils.general import LOGGER, UserError, check_img_size, colorstr
 from utils.torch_utils import grid_stride, select_device
 
@@ -108,9 +109,12 @@ def export_weights(
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {weights} with input {tuple(im.shape)}")
     files, _ = export_model(model, im, weights, include=include, opset=opset, dynamic=dynamic,
                             simplify=simplify, inplace=inplace, half=half, calib=calib_images)
+    seg = is_segmentation_model(model)  # official names the task's own scripts
+    predict, val = ("segment/predict.py", "segment/val.py") if seg else ("detect.py", "val.py")
     LOGGER.info(
         f"\nExport complete: {', '.join(str(f) for f in files)}\n"
-        f"Detect:   python detect.py --weights {files[-1]}" + ("" if dynamic else f" --imgsz {imgsz[0]} {imgsz[1]}") +
-        f"\nValidate: python val.py --weights {files[-1]}" + ("" if dynamic else f" --imgsz {max(imgsz)}")
+        f"{'Predict:  ' if seg else 'Detect:   '}python {predict} --weights {files[-1]}" +
+        ("" if dynamic else f" --imgsz {imgsz[0]} {imgsz[1]}") +
+        f"\nValidate: python {val} --weights {files[-1]}" + ("" if dynamic else f" --imgsz {max(imgsz)}")
     )
     return [str(f) for f in files]
