@@ -83,4 +83,5 @@ def test_release_url_must_be_https(monkeypatch, tmp_path):
     monkeypatch.setattr(downloads, "RELEASE_URL", "http://example.com/v7.0")
     with pytest.raises(UserError, match="https only"):
         downloads.attempt_download(tmp_path / "yolov5s.pt")
-    assert downloads.RELEASE_ASSETS >= {"yolov5n.pt", "yolov5x6.pt"} and len(downloads.RELEASE_ASSETS) == 10
+    assert downloads.RELEASE_ASSETS >= {"yolov5n.pt", "yolov5x6.pt", "yolov5s-seg.pt"}
+    assert len(downloads.RELEASE_ASSETS) == 15

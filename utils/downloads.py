@@ -25,7 +25,7 @@ from tqdm import tqdm
 from utils.general import LOGGER, UserError
 
 RELEASE_URL = "https://github.com/ultralytics/yolov5/releases/download/v7.0"
-RELEASE_ASSETS = frozenset(f"yolov5{s}{p6}.pt" for s in "nsmlx" for p6 in ("", "6"))
+RELEASE_ASSETS = frozenset(f"yolov5{s}{p6}.pt" for s in "nsmlx" for p6 in ("", "6", "-seg"))  # -seg: v7.0
 ASSET_BYTES = (1 << 20, 512 << 20)  # the v7.0 files are 4 MB (yolov5n) to 270 MB (yolov5x6)
 TIMEOUT_S = 30  # per connect or read: a stalled server ends the download instead of hanging it
 OFFLINE_ENV = "YOLOV5_OFFLINE"
