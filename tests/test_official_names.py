@@ -52,7 +52,7 @@ OFFICIAL_IMPORTS = {
     "utils.torch_utils": ("EarlyStopping", "ModelEMA", "de_parallel", "select_device", "smart_DDP",
                           "smart_inference_mode", "smart_optimizer", "smart_resume", "torch_distributed_zero_first"),
 }
-NOT_YET = {("models.yolo", "ClassificationModel"), ("models.yolo", "SegmentationModel")}  # other tasks: later
+NOT_YET = {("models.yolo", "ClassificationModel")}  # classification: later
 
 
 def _available(module, name):
