@@ -127,3 +127,18 @@ def test_nms_carries_mask_coefficients():
     empty = non_max_suppression(pred, 0.95, 0.45, nm=nm)[0]
     assert empty.shape == (0, 6 + nm)
     assert non_max_suppression(pred[..., :7], 0.25, 0.45)[0].shape == (2, 6)  # detection unchanged
+
+
+def test_official_utils_segment_general_names():
+    from utils.segment import general
+
+    proto = torch.full((1, 8, 8), 10.0)
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 32.0]])
+    torch.testing.assert_close(general.process_mask_upsample(proto, torch.ones(1, 1), boxes, (32, 32)),
+                               process_mask(proto, torch.ones(1, 1), boxes, (32, 32), upsample=True))
+    assert general.masks2segments(torch.ones(1, 4, 4))[0].shape == (4, 2)
+    letterboxed = np.zeros((32, 32, 1), dtype=np.float32)
+    letterboxed[8:24, :16] = 1  # left half of a 16 x 32 original letterboxed into 32 x 32
+    back = general.scale_image((32, 32), letterboxed, (16, 32))
+    assert back.shape == (16, 32, 1) and back[:, :15].min() == 1 and back[:, 17:].max() == 0
+    assert general.crop_mask is crop_mask and general.mask_iou is mask_iou
