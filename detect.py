@@ -22,9 +22,8 @@ import cv2
 import torch
 
 from models.backends import DetectMultiBackend, newest_trained_weights
-from models.prediction import load_model, log_summary, open_source
+from models.prediction import load_model, log_summary, open_source, strip_weights
 from utils.boxes import non_max_suppression, scale_boxes
-from utils.checkpoints import strip_optimizer
 from utils.dataloaders import LoadScreenshots
 from utils.detection_output import DetectionWriter, count_string
 from utils.general import (
@@ -106,19 +105,6 @@ def run(
     if update:
         strip_weights(weights)
     return save_dir
-
-
-def strip_weights(weights: str | Path | Sequence[str | Path]) -> None:
-    """``--update``: strip the optimizer from each of this project's .pt checkpoints in ``weights``; other files
-    (exported models, official YOLOv5 pickles) are left as they are, with a warning."""
-    for w in [weights] if isinstance(weights, (str, Path)) else weights:
-        if Path(w).suffix != ".pt":
-            LOGGER.warning(f"WARNING: --update: {w} is not a .pt checkpoint; left as it is")
-            continue
-        try:
-            strip_optimizer(w)
-        except UserError as e:
-            LOGGER.warning(f"WARNING: --update: {e}")
 
 
 def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms: Callable, writer: DetectionWriter,

@@ -13,12 +13,26 @@ import torch
 from models.backends import DetectMultiBackend
 from models.export import backend_weights
 from utils.boxes import scale_boxes
+from utils.checkpoints import strip_optimizer
 from utils.detection_output import count_string
-from utils.general import LOGGER, UserError, check_img_size, colorstr
+from utils.general import LOGGER, UserError, check_img_size, colorstr, increment_path, safe_filename
 from utils.masks import masks_to_polygons, process_mask, process_mask_native, scale_masks, scale_polygons
 from utils.segment_output import SegmentationWriter
 from utils.sources import LoadImages, LoadStreams
 from utils.torch_utils import select_device, time_sync
+
+
+def strip_weights(weights: str | Path | Sequence[str | Path]) -> None:
+    """``--update``: strip the optimizer from each of this project's .pt checkpoints in ``weights``; other files
+    (exported models, official YOLOv5 pickles) are left as they are, with a warning."""
+    for w in [weights] if isinstance(weights, (str, Path)) else weights:
+        if Path(w).suffix != ".pt":
+            LOGGER.warning(f"WARNING: --update: {w} is not a .pt checkpoint; left as it is")
+            continue
+        try:
+            strip_optimizer(w)
+        except UserError as e:
+            LOGGER.warning(f"WARNING: --update: {e}")
 
 
 def load_model(weights: str | Path | Sequence[str | Path], imgsz: int | Sequence[int], device: str,
@@ -55,12 +69,13 @@ def open_source(source: str, files: list[str] | None, model: DetectMultiBackend,
 
 
 def segment_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms: Callable,
-                writer: SegmentationWriter, retina_masks: bool = False,
-                augment: bool = False) -> tuple[int, list[float]]:
+                writer: SegmentationWriter, retina_masks: bool = False, augment: bool = False,
+                visualize_dir: Path | None = None) -> tuple[int, list[float]]:
     """Run a segmentation ``model`` and ``nms`` (with nm) over ``dataset``; per image, masks and polygons in the
     original image's pixels go to ``writer``. ``retina_masks``: prototypes upsampled to the original image before
-    thresholding (official --retina-masks); else masks at the letterboxed input size, mapped back. Returns (images
-    seen, seconds [pre-processing, inference, NMS + masks])."""
+    thresholding (official --retina-masks); else masks at the letterboxed input size, mapped back.
+    ``visualize_dir``: save feature maps there (not for streams). Returns (images seen, seconds [pre-processing,
+    inference, NMS + masks])."""
     if not model.segmentation:
         raise UserError("these weights are a detection model (no mask prototypes); use detect.py, or segmentation "
                         "weights (e.g. trained with segment/train.py)")
@@ -73,8 +88,11 @@ def segment_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nm
         if im.ndim == 3:
             im = im[None]
         t1 = time_sync()
+        vis_dir = False
+        if visualize_dir and not stream:
+            vis_dir = increment_path(visualize_dir / safe_filename(Path(path).stem), mkdir=True)
         with torch.inference_mode():
-            pred, proto = model(im, augment=augment)
+            pred, proto = model(im, augment=augment, visualize=vis_dir)
         t2 = time_sync()
         pred = nms(pred, nm=proto.shape[1])
         for i, det in enumerate(pred):

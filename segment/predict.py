@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.backends import newest_trained_weights  # noqa: E402
-from models.prediction import load_model, log_summary, open_source, segment_all  # noqa: E402
+from models.prediction import load_model, log_summary, open_source, segment_all, strip_weights  # noqa: E402
 from utils.boxes import non_max_suppression  # noqa: E402
 from utils.general import ROOT, UserError, exit_code, increment_path, print_args  # noqa: E402
 from utils.segment_output import SegmentationWriter  # noqa: E402
@@ -44,6 +44,8 @@ def run(
     classes: Sequence[int] | None = None,
     agnostic_nms: bool = False,
     augment: bool = False,
+    visualize: bool = False,
+    update: bool = False,
     project: str | Path = ROOT / "runs/predict-seg",
     name: str = "exp",
     exist_ok: bool = False,
@@ -55,7 +57,8 @@ def run(
     vid_stride: int = 1,
     retina_masks: bool = False,
 ) -> Path:
-    """Segment the instances in ``source`` with segmentation ``weights``; returns the results folder."""
+    """Segment the instances in ``source`` with segmentation ``weights``; returns the results folder. ``update``
+    strips the optimizer from the .pt weights afterwards, as official."""
     weights = weights or newest_trained_weights(ROOT / "runs" / "train-seg")
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
         weights = weights[0]
@@ -83,8 +86,11 @@ def run(
                                 save_crop=save_crop, view_img=view_img, line_thickness=line_thickness,
                                 hide_labels=hide_labels, hide_conf=hide_conf)
     with writer:
-        seen, dt = segment_all(model, dataset, nms, writer, retina_masks=retina_masks, augment=augment)
+        seen, dt = segment_all(model, dataset, nms, writer, retina_masks=retina_masks, augment=augment,
+                               visualize_dir=save_dir if visualize else None)
     log_summary(source, dataset, seen, dt, imgsz, save_dir, writer.labels_saved if save_txt else None)
+    if update:
+        strip_weights(weights)
     return save_dir
 
 
@@ -110,6 +116,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
     parser.add_argument("--augment", action="store_true", help="augmented inference (boxes only: masks need the "
                                                               "single-scale prototypes, so it is refused)")
+    parser.add_argument("--visualize", action="store_true", help="visualize features")
+    parser.add_argument("--update", action="store_true", help="strip the optimizer from the .pt weights afterwards")
     parser.add_argument("--project", default=ROOT / "runs/predict-seg", help="save results to project/name")
     parser.add_argument("--name", default="exp", help="save results to project/name")
     parser.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")

@@ -90,3 +90,31 @@ def test_writer_draws_masks_under_boxes_and_writes_official_lines(tmp_path):
     assert out[15, 20].any() and not out[35, 50].any() and not out[2, 2].any()  # mask coloured, background kept
     assert (tmp_path / "labels" / "img.txt").read_text() == "1 0.25 0.25 0.4 0.25 0.4 0.5 0.25 0.5 0.9\n"
     assert polygon_lines(det, [np.zeros((0, 2))]) == []  # an empty mask gets no line
+
+
+# official v7.0 segment/predict.py's flags, each with a value where it takes one
+SEG_PREDICT_FLAGS = [
+    ["--weights", "a.pt", "b.pt"], ["--source", "data/images"], ["--data", "coco128.yaml"], ["--imgsz", "640"],
+    ["--img", "640", "480"], ["--img-size", "640"], ["--conf-thres", "0.3"], ["--iou-thres", "0.5"],
+    ["--max-det", "10"], ["--device", "cpu"], ["--view-img"], ["--save-txt"], ["--save-conf"], ["--save-crop"],
+    ["--nosave"], ["--classes", "0", "2"], ["--agnostic-nms"], ["--augment"], ["--visualize"], ["--update"],
+    ["--project", "p"], ["--name", "n"], ["--exist-ok"], ["--line-thickness", "2"], ["--hide-labels"],
+    ["--hide-conf"], ["--half"], ["--dnn"], ["--vid-stride", "2"], ["--retina-masks"],
+]
+
+
+def test_every_official_flag_parses():
+    for argv in SEG_PREDICT_FLAGS:
+        opt = predict.parse_opt(argv)
+        key = {"img": "imgsz", "img_size": "imgsz"}.get(argv[0].lstrip("-").replace("-", "_"),
+                                                         argv[0].lstrip("-").replace("-", "_"))
+        assert hasattr(opt, key), argv
+    opt = predict.parse_opt([x for argv in SEG_PREDICT_FLAGS for x in argv])
+    assert opt.retina_masks and opt.imgsz == [640, 640] and str(opt.project) == "p"  # the last size flag wins
+    assert str(predict.parse_opt([]).project).endswith("runs/predict-seg")
+
+
+def test_visualize_saves_feature_maps(tmp_path):
+    save_dir = predict.run(weights=SEG_CKPT, source=IMAGES / "bus.jpg", imgsz=64, conf_thres=1e-4, max_det=1,
+                           device="cpu", visualize=True, nosave=True, project=tmp_path)
+    assert any((save_dir / "bus").glob("stage*"))
