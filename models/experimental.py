@@ -75,6 +75,9 @@ def attempt_load(
         models.append(model)
     if len(models) == 1:
         return models[0]
+    if any(isinstance(m, SegmentationModel) for m in models):
+        raise UserError(f"{paths}: an ensemble of segmentation models is not supported (their mask prototypes "
+                        f"cannot be merged); give one -seg weights file")
     ensemble = Ensemble(models)
     for attr in ("names", "nc", "yaml"):
         setattr(ensemble, attr, getattr(models[0], attr))
