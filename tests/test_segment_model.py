@@ -215,7 +215,6 @@ def test_hub_custom_on_seg_checkpoint_returns_masks_in_original_pixels(tmp_path)
 
 def test_yolo_cli_builds_a_seg_yaml(caplog):
     assert models.yolo.main(["--cfg", "models/segment/yolov5n-seg.yaml", "--img", "64"]) == 0
-    assert models.yolo.main(["--cfg", "yolov5n-seg_GSConv.yaml", "--img", "64"]) == 0
 
 
 def test_seg_ensemble_is_refused():

@@ -114,6 +114,7 @@ def test_every_official_flag_parses():
     assert str(predict.parse_opt([]).project).endswith("runs/predict-seg")
 
 
+@pytest.mark.slow  # one feature-map figure per layer
 def test_visualize_saves_feature_maps(tmp_path):
     save_dir = predict.run(weights=SEG_CKPT, source=IMAGES / "bus.jpg", imgsz=64, conf_thres=1e-4, max_det=1,
                            device="cpu", visualize=True, nosave=True, project=tmp_path)
