@@ -274,11 +274,13 @@ def non_max_suppression(
     max_det: int = 300,
     max_nms: int = MAX_NMS,
     stats: dict[str, int] | None = None,
+    nm: int = 0,
 ) -> list[torch.Tensor]:
     """Per-image NMS of decoded model output.
 
     Args:
-        prediction: (B, n, 5 + nc) [x, y, w, h, obj, cls scores...] in pixels, or the model's (pred, raw) tuple.
+        prediction: (B, n, 5 + nc + nm) [x, y, w, h, obj, cls scores..., mask coefficients...] in pixels, or the
+            model's (pred, ...) tuple.
         conf_thres: keep candidates with confidence obj * cls above it; iou_thres: suppress overlaps above it.
         classes: keep only these class ids; agnostic: suppress across classes; multi_label: one candidate per
             (box, class) with confidence above conf_thres instead of the best class only.
@@ -287,8 +289,11 @@ def non_max_suppression(
         max_det: detections kept per image; max_nms: candidates per image that enter NMS (highest confidence).
         stats: optional dict; counts 'images', 'candidates' and 'capped' (images whose candidates exceeded max_nms,
             whose lowest-confidence candidates were left out) are added to it so callers can report them.
+        nm: number of trailing mask coefficients (segmentation models: 32); they are carried through unchanged
+            (official v7.0 multiplies them by the objectness too; raw coefficients keep a mask independent of its
+            confidence, and the sign of each mask logit, hence the thresholded mask at prototype size, is the same).
     Returns:
-        list of B tensors (k, 6) [x1, y1, x2, y2, conf, cls], highest confidence first.
+        list of B tensors (k, 6 + nm) [x1, y1, x2, y2, conf, cls, mask coefficients...], highest confidence first.
     """
     if isinstance(prediction, (list, tuple)):
         prediction = prediction[0]
@@ -296,11 +301,14 @@ def non_max_suppression(
         raise ValueError(f"conf_thres={conf_thres} must be between 0 and 1")
     if not 0 <= iou_thres <= 1:
         raise ValueError(f"iou_thres={iou_thres} must be between 0 and 1")
-    bs, nc = prediction.shape[0], prediction.shape[2] - 5
+    bs, nc = prediction.shape[0], prediction.shape[2] - 5 - nm
+    if nc < 1:
+        raise ValueError(f"prediction has {prediction.shape[2]} columns: too few for 5 + classes + nm={nm}")
+    mi = 5 + nc  # first mask coefficient column
     multi_label &= nc > 1
     device = prediction.device
     candidates = prediction[..., 4] > conf_thres
-    output = [torch.zeros((0, 6), device=device)] * bs
+    output = [torch.zeros((0, 6 + nm), device=device)] * bs
     if stats is not None:
         for key in ("images", "candidates", "capped"):
             stats.setdefault(key, 0)
@@ -309,14 +317,14 @@ def non_max_suppression(
         x = x[candidates[xi]].float()
         if labels is not None and len(labels) and len(labels[xi]):
             lb = labels[xi].to(device=device, dtype=torch.float32)
-            v = torch.zeros((len(lb), nc + 5), device=device)
+            v = torch.zeros((len(lb), nc + 5 + nm), device=device)
             v[:, :4] = lb[:, 1:5]
             v[:, 4] = 1.0
             v[torch.arange(len(lb), device=device), lb[:, 0].long() + 5] = 1.0
             x = torch.cat((x, v), 0)
         if not x.shape[0]:
             continue
-        scores = x[:, 5:] * x[:, 4:5]  # (n, nc) confidence = obj * cls
+        scores = x[:, 5:mi] * x[:, 4:5]  # (n, nc) confidence = obj * cls
         allowed = None if classes is None else torch.tensor(classes, device=device).long()
         if multi_label:  # one candidate per (box, class) above the threshold
             if allowed is not None:
@@ -340,7 +348,7 @@ def non_max_suppression(
             stats["candidates"] += n
             stats["capped"] += int(n > max_nms)
         rows, cls = (idx // scores.shape[1], idx % scores.shape[1]) if multi_label else (idx, best[idx])
-        x = torch.cat((xywh2xyxy(x[rows, :4]), conf[:, None], cls[:, None].float()), 1)
+        x = torch.cat((xywh2xyxy(x[rows, :4]), conf[:, None], cls[:, None].float(), x[rows, mi:]), 1)
         boxes = x[:, :4]
         if not agnostic:
             # shift each class into its own region so boxes of different classes never overlap
