@@ -34,6 +34,7 @@ from models.layers import (  # noqa: F401
 from models.mixconv import MixConv2d  # noqa: F401
 from models.resample import Contract, DWConvTranspose2d, Expand  # noqa: F401
 from models.scconv import CRU, SRU, C3_ScConv, ScConv  # noqa: F401
+from models.segment_head import Proto  # noqa: F401
 from models.spd import SpaceToDepth, SPDConv  # noqa: F401
 from models.transformer import C3TR, TransformerBlock, TransformerLayer  # noqa: F401
 

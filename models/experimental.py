@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.yolo import Detect, Model
+from models.yolo import Detect, Model, SegmentationModel, is_segmentation_yaml
 from utils.checkpoints import checkpoint_model_parts, load_checkpoint
 from utils.general import LOGGER, UserError
 
@@ -32,7 +32,7 @@ class Ensemble(nn.ModuleList):
 def model_from_checkpoint(ckpt: dict[str, Any]) -> Model:
     """Rebuild a float Model from a checkpoint dict; the state dict must match the yaml exactly."""
     yaml, names, sd = checkpoint_model_parts(ckpt)
-    model = Model(yaml, ch=yaml.get("ch", 3))
+    model = (SegmentationModel if is_segmentation_yaml(yaml) else Model)(yaml, ch=yaml.get("ch", 3))
     model_sd = model.state_dict()
     missing = [k for k in model_sd if k not in sd]
     unexpected = [k for k in sd if k not in model_sd]

@@ -26,6 +26,7 @@ import yaml
 
 from models import common
 from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN, Conv
+from models.segment_head import Proto
 from utils.autoanchor import check_anchor_order
 from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
 from utils.plots import feature_visualization
@@ -98,13 +99,15 @@ class Detect(nn.Module):
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
             if not self.training:
                 grid, anchor_grid = self._grid(i, ny, nx, x[i])
-                xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
-                xy = (xy * 2 + grid) * self.stride[i]
-                wh = (wh * 2) ** 2 * anchor_grid
-                z.append(torch.cat((xy, wh, conf), 4).view(bs, self.na * ny * nx, self.no))
+                z.append(self._decode(x[i], grid, anchor_grid, self.stride[i]).view(bs, self.na * ny * nx, self.no))
         if self.training:
             return x
         return torch.cat(z, 1) if self.export else (torch.cat(z, 1), x)
+
+    def _decode(self, p, grid, anchor_grid, stride):
+        """Raw level (N, na, ny, nx, no) -> pixels xywh and sigmoid scores."""
+        xy, wh, conf = p.sigmoid().split((2, 2, self.nc + 1), 4)
+        return torch.cat(((xy * 2 + grid) * stride, (wh * 2) ** 2 * anchor_grid, conf), 4)
 
     def _grid(self, i, ny, nx, like):
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
@@ -122,6 +125,47 @@ class Detect(nn.Module):
         grid = torch.stack((xv, yv), 2).expand(shape) - 0.5  # the -0.5 folds the "2 * s - 0.5" offset
         anchor_grid = (self.anchors[i] * self.stride[i]).to(t).view(1, self.na, 1, 1, 2).expand(shape)
         return grid, anchor_grid
+
+
+class Segment(Detect):
+    """YOLOv5 v7.0 instance-segmentation head: Detect with ``nm`` mask coefficients per anchor (no = 5 + nc + nm)
+    and a ``Proto`` on the first (P3) input giving ``nm`` prototype maps at twice its resolution.
+
+    Training: ``(raw levels, proto)``; inference: ``(pred (N, A, 5 + nc + nm), proto, raw levels)``, the
+    coefficients left raw (not sigmoid); export: ``(pred, proto)``. ``npr`` = hidden channels of the Proto (the
+    yaml's value is width-scaled by parse_model, as official).
+    """
+
+    width_scaled_args: ClassVar[tuple[int, ...]] = (3,)  # npr: scaled by width_multiple like a layer's channels
+
+    def __init__(
+        self,
+        nc: int = 80,
+        anchors: Sequence[Sequence[float]] = (),
+        nm: int = 32,
+        npr: int = 256,
+        ch: Sequence[int] = (),
+        inplace: bool = True,
+    ) -> None:
+        super().__init__(nc, anchors, ch, inplace)
+        self.nm = nm
+        self.npr = npr
+        self.no = 5 + nc + nm
+        self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
+        self.proto = Proto(ch[0], npr, nm)
+
+    def forward(self, x: list[torch.Tensor]) -> tuple:
+        proto = self.proto(x[0])  # before Detect.forward replaces x[0] by the level's raw output
+        out = super().forward(x)
+        if self.training:
+            return out, proto
+        return (out, proto) if self.export else (out[0], proto, out[1])
+
+    def _decode(self, p, grid, anchor_grid, stride):
+        xy, wh, conf, coeffs = p.split((2, 2, self.nc + 1, self.nm), 4)
+        xy = (xy.sigmoid() * 2 + grid) * stride
+        wh = (wh.sigmoid() * 2) ** 2 * anchor_grid
+        return torch.cat((xy, wh, conf.sigmoid(), coeffs), 4)
 
 
 def layer_input(
@@ -178,7 +222,9 @@ class Model(nn.Module):
         if isinstance(m, Detect):
             m.inplace = self.inplace
             s = 256  # 2x the largest stride: a dry run gives each level's stride and checks the structure
-            m.stride.copy_(torch.tensor([s / x.shape[-2] for x in self._dry_run(torch.zeros(1, ch, s, s))]))
+            levels = self._dry_run(torch.zeros(1, ch, s, s))
+            levels = levels[0] if isinstance(m, Segment) else levels  # Segment: (levels, proto)
+            m.stride.copy_(torch.tensor([s / x.shape[-2] for x in levels]))
             check_anchor_order(m)
             m.anchors /= m.stride.view(-1, 1, 1)
             self.stride = m.stride.clone()
@@ -286,6 +332,57 @@ class Model(nn.Module):
 DetectionModel = Model  # the name v7.0 uses
 
 
+class SegmentationModel(Model):
+    """YOLOv5 v7.0 instance-segmentation model: a Model whose last layer is ``Segment``.
+
+    A yaml whose last layer is Detect (any detection variant, e.g. yolov5s_ScConv.yaml) is turned into its
+    segmentation form by ``segmentation_yaml`` (the task switch), so every plug-in variant builds as -seg.
+    Outputs as ``Segment``.
+    """
+
+    def __init__(
+        self,
+        cfg: str | Path | dict[str, Any] = "yolov5s-seg.yaml",
+        ch: int = 3,
+        nc: int | None = None,
+        anchors: float | list[list[float]] | None = None,
+    ) -> None:
+        d = cfg if isinstance(cfg, dict) else load_model_yaml(cfg)
+        super().__init__(segmentation_yaml(d), ch=ch, nc=nc, anchors=anchors)
+        if not isinstance(cfg, dict):
+            self.yaml_file = Path(cfg).name
+
+
+SEG_VARIANT = re.compile(r"(yolov5[nsmlx])-seg(_.+)?\.ya?ml")  # yolov5s-seg.yaml, yolov5n-seg_ScConv.yaml
+
+
+def is_segmentation_yaml(d: dict[str, Any]) -> bool:
+    """Whether a model dict's last layer is a Segment head."""
+    head = d.get("head") if isinstance(d, dict) else None
+    return isinstance(head, list) and bool(head) and isinstance(head[-1], (list, tuple)) and len(head[-1]) == 4 \
+        and head[-1][2] == "Segment"
+
+
+def segmentation_yaml(d: dict[str, Any], nm: int = 32, npr: int = 256) -> dict[str, Any]:
+    """A copy of model dict ``d`` whose Detect head ``[from, 1, Detect, [nc, anchors]]`` becomes
+    ``[from, 1, Segment, [nc, anchors, nm, npr]]`` (official v7.0 -seg yamls are exactly this); a dict already
+    ending in Segment is returned as a copy unchanged."""
+    d = deepcopy(d)
+    if is_segmentation_yaml(d):
+        return d
+    head = d.get("head")
+    last = head[-1] if isinstance(head, list) and head else None
+    if not (isinstance(last, (list, tuple)) and len(last) == 4 and last[2] == "Detect"):
+        raise UserError(f"model yaml {d.get('yaml_file', '')}: the last layer must be Detect (or Segment) to build a "
+                        f"segmentation model")
+    f, n, _, args = last
+    args = list(args or [])
+    if len(args) < 2:
+        raise UserError(f"model yaml {d.get('yaml_file', '')}: Detect arguments must be [nc, anchors]")
+    head[-1] = [f, n, "Segment", [args[0], args[1], nm, npr]]
+    return d
+
+
 def resolve_cfg(cfg: str | Path) -> tuple[Path, str | None]:
     """Find a model yaml: as given, under models/ or models/hub/ (the official zoo), or a variant at another scale
     letter.
@@ -296,7 +393,8 @@ def resolve_cfg(cfg: str | Path) -> tuple[Path, str | None]:
     p = Path(cfg)
     if p.suffix not in (".yaml", ".yml"):
         p = p.with_suffix(".yaml")
-    candidates = [p, ROOT / "models" / p.name, ROOT / "models" / "hub" / p.name, ROOT / p]
+    candidates = [p, ROOT / "models" / p.name, ROOT / "models" / "hub" / p.name, ROOT / "models" / "segment" / p.name,
+                  ROOT / p]
     for c in candidates:
         if c.is_file():
             return c, None
@@ -304,7 +402,7 @@ def resolve_cfg(cfg: str | Path) -> tuple[Path, str | None]:
     if match:
         prefix, scale, rest = match.groups()
         for letter in "snmlx":
-            for folder in (p.parent, ROOT / "models", ROOT / "models" / "hub"):
+            for folder in (p.parent, ROOT / "models", ROOT / "models" / "hub", ROOT / "models" / "segment"):
                 c = folder / f"{prefix}{letter}{rest}"
                 if c.is_file():
                     return c, scale
@@ -318,7 +416,16 @@ def resolve_cfg(cfg: str | Path) -> tuple[Path, str | None]:
 
 def load_model_yaml(cfg: str | Path) -> dict[str, Any]:
     """Load a model yaml; ``yolov5{n,s,m,l,x}<variant>.yaml`` gets that scale's depth and width multiples when only
-    another scale's file of the variant exists."""
+    another scale's file of the variant exists. ``yolov5{n,s,m,l,x}-seg_<Variant>.yaml`` with no such file is the
+    detection variant ``yolov5{scale}_<Variant>.yaml`` turned into its segmentation form (``segmentation_yaml``)."""
+    seg = SEG_VARIANT.fullmatch(Path(cfg).name)
+    if seg and seg.group(2):
+        try:
+            resolve_cfg(cfg)
+        except UserError:
+            d = segmentation_yaml(load_model_yaml(Path(cfg).with_name(f"{seg.group(1)}{seg.group(2)}.yaml")))
+            d["yaml_file"] = Path(cfg).name
+            return d
     path, scale = resolve_cfg(cfg)
     d = yaml_load(path)
     check_index_comments(path.read_text(errors="ignore"), path)
@@ -372,6 +479,7 @@ def registered_modules() -> dict[str, type[nn.Module]]:
     modules = {k: v for k, v in vars(common).items()
                if isinstance(v, type) and issubclass(v, nn.Module) and hasattr(v, "yaml_args")}
     modules["Detect"] = Detect
+    modules["Segment"] = Segment
     return modules
 
 
@@ -520,6 +628,12 @@ def _parse_layers(d, ch):
                 args[1] = [list(range(args[1] * 2))] * len(f_list)
             if len(args[1]) != len(f_list):
                 raise UserError(f"layer {i} Detect: {len(args[1])} anchor levels but {len(f_list)} inputs in 'from'")
+            for k in getattr(cls, "width_scaled_args", ()):  # Segment's npr
+                if k < len(args):
+                    _check_numbers(args[2:], i, name)
+                    if isinstance(args[k], bool) or not isinstance(args[k], int) or args[k] < 1:
+                        raise UserError(f"layer {i} {name}: argument {k} must be a positive integer, got {args[k]!r}")
+                    args[k] = make_divisible(args[k] * gw, 8)
             args.append([ch[x] for x in f_list])
         elif rule == PLAIN:
             c2 = c1 if c1 is not None else ch[-1]

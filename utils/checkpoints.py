@@ -37,6 +37,9 @@ _OFFICIAL_CLASSES = [
     "models.yolo.Model",
     "models.yolo.DetectionModel",
     "models.yolo.Detect",
+    "models.yolo.SegmentationModel",  # v7.0 -seg checkpoints
+    "models.yolo.Segment",
+    "models.common.Proto",
     "models.common.Conv",
     "models.common.C3",
     "models.common.Bottleneck",
