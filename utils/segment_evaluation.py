@@ -31,6 +31,7 @@ The entry point, for segment/val.py and segment/train.py's per-epoch validation:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -44,8 +45,16 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils.boxes import non_max_suppression, scale_boxes, xywh2xyxy
-from utils.evaluation import SizeMetrics, coco_ground_truth, save_one_json, save_one_txt, warn_capped_nms
-from utils.general import LOGGER
+from utils.evaluation import (
+    SizeMetrics,
+    coco_evaluate,
+    coco_ground_truth,
+    coco_image_id,
+    save_one_json,
+    save_one_txt,
+    warn_capped_nms,
+)
+from utils.general import LOGGER, safe_filename
 from utils.masks import mask_iou, process_mask, scale_masks
 from utils.metrics import (
     AREA_RANGES,
@@ -226,6 +235,28 @@ def coco_ground_truth_segm(dataset: object, names: dict[int, str], class_map: Se
             ann["segmentation"] = [[round(float(v), 2) for v in poly.reshape(-1)]]
             ann["area"] = polygon_area(poly)
     return gt
+
+
+def save_coco_json_segm(jdict: list[dict], dataset: object, names: dict[int, str], class_map: Sequence[int],
+                        save_dir: str | Path, stem: str, task: str = "val") -> dict[str, tuple[float, float]] | None:
+    """--save-json: write the predictions (``jdict``, RLE masks) to save_dir/{stem}_predictions.json and the split's
+    ground truth (coco_ground_truth_segm) to save_dir/{task}_ground_truth.json, then score them with pycocotools.
+    Returns {'bbox': (mAP50-95, mAP50), 'segm': (...)} or None (nothing saved, no labels or no pycocotools)."""
+    if not jdict:
+        LOGGER.info("--save-json: no detections to save")
+        return None
+    save_dir = Path(save_dir)
+    pred_json = save_dir / safe_filename(f"{stem}_predictions.json")
+    pred_json.write_text(json.dumps(jdict))
+    LOGGER.info(f"COCO-format predictions with RLE masks saved to {pred_json}")
+    if not hasattr(dataset, "labels"):
+        return None
+    anno_json = save_dir / safe_filename(f"{task}_ground_truth.json")
+    anno_json.write_text(json.dumps(coco_ground_truth_segm(dataset, names, class_map)))
+    LOGGER.info(f"\nEvaluating pycocotools mAP (bbox and segm) against {anno_json}...")
+    image_ids = [coco_image_id(x) for x in dataset.im_files]
+    scores = {kind: coco_evaluate(anno_json, pred_json, image_ids, iou_type=kind) for kind in ("bbox", "segm")}
+    return None if None in scores.values() else scores
 
 
 class _SegValOutputFields(NamedTuple):
