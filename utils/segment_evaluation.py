@@ -65,7 +65,7 @@ from utils.metrics import (
     match_predictions,
     match_predictions_by_area,
 )
-from utils.plots import output_to_target, plot_images
+from utils.plots import colors, output_to_target, plot_images
 from utils.torch_utils import time_sync
 
 SEG_TABLE_HEADER = ("%22s" + "%11s" * 10) % (
@@ -285,6 +285,22 @@ class SegValOutput(_SegValOutputFields):
         return output
 
 
+def overlay_masks(images: torch.Tensor, masks: Sequence[torch.Tensor], classes: Sequence[torch.Tensor],
+                  alpha: float = 0.5) -> torch.Tensor:
+    """A copy of ``images`` (B, 3, H, W) RGB in 0-1 with image i's binary ``masks[i]`` (k, h, w) (any resolution,
+    resized to H x W) blended in at ``alpha`` in the colour of their ``classes[i]`` (k,), later masks on top."""
+    out = images.detach().float().clone()
+    height, width = out.shape[2:]
+    for i, (m, c) in enumerate(zip(masks, classes)):
+        if i >= len(out) or not len(m):
+            continue
+        m = resize_masks(m.to(out.device), (height, width)).bool()
+        for mask, cls in zip(m, c.tolist()):
+            color = torch.tensor(colors(int(cls)), dtype=out.dtype, device=out.device).view(3, 1) / 255
+            out[i][:, mask] = out[i][:, mask] * (1 - alpha) + color * alpha
+    return out
+
+
 def _model_outputs(model: nn.Module, im: torch.Tensor, augment: bool,
                    with_loss: bool) -> tuple[torch.Tensor, torch.Tensor, object]:
     """(pred, proto, training output or None) from the model's eval forward (pred, proto[, training output])."""
@@ -311,8 +327,9 @@ def evaluate_segmentation(
     ``retina_masks`` (official's process_mask_native choice for --save-json). Detections go to ``jdict`` as COCO
     records with RLE masks on the original image when it is a list, and as label files (boxes, as official) under
     save_dir/labels with ``save_txt``. ``plots``: BoxPR/F1/P/R and MaskPR/F1/P/R curves, confusion_matrix.png
-    (boxes) and mask_confusion_matrix.png (masks), val_batch mosaics. ``by_size``: COCO AP/AR by object size for
-    boxes (box areas) and masks (mask areas). Logs the Box / Mask table; returns a SegValOutput.
+    (boxes) and mask_confusion_matrix.png (masks), val_batch mosaics with the masks drawn in. ``by_size``: COCO
+    AP/AR by object size for boxes (box areas) and masks (mask areas). Logs the Box / Mask table; returns a
+    SegValOutput.
     """
     model.eval()
     save_dir = Path(save_dir)
@@ -350,6 +367,7 @@ def evaluate_segmentation(
                                     agnostic=single_cls, max_det=max_det, stats=nms_stats, nm=protos.shape[1])
         dt[2] += time_sync() - t2
 
+        drawn = {"labels": ([], []), "pred": ([], [])}  # per image (masks, classes) for the val_batch mosaics
         for si, (pred, proto) in enumerate(zip(preds, protos)):
             labels = targets[targets[:, 0] == si, 1:]
             nl, npr = labels.shape[0], pred.shape[0]
@@ -372,6 +390,12 @@ def evaluate_segmentation(
             if plots and (nl or npr):
                 confusion["box"].process_batch(predn if npr else None, labelsn)
                 confusion["mask"].process_batch(predn if npr else None, labelsn, iou=iou)
+            if plots and batch_i < PLOTTED_VAL_BATCHES:
+                shown = pred[:, 4] > 0.25  # plot_images draws predictions above 0.25
+                for key, (m, c) in (("labels", (gt_masks, labels[:, 0])), ("pred", (pred_masks[shown][:15],
+                                                                                    pred[shown][:15, 5]))):
+                    drawn[key][0].append(m)
+                    drawn[key][1].append(c)
             if by_size:
                 _append_size_stats(size_stats, predn, labelsn, iou, gt_masks, pred_masks, im[si].shape[1:],
                                    ratio_pad, iouv)
@@ -383,8 +407,10 @@ def evaluate_segmentation(
                 save_one_json_segm(predn, scale_masks(pred_masks, shape), jdict, path, class_map)
 
         if plots and batch_i < PLOTTED_VAL_BATCHES:
-            plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
-            plot_images(im, output_to_target([p[:, :6] for p in preds], max_det=15), paths,
+            plot_images(overlay_masks(im, *drawn["labels"]), targets, paths,
+                        save_dir / f"val_batch{batch_i}_labels.jpg", names)
+            plot_images(overlay_masks(im, *drawn["pred"]),
+                        output_to_target([p[p[:, 4] > 0.25][:15, :6] for p in preds], max_det=15), paths,
                         save_dir / f"val_batch{batch_i}_pred.jpg", names)
 
     output = _summarise(stats, nc, names, seen, plots, save_dir, verbose, confusion, size_stats)
