@@ -5,7 +5,8 @@ Usage:
     python segment/val.py --weights runs/train-seg/exp/weights/best.pt --data data/shapes-seg.yaml --imgsz 320
     python segment/val.py --weights yolov5s-seg.pt --data coco8-seg.yaml --save-json   # + pycocotools bbox/segm
 
-Weights: a -seg .pt (this project's checkpoints or official YOLOv5 v7.0 *-seg.pt). Without --weights the newest
+Weights: a -seg .pt (this project's checkpoints or official YOLOv5 v7.0 *-seg.pt), or its .torchscript, .onnx or
+OpenVINO export from export.py (batch size 1, square). Without --weights the newest
 runs/train-seg/*/weights/best.pt is used; without --data the dataset it was trained on, else coco8-seg.yaml.
 The scoring itself (shared with segment/train.py) is utils/segment_evaluation.evaluate_segmentation.
 """
@@ -15,7 +16,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
 if __package__ in (None, ""):  # run as a script (python segment/val.py): the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -82,24 +82,22 @@ def run(
     device = select_device(device, batch_size=batch_size)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    backend = DetectMultiBackend(weights, device=device, dnn=dnn, data=data.get("yaml_file"), fp16=half)
-    model = _segmentation_module(backend, weights)
+    model, imgsz, batch_size = _load_segmentation_model(weights, data, device, imgsz, batch_size, half, dnn)
     nc = 1 if single_cls else int(data["nc"])
-    if not single_cls and backend.nc != nc:
-        raise UserError(f"{weights} has {backend.nc} classes but --data has {nc}; pass --weights and --data that "
+    if not single_cls and model.nc != nc:
+        raise UserError(f"{weights} has {model.nc} classes but --data has {nc}; pass --weights and --data that "
                         f"belong together (or --single-cls)")
-    imgsz = check_img_size(imgsz, s=backend.stride)
-    pad, rect = (0.0, False) if task == "speed" else (0.5, True)
+    pad, rect = (0.0, False) if task == "speed" else (0.5, model.pt)
     dataloader, dataset = create_segment_dataloader(
-        data[split], imgsz, batch_size, backend.stride, mask_ratio=mask_ratio, overlap=overlap,
+        data[split], imgsz, batch_size, model.stride, mask_ratio=mask_ratio, overlap=overlap,
         single_cls=single_cls, pad=pad, rect=rect, workers=workers, prefix=colorstr(f"{split}: "))
     is_coco = isinstance(data.get("val"), str) and data["val"].replace("\\", "/").endswith("coco/val2017.txt")
     class_map = coco80_to_coco91_class() if is_coco else list(range(max(1000, nc)))
-    names = names_dict(backend.names)
+    names = names_dict(model.names)
     jdict = [] if save_json else None
     output = evaluate_segmentation(
         model, dataloader, nc, names, device, conf_thres=conf_thres, iou_thres=iou_thres, max_det=max_det,
-        single_cls=single_cls, augment=augment, half=backend.fp16, verbose=verbose or nc < 50, save_dir=save_dir,
+        single_cls=single_cls, augment=augment, half=model.fp16, verbose=verbose or nc < 50, save_dir=save_dir,
         plots=plots, save_txt=save_txt, save_hybrid=save_hybrid, save_conf=save_conf, jdict=jdict,
         class_map=class_map, overlap=overlap, retina_masks=save_json, by_size=True)
     LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape "
@@ -129,16 +127,19 @@ def _one_weights(weights: str | Path | list | None) -> Path:
     return Path(weights) if weights else newest_trained_weights(ROOT / "runs" / "train-seg")
 
 
-def _segmentation_module(backend: DetectMultiBackend, weights: Path) -> nn.Module:
-    """The PyTorch segmentation model inside ``backend`` (its eval forward gives (pred, proto, raw)); a UserError
-    for exported files and for detection weights."""
-    if not backend.pt:
-        raise UserError(f"{weights}: segment/val.py runs .pt weights; exported -seg models are not supported here")
-    model = backend.model
-    if not hasattr(model.model[-1], "nm"):
+def _load_segmentation_model(weights: Path, data: dict, device: torch.device, imgsz: int, batch_size: int,
+                             half: bool, dnn: bool) -> tuple[DetectMultiBackend, int, int]:
+    """The warmed-up backend of -seg ``weights`` (its call gives (pred, proto)), the image size rounded to its
+    stride and the batch size it runs (1 for exported files); a UserError for detection weights."""
+    model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data.get("yaml_file"), fp16=half)
+    imgsz = check_img_size(imgsz, s=model.stride)
+    if not model.pt:
+        batch_size = 1
+        LOGGER.info(f"Forcing --batch-size 1 square inference (1,3,{imgsz},{imgsz}) for exported models")
+    model.warmup(imgsz=(1 if model.pt else batch_size, 3, imgsz, imgsz))  # TorchScript: tells segmentation apart
+    if not model.segmentation:
         raise UserError(f"{weights} is a detection model (no Segment head); validate it with val.py")
-    model.eval()
-    return model
+    return model, imgsz, batch_size
 
 
 def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:

@@ -386,14 +386,15 @@ def test_saved_json_scores_the_same_in_pycocotools(tmp_path, pixels, expected_ma
     assert bbox[1] == pytest.approx(1.0) and out.results.map50_bbox == pytest.approx(1.0)
 
 
-def test_overlay_masks_colours_only_mask_pixels():
+def test_batch_with_masks_colours_only_mask_pixels():
     from utils.plots import colors
-    from utils.segment_evaluation import overlay_masks
+    from utils.segment_evaluation import batch_with_masks
 
     images = torch.zeros(2, 3, 8, 8)
-    out = overlay_masks(images, [block(0, 0, 2, 2, size=4)[None], torch.zeros(0, 4, 4)], [torch.tensor([1.0]),
-                                                                                           torch.zeros(0)])
-    expected = torch.tensor(colors(1), dtype=torch.float32) / 255 * 0.5
-    assert torch.allclose(out[0, :, :4, :4].reshape(3, -1), expected[:, None].expand(3, 16))  # 2x2 -> 4x4 pixels
-    assert out[0, :, 4:, :].abs().sum() == 0 and out[0, :, :, 4:].abs().sum() == 0 and out[1].abs().sum() == 0
-    assert images.abs().sum() == 0  # a copy
+    out = batch_with_masks(images, [block(0, 0, 2, 2, size=4)[None], torch.zeros(0, 4, 4)],
+                           [torch.tensor([1.0]), torch.zeros(0)])
+    assert out.shape == (2, 3, 8, 8) and out.dtype == np.uint8
+    expected = (np.array(colors(1), dtype=np.float32) * 0.5).astype(np.uint8)
+    assert (out[0, :, :4, :4].reshape(3, -1) == expected[:, None]).all()  # the 2x2 mask covers 4x4 image pixels
+    assert out[0, :, 4:, :].sum() == 0 and out[0, :, :, 4:].sum() == 0 and out[1].sum() == 0
+    assert images.abs().sum() == 0  # the batch itself is left alone

@@ -55,7 +55,7 @@ from utils.evaluation import (
     warn_capped_nms,
 )
 from utils.general import LOGGER, safe_filename
-from utils.masks import mask_iou, process_mask, scale_masks
+from utils.masks import mask_iou, overlay_masks, process_mask, scale_masks
 from utils.metrics import (
     AREA_RANGES,
     IOU_THRESHOLDS,
@@ -285,20 +285,18 @@ class SegValOutput(_SegValOutputFields):
         return output
 
 
-def overlay_masks(images: torch.Tensor, masks: Sequence[torch.Tensor], classes: Sequence[torch.Tensor],
-                  alpha: float = 0.5) -> torch.Tensor:
-    """A copy of ``images`` (B, 3, H, W) RGB in 0-1 with image i's binary ``masks[i]`` (k, h, w) (any resolution,
-    resized to H x W) blended in at ``alpha`` in the colour of their ``classes[i]`` (k,), later masks on top."""
-    out = images.detach().float().clone()
-    height, width = out.shape[2:]
+def batch_with_masks(images: torch.Tensor, masks: Sequence[torch.Tensor], classes: Sequence[torch.Tensor],
+                     alpha: float = 0.5) -> np.ndarray:
+    """Batch ``images`` (B, 3, H, W) RGB in 0-1 as uint8 (B, 3, H, W) with image i's binary ``masks[i]`` (k, h, w)
+    (any resolution, resized to H x W) blended in the colours of their ``classes[i]`` (k,) by
+    utils.masks.overlay_masks (the first mask on top); for plot_images."""
+    out = (images.detach().float().cpu().numpy() * 255).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1).copy()
+    height, width = out.shape[1:3]
     for i, (m, c) in enumerate(zip(masks, classes)):
-        if i >= len(out) or not len(m):
-            continue
-        m = resize_masks(m.to(out.device), (height, width)).bool()
-        for mask, cls in zip(m, c.tolist()):
-            color = torch.tensor(colors(int(cls)), dtype=out.dtype, device=out.device).view(3, 1) / 255
-            out[i][:, mask] = out[i][:, mask] * (1 - alpha) + color * alpha
-    return out
+        if i < len(out) and len(m):
+            overlay_masks(out[i], resize_masks(m.cpu(), (height, width)), [colors(int(k)) for k in c.tolist()],
+                          alpha=alpha)
+    return out.transpose(0, 3, 1, 2)
 
 
 def _model_outputs(model: nn.Module, im: torch.Tensor, augment: bool,
@@ -407,9 +405,9 @@ def evaluate_segmentation(
                 save_one_json_segm(predn, scale_masks(pred_masks, shape), jdict, path, class_map)
 
         if plots and batch_i < PLOTTED_VAL_BATCHES:
-            plot_images(overlay_masks(im, *drawn["labels"]), targets, paths,
+            plot_images(batch_with_masks(im, *drawn["labels"]), targets, paths,
                         save_dir / f"val_batch{batch_i}_labels.jpg", names)
-            plot_images(overlay_masks(im, *drawn["pred"]),
+            plot_images(batch_with_masks(im, *drawn["pred"]),
                         output_to_target([p[p[:, 4] > 0.25][:15, :6] for p in preds], max_det=15), paths,
                         save_dir / f"val_batch{batch_i}_pred.jpg", names)
 
