@@ -141,3 +141,28 @@ def test_segment_val_has_the_official_flags():
         assert hasattr(opt, flag[2:].replace("-", "_")), flag
     assert (opt.batch_size, opt.imgsz, opt.conf_thres, opt.iou_thres, opt.max_det) == (32, 640, 0.001, 0.6, 300)
     assert segment_val.parse_opt(["--save-hybrid"]).save_txt  # as official: hybrid labels are written
+
+
+@pytest.mark.slow
+def test_validation_losses_are_the_segment_loss_of_the_batches(shapes_seg):
+    """With compute_loss (what segment/train.py passes), the returned losses are ComputeSegmentLoss's
+    [box, seg, obj, cls] on the eval forward's (raw levels, proto), averaged over the batches."""
+    from utils.general import yaml_load
+    from utils.segment_loss import ComputeSegmentLoss
+
+    _, root = shapes_seg
+    loader, _ = create_segment_dataloader(str(root / "images" / "val"), IMGSZ, 4, 32, mask_ratio=4, overlap=True,
+                                          rect=True, pad=0.5, workers=0)
+    torch.manual_seed(0)
+    model = SegmentationModel("models/segment/yolov5n-seg.yaml", nc=len(NAMES)).eval()
+    hyp = yaml_load("data/hyps/hyp.scratch-low.yaml")
+    compute_loss = ComputeSegmentLoss(model, hyp, overlap=True)
+    im, targets, _, _, masks = next(iter(loader))
+    with torch.no_grad():
+        pred, proto, raw = model(im.float() / 255)
+        expected = compute_loss((raw, proto), targets, masks)[1]
+    out = evaluate_segmentation(model, loader, len(NAMES), NAMES, torch.device("cpu"), plots=False, overlap=True,
+                                compute_loss=compute_loss)
+    losses = list(out.results[8:])
+    assert len(loader) == 1 and all(v > 0 for v in losses)
+    assert losses == pytest.approx(expected.tolist(), rel=1e-5)
