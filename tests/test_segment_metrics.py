@@ -231,8 +231,8 @@ def test_rle_fallback_matches_pycocotools(monkeypatch):
         assert np.array_equal(mask_utils.decode(compressed), m.astype(np.uint8))
 
 
-def random_mask_scene(seed=0, n_images=25, size=128):
-    """Images of ellipse masks (4 to 110 pixels across) with jittered, duplicated, misclassified and false-alarm
+def random_mask_scene(seed=0, n_images=15, size=160):
+    """Images of ellipse masks (4 to 140 pixels across) with jittered, duplicated, misclassified and false-alarm
     predicted masks; returns per image (gt classes (m,), gt masks (m, s, s), pred conf (n,), cls (n,), masks)."""
     import cv2
 
@@ -248,7 +248,7 @@ def random_mask_scene(seed=0, n_images=25, size=128):
         gts, gcls, pms, pconf, pcls = [], [], [], [], []
         for _ in range(int(rng.integers(1, 6))):
             cx, cy = rng.uniform(10, size - 10, 2)
-            ax, ay = rng.uniform(2, 55, 2)
+            ax, ay = rng.uniform(2, 70, 2)
             angle = rng.uniform(0, 180)
             c = int(rng.integers(0, 3))
             gts.append(ellipse(cx, cy, ax, ay, angle))
@@ -327,6 +327,7 @@ def test_mask_map_and_size_metrics_agree_with_pycocotools_segm(seed):
     _, mask = ap_per_class_box_and_mask(*arrays)
     coco = pycocotools_segm_stats(images)
     assert 0.2 < coco[0] < 0.9  # real errors, not a trivial scene
+    assert (coco[3:6] >= 0).all()  # every size range holds labels (-1: none)
     assert mask.ap[:, 0].mean() == pytest.approx(coco[1], abs=1e-6)
     assert mask.ap.mean() == pytest.approx(coco[0], abs=1e-6)
     ours = np.array([ap_ar_by_area(per_range[name]) for name in AREA_RANGES])
