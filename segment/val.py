@@ -91,6 +91,10 @@ def run(
     dataloader, dataset = create_segment_dataloader(
         data[split], imgsz, batch_size, model.stride, mask_ratio=mask_ratio, overlap=overlap,
         single_cls=single_cls, pad=pad, rect=rect, workers=workers, prefix=colorstr(f"{split}: "))
+    max_class = max((int(x[:, 0].max()) for x in dataset.labels if len(x)), default=-1)
+    if max_class >= nc:
+        raise UserError(f"label class {max_class} exceeds nc={nc} in {data.get('yaml_file', 'the dataset')}; "
+                        f"possible class labels are 0-{nc - 1}")
     is_coco = isinstance(data.get("val"), str) and data["val"].replace("\\", "/").endswith("coco/val2017.txt")
     class_map = coco80_to_coco91_class() if is_coco else list(range(max(1000, nc)))
     names = names_dict(model.names)

@@ -166,3 +166,20 @@ def test_validation_losses_are_the_segment_loss_of_the_batches(shapes_seg):
     losses = list(out.results[8:])
     assert len(loader) == 1 and all(v > 0 for v in losses)
     assert losses == pytest.approx(expected.tolist(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_segment_val_refuses_a_label_class_beyond_nc(shapes_seg, seg_weights, tmp_path):
+    """A polygon label of class 7 in a 3-class dataset: one UserError line, not a traceback from the metrics."""
+    _, root = shapes_seg
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    (bad / "labels").mkdir()
+    image = next((root / "images" / "val").glob("*.jpg"))
+    (bad / "images" / image.name).write_bytes(image.read_bytes())
+    (bad / "labels" / f"{image.stem}.txt").write_text("7 0.1 0.1 0.5 0.1 0.5 0.5\n")
+    yaml_file = tmp_path / "bad.yaml"
+    yaml_file.write_text(f"path: {bad}\ntrain: images\nval: images\nnames:\n"
+                         + "".join(f"  {k}: {v}\n" for k, v in NAMES.items()))
+    with pytest.raises(UserError, match="label class 7 exceeds nc=3"):
+        segment_val.run(data=str(yaml_file), weights=str(seg_weights), imgsz=IMGSZ, project=tmp_path, workers=0)
