@@ -25,7 +25,7 @@ from utils.augmentations import augment_hsv, copy_paste, letterbox, mixup, rando
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.cache_files import warn_not_saved, write_atomic
 from utils.general import LOGGER, NUM_THREADS, ROOT, UserError, yaml_load
-from utils.labels import img2label_paths, load_verified_labels
+from utils.labels import img2label_paths, load_verified_segments
 from utils.sources import IMG_FORMATS
 from utils.torch_utils import RANK, torch_distributed_zero_first
 
@@ -105,7 +105,8 @@ class LoadImagesAndLabels(Dataset):
         self.prefix = prefix
 
         im_files = list_image_files(path, prefix)
-        self.im_files, self.labels, shapes = load_verified_labels(path, im_files, prefix)
+        # segments: per label a (k, 2) normalised polygon, empty for box rows (used by the segmentation dataset)
+        self.im_files, self.labels, shapes, self.segments = load_verified_segments(path, im_files, prefix)
         self.label_files = img2label_paths(self.im_files)
         self.shapes = np.array(shapes, dtype=np.int64).reshape(-1, 2)  # (w, h) as displayed
         self.n = len(self.im_files)
@@ -136,6 +137,7 @@ class LoadImagesAndLabels(Dataset):
         self.im_files = [self.im_files[i] for i in order]
         self.label_files = [self.label_files[i] for i in order]
         self.labels = [self.labels[i] for i in order]
+        self.segments = [self.segments[i] for i in order]
         self.shapes = self.shapes[order]
         aspect = aspect[order]
         shapes = np.ones((n_batches, 2))  # (h, w) relative to img_size
@@ -248,21 +250,12 @@ class LoadImagesAndLabels(Dataset):
         Returns (image (s, s, 3), labels (n, 5) [cls, x1, y1, x2, y2] pixels).
         """
         s = self.img_size
-        yc, xc = (int(rng.uniform(-b, 2 * s + b)) for b in self.mosaic_border)
-        indices = [index] + [int(i) for i in rng.choice(self.indices, 3)]
-        canvas = np.full((2 * s, 2 * s, 3), 114, dtype=np.uint8)
+        canvas, tiles = self.mosaic_canvas(index, rng)
         all_labels = []
-        for k, i in enumerate(indices):
-            im, _, (h, w) = self.load_image(i)
-            # corner (x1a, y1a, x2a, y2a) on the canvas and the matching crop of the image
-            x1a, x2a = (max(xc - w, 0), xc) if k in (0, 2) else (xc, min(xc + w, 2 * s))
-            y1a, y2a = (max(yc - h, 0), yc) if k in (0, 1) else (yc, min(yc + h, 2 * s))
-            x1b = w - (x2a - x1a) if k in (0, 2) else 0
-            y1b = h - (y2a - y1a) if k in (0, 1) else 0
-            canvas[y1a:y2a, x1a:x2a] = im[y1b:y1b + (y2a - y1a), x1b:x1b + (x2a - x1a)]
+        for i, w, h, padw, padh in tiles:
             labels = self.labels[i].copy()
             if len(labels):
-                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, padw=x1a - x1b, padh=y1a - y1b)
+                labels[:, 1:] = xywhn2xyxy(labels[:, 1:], w, h, padw=padw, padh=padh)
             all_labels.append(labels)
         labels = np.concatenate(all_labels, 0)
         labels[:, 1:] = labels[:, 1:].clip(0, 2 * s)
@@ -271,6 +264,25 @@ class LoadImagesAndLabels(Dataset):
         return random_perspective(canvas, labels, degrees=hyp["degrees"], translate=hyp["translate"],
                                   scale=hyp["scale"], shear=hyp["shear"], perspective=hyp["perspective"],
                                   border=self.mosaic_border, rng=rng)
+
+    def mosaic_canvas(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple]]:
+        """The 2s x 2s mosaic canvas of image ``index`` and three drawn by ``rng`` around a random centre, and per
+        tile (image index, resized w, h, x offset, y offset) for moving its labels onto the canvas."""
+        s = self.img_size
+        yc, xc = (int(rng.uniform(-b, 2 * s + b)) for b in self.mosaic_border)
+        indices = [index] + [int(i) for i in rng.choice(self.indices, 3)]
+        canvas = np.full((2 * s, 2 * s, 3), 114, dtype=np.uint8)
+        tiles = []
+        for k, i in enumerate(indices):
+            im, _, (h, w) = self.load_image(i)
+            # corner (x1a, y1a, x2a, y2a) on the canvas and the matching crop of the image
+            x1a, x2a = (max(xc - w, 0), xc) if k in (0, 2) else (xc, min(xc + w, 2 * s))
+            y1a, y2a = (max(yc - h, 0), yc) if k in (0, 1) else (yc, min(yc + h, 2 * s))
+            x1b = w - (x2a - x1a) if k in (0, 2) else 0
+            y1b = h - (y2a - y1a) if k in (0, 1) else 0
+            canvas[y1a:y2a, x1a:x2a] = im[y1b:y1b + (y2a - y1a), x1b:x1b + (x2a - x1a)]
+            tiles.append((i, w, h, x1a - x1b, y1a - y1b))
+        return canvas, tiles
 
     def _load_letterboxed(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple]:
         """One image letterboxed to its (rect) batch shape; labels as pixel xyxy; shapes for rescaling."""
@@ -456,21 +468,25 @@ def create_dataloader(path: str | Path | list, imgsz: int, batch_size: int, stri
                       single_cls: bool = False, hyp: dict | None = None, augment: bool = False,
                       cache: bool | str | None = False, pad: float = 0.0, rect: bool = False, rank: int = -1,
                       workers: int = 8, image_weights: bool = False, prefix: str = "", shuffle: bool = False,
-                      seed: int = 0, quad: bool = False) -> tuple[DataLoader, LoadImagesAndLabels]:
+                      seed: int = 0, quad: bool = False, dataset_class: type | None = None,
+                      **dataset_options: Any) -> tuple[DataLoader, LoadImagesAndLabels]:
     """A (loader, dataset) pair for one split; batches are (imgs uint8 (B, 3, H, W), targets (n, 6), paths, shapes).
 
     Positions come from an EpochSampler (rank != -1 shards them between DDP processes); the loader's
     ``set_epoch(epoch)`` selects the epoch, which fixes the shuffle and every augmentation. Without
     --image-weights the loader keeps its workers alive across epochs. ``quad`` (train.py --quad) collates every
-    4 images into one of twice the size (LoadImagesAndLabels.collate_fn4).
+    4 images into one of twice the size (LoadImagesAndLabels.collate_fn4). ``dataset_class`` (a subclass, e.g.
+    the segmentation dataset of utils/segment_data.py) replaces LoadImagesAndLabels, taking ``dataset_options``
+    as extra arguments; its own ``collate_fn`` collates.
     """
+    dataset_class = dataset_class or LoadImagesAndLabels
     if rect and shuffle:
         LOGGER.warning("WARNING: --rect is incompatible with shuffle, setting shuffle=False")
         shuffle = False
     with torch_distributed_zero_first(rank):  # rank 0 builds the label cache, the others then read it
-        dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
-                                      image_weights=image_weights, cache_images=cache, single_cls=single_cls,
-                                      stride=int(stride), pad=pad, prefix=prefix, seed=seed)
+        dataset = dataset_class(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect,
+                                image_weights=image_weights, cache_images=cache, single_cls=single_cls,
+                                stride=int(stride), pad=pad, prefix=prefix, seed=seed, **dataset_options)
     batch_size = min(batch_size, len(dataset))
     n_devices = max(torch.cuda.device_count(), 1)
     n_workers = min((os.cpu_count() or 1) // n_devices, batch_size if batch_size > 1 else 0, workers)
@@ -480,7 +496,7 @@ def create_dataloader(path: str | Path | list, imgsz: int, batch_size: int, stri
     generator.manual_seed(6148914691236517205 + seed + max(RANK, 0))
     loader = loader_class(dataset, batch_size=batch_size, num_workers=n_workers, sampler=sampler,
                           pin_memory=PIN_MEMORY, worker_init_fn=seed_worker,
-                          collate_fn=LoadImagesAndLabels.collate_fn4 if quad else LoadImagesAndLabels.collate_fn,
+                          collate_fn=dataset_class.collate_fn4 if quad else dataset_class.collate_fn,
                           generator=generator)
     return loader, dataset
 

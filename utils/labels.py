@@ -2,8 +2,11 @@
 
 Each image has one label file (the last ``/images/`` folder of its path becomes ``/labels/``, the suffix ``.txt``)
 with one row ``class x_center y_center width height`` (normalised 0..1) per object; a polygon row
-``class x1 y1 x2 y2 ...`` is turned into its bounding box. Verification skips unusable images and malformed
-label files, clips boxes to the image and drops duplicates, with one message per file. Its results are kept in
+``class x1 y1 x2 y2 ...`` (instance segmentation, at least 3 points) is turned into its bounding box and the
+polygon is kept as the row's segment (a box row's segment is empty). A bad polygon (an odd number of coordinates,
+fewer than 3 points, NaN/inf, or points outside the image) is skipped with a warning, the file's other rows kept.
+Verification skips unusable images and malformed label files, clips boxes to the image and drops duplicates, with
+one message per file. Its results are kept in
 ``<labels folder>.cache`` (an .npz beside the label folder, e.g. ``labels/train.cache``) under a hash of every
 image and label path, size and modification time, so a changed, added or removed file rebuilds the cache.
 """
@@ -24,9 +27,11 @@ from utils.cache_files import warn_not_saved, write_atomic
 from utils.general import LOGGER, NUM_THREADS, UserError
 from utils.sources import IMG_FORMATS
 
-CACHE_VERSION = 2  # bump when the label cache layout or the verification rules change
+CACHE_VERSION = 3  # bump when the label cache layout or the verification rules change
 OUTSIDE_TOL = 1e-3  # normalised coordinates this far outside 0..1 are reported, closer ones are just clipped
 MAX_LISTED_WARNINGS = 5  # the summary names this many problem files, then counts the rest
+MIN_POLYGON_POINTS = 3
+NO_SEGMENT = np.zeros((0, 2), dtype=np.float32)  # the segment of a box row
 
 
 def img2label_paths(img_paths: Iterable[str | Path]) -> list[str]:
@@ -78,9 +83,10 @@ def _check_image(im_file: str) -> tuple[tuple[int, int], str]:
     return shape, ""
 
 
-def _parse_label_rows(text: str) -> np.ndarray:
-    """Label text -> (n, 5) float32 [cls, x, y, w, h]; raises ValueError for a malformed file."""
-    rows = []
+def _parse_label_rows(text: str) -> tuple[np.ndarray, list[np.ndarray], list[str]]:
+    """Label text -> (labels (n, 5) float32 [cls, x, y, w, h], segments (one (k, 2) float32 normalised polygon
+    per row, empty for a box row), notes on skipped polygons); raises ValueError for a malformed file."""
+    rows, segments, skipped = [], [], []
     for k, line in enumerate(text.splitlines(), 1):
         values = line.split()
         if not values:
@@ -91,10 +97,16 @@ def _parse_label_rows(text: str) -> np.ndarray:
             raise ValueError(f"line {k} is not numeric: '{line.strip()[:60]}'") from None
         if len(numbers) == 5:
             rows.append(numbers)
-        elif len(numbers) >= 7 and len(numbers) % 2 == 1:  # polygon: class + (x, y) pairs -> bounding box
-            xy = np.array(numbers[1:]).reshape(-1, 2)
+            segments.append(NO_SEGMENT)
+        elif len(numbers) > 5:  # polygon: class + (x, y) pairs -> bounding box, the polygon kept as the segment
+            problem = _polygon_problem(numbers[1:])
+            if problem:
+                skipped.append(f"line {k} ({problem})")
+                continue
+            xy = np.array(numbers[1:], dtype=np.float32).reshape(-1, 2).clip(0, 1)  # overshoot within tolerance
             (x1, y1), (x2, y2) = xy.min(0), xy.max(0)
             rows.append([numbers[0], (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
+            segments.append(xy)
         else:
             raise ValueError(f"line {k} has {len(numbers)} columns, expected 5 (class x y w h) or a polygon")
     labels = np.array(rows, dtype=np.float32).reshape(-1, 5)
@@ -104,14 +116,32 @@ def _parse_label_rows(text: str) -> np.ndarray:
     bad = (cls < 0) | (cls != np.round(cls))
     if bad.any():
         raise ValueError(f"class ids must be non-negative integers, found {sorted(set(cls[bad].tolist()))[:5]}")
-    return labels
+    notes = [f"skipped {len(skipped)} bad polygon(s): {', '.join(skipped[:3])}"] if skipped else []
+    return labels, segments, notes
 
 
-def _repair_labels(labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Clip boxes to the image, drop boxes with no area inside it and duplicate rows; returns (labels, notes)."""
+def _polygon_problem(coords: list[float]) -> str:
+    """Why the coordinates of a polygon row are unusable ('' when they are fine)."""
+    if len(coords) % 2:
+        return f"odd number of coordinates, {len(coords)}"
+    if len(coords) < 2 * MIN_POLYGON_POINTS:
+        return f"{len(coords) // 2} points, a polygon needs {MIN_POLYGON_POINTS}"
+    xy = np.array(coords, dtype=np.float64)
+    if not np.isfinite(xy).all():
+        return "nan or inf coordinates"
+    if (xy < -OUTSIDE_TOL).any() or (xy > 1 + OUTSIDE_TOL).any():
+        return "points outside the image (coordinates must be normalised 0..1)"
+    return ""
+
+
+def _repair_labels(labels: np.ndarray, segments: list[np.ndarray] | None = None) -> tuple[
+        np.ndarray, list[np.ndarray], list[str]]:
+    """Clip boxes to the image, drop boxes with no area inside it and duplicate rows (a row's segment goes with
+    it); returns (labels, segments, notes)."""
     notes = []
+    segments = list(segments) if segments is not None else [NO_SEGMENT] * len(labels)
     if not len(labels):
-        return labels, notes
+        return labels, segments, notes
     xyxy = xywh2xyxy(labels[:, 1:5])
     beyond = ((xyxy < 0) | (xyxy > 1)).any(1)
     outside = ((xyxy < -OUTSIDE_TOL) | (xyxy > 1 + OUTSIDE_TOL)).any(1)  # rounding overshoot is clipped silently
@@ -124,39 +154,43 @@ def _repair_labels(labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
     labels = labels.copy()
     labels[beyond, 1:5] = xyxy2xywh(xyxy[beyond])  # rows inside the image keep their exact values
     labels = labels[~no_area]
-    _, first = np.unique(labels, axis=0, return_index=True)
+    segments = [sg for sg, dropped in zip(segments, no_area) if not dropped]
+    # a duplicate is the same class, box and polygon
+    keys = [row.tobytes() + sg.tobytes() for row, sg in zip(labels, segments)]
+    first = sorted({key: i for i, key in reversed(list(enumerate(keys)))}.values())
     if len(first) < len(labels):
         notes.append(f"removed {len(labels) - len(first)} duplicate row(s)")
-        labels = labels[np.sort(first)]
-    return labels, notes
+        labels, segments = labels[first], [segments[i] for i in first]
+    return labels, segments, notes
 
 
 def verify_image_label(args: tuple[str, str, str]) -> tuple:
     """Check one image and its label file.
 
     ``args`` is (image file, label file, message prefix). Returns (im_file, labels (n, 5) or None when the image
-    must be skipped, (w, h) or None, missing, found, empty, corrupt, message).
+    must be skipped, (w, h) or None, segments (one (k, 2) normalised polygon per label, empty for box rows),
+    missing, found, empty, corrupt, message), official YOLOv5's order.
     """
     im_file, lb_file, prefix = args
     try:
         shape, note = _check_image(im_file)
     except Exception as e:  # any decoder failure means the image is unusable; report it and go on
         found = int(os.path.isfile(lb_file))
-        return im_file, None, None, 1 - found, found, 0, 1, f"{prefix}{im_file}: corrupt image skipped: {e}"
+        return im_file, None, None, [], 1 - found, found, 0, 1, f"{prefix}{im_file}: corrupt image skipped: {e}"
     notes = [note] if note else []
     if not os.path.isfile(lb_file):
-        labels, missing, found = np.zeros((0, 5), dtype=np.float32), 1, 0
+        labels, segments, missing, found = np.zeros((0, 5), dtype=np.float32), [], 1, 0
     else:
         missing, found = 0, 1
         try:
-            labels = _parse_label_rows(Path(lb_file).read_text(encoding="utf-8-sig"))  # a BOM is not a digit
+            labels, segments, skipped = _parse_label_rows(Path(lb_file).read_text(encoding="utf-8-sig"))  # BOM ok
         except (OSError, UnicodeDecodeError, ValueError) as e:
-            return im_file, None, None, 0, 1, 0, 1, f"{prefix}{im_file}: corrupt label {lb_file} skipped: {e}"
-        labels, repairs = _repair_labels(labels)
-        notes += repairs
+            return im_file, None, None, [], 0, 1, 0, 1, f"{prefix}{im_file}: corrupt label {lb_file} skipped: {e}"
+        labels, segments, repairs = _repair_labels(labels, segments)
+        notes += skipped + repairs
     empty = int(found and not len(labels))
     message = f"{prefix}{im_file}: " + "; ".join(notes) if notes else ""
-    return im_file, labels, shape, missing, found, empty, 0, message
+    return im_file, labels, shape, segments, missing, found, empty, 0, message
 
 
 def _save_label_cache(path: Path, cache: dict[str, np.ndarray]) -> bool:
@@ -182,11 +216,11 @@ def _load_label_cache(path: Path, expected_hash: str) -> dict[str, np.ndarray] |
 
 def _build_label_cache(im_files: list[str], label_files: list[str]) -> dict[str, np.ndarray]:
     """Verify every image/label pair in parallel; returns the arrays stored in the label cache."""
-    files, labels, shapes, messages = [], [], [], []
+    files, labels, shapes, segments, messages = [], [], [], [], []
     stats = np.zeros(5, dtype=np.int64)  # missing, found, empty, corrupt, total
     with ThreadPool(NUM_THREADS) as pool:
         results = pool.imap(verify_image_label, zip(im_files, label_files, repeat("")))
-        for im_file, lb, shape, nm, nf, ne, nc, msg in results:
+        for im_file, lb, shape, segs, nm, nf, ne, nc, msg in results:
             stats += (nm, nf, ne, nc, 1)
             if msg:
                 messages.append(msg)
@@ -194,6 +228,7 @@ def _build_label_cache(im_files: list[str], label_files: list[str]) -> dict[str,
                 files.append(im_file)
                 labels.append(lb)
                 shapes.append(shape)
+                segments += segs
     counts = np.array([len(lb) for lb in labels], dtype=np.int64)
     return {
         "version": np.array(CACHE_VERSION),
@@ -201,6 +236,9 @@ def _build_label_cache(im_files: list[str], label_files: list[str]) -> dict[str,
         "labels": np.concatenate(labels, 0) if labels else np.zeros((0, 5), dtype=np.float32),
         "label_counts": counts,
         "shapes": np.array(shapes, dtype=np.int64).reshape(-1, 2),
+        # all polygons' points in one array (no pickles in the cache), split again by each label's point count
+        "segment_points": np.concatenate(segments, 0) if segments else NO_SEGMENT,
+        "segment_counts": np.array([len(sg) for sg in segments], dtype=np.int64),
         "stats": stats,
         "messages": np.array(messages, dtype=str),
     }
@@ -238,3 +276,20 @@ def load_verified_labels(path: str | Path | list, im_files: list[str],
                        f"{Path(label_files[0]).parent}); training will learn nothing")
     labels = np.split(cache["labels"], np.cumsum(cache["label_counts"])[:-1])
     return files, [lb.astype(np.float32) for lb in labels], cache["shapes"]
+
+
+def load_verified_segments(path: str | Path | list, im_files: list[str],
+                           prefix: str = "") -> tuple[list[str], list[np.ndarray], np.ndarray, list[list[np.ndarray]]]:
+    """load_verified_labels plus each image's segments: per label a (k, 2) float32 normalised polygon (empty for
+    a box row). Both read the same cache."""
+    files, labels, shapes = load_verified_labels(path, im_files, prefix)
+    label_files = img2label_paths(im_files)
+    cache = _load_label_cache(Path(label_files[0]).parent.with_suffix(".cache"), get_hash(label_files + im_files))
+    if cache is None:  # the cache could not be written (read-only dataset): verify again, keeping the polygons
+        cache = _build_label_cache(im_files, label_files)
+    points = np.split(cache["segment_points"].astype(np.float32), np.cumsum(cache["segment_counts"])[:-1])
+    if not len(cache["segment_counts"]):
+        points = []
+    bounds = np.cumsum([0, *[len(lb) for lb in labels]])
+    segments = [points[bounds[i]:bounds[i + 1]] for i in range(len(labels))]
+    return files, labels, shapes, segments

@@ -160,12 +160,18 @@ class ComputeLoss:
         above or below) when those exist. Returns per level: class (n,), box (n, 4) xywh in grid units with xy
         relative to the assigned cell's corner, indices (image, anchor, row, column), anchor wh (n, 2).
         """
+        return self.assign_targets(p, targets)[:4]
+
+    def assign_targets(self, p: Sequence[torch.Tensor], targets: torch.Tensor) -> tuple[list, list, list, list, list]:
+        """build_targets plus, per level, the row of ``targets`` each assignment came from (n,) long (the
+        segmentation loss finds a positive's mask and normalised box through it)."""
         na, nt = self.na, targets.shape[0]
         device = targets.device
-        tcls, tbox, indices, anch = [], [], [], []
-        gain = torch.ones(7, device=device)
+        tcls, tbox, indices, anch, tidx = [], [], [], [], []
+        gain = torch.ones(8, device=device)
         anchor_index = torch.arange(na, device=device).float().view(na, 1).repeat(1, nt)
-        targets = torch.cat((targets.repeat(na, 1, 1), anchor_index[..., None]), 2)  # (na, nt, 7)
+        target_index = torch.arange(nt, device=device).float().view(1, nt).repeat(na, 1)
+        targets = torch.cat((targets.repeat(na, 1, 1), anchor_index[..., None], target_index[..., None]), 2)
         g = NEIGHBOUR_OFFSET
         offsets_all = torch.tensor(CELL_OFFSETS, device=device).float() * g  # (5, 2)
 
@@ -176,7 +182,7 @@ class ComputeLoss:
             if nt:
                 ratio = t[..., 4:6] / anchors[:, None]  # (na, nt, 2)
                 keep = torch.max(ratio, 1 / ratio).max(2)[0] < self.anchor_t
-                t = t[keep]  # (m, 7)
+                t = t[keep]  # (m, 8)
 
                 gxy = t[:, 2:4]
                 gxy_inv = gain[[2, 3]] - gxy  # distance to the far border
@@ -190,7 +196,7 @@ class ComputeLoss:
                 t = targets[0]
                 offsets = 0
 
-            bc, gxy, gwh, a = t.split((2, 2, 2, 1), 1)
+            bc, gxy, gwh, a, ti = t.split((2, 2, 2, 1, 1), 1)
             a = a.long().view(-1)
             b, c = bc.long().T
             gij = (gxy - offsets).long()
@@ -200,4 +206,5 @@ class ComputeLoss:
             tbox.append(torch.cat((gxy - torch.stack((gi, gj), 1), gwh), 1))
             anch.append(anchors[a])
             tcls.append(c)
-        return tcls, tbox, indices, anch
+            tidx.append(ti.long().view(-1))
+        return tcls, tbox, indices, anch, tidx
