@@ -159,8 +159,9 @@ class Slicer:
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor | tuple], nms: Callable,
                  imgsz: int | Sequence[int], size: int = 640, overlap: float = 0.2, merge: str = MERGES[0],
-                 iou_thres: float = 0.45, match_thres: float = 0.5, agnostic: bool = False, max_det: int = 1000, full_image: bool = True,
-                 batch_size: int = 16, device: torch.device | str = "cpu", half: bool = False) -> None:
+                 iou_thres: float = 0.45, match_thres: float = 0.5, agnostic: bool = False, max_det: int = 1000,
+                 full_image: bool = True, batch_size: int = 16, device: torch.device | str = "cpu",
+                 half: bool = False) -> None:
         check_slice_settings(size, overlap, merge)
         self.forward, self.nms = forward, nms
         self.imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(int(x) for x in imgsz)
