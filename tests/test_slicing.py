@@ -1,15 +1,24 @@
 """Sliced inference (utils/slicing.py): the tile grid, shifting, cut boxes and both merges against known answers,
 and the whole Slicer around a fake model that finds the one bright square in its input."""
 
+import hashlib
 from functools import partial
 
+import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
+import detect
+import val
+from models.experimental import attempt_load
 from utils.augmentations import letterbox
-from utils.boxes import non_max_suppression
-from utils.general import UserError
+from utils.boxes import non_max_suppression, xywhn2xyxy, xyxy2xywh
+from utils.dataloaders import create_dataloader
+from utils.dataset_yaml import check_dataset
+from utils.evaluation import evaluate
+from utils.general import ROOT, UserError
 from utils.slicing import (
     Slicer,
     box_ios,
@@ -19,6 +28,8 @@ from utils.slicing import (
     shift_boxes,
     tile_grid,
 )
+
+FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
 
 
 def test_tile_grid_1080p_at_640():
@@ -148,3 +159,51 @@ def test_slicer_without_slicing_misses_what_slicing_finds():
     assert bright_square_model(x)[0, 0, 4] == 0
     det = Slicer(bright_square_model, nms, 640, size=640, overlap=0.2)(im)
     assert det[:, :4].tolist() == [[1002.0, 302.0, 1003.0, 303.0]]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_detect_slice_writes_the_slicers_detections(tmp_path):
+    """detect.py --slice: the labels it writes are the Slicer's detections of the original image (same model,
+    thresholds and tiles), rounded to whole pixels; the log says it sliced."""
+    image = ROOT / "data" / "images" / "bus.jpg"  # 810x1080: 3x4 tiles of 320 at overlap 0.2, plus the whole image
+    save_dir = detect.run(weights=FIXTURE, source=image, imgsz=(160, 160), conf_thres=1e-5, max_det=3, device="cpu",
+                          project=tmp_path, name="exp", save_txt=True, save_conf=True, slice_size=320,
+                          slice_overlap=0.2, slice_merge="nms")
+    saved = np.loadtxt(save_dir / "labels" / "bus.txt", ndmin=2)
+    model = attempt_load(FIXTURE)
+    nms = partial(non_max_suppression, conf_thres=1e-5, iou_thres=0.45, max_det=3)
+    im0 = cv2.imread(str(image))
+    with torch.no_grad():
+        det = Slicer(model, nms, 160, 320, 0.2, "nms", max_det=3)(np.ascontiguousarray(im0[..., ::-1]))
+    h, w = im0.shape[:2]
+    xywhn = xyxy2xywh(det[:, :4].round()) / torch.tensor([w, h, w, h])
+    expected = torch.cat((det[:, 5:6], xywhn, det[:, 4:5]), 1).numpy()
+    key = lambda a: a[np.lexsort(a.T[::-1])]  # noqa: E731
+    assert saved.shape == (3, 6) and np.allclose(key(saved), key(expected), atol=1e-4)
+    with pytest.raises(UserError, match="--slice-merge"):
+        detect.run(weights=FIXTURE, source=image, slice_size=320, slice_merge="wbf", project=tmp_path, device="cpu")
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_val_slice_runs_and_scores_original_pixel_boxes(tmp_path, official_ckpt):
+    """val.py --slice on coco8 with the random-weight fixture runs end to end (no candidate above 0.001: zeros),
+    and evaluate scores a slicer's boxes as original-image pixels: a slicer returning each image's labels scores
+    mAP 1 and AP_small 1."""
+    coco8 = ROOT / "data" / "coco8.yaml"
+    output = val.run(data=str(coco8), weights=str(official_ckpt), imgsz=160, batch_size=4, device="cpu", workers=0,
+                     project=tmp_path, name="exp", plots=False, slice_size=320, slice_overlap=0.2)
+    assert output.results[:4] == (0.0,) * 4 and output.by_size is not None
+
+    data = check_dataset(str(coco8))
+    loader, dataset = create_dataloader(data["val"], 160, 2, 32, rect=True, pad=0.5, workers=0)
+    truth = {}
+    for file, (w, h), labels in zip(dataset.im_files, dataset.shapes, dataset.labels):
+        im = np.ascontiguousarray(cv2.imread(file)[..., ::-1])
+        boxes = xywhn2xyxy(torch.from_numpy(labels[:, 1:5]), w, h)
+        det = torch.cat((boxes, torch.ones(len(labels), 1), torch.from_numpy(labels[:, :1])), 1)
+        truth[hashlib.sha1(im.tobytes()).hexdigest()] = det
+    oracle = lambda im: truth[hashlib.sha1(im.tobytes()).hexdigest()].clone()  # noqa: E731
+    names = {i: str(i) for i in range(data["nc"])}
+    output = evaluate(nn.Identity(), loader, data["nc"], names, torch.device("cpu"), plots=False, slicer=oracle)
+    assert output.results.map50_95 == pytest.approx(1.0, abs=1e-3)
+    assert output.by_size.ap_small == pytest.approx(1.0, abs=1e-3)

@@ -31,7 +31,7 @@ from utils.augmentations import letterbox
 from utils.boxes import box_area, box_iou, nms, scale_boxes
 from utils.general import UserError
 
-MERGES = ("greedy", "nms")  # --slice-merge choices; the first is the default (see README, "Sliced inference")
+MERGES = ("nms", "greedy")  # --slice-merge choices; the first is the default, chosen by measurement (README)
 CUT_EDGE_PX = 2.0  # a box within this many pixels of a tile edge inside the image counts as cut by it
 Tile = tuple[int, int, int, int]
 
@@ -173,6 +173,11 @@ class Slicer:
     def __call__(self, im: np.ndarray) -> torch.Tensor:
         """Detections (n, 6) [x1, y1, x2, y2, conf, cls] of ``im`` (HWC uint8 in the channel order the model takes)
         in its pixels."""
+        return self.merged(self.passes(im))
+
+    def passes(self, im: np.ndarray) -> torch.Tensor:
+        """The detections of every tile (cut boxes dropped) and of the whole image, pooled in ``im``'s pixels,
+        before merging (n, 6)."""
         height, width = im.shape[:2]
         tiles = tile_grid(height, width, self.size, self.overlap)
         crops = [im[y1:y2, x1:x2] for x1, y1, x2, y2 in tiles] + ([im] if self.full_image else [])
@@ -191,8 +196,11 @@ class Slicer:
             if crop is not im:
                 det = drop_cut_boxes(det, tile, tiles, width, height)
             pooled.append(det)
-        pooled = torch.cat(pooled)
-        if self.merge == "nms":
+        return torch.cat(pooled)
+
+    def merged(self, pooled: torch.Tensor, merge: str | None = None) -> torch.Tensor:
+        """``pooled`` detections merged by ``merge`` (default: this Slicer's)."""
+        if (merge or self.merge) == "nms":
             return merge_nms(pooled, self.iou_thres, self.agnostic, self.max_det)
         return greedy_merge(pooled, self.match_thres, "ios", self.agnostic, self.max_det)
 
