@@ -9,7 +9,8 @@ Rows: the whole image letterboxed to each --full-sizes (ordinary val.py), and ea
 --slice-imgsz with each merge. The tiles of an image are run once and both merges applied to the same pooled
 detections, so the merges differ only by merging. Time per image: for the whole image, val's pre-process,
 inference and NMS times (the dataloader's decoding and letterboxing excluded); for slicing, cutting and
-letterboxing the tiles, every forward, NMS and the merge (decoding excluded). Writes slicing.csv and slicing.md to --out.
+letterboxing the tiles, every forward, NMS and the merge (decoding excluded).
+Writes slicing.csv and slicing.md to --out.
 """
 
 import argparse
