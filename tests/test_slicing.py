@@ -12,6 +12,7 @@ import torch.nn as nn
 
 import detect
 import val
+from models.autoshape import AutoShape
 from models.experimental import attempt_load
 from utils.augmentations import letterbox
 from utils.boxes import non_max_suppression, xywhn2xyxy, xyxy2xywh
@@ -207,3 +208,18 @@ def test_val_slice_runs_and_scores_original_pixel_boxes(tmp_path, official_ckpt)
     output = evaluate(nn.Identity(), loader, data["nc"], names, torch.device("cpu"), plots=False, slicer=oracle)
     assert output.results.map50_95 == pytest.approx(1.0, abs=1e-3)
     assert output.by_size.ap_small == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_autoshape_slice_size_gives_the_slicers_boxes():
+    """AutoShape(model)(image, size, slice_size=...): the Slicer's merged boxes of the image, in its pixels."""
+    model = attempt_load(FIXTURE)
+    auto = AutoShape(model, verbose=False)
+    auto.conf, auto.max_det = 1e-5, 3
+    im = np.ascontiguousarray(cv2.imread(str(ROOT / "data" / "images" / "bus.jpg"))[..., ::-1])
+    results = auto(im, size=160, slice_size=320, slice_overlap=0.2)
+    nms = partial(non_max_suppression, conf_thres=1e-5, iou_thres=0.45, max_det=3)
+    with torch.no_grad():
+        expected = Slicer(model, nms, 160, 320, 0.2, max_det=3)(im)
+    assert len(results.xyxy[0]) == 3 and torch.allclose(results.xyxy[0], expected, atol=1e-4)
+    assert results.shape == (1, 3, 160, 160)
