@@ -12,6 +12,7 @@ import torch.nn as nn
 
 import detect
 import val
+from data.synthetic import crop_scene, make_large_image
 from models.autoshape import AutoShape
 from models.experimental import attempt_load
 from utils.augmentations import letterbox
@@ -223,3 +224,19 @@ def test_autoshape_slice_size_gives_the_slicers_boxes():
         expected = Slicer(model, nms, 160, 320, 0.2, max_det=3)(im)
     assert len(results.xyxy[0]) == 3 and torch.allclose(results.xyxy[0], expected, atol=1e-4)
     assert results.shape == (1, 3, 160, 160)
+
+
+def test_large_shapes_scene_and_crops():
+    """The large-image shapes mode: a 1920x1080 scene of 8-24 px objects (COCO-small), cut into 320 px crops whose
+    labels keep the boxes at least 60% inside, clipped."""
+    im, boxes = make_large_image(np.random.default_rng(0))
+    assert im.shape == (1080, 1920, 3) and 15 <= len(boxes) <= 40
+    w, h = boxes[:, 3] - boxes[:, 1], boxes[:, 4] - boxes[:, 2]
+    assert w.min() >= 8 and w.max() <= 24 and (w * h).max() < 32**2
+    scene = np.zeros((1080, 1920, 3), np.uint8)
+    crops = crop_scene(scene, np.array([[2, 310, 10, 330, 30], [1, 300, 100, 312, 112]], np.float32), 320)
+    assert len(crops) == 24 and all(c.shape == (320, 320, 3) for c, _ in crops)  # 6 columns x 4 rows
+    first, second = crops[0][1], crops[1][1]  # crops at x 0-320 and 320-640 of the top row
+    # the class-2 box has 10 of its 20 px in each of the two crops (50% < 60%): in neither; the class-1 box is whole
+    assert first[:, 0].tolist() == [1] and np.allclose(first[0, 1:] * 320, [306, 106, 12, 12])
+    assert len(second) == 0
