@@ -5,9 +5,12 @@ Usage:
     python detect.py --weights yolov5s.pt --source video.mp4 --save-txt --save-conf --save-crop
     python detect.py --weights best.onnx --source 0          # webcam; also rtsp://, http:// stream URLs
     python detect.py --weights best.pt --backend openvino    # converted once (cached under --project), then run there
+    python detect.py --weights best.pt --source big.jpg --slice 640 --slice-overlap 0.2  # small objects, large images
 
 Weights: .pt (project or official YOLOv5 checkpoints), .torchscript, .onnx, OpenVINO folders and TensorRT .engine
 files from export.py.
+--slice N: sliced inference (utils/slicing.py): N px tiles overlapping by --slice-overlap plus the whole image, each
+at --imgsz, boxes merged (--slice-merge greedy or nms).
 Results go to runs/detect/exp{N}: annotated images and videos, labels/*.txt (class x y w h [conf], normalised)
 and crops/<class>/*.jpg.
 """
@@ -19,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 from models.backends import DetectMultiBackend, newest_trained_weights
@@ -35,6 +39,7 @@ from utils.general import (
     print_args,
     safe_filename,
 )
+from utils.slicing import MERGES, Slicer, check_slice_settings
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
 from utils.torch_utils import time_sync
 
@@ -68,9 +73,14 @@ def run(
     vid_stride: int = 1,
     backend: str | None = None,
     update: bool = False,
+    slice_size: int | None = None,
+    slice_overlap: float = 0.2,
+    slice_merge: str = MERGES[0],
 ) -> Path:
     """Detect objects in ``source`` with ``weights``; returns the results folder (runs/detect/exp{N}). ``update``
-    strips the optimizer from the .pt weights afterwards (utils.checkpoints.strip_optimizer), as official."""
+    strips the optimizer from the .pt weights afterwards (utils.checkpoints.strip_optimizer), as official.
+    ``slice_size``: sliced inference with tiles of that many pixels overlapping by ``slice_overlap``, merged by
+    ``slice_merge`` (utils.slicing.Slicer)."""
     weights = weights or newest_trained_weights()
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
         weights = weights[0]
@@ -79,6 +89,8 @@ def run(
         LoadScreenshots(source)  # official's screen capture: a UserError saying it is not supported
     if not isinstance(imgsz, int) and len(imgsz) not in (1, 2):
         raise UserError(f"--imgsz {' '.join(map(str, imgsz))}: give one size (square) or two (height width)")
+    if slice_size:
+        check_slice_settings(slice_size, slice_overlap, slice_merge)
     stream = is_stream_source(source)
     files = None if stream else list_source_files(source)  # a bad source fails before the model loads
 
@@ -98,9 +110,15 @@ def run(
     writer = DetectionWriter(save_dir, model.names, save_img=not nosave, save_txt=save_txt, save_conf=save_conf,
                              save_crop=save_crop, view_img=view_img, line_thickness=line_thickness,
                              hide_labels=hide_labels, hide_conf=hide_conf)
+    slicer = None
+    if slice_size:
+        slicer = Slicer(partial(model, augment=augment), nms, imgsz, slice_size, slice_overlap, slice_merge,
+                        iou_thres=iou_thres, agnostic=agnostic_nms, max_det=max_det, batch_size=16 if model.pt else 1,
+                        device=model.device, half=model.fp16)
+        LOGGER.info(f"Sliced inference: {slicer.describe()}, each at {imgsz[0]}x{imgsz[1]}")
     with writer:
         seen, dt = detect_all(model, dataset, nms, writer, augment=augment,
-                              visualize_dir=save_dir if visualize else None)
+                              visualize_dir=save_dir if visualize else None, slicer=slicer)
     log_summary(source, dataset, seen, dt, imgsz, save_dir, writer.labels_saved if save_txt else None)
     if update:
         strip_weights(weights)
@@ -108,10 +126,12 @@ def run(
 
 
 def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms: Callable, writer: DetectionWriter,
-               augment: bool = False, visualize_dir: Path | None = None) -> tuple[int, list[float]]:
+               augment: bool = False, visualize_dir: Path | None = None,
+               slicer: Slicer | None = None) -> tuple[int, list[float]]:
     """Run ``model`` and ``nms`` over ``dataset``, hand each image's detections to ``writer`` and log a line per
-    batch. ``visualize_dir``: save feature maps there (not for streams). Returns (images seen, seconds spent
-    [pre-processing, inference, NMS])."""
+    batch. ``visualize_dir``: save feature maps there (not for streams). ``slicer``: detect on each original frame
+    with sliced inference instead (its time, merging included, counts as inference). Returns (images seen,
+    seconds spent [pre-processing, inference, NMS])."""
     stream = isinstance(dataset, LoadStreams)
     seen, dt = 0, [0.0, 0.0, 0.0]
     for path, im, im0s, vid_cap, s in dataset:
@@ -125,9 +145,12 @@ def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms
         if visualize_dir and not stream:
             vis_dir = increment_path(visualize_dir / safe_filename(Path(path).stem), mkdir=True)
         with torch.inference_mode():
-            pred = model(im, augment=augment, visualize=vis_dir)
+            if slicer is None:
+                pred = model(im, augment=augment, visualize=vis_dir)
+            else:  # the original BGR frames, in the RGB order the model takes; boxes come in their pixels
+                pred = [slicer(np.ascontiguousarray(x[..., ::-1])) for x in (im0s if stream else [im0s])]
         t2 = time_sync()
-        pred = nms(pred)
+        pred = nms(pred) if slicer is None else [p.clone() for p in pred]  # clones may be edited in place
         t3 = time_sync()
         dt = [dt[0] + t1 - t0, dt[1] + t2 - t1, dt[2] + t3 - t2]
 
@@ -140,9 +163,11 @@ def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms
                 p, im0 = path, im0s
                 frame = None if dataset.mode == "image" else dataset.frame
                 fps = (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
-            s += "{:g}x{:g} ".format(*im.shape[2:])
+            s += "{:g}x{:g} ".format(*im.shape[2:]) if slicer is None else "{:g}x{:g} sliced ".format(*im0.shape[:2])
             if len(det):
-                det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0.shape).round()
+                if slicer is None:
+                    det[:, :4] = scale_boxes(im.shape[2:], det[:, :4], im0.shape)
+                det[:, :4] = det[:, :4].round()
                 s += count_string(det, model.names)
             else:
                 s += "(no detections), "
@@ -185,6 +210,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
                         help=".pt weights: convert once (cached by content hash under --project) and run there")
+    parser.add_argument("--slice", dest="slice_size", type=int, default=None,
+                        help="sliced inference: tile size in pixels (tiles plus the whole image, boxes merged)")
+    parser.add_argument("--slice-overlap", type=float, default=0.2, help="overlap of neighbouring tiles (fraction)")
+    parser.add_argument("--slice-merge", choices=MERGES, default=MERGES[0],
+                        help="merge of the tiles' boxes: greedy (SAHI's, by IoS) or nms (class-wise, --iou-thres)")
     opt = parser.parse_args(argv)
     opt.imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
     print_args(vars(opt), "detect")

@@ -5,6 +5,7 @@ Usage:
     python val.py --weights yolov5n.pt yolov5s.pt --data coco128.yaml   # ensemble
     python val.py --weights best.pt --data coco8.yaml --task speed       # timing only
     python val.py --weights best.pt --data coco8.yaml --task study       # mAP and speed against image size
+    python val.py --weights best.pt --data shapes_large.yaml --slice 640 # sliced inference (utils/slicing.py)
 
 Weights: .pt (this project's checkpoints or official YOLOv5 v6.0-v7.0), .torchscript or .onnx from export.py.
 Without --weights the newest runs/train/*/weights/best.pt is used. ``run(model=..., dataloader=...)`` validates a
@@ -15,6 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from models.backends import DetectMultiBackend, default_dataset, newest_trained_weights
 from models.export import backend_weights
+from utils.boxes import non_max_suppression
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
 from utils.evaluation import (
@@ -48,6 +51,7 @@ from utils.general import (
     safe_filename,
 )
 from utils.plots import plot_study
+from utils.slicing import MERGES, Slicer, check_slice_settings
 from utils.torch_utils import select_device
 
 STUDY_SIZES = list(range(256, 1536 + 128, 128))  # --task study image sizes
@@ -84,10 +88,15 @@ def run(
     plots: bool = True,
     compute_loss: Callable | None = None,
     backend: str | None = None,
+    slice_size: int | None = None,
+    slice_overlap: float = 0.2,
+    slice_merge: str = MERGES[0],
 ) -> ValOutput:
     """Validate ``weights`` on the ``task`` split of ``data`` (the command line: load the model, build the
     dataloader, evaluate, report speeds), or an in-memory ``model`` on its ``dataloader`` (nothing loaded or built).
-    Both save the COCO json and score it with pycocotools when ``save_json``.
+    Both save the COCO json and score it with pycocotools when ``save_json``. ``slice_size`` (command-line path
+    only): sliced inference on each original image, ``slice_size`` px tiles overlapping by ``slice_overlap`` plus
+    the whole image, each at ``imgsz``, merged by ``slice_merge`` (utils.slicing.Slicer).
 
     Returns a ValOutput (results, maps, times; AP and AR by object size as ``.by_size``), see
     utils.evaluation.evaluate.
@@ -98,6 +107,8 @@ def run(
     if model is not None:
         return _run_in_memory(model, dataloader, data, weights, task, half, verbose, save_json, save_dir, scoring)
     _check_flags(batch_size, conf_thres, iou_thres)
+    if slice_size:
+        check_slice_settings(slice_size, slice_overlap, slice_merge)
     weights = _given_weights(weights)
     data = data or default_dataset(weights, fallback=ROOT / "data/coco8.yaml")  # official CI: val.py without --data
     data, split = _load_split(data, task)
@@ -108,6 +119,8 @@ def run(
     names, nc = names_dict(model.names), 1 if single_cls else int(data["nc"])
     _prepare_save_dir(save_dir, save_txt)
     dataloader = _build_dataloader(data, split, task, model, imgsz, batch_size, nc, single_cls, workers)
+    if slice_size:
+        scoring["slicer"] = _slicer(model, imgsz, batch_size, slice_size, slice_overlap, slice_merge, scoring)
     output, jdict, class_map, nms_stats = _evaluate_split(model, dataloader, data, names, device, nc, save_dir,
                                                          verbose or nc < 50, save_json, half=model.fp16, **scoring)
     _report_speed(output, nms_stats, (batch_size, 3, imgsz, imgsz))
@@ -181,6 +194,19 @@ def _load_model(weights: Weights, data: dict, device: torch.device, imgsz: int, 
         )
     model.warmup(imgsz=(1 if model.pt else batch_size, 3, imgsz, imgsz))
     return model, imgsz, batch_size
+
+
+def _slicer(model: DetectMultiBackend, imgsz: int, batch_size: int, size: int, overlap: float, merge: str,
+            scoring: dict) -> Slicer:
+    """The Slicer that detects with ``model`` at val's NMS settings (``scoring``): tiles batched ``batch_size`` at a
+    time, each and the whole image at ``imgsz``."""
+    nms = partial(non_max_suppression, conf_thres=scoring["conf_thres"], iou_thres=scoring["iou_thres"],
+                  multi_label=True, agnostic=scoring["single_cls"], max_det=scoring["max_det"])
+    slicer = Slicer(partial(model, augment=scoring["augment"]), nms, imgsz, size, overlap, merge,
+                    iou_thres=scoring["iou_thres"], agnostic=scoring["single_cls"], max_det=scoring["max_det"],
+                    batch_size=batch_size, device=model.device, half=model.fp16)
+    LOGGER.info(f"Sliced inference: {slicer.describe()}, each at {imgsz}x{imgsz}")
+    return slicer
 
 
 def _prepare_save_dir(save_dir: str | Path, save_txt: bool) -> Path:
@@ -291,6 +317,11 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference (not supported)")
     parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
                         help=".pt weights: convert once (cached by content hash under --project) and run there")
+    parser.add_argument("--slice", dest="slice_size", type=int, default=None,
+                        help="sliced inference: tile size in pixels (tiles plus the whole image, boxes merged)")
+    parser.add_argument("--slice-overlap", type=float, default=0.2, help="overlap of neighbouring tiles (fraction)")
+    parser.add_argument("--slice-merge", choices=MERGES, default=MERGES[0],
+                        help="merge of the tiles' boxes: greedy (SAHI's, by IoS) or nms (class-wise, --iou-thres)")
     opt = parser.parse_args(argv)
     opt.save_json |= str(opt.data or "").endswith("coco.yaml")
     opt.save_txt |= opt.save_hybrid

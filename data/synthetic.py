@@ -4,6 +4,9 @@
 ``generate_shapes_seg(path)`` writes the same images with polygon labels (``cls x1 y1 x2 y2 ...``, instance
 segmentation): the exact outline of each drawn shape (the triangle's 3 corners, the square's 4, the ellipse as
 ELLIPSE_POINTS points on it).
+``generate_shapes_large(path)`` is its large-image mode (data/shapes_large.yaml): 1920x1080 scenes with many
+8-24 px objects (all COCO-small), the val split whole and the train split as 320 px crops of such scenes, for
+training a detector at native scale and measuring sliced inference (utils/slicing.py) on the whole images.
 It builds everything in a temporary sibling folder and renames it into place, so concurrent processes (DDP
 ranks) never see a half-written dataset.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -100,6 +104,91 @@ def make_image(rng: np.random.Generator, size: int = 256, max_objects: int = 5,
     return np.clip(im, 0, 255).astype(np.uint8), np.array(labels, dtype=np.float32).reshape(-1, 5)
 
 
+def _background_rect(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """``_background`` for a height x width image: a smooth colour field, fine noise and a few lines."""
+    coarse = rng.uniform(40, 215, size=(int(rng.integers(3, 9)), int(rng.integers(5, 15)), 3)).astype(np.float32)
+    im = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    im += rng.normal(0, rng.uniform(3, 12), size=im.shape).astype(np.float32)
+    for _ in range(int(rng.integers(0, 10))):
+        p1 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        p2 = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        cv2.line(im, p1, p2, tuple(float(c) for c in rng.uniform(0, 255, 3)), int(rng.integers(1, 3)))
+    return im
+
+
+def make_large_image(rng: np.random.Generator, height: int = 1080, width: int = 1920,
+                     n_objects: tuple[int, int] = (15, 40),
+                     object_px: tuple[int, int] = (8, 24)) -> tuple[np.ndarray, np.ndarray]:
+    """One large scene (uint8 BGR, height x width) with ``n_objects`` (inclusive range) shapes whose width is
+    ``object_px`` pixels, and its boxes (n, 5) [cls, x1, y1, x2, y2] in pixels."""
+    im = _background_rect(rng, height, width)
+    boxes, labels = [], []
+    for _ in range(int(rng.integers(n_objects[0], n_objects[1] + 1))):
+        for _attempt in range(10):
+            cls = int(rng.integers(0, len(CLASSES)))
+            w = float(rng.uniform(*object_px))
+            h = w if cls == 1 else w * float(rng.uniform(0.8, 1.25))
+            x1, y1 = float(rng.uniform(0, width - w)), float(rng.uniform(0, height - h))
+            box = (round(x1), round(y1), round(x1 + w), round(y1 + h))
+            if _iou(box, boxes) == 0:  # small objects: no overlap at all, so each stays recognisable
+                break
+        else:
+            continue
+        patch_mean = im[box[1]:box[3], box[0]:box[2]].reshape(-1, 3).mean(0)
+        color = np.where(patch_mean > 128, rng.uniform(0, 70, 3), rng.uniform(185, 255, 3))
+        _draw_shape(im, cls, box, tuple(float(c) for c in color))
+        boxes.append(box)
+        labels.append([cls, *box])
+    return np.clip(im, 0, 255).astype(np.uint8), np.array(labels, dtype=np.float32).reshape(-1, 5)
+
+
+def crop_scene(im: np.ndarray, boxes: np.ndarray, size: int = 640,
+               min_visible: float = 0.6) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cut a scene into size x size crops (a grid, the last row and column flush with the far edges) with their
+    labels (n, 5) [cls, x, y, w, h] normalised: boxes with at least ``min_visible`` of their area inside a crop,
+    clipped to it."""
+    height, width = im.shape[:2]
+    xs = [*range(0, width - size, size), width - size]
+    ys = [*range(0, height - size, size), height - size]
+    out = []
+    for y0 in ys:
+        for x0 in xs:
+            clipped = boxes.copy()
+            clipped[:, [1, 3]] = (clipped[:, [1, 3]] - x0).clip(0, size)
+            clipped[:, [2, 4]] = (clipped[:, [2, 4]] - y0).clip(0, size)
+            area = (boxes[:, 3] - boxes[:, 1]) * (boxes[:, 4] - boxes[:, 2])
+            inside = (clipped[:, 3] - clipped[:, 1]) * (clipped[:, 4] - clipped[:, 2])
+            keep = clipped[inside >= min_visible * area]
+            xywh = np.stack([keep[:, 0], (keep[:, 1] + keep[:, 3]) / 2 / size, (keep[:, 2] + keep[:, 4]) / 2 / size,
+                             (keep[:, 3] - keep[:, 1]) / size, (keep[:, 4] - keep[:, 2]) / size], 1)
+            out.append((im[y0:y0 + size, x0:x0 + size], xywh))
+    return out
+
+
+def _write_image(root: Path, split: str, name: str, im: np.ndarray, labels: np.ndarray) -> None:
+    """One image and its YOLO label file (labels (n, 5) [cls, x, y, w, h] normalised)."""
+    cv2.imwrite(str(root / "images" / split / f"{name}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    lines = [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, x, y, w, h in labels]
+    (root / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def _write_large_splits(root: Path, rng: np.random.Generator, n_train: int, n_val: int, crop: int) -> None:
+    """train: the ``crop`` px crops of ``n_train`` scenes; val: ``n_val`` whole scenes."""
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+    for i in range(n_train):
+        im, boxes = make_large_image(rng)
+        for j, (part, labels) in enumerate(crop_scene(im, boxes, crop)):
+            _write_image(root, "train", f"train_{i:05d}_{j}", part, labels)
+    for i in range(n_val):
+        im, boxes = make_large_image(rng)
+        h, w = im.shape[:2]
+        xywh = np.stack([boxes[:, 0], (boxes[:, 1] + boxes[:, 3]) / 2 / w, (boxes[:, 2] + boxes[:, 4]) / 2 / h,
+                         (boxes[:, 3] - boxes[:, 1]) / w, (boxes[:, 4] - boxes[:, 2]) / h], 1)
+        _write_image(root, "val", f"val_{i:05d}", im, xywh)
+
+
 def _write_split(root: Path, split: str, n: int, rng: np.random.Generator, size: int, segments: bool = False) -> None:
     (root / "images" / split).mkdir(parents=True)
     (root / "labels" / split).mkdir(parents=True)
@@ -120,15 +209,27 @@ def generate_shapes(
 ) -> Path:
     """Write the shapes dataset to ``path`` (a no-op when it is already there); same seed -> same files.
     ``segments``: polygon labels (instance segmentation) instead of boxes."""
+    return _generate(path, seed, lambda root, rng: (_write_split(root, "train", n_train, rng, size, segments),
+                                                    _write_split(root, "val", n_val, rng, size, segments)))
+
+
+def generate_shapes_large(path: str | Path, n_train: int = 40, n_val: int = 30, crop: int = 320,
+                          seed: int = 0) -> Path:
+    """Write the large-image shapes dataset to ``path`` (a no-op when it is there): train = the ``crop`` px crops
+    of ``n_train`` 1920x1080 scenes (24 each at 320), val = ``n_val`` whole scenes; same seed -> same files."""
+    return _generate(path, seed, lambda root, rng: _write_large_splits(root, rng, n_train, n_val, crop))
+
+
+def _generate(path: str | Path, seed: int, write: Callable[[Path, np.random.Generator], object]) -> Path:
+    """Run ``write(folder, rng)`` into a temporary sibling of ``path`` and rename it into place (a no-op when
+    ``path`` already holds both splits)."""
     path = Path(path)
     if (path / "images" / "train").is_dir() and (path / "images" / "val").is_dir():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        rng = np.random.default_rng(seed)
-        _write_split(tmp, "train", n_train, rng, size, segments)
-        _write_split(tmp, "val", n_val, rng, size, segments)
+        write(tmp, np.random.default_rng(seed))
         try:
             os.rename(tmp, path)  # atomic: another process either sees nothing or the whole dataset
         except OSError as e:

@@ -3,6 +3,7 @@
     model = AutoShape(DetectMultiBackend("best.pt"))  # or torch.hub.load(repo_dir, "custom", path=..., source="local")
     results = model(["data/images/bus.jpg", pil_image, rgb_array], size=640)
     results.print(); results.pandas().xyxy[0]; results.save(); crops = results.crop(save=False)
+    results = model("big.jpg", size=640, slice_size=640, slice_overlap=0.2)  # sliced inference (utils/slicing.py)
 
 Inputs: a path, a PIL image, an RGB HWC uint8 numpy array, or a list of these (letterboxed to one batch shape,
 NMS, boxes scaled back to each original image); a (N, 3, H, W) float tensor goes straight to the model and its
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, increment_path, make_divisible, safe_filename
 from utils.masks import overlay_masks, process_mask_native
 from utils.plots import Annotator, colors, save_one_box
+from utils.slicing import MERGES, Slicer
 from utils.sources import STREAM_PREFIXES, max_image_pixels, oversized_image
 from utils.torch_utils import time_sync
 
@@ -119,8 +122,13 @@ class AutoShape(nn.Module):
         return y[0] if isinstance(y, (list, tuple)) else y
 
     @torch.inference_mode()
-    def forward(self, ims: Any, size: int | tuple[int, int] = 640, augment: bool = False) -> Detections | torch.Tensor:
-        """ims: a path, PIL image, RGB HWC array or a list of them -> Detections; a BCHW tensor -> raw predictions."""
+    def forward(self, ims: Any, size: int | tuple[int, int] = 640, augment: bool = False,
+                slice_size: int | None = None, slice_overlap: float = 0.2,
+                slice_merge: str = MERGES[0]) -> Detections | torch.Tensor:
+        """ims: a path, PIL image, RGB HWC array or a list of them -> Detections; a BCHW tensor -> raw predictions.
+        ``slice_size``: sliced inference, each image cut into tiles of that many pixels overlapping by
+        ``slice_overlap``, the tiles and the whole image run at ``size`` and their boxes merged by ``slice_merge``
+        (utils.slicing.Slicer)."""
         device = self.device
         use_amp = self.amp and device.type == "cuda"
         if isinstance(ims, torch.Tensor):
@@ -132,6 +140,8 @@ class AutoShape(nn.Module):
             raise UserError("no images given")
         loaded = [_load_rgb(x, i) for i, x in enumerate(items)]
         originals, files = [x[0] for x in loaded], [x[1] for x in loaded]
+        if slice_size:
+            return self._sliced(originals, files, size, augment, slice_size, slice_overlap, slice_merge, t0)
         shape = self._batch_shape(originals, size)
         batch = np.stack([letterbox(im, shape, auto=False)[0] for im in originals])
         x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device).float() / 255
@@ -152,6 +162,23 @@ class AutoShape(nn.Module):
         t3 = time_sync()
         times = tuple((b - a) * 1e3 / len(items) for a, b in ((t0, t1), (t1, t2), (t2, t3)))
         return Detections(originals, pred, files, times, self.names, tuple(x.shape), masks=masks)
+
+    def _sliced(self, originals, files, size, augment, slice_size, slice_overlap, slice_merge, t0):
+        """Detections of each image by sliced inference; its time, merging included, counts as inference."""
+        imgsz = tuple(self.fixed_size) if self.fixed_size else (size, size) if isinstance(size, int) else tuple(size)
+        imgsz = tuple(make_divisible(x, self.stride) for x in imgsz)
+        nms = partial(non_max_suppression, conf_thres=self.conf, iou_thres=self.iou, classes=self.classes,
+                      agnostic=self.agnostic, multi_label=self.multi_label, max_det=self.max_det)
+        use_amp = self.amp and self.device.type == "cuda"
+        slicer = Slicer(partial(self._forward_model, augment=augment), nms, imgsz, slice_size, slice_overlap,
+                        slice_merge, iou_thres=self.iou, agnostic=self.agnostic, max_det=self.max_det,
+                        batch_size=1 if self.fixed_size else 16, device=self.device)
+        t1 = time_sync()
+        with torch.autocast("cuda", enabled=use_amp):
+            pred = [slicer(im) for im in originals]
+        t2 = time_sync()
+        times = tuple((b - a) * 1e3 / len(originals) for a, b in ((t0, t1), (t1, t2), (t2, t2)))
+        return Detections(originals, pred, files, times, self.names, (len(originals), 3, *imgsz))
 
     def _batch_shape(self, originals, size):
         """(h, w) for the batch: the fixed size of an exported model, else each image scaled so that its long side

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -184,7 +185,8 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
              augment: bool = False, half: bool = False, compute_loss: Callable | None = None, verbose: bool = False,
              save_dir: str | Path = Path(""), plots: bool = True, save_txt: bool = False, save_hybrid: bool = False,
              save_conf: bool = False, jdict: list[dict] | None = None, class_map: Sequence[int] | None = None,
-             nms_stats: dict | None = None, by_size: bool = True) -> ValOutput:
+             nms_stats: dict | None = None, by_size: bool = True,
+             slicer: Callable[[np.ndarray], torch.Tensor] | None = None) -> ValOutput:
     """Run ``model`` over ``dataloader`` and score its detections; the part that train.py and val.py share.
 
     ``model`` returns (inference output, training output) in eval mode; a training model or a DetectMultiBackend,
@@ -193,7 +195,9 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
     to ``jdict`` (COCO json records, category ids from ``class_map``) when it is a list, and written as label files
     under save_dir/labels with ``save_txt``; ``nms_stats`` (a dict) collects NMS candidate counts. With ``by_size``
     (the default) COCO's AP and AR by object size come back as ``output.by_size``; training's per-epoch checks skip
-    them. Logs the metrics table; returns a ValOutput.
+    them. ``slicer`` (a utils.slicing.Slicer): detect on each original image file with sliced inference instead
+    (detections in original pixels, NMS and merging inside it; no prediction mosaics, no losses). Logs the metrics
+    table; returns a ValOutput.
     """
     model.eval()
     save_dir = Path(save_dir)
@@ -216,23 +220,27 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
         targets = targets.to(device)
         im = (im.half() if half else im.float()) / 255
         nb, _, height, width = im.shape
+        originals = [_read_rgb(p) for p in paths] if slicer is not None else []
         t1 = time_sync()
         dt[0] += t1 - t0
 
-        if compute_loss:
+        if slicer is not None:
+            preds = [slicer(x) for x in originals]  # original-image pixels, merged
+        elif compute_loss:
             preds, train_out = model(im)
             loss += compute_loss(train_out, targets)[1]
         else:
             preds = model(im, augment=augment)
-        if isinstance(preds, (list, tuple)):
+        if slicer is None and isinstance(preds, (list, tuple)):
             preds = preds[0]
         t2 = time_sync()
         dt[1] += t2 - t1
 
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)  # to batch pixels
         hybrid = [targets[targets[:, 0] == i, 1:] for i in range(nb)] if save_hybrid else []
-        preds = non_max_suppression(preds, conf_thres, iou_thres, labels=hybrid, multi_label=True,
-                                    agnostic=single_cls, max_det=max_det, stats=nms_stats)
+        if slicer is None:
+            preds = non_max_suppression(preds, conf_thres, iou_thres, labels=hybrid, multi_label=True,
+                                        agnostic=single_cls, max_det=max_det, stats=nms_stats)
         dt[2] += time_sync() - t2
 
         for si, pred in enumerate(preds):
@@ -254,7 +262,8 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
             if single_cls:
                 pred[:, 5] = 0
             predn = pred.clone()
-            scale_boxes(im[si].shape[1:], predn[:, :4], shape, shapes[si][1])  # to original-image pixels
+            if slicer is None:
+                scale_boxes(im[si].shape[1:], predn[:, :4], shape, shapes[si][1])  # to original-image pixels
             if by_size:
                 _append_size_stats(size_stats, predn, labelsn, iouv)
             if nl:
@@ -269,6 +278,7 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
 
         if plots and batch_i < PLOTTED_VAL_BATCHES:
             plot_images(im, targets, paths, save_dir / f"val_batch{batch_i}_labels.jpg", names)
+        if plots and batch_i < PLOTTED_VAL_BATCHES and slicer is None:  # sliced boxes are not in batch pixels
             plot_images(im, output_to_target(preds, max_det=max_det), paths,
                         save_dir / f"val_batch{batch_i}_pred.jpg", names)
 
@@ -301,6 +311,14 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
     sizes = (SizeMetrics(*np.array([ap_ar_by_area(size_stats[name]) for name in AREA_RANGES]).T.ravel().tolist())
              if by_size else None)
     return ValOutput(ValResults(float(mp), float(mr), float(map50), float(map5095), *losses), maps, times, sizes)
+
+
+def _read_rgb(path: str | Path) -> np.ndarray:
+    """A verified dataset image as it was on disk, RGB (the dataloader read it before, so it decodes)."""
+    im = cv2.imread(str(path))
+    if im is None:
+        raise FileNotFoundError(f"{path}: the image could not be read again for sliced inference")
+    return np.ascontiguousarray(im[..., ::-1])
 
 
 def _append_size_stats(size_stats: dict[str, list], predn: torch.Tensor, labelsn: torch.Tensor,
