@@ -130,7 +130,7 @@ def load_model(weights: str | Path | Sequence[str | Path], imgsz: int | Sequence
     if half and device.type != "cuda":
         LOGGER.warning("WARNING: --half needs a CUDA device; running in float32")
     imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
-    weights = backend_weights(weights, backend, check_img_size(imgsz), project=project)
+    weights = backend_weights(weights, backend, check_img_size(imgsz), project=project, device_type=device.type)
     model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data, fp16=half)
     if model.imgsz and tuple(imgsz) != model.imgsz:
         h, w = model.imgsz
@@ -249,8 +249,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA)")
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference (not supported)")
     parser.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
-    parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
-                        help=".pt weights: convert once (cached by content hash under --project) and run there")
+    parser.add_argument("--backend", choices=("auto", "pytorch", "onnx", "openvino"), default=None,
+                        help=".pt weights: convert once (cached by content hash under --project) and run there; "
+                             "auto: the fastest exact runtime installed for this CPU")
     opt = parser.parse_args(argv)
     opt.imgsz = opt.imgsz * 2 if len(opt.imgsz) == 1 else opt.imgsz
     print_args(vars(opt), "detect")
