@@ -100,7 +100,7 @@ def backend_weights(weights: str | Path | Sequence[str | Path], backend: str | N
     if backend in (None, "", "pytorch"):
         return weights
     if backend not in ("onnx", "openvino"):
-        raise UserError(f"--backend {backend}: choose auto, pytorch, onnx or openvino")
+        raise UserError(f"--backend {backend}: choose pytorch, onnx or openvino, or auto")
     if isinstance(weights, (list, tuple)):
         if len(weights) != 1:
             raise UserError(f"--backend {backend} takes one weights file, not an ensemble of {len(weights)}")
