@@ -49,9 +49,9 @@ def auto_backend(device_type: str = "cpu", capability: str | None = None) -> str
     order = AUTO_BACKENDS.get(capability, AUTO_DEFAULT)
     for backend in order:
         if all(importlib.util.find_spec(m) is not None for m in AUTO_PACKAGES[backend]):
-            LOGGER.info(f"--backend auto: {backend} (fastest exact fp32 runtime installed for a {capability} CPU)")
+            LOGGER.info(f"--backend auto: {backend} (fastest exact fp32 runtime installed for this {capability} CPU)")
             return backend
-    LOGGER.info(f"--backend auto: PyTorch (neither onnxruntime nor openvino is installed; {order[0]} is faster on a "
+    LOGGER.info(f"--backend auto: PyTorch (neither onnxruntime nor openvino is installed; {order[0]} is faster on this "
                 f"{capability} CPU)")
     return "pytorch"
 
