@@ -6,7 +6,7 @@ AVX2-only CPUs most laptops, desktops and cloud VMs have).
 For each ``--isa`` (a fresh process each; ``avx2`` sets ONEDNN_MAX_CPU_ISA=AVX2, OV_CPU_MAX_ISA=AVX2 and
 ATEN_CPU_CAPABILITY=avx2 before torch or OpenVINO load) it prints
   - the peak GFLOP/s of a 2048x2048 matmul in fp32 and bf16 (PyTorch/oneDNN; under the AVX2 cap bf16 loses its
-    native path, which shows that the cap took effect),
+    native path, which shows that the cap took effect; then measured at 512, the fallback being very slow),
   - batch-1 latency at --imgsz of PyTorch fused channels-last fp32, ONNX Runtime fp32 and INT8 (static QDQ), OpenVINO
     FP32 and INT8 (NNCF), each as ms, ratio to PyTorch channels-last, achieved GFLOP/s (the model's FLOPs / time) and
     fraction of the fp32 matmul peak.
@@ -113,7 +113,9 @@ def measure(cfg: str, imgsz: int, threads: int, runs: int) -> dict:
 
     LOGGER.setLevel(logging.WARNING)
     torch.set_num_threads(threads)
-    peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
+    # without native bf16 the matmul falls back to a reference kernel that takes minutes at 2048: measured at 512
+    peak = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16", 2048 if cpu_has_native_bf16()
+                                                                         else 512, runs=2)}
     with tempfile.TemporaryDirectory() as tmp:
         runners, gflops = build_runners(cfg, imgsz, Path(tmp))
         ms = latencies(runners, imgsz, runs)
