@@ -208,8 +208,9 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA)")
     parser.add_argument("--dnn", action="store_true", help="use OpenCV DNN for ONNX inference (not supported)")
     parser.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
-    parser.add_argument("--backend", choices=("pytorch", "onnx", "openvino"), default=None,
-                        help=".pt weights: convert once (cached by content hash under --project) and run there")
+    parser.add_argument("--backend", choices=("auto", "pytorch", "onnx", "openvino"), default=None,
+                        help=".pt weights: convert once (cached by content hash under --project) and run there; "
+                             "auto: the fastest exact runtime installed for this CPU")
     parser.add_argument("--slice", dest="slice_size", type=int, default=None,
                         help="sliced inference: tile size in pixels (tiles plus the whole image, boxes merged)")
     parser.add_argument("--slice-overlap", type=float, default=0.2, help="overlap of neighbouring tiles (fraction)")

@@ -238,11 +238,12 @@ def openvino_config(core: Any, precision: str, threads: int | None = None) -> di
     """compile_model settings: latency hint, ``threads`` (default torch's) and the precision the file asks for.
 
     fp32 files run in f32 even where the CPU plugin would default to bf16; 'bf16' (export --half) runs bf16 on
-    CPUs that support it and f16 elsewhere; int8 files keep the plugin's default for their float parts.
+    CPUs that support it and f16 elsewhere; 'fp16' (export --half on an AVX512-FP16 CPU) f16; int8 files keep the
+    plugin's default for their float parts.
     """
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
-    if precision in ("fp32", "bf16"):
-        hint = "f32"
+    if precision in ("fp32", "bf16", "fp16"):
+        hint = "f16" if precision == "fp16" else "f32"
         if precision == "bf16":
             hint = "bf16" if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else "f16"
         config["INFERENCE_PRECISION_HINT"] = hint
@@ -456,7 +457,11 @@ class DetectMultiBackend(nn.Module):
         return torch.from_numpy(y).to(self.device)
 
     def warmup(self, imgsz: tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:
-        """One forward pass so first-image timings do not include lazy initialisation."""
+        """One forward pass so first-image timings do not include lazy initialisation; skipped on a CPU, as official
+        does: there the set-up is per input shape (oneDNN primitives), so a pass at one size mostly adds a whole
+        inference to the process time (detect.py's letterboxed images come in other sizes)."""
+        if self.device.type == "cpu":
+            return
         if self.imgsz:
             imgsz = (*imgsz[:2], *self.imgsz)
         dtype = torch.half if self.fp16 else torch.float

@@ -67,8 +67,10 @@ def attempt_load(
     for w in paths:
         model = model_from_checkpoint(load_checkpoint(w)).to(device or "cpu").float()
         if fuse:
-            model.fuse()
+            model.fuse(verbose=False)
         model.eval().requires_grad_(False)  # inference only
+        if fuse:  # official's summary line at load (without thop: no FLOP count, which costs ~1 s at each start)
+            model.info(flops=False)
         for m in model.modules():
             if isinstance(m, Detect):
                 m.inplace = inplace

@@ -44,7 +44,7 @@ def load_model(weights: str | Path | Sequence[str | Path], imgsz: int | Sequence
     if half and device.type != "cuda":
         LOGGER.warning("WARNING: --half needs a CUDA device; running in float32")
     imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
-    weights = backend_weights(weights, backend, check_img_size(imgsz), project=project)
+    weights = backend_weights(weights, backend, check_img_size(imgsz), project=project, device_type=device.type)
     model = DetectMultiBackend(weights, device=device, dnn=dnn, data=data, fp16=half)
     if model.imgsz and tuple(imgsz) != model.imgsz:
         h, w = model.imgsz

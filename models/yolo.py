@@ -252,6 +252,7 @@ class Model(nn.Module):
                 feature_visualization(x, m.type, m.i, save_dir=visualize)
         return x
 
+    @torch.no_grad()  # shapes only: no autograd graph to record (BatchNorm still updates its running stats)
     def _dry_run(self, x):
         """Forward layer by layer in train mode, turning a failure into an error that names the layer."""
         y = []
@@ -325,8 +326,10 @@ class Model(nn.Module):
             self.info()
         return self
 
-    def info(self, verbose: bool = False, img_size: int = 640) -> tuple[int, int, int, float | None]:
-        return model_info(self, verbose, img_size)
+    def info(
+        self, verbose: bool = False, img_size: int = 640, flops: bool = True
+    ) -> tuple[int, int, int, float | None]:
+        return model_info(self, verbose, img_size, flops=flops)
 
 
 DetectionModel = Model  # the name v7.0 uses

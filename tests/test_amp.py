@@ -20,7 +20,7 @@ HYP = dict(box=0.05, obj=1.0, cls=0.5, cls_pw=1.0, obj_pw=1.0, anchor_t=4.0, fl_
 
 @pytest.mark.parametrize("choice, device, native, expected", [
     ("auto", "cpu", True, ("bf16", True)),
-    ("auto", "cpu", False, ("fp32", False)),
+    ("auto", "cpu", False, ("fp32", True)),  # fp32 channels-last: the fastest exact path without bf16
     ("on", "cpu", False, ("bf16", True)),  # emulated, said in the description
     ("off", "cpu", True, ("fp32", False)),
     ("auto", "cuda", False, ("fp16", True)),

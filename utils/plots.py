@@ -8,20 +8,28 @@ import importlib
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import cv2
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from utils.boxes import clip_boxes, xywh2xyxy, xyxy2xywh  # noqa: E402
-from utils.general import LOGGER, UserError, increment_path  # noqa: E402
+from utils.boxes import clip_boxes, xywh2xyxy, xyxy2xywh
+from utils.general import LOGGER, UserError, increment_path
 
 Color = tuple[int, int, int]  # (R, G, B) or (B, G, R), 0..255
+
+
+def pyplot() -> ModuleType:
+    """matplotlib.pyplot on the file-only Agg backend, imported when a figure is first made (as utils/metrics.py
+    does): the import costs about 1 s that detect.py, which draws with OpenCV only, would pay at every start."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
 
 RESULTS_PANELS = (  # results.csv column -> panel title, in plot order (2 rows x 5)
     ("train/box_loss", "train box loss"), ("train/obj_loss", "train obj loss"), ("train/cls_loss", "train cls loss"),
@@ -187,6 +195,7 @@ def plot_labels(
     cls, boxes = labels[:, 0].astype(int), labels[:, 1:]
     nc = int(cls.max()) + 1 if len(cls) else 0
     nc = max(nc, len(names))
+    plt = pyplot()
     fig, ax = plt.subplots(2, 2, figsize=(8, 8), tight_layout=True)
     counts = np.bincount(cls, minlength=nc)
     bars = ax[0, 0].bar(range(nc), counts)
@@ -227,6 +236,7 @@ def plot_results(file: str | Path = "path/to/results.csv") -> Path | None:
     data = pd.read_csv(file)
     data.columns = [c.strip() for c in data.columns]
     x = data["epoch"].to_numpy() if "epoch" in data else np.arange(len(data))
+    plt = pyplot()
     fig, ax = plt.subplots(2, 5, figsize=(12, 6), tight_layout=True)
     for a, (column, title) in zip(ax.ravel(), RESULTS_PANELS):
         a.set_title(title, fontsize=10)
@@ -264,6 +274,7 @@ def feature_visualization(
     maps = x[0].detach().cpu().float()[: min(n, channels)]
     cols = 8
     rows = math.ceil(len(maps) / cols)
+    plt = pyplot()
     fig, ax = plt.subplots(rows, cols, figsize=(cols, rows), tight_layout=True)
     for i, a in enumerate(np.atleast_1d(ax).ravel()):
         a.axis("off")
@@ -308,6 +319,7 @@ def save_one_box(
 def plot_study(file: str | Path) -> Path:
     """Plot a val.py --task study table (size, P, R, mAP50, mAP50-95, losses, times) as study.png next to it."""
     y = np.loadtxt(file, ndmin=2)
+    plt = pyplot()
     fig, ax = plt.subplots(1, 2, figsize=(10, 4), tight_layout=True)
     ax[0].plot(y[:, 0], y[:, 4], ".-", label="mAP50-95")
     ax[0].plot(y[:, 0], y[:, 3], ".-", label="mAP50")

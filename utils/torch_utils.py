@@ -103,9 +103,13 @@ def count_flops(model: nn.Module, imgsz: int | tuple[int, int] = 640, ch: int | 
 
 
 def model_info(
-    model: nn.Module, verbose: bool = False, imgsz: int | tuple[int, int] = 640
+    model: nn.Module, verbose: bool = False, imgsz: int | tuple[int, int] = 640, flops: bool = True
 ) -> tuple[int, int, int, float | None]:
-    """Log 'summary: L layers, P parameters, G gradients, F GFLOPs' and return (layers, params, grads, gflops)."""
+    """Log 'summary: L layers, P parameters, G gradients, F GFLOPs' and return (layers, params, grads, gflops).
+
+    ``flops=False`` leaves the FLOP count out (gflops None), as official's line reads without thop: counting runs a
+    forward pass under a dispatch mode, whose first use imports torch._dynamo (about 1 s on a 2-core CPU), which a
+    model loaded for detect.py or val.py should not pay at every start."""
     n_p = sum(x.numel() for x in model.parameters())
     n_g = sum(x.numel() for x in model.parameters() if x.requires_grad)
     n_l = len(list(model.modules()))
@@ -113,12 +117,13 @@ def model_info(
         LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20}")
         for i, (name, p) in enumerate(model.named_parameters()):
             LOGGER.info(f"{i:5g} {name:>40} {str(p.requires_grad):>9} {p.numel():12g} {str(list(p.shape)):>20}")
+    gflops, fs = None, ""
     try:
-        gflops = count_flops(model, imgsz)
-        fs = f", {gflops:.1f} GFLOPs"
+        if flops:
+            gflops = count_flops(model, imgsz)
+            fs = f", {gflops:.1f} GFLOPs"
     except Exception as e:  # FLOPs are informative only; a module the counter cannot trace must not stop a build
         LOGGER.warning(f"WARNING: FLOPs not computed: {e}")
-        gflops, fs = None, ""
     name = type(model).__name__
     LOGGER.info(f"{name} summary: {n_l} layers, {n_p} parameters, {n_g} gradients{fs}")
     return n_l, n_p, n_g, gflops

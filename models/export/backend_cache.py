@@ -9,12 +9,15 @@ the one that renames second uses the first one's entry.
 """
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
+
+import torch
 
 from models.backends import OPENVINO_METADATA, weights_format
 from models.export.core import report_unwritable
@@ -24,6 +27,33 @@ from utils.script_check import check_openvino_ir
 
 BACKEND_CACHE = ROOT / "runs" / "backend-cache"  # the cache of callers that name no project
 CACHE_FOLDER = "backend-cache"  # the cache's folder inside a run's --project
+
+
+# --backend auto: the exact (fp32) runtimes fastest first, per the CPU kind torch reports (its vector ISA, which
+# ATEN_CPU_CAPABILITY caps). Measured with benchmarks/bench_cpu.py / formats.py, yolov5s 640 batch 1, 2 threads:
+# AVX2-only EPYC: ONNX Runtime 102 ms, OpenVINO FP32 109 ms (issue 25); AVX-512 (+bf16) EPYC: ONNX Runtime 59.0 ms,
+# OpenVINO FP32 60.2 ms (README formats table). README "CPU speed without bf16" has the numbers.
+AUTO_BACKENDS = {"AVX512": ("onnx", "openvino"), "AVX2": ("onnx", "openvino")}
+AUTO_DEFAULT = ("onnx", "openvino")  # other CPU kinds: not measured, the AVX2 order
+AUTO_PACKAGES = {"onnx": ("onnx", "onnxruntime"), "openvino": ("openvino",)}
+
+
+def auto_backend(device_type: str = "cpu", capability: str | None = None) -> str:
+    """``--backend auto``: the fastest exact runtime installed for this CPU ('onnx', 'openvino'), or 'pytorch' on
+    another device or when neither is installed; logs the choice in one line. ``capability`` overrides torch's CPU
+    kind ('AVX512', 'AVX2', ...)."""
+    if device_type != "cpu":
+        LOGGER.info(f"--backend auto: PyTorch on the {device_type.upper()} device")
+        return "pytorch"
+    capability = capability or torch.backends.cpu.get_cpu_capability()
+    order = AUTO_BACKENDS.get(capability, AUTO_DEFAULT)
+    for backend in order:
+        if all(importlib.util.find_spec(m) is not None for m in AUTO_PACKAGES[backend]):
+            LOGGER.info(f"--backend auto: {backend} (fastest exact fp32 runtime installed for this {capability} CPU)")
+            return backend
+    LOGGER.info(f"--backend auto: PyTorch (neither onnxruntime nor openvino is installed; {order[0]} is faster on this "
+                f"{capability} CPU)")
+    return "pytorch"
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20, copy_to: str | Path | None = None) -> str:
@@ -57,18 +87,20 @@ def check_cached(target: Path, backend: str) -> None:
 
 
 def backend_weights(weights: str | Path | Sequence[str | Path], backend: str | None, imgsz: int | Sequence[int],
-                    cache: str | Path | None = None,
-                    project: str | Path | None = None) -> str | Path | Sequence[str | Path]:
+                    cache: str | Path | None = None, project: str | Path | None = None,
+                    device_type: str = "cpu") -> str | Path | Sequence[str | Path]:
     """The .onnx file or OpenVINO folder for ``--backend onnx|openvino`` with .pt weights, exported on first use.
 
     Conversions live in ``cache/<stem>-<sha256 of the weights, 16 hex>-<h>x<w>/``, so a retrained file gets a new
     entry and a renamed copy reuses the old one. ``cache`` defaults to ``project/backend-cache`` (the run's
-    --project), else runs/backend-cache. Other weights pass through.
+    --project), else runs/backend-cache. Other weights pass through. ``auto``: ``auto_backend(device_type)``.
     """
+    if backend == "auto":
+        backend = auto_backend(device_type)
     if backend in (None, "", "pytorch"):
         return weights
     if backend not in ("onnx", "openvino"):
-        raise UserError(f"--backend {backend}: choose pytorch, onnx or openvino")
+        raise UserError(f"--backend {backend}: choose pytorch, onnx or openvino, or auto")
     if isinstance(weights, (list, tuple)):
         if len(weights) != 1:
             raise UserError(f"--backend {backend} takes one weights file, not an ensemble of {len(weights)}")

@@ -1,5 +1,6 @@
-"""OpenVINO export into ``<stem>_openvino_model/`` (fp32, or fp16 weights with bf16 execution), or with calibration
-images NNCF post-training INT8 into ``<stem>_int8_openvino_model/``."""
+"""OpenVINO export into ``<stem>_openvino_model/`` (fp32; with ``--half`` fp16 weights and bf16 or fp16 execution
+where this CPU computes in it, else fp32), or with calibration images NNCF post-training INT8 into
+``<stem>_int8_openvino_model/``."""
 
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 
 from models.backends import OPENVINO_METADATA
 from models.export.core import Exported, ExportOptions, quiet_tracer, replaced_folder
+from utils.amp import cpu_has_native_bf16
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import import_nncf, import_openvino
 
@@ -25,16 +27,40 @@ def _detect_head_ops(ov_model: Any, model: nn.Module) -> list[str]:
             and op.get_type_name() not in ("Convolution", "Constant", "Parameter", "Result", "FakeQuantize")]
 
 
-def openvino_precision(half: bool = False, int8: bool = False) -> str:
-    """The precision an OpenVINO export computes in: 'int8', 'bf16' (``half``) or 'fp32'."""
-    return "int8" if int8 else "bf16" if half else "fp32"
+def half_precision(capabilities: list[str], native_bf16: bool | None = None) -> str:
+    """What ``--half`` computes in on this CPU: 'bf16' where it has bf16 arithmetic (AVX512-BF16 or AMX: OpenVINO's
+    OPTIMIZATION_CAPABILITIES lists BF16 and oneDNN agrees, so a ``ONEDNN_MAX_CPU_ISA`` cap counts), 'fp16' where it
+    has fp16 arithmetic (AVX512-FP16 / AMX-FP16: FP16 listed), else 'fp32': on an AVX2 or plain AVX-512 CPU a "half"
+    model would run in f32 anyway, only from rounded weights. ``native_bf16`` overrides the oneDNN query (tests)."""
+    native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+    if "BF16" in capabilities and native:
+        return "bf16"
+    return "fp16" if "FP16" in capabilities else "fp32"
+
+
+def openvino_precision(half: bool = False, int8: bool = False, capabilities: list[str] | None = None) -> str:
+    """The precision an OpenVINO export computes in: 'int8', ``half``'s choice for this CPU (``capabilities``: its
+    OPTIMIZATION_CAPABILITIES, asked from OpenVINO when None) or 'fp32'."""
+    if int8:
+        return "int8"
+    if not half:
+        return "fp32"
+    if capabilities is None:
+        capabilities = list(import_openvino("OpenVINO export").Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    precision = half_precision(capabilities)
+    if precision == "fp32":
+        LOGGER.info(f"OpenVINO --half: this CPU has no bf16 or fp16 arithmetic (OpenVINO lists {capabilities}; "
+                    f"bf16 needs avx512_bf16/amx_bf16, fp16 avx512_fp16/amx_fp16): exporting fp32, which runs as fast "
+                    f"here. Export on the CPU that will run the model")
+    return precision
 
 
 def export_openvino(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: dict[str, Any],
-                    half: bool = False, calib: list[np.ndarray] | None = None) -> Path:
+                    half: bool = False, calib: list[np.ndarray] | None = None, precision: str | None = None) -> Path:
     """Convert ``model`` with OpenVINO into ``<stem>_openvino_model/`` (``<stem>_int8_openvino_model/`` with
     ``calib`` images: NNCF post-training quantization): <stem>.xml, <stem>.bin and metadata.yaml. ``half`` stores
-    fp16 weights and asks for bf16 execution (fp16 on CPUs without bf16). The folder is built beside the previous
+    fp16 weights and asks for bf16 (or fp16) execution where this CPU has it, else exports fp32
+    (``openvino_precision``; ``precision`` when the caller resolved it). The folder is built beside the previous
     one and swapped in when complete."""
     ov = import_openvino("OpenVINO export")
     int8 = calib is not None
@@ -44,7 +70,8 @@ def export_openvino(model: nn.Module, im: torch.Tensor, file: str | Path, metada
     LOGGER.info(f"\n{prefix} starting export with openvino {ov.__version__}...")
     with quiet_tracer():
         ov_model = ov.convert_model(model, example_input=im, input=[tuple(im.shape)])
-    precision = openvino_precision(half, int8)
+    precision = precision or openvino_precision(half, int8)
+    half = precision in ("bf16", "fp16")  # fp16 weights only where the CPU computes in half precision
     if int8:
         nncf = import_nncf()
         LOGGER.info(f"{prefix} NNCF post-training quantization with {len(calib)} calibration images...")
@@ -70,5 +97,7 @@ def export_openvino(model: nn.Module, im: torch.Tensor, file: str | Path, metada
 def openvino_exports(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[str, Any],
                      options: ExportOptions) -> list[Exported]:
     """``--include openvino``: converted from float32 whatever the input's dtype (OpenVINO picks its own)."""
-    folder = export_openvino(model, im.float(), file, metadata, half=options.half, calib=options.calib)
-    return [Exported(folder, openvino_precision(options.half, options.calib is not None))]
+    precision = openvino_precision(options.half, options.calib is not None)
+    folder = export_openvino(model, im.float(), file, metadata, half=options.half, calib=options.calib,
+                             precision=precision)
+    return [Exported(folder, precision)]
