@@ -100,7 +100,8 @@ class Detect(nn.Module):
                 grid, anchor_grid = self._grid(i, ny, nx, x[i])
                 xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
                 xy = (xy * 2 + grid) * self.stride[i]
-                wh = (wh * 2) ** 2 * anchor_grid
+                wh = wh * 2
+                wh = wh * wh * anchor_grid  # x * x, not x ** 2: TFLite has no 5-D pow kernel; same value
                 z.append(torch.cat((xy, wh, conf), 4).view(bs, self.na * ny * nx, self.no))
         if self.training:
             return x
