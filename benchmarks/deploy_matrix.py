@@ -217,14 +217,24 @@ def markdown(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: i
     return "\n".join(lines)
 
 
+def write_results(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: int, out: Path) -> None:
+    """The cells as out.csv and the Markdown table as out.md."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["cfg"])
+        writer.writeheader()
+        writer.writerows(rows)
+    out.with_suffix(".md").write_text(markdown(rows, formats, threads, imgsz) + "\n")
+
+
 def run(cfg: Sequence[str] | None = None, formats: Sequence[str] | None = None, imgsz: int = 640, threads: int = 2,
         runs: int = 10, warmup: int = 2, calib: int = 32, data: str = "data/shapes.yaml",
         weights_dir: str | None = None, out: str | Path = RESULTS / "deploy_matrix",
         write_readme: bool = False, readme: str | Path = ROOT / "README.md") -> list[dict]:
     """Measure the matrix; returns one dict per (variant, format) cell and writes out.{csv,md}."""
     torch.set_num_threads(threads)
-    chosen = [f for f in FORMATS if formats is None or f.label in formats or f.label.split()[0].lower() in
-              [x.lower() for x in formats]]
+    wanted = None if formats is None else {x.lower() for x in formats}
+    chosen = [f for f in FORMATS if wanted is None or f.label.lower() in wanted]
     if formats and not chosen:
         raise UserError(f"--formats {list(formats)}: choose from {list(FORMAT_NAMES)}")
     level = LOGGER.level
@@ -256,17 +266,11 @@ def run(cfg: Sequence[str] | None = None, formats: Sequence[str] | None = None, 
                     rows.append({"cfg": c, **cell})
                     print(f"{c:28s} {fmt.label:14s} {cell['status']:8s} {cell['rel_diff']:>8s} {cell['ms']:>7s} "
                           f"({time.time() - t:.0f} s) {cell['reason'][:120]}", flush=True)
+            if out:  # after each variant: a long run that is stopped keeps what it measured
+                write_results(rows, chosen, threads, imgsz, Path(out))
     finally:
         LOGGER.setLevel(level)
     table = markdown(rows, chosen, threads, imgsz)
-    if out:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out.with_suffix(".csv"), "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["cfg"])
-            writer.writeheader()
-            writer.writerows(rows)
-        out.with_suffix(".md").write_text(table + "\n")
     if write_readme:
         replace_readme_block(table, Path(readme), START, END)
     print(table)

@@ -185,15 +185,22 @@ class MNNRuntime:
         if self.module is None:
             raise UserError(f"--weights {folder}: MNN could not load {model.name}; re-export it with export.py")
         shape = self.raw_metadata.get("imgsz")
-        self.imgsz = tuple(int(s) for s in shape) if isinstance(shape, list) and len(shape) == 2 else None
+        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and s > 0 for s in shape)):
+            # MNN crashes the process on an input of another shape than the graph's: the size must be known
+            raise UserError(f"--weights {folder}: {EDGE_METADATA} with the input size (imgsz) is required to run an "
+                            f"MNN model; re-export it with export.py")
+        self.imgsz = (shape[0], shape[1])
         self._mnn = mnn
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         expr = self._mnn.expr
-        inp = expr.const(np.ascontiguousarray(x, dtype=np.float32), list(x.shape), expr.NCHW)
-        y = self.module.forward(inp)
-        y = y[0] if isinstance(y, (list, tuple)) else y
-        return np.array(y.read(), dtype=np.float32, copy=True)
+        out = []
+        for image in x:  # the graph takes one image (export's batch 1); another batch size crashes MNN
+            image = np.ascontiguousarray(image[None], dtype=np.float32)
+            y = self.module.forward(expr.const(image, list(image.shape), expr.NCHW))
+            y = y[0] if isinstance(y, (list, tuple)) else y
+            out.append(np.array(y.read(), dtype=np.float32, copy=True)[0])
+        return np.stack(out)
 
 
 class CoreMLRuntime:
