@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ LITERT_PYTHON_ENV = "YOLOV5_LITERT_PYTHON"
 LITERT_VENV = ROOT / ".venv-litert"
 LITERT_REQUIREMENTS = "requirements-tflite.txt"
 WORKER = Path(__file__).with_name("litert_worker.py")
+# the converter's dependencies stay quiet and offline: no Hugging Face hub telemetry or downloads, TF logs errors only
+CONVERTER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_OFFLINE": "1",
+                 "DO_NOT_TRACK": "1"}
 CONVERT_TIMEOUT_S = 1800  # yolov5n at 640 converts in ~30 s, int8 calibration of 300 images takes minutes
 
 
@@ -101,7 +105,9 @@ def export_tflite(model: nn.Module, im: torch.Tensor, file: str | Path, metadata
         tmp = Path(tmp)
         with quiet_tracer(), torch.no_grad():
             program = torch.export.export(Predictions(model.float()).eval(), (im.float(),))
-        torch.export.save(program, str(tmp / "model.pt2"))
+        with warnings.catch_warnings():  # torch's note on tensors sharing storage: all are on the CPU here
+            warnings.filterwarnings("ignore", message="No complete tensor found")
+            torch.export.save(program, str(tmp / "model.pt2"))
         args = [python, str(WORKER), str(tmp / "model.pt2"), str(tmp / "model.tflite"), mode]
         if mode == "int8":
             images = np.lib.format.open_memmap(tmp / "calib.npy", mode="w+", dtype=np.float32,
@@ -113,7 +119,7 @@ def export_tflite(model: nn.Module, im: torch.Tensor, file: str | Path, metadata
             args += [str(tmp / "calib.npy"), head]
         try:
             run = subprocess.run(args, capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S,
-                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                                 env={**os.environ, **CONVERTER_ENV})
         except subprocess.TimeoutExpired as e:
             raise UserError(f"--include tflite: the conversion did not finish in {CONVERT_TIMEOUT_S} s") from e
         result = tmp / "model.tflite"
