@@ -14,8 +14,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from models.export.core import Exported, ExportOptions, quiet_tracer, replaced_folder
-from models.export.tflite import Predictions
+from models.export.core import Exported, ExportOptions, replaced_folder
+from models.export.tflite import Predictions, exported_program
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import require_edge
 
@@ -38,9 +38,9 @@ def export_coreml(model: nn.Module, im: torch.Tensor, file: str | Path, metadata
     package = file.with_suffix(".mlpackage")
     LOGGER.info(f"\n{prefix} starting export with coremltools {ct.__version__}...")
     one = im.float()
-    with quiet_tracer(), torch.no_grad():  # torch.export: coremltools' TorchScript frontend fails on numpy 2 here
+    with torch.no_grad():  # torch.export: coremltools' TorchScript frontend fails on numpy 2 here
         expected = Predictions(model.float())(one)
-        program = torch.export.export(Predictions(model.float()).eval(), (one,)).run_decompositions({})
+    program = exported_program(model, one, "coreml").run_decompositions({})
     try:
         ml = ct.convert(program, inputs=[ct.TensorType(name="images", shape=tuple(one.shape))],
                         outputs=[ct.TensorType(name="output0")], convert_to="mlprogram",

@@ -15,6 +15,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from models.export.deploy import unsupported_layer_error
 from utils.general import LOGGER, ROOT, UserError, colorstr
 
 LITERT_PYTHON_ENV = "YOLOV5_LITERT_PYTHON"
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Unsupported): ")
 LITERT_VENV = ROOT / ".venv-litert"
 LITERT_REQUIREMENTS = "requirements-tflite.txt"
 WORKER = Path(__file__).with_name("litert_worker.py")
@@ -69,6 +71,16 @@ class Predictions(nn.Module):
         return y[0] if isinstance(y, (list, tuple)) else y
 
 
+def exported_program(model: nn.Module, im: torch.Tensor, runtime: str) -> torch.export.ExportedProgram:
+    """``torch.export`` of the model's prediction tensor on ``im``; a failure to capture it is one UserError line."""
+    try:
+        with quiet_tracer(), torch.no_grad():
+            return torch.export.export(Predictions(model.float()).eval(), (im,))
+    except Exception as e:  # torch.export's errors (dynamo, guards, data-dependent shapes) share no narrower base
+        lines = [x for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
+        raise UserError(f"--include {runtime}: torch.export could not capture the model: {lines[0][:300]}") from e
+
+
 def with_metadata(data: bytes, metadata: dict[str, Any]) -> bytes:
     """``data`` with a zip archive holding meta.txt (json metadata) appended; interpreters ignore trailing bytes."""
     buffer = io.BytesIO()
@@ -84,8 +96,10 @@ def _converter_error(model: nn.Module, stderr: str) -> UserError:
         if "failed to legalize operation" in line:
             op = line.split("failed to legalize operation", 1)[1].split("'")[1]
             return unsupported_layer_error(model, "tflite", op.removeprefix("tfl.").removeprefix("stablehlo."))
-    last = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["no output"]
-    return UserError(f"--include tflite: the litert-torch conversion failed: {last[0][:300]}")
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    raised = [line for line in lines if EXCEPTION_LINE.match(line)]  # the exception, not the advice printed after it
+    last = (raised or lines or ["no output"])[-1]
+    return UserError(f"--include tflite: the litert-torch conversion failed: {last[:300]}")
 
 
 def export_tflite(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: dict[str, Any],
@@ -103,8 +117,7 @@ def export_tflite(model: nn.Module, im: torch.Tensor, file: str | Path, metadata
         head = f"{type(model.model[-1]).__name__}_{len(model.model) - 1}\\b|{head}"
     with tempfile.TemporaryDirectory(prefix="litert-") as tmp:
         tmp = Path(tmp)
-        with quiet_tracer(), torch.no_grad():
-            program = torch.export.export(Predictions(model.float()).eval(), (im.float(),))
+        program = exported_program(model, im[:1].float(), "tflite")
         with warnings.catch_warnings():  # torch's note on tensors sharing storage: all are on the CPU here
             warnings.filterwarnings("ignore", message="No complete tensor found")
             torch.export.save(program, str(tmp / "model.pt2"))
