@@ -277,6 +277,25 @@ def run(cfg: Sequence[str] | None = None, formats: Sequence[str] | None = None, 
     return rows
 
 
+def from_csv(files: Sequence[str | Path], threads: int = 2, imgsz: int = 640, write_readme: bool = False,
+             readme: str | Path = ROOT / "README.md") -> str:
+    """The table of the cells saved in ``files`` (later files win for the same variant and format), columns in
+    the matrix's order; with ``write_readme`` it goes into README between the markers."""
+    cells: dict[tuple[str, str], dict] = {}
+    for f in files:
+        with open(f, newline="") as fh:
+            for r in csv.DictReader(fh):
+                cells[(r["cfg"], r["format"])] = r
+    labels = {fmt for _, fmt in cells}
+    order = {c: i for i, c in enumerate(default_cfgs())}
+    rows = sorted(cells.values(), key=lambda r: (order.get(r["cfg"], len(order)), FORMAT_NAMES.index(r["format"])))
+    table = markdown(rows, [f for f in FORMATS if f.label in labels], threads, imgsz)
+    if write_readme:
+        replace_readme_block(table, Path(readme), START, END)
+    print(table)
+    return table
+
+
 def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cfg", nargs="+", default=None, help="model yamls (default: yolov5n + every variant at n)")
@@ -290,11 +309,15 @@ def parse_opt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights-dir", default=None, help="trained <cfg stem>.pt files: adds the mAP50-95 diff")
     parser.add_argument("--out", default=str(RESULTS / "deploy_matrix"))
     parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--from-csv", nargs="+", default=None, help="only render the table of saved results")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     opt = parse_opt(argv)
+    if opt.from_csv:
+        return exit_code(lambda: from_csv(opt.from_csv, opt.threads, opt.imgsz, opt.write_readme))
+    del opt.from_csv
     return exit_code(lambda: run(**vars(opt)))
 
 

@@ -40,3 +40,18 @@ def test_markdown_numbers_refusals_once():
     table = markdown(rows, formats, threads=2, imgsz=640)
     assert "| a |  | ❌ [1] |" in table and "| b | ✅ 1.0e-07 12 ms | ❌ [1] |" in table
     assert table.count("1. refused: X needs op Y") == 1
+
+
+def test_from_csv_renders_saved_cells_in_matrix_order(tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    head = "cfg,format,precision,status,rel_diff,ms,map_diff,reason\n"
+    first.write_text(head + "yolov5n_GSConv.yaml,MNN,fp32,ok,2.0e-07,,,\nyolov5n.yaml,MNN,fp32,off,5.0e-02,,,\n")
+    second.write_text(head + "yolov5n.yaml,MNN,fp32,ok,1.0e-07,,,\nyolov5n.yaml,ONNX,fp32,ok,3.0e-07,,,\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"x\n{deploy_matrix.START}\nold\n{deploy_matrix.END}\ny\n")
+    table = deploy_matrix.from_csv([first, second], imgsz=64, write_readme=True, readme=readme)
+    lines = table.splitlines()
+    assert lines[0] == "| variant (scale n) | ONNX | MNN |"  # matrix column order, not file order
+    assert lines[2] == "| yolov5n | ✅ 3.0e-07 | ✅ 1.0e-07 |"  # the later file's cell wins
+    assert lines[3] == "| yolov5n_GSConv |  | ✅ 2.0e-07 |"
+    assert "old" not in readme.read_text() and table in readme.read_text()
