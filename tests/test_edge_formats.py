@@ -68,6 +68,21 @@ def test_ncnn_export_matches_pytorch(weights, reference, half):
     assert 3.6e6 < size < 4.2e6 if half else 7.3e6 < size < 7.8e6
 
 
+@needs("pnnx", "ncnn")
+def test_ncnn_folder_runs_in_detect_and_hub(weights, tmp_path):
+    import detect
+    import hubconf
+
+    folder = Path(export.run(weights=weights, imgsz=IMGSZ, include=("ncnn",))[0])
+    image = ROOT / "data" / "images" / "bus.jpg"
+    save_dir = detect.run(weights=folder, source=image, imgsz=IMGSZ, project=tmp_path, save_txt=True, conf_thres=0.0)
+    assert (save_dir / "bus.jpg").is_file() and (save_dir / "labels" / "bus.txt").is_file()
+    model = hubconf.custom(path=str(folder), _verbose=False)
+    model.conf = 0.0
+    results = model(str(image), size=IMGSZ)
+    assert len(results.xyxy[0]) > 0 and results.xyxy[0].shape[1] == 6
+
+
 @needs("ncnn")
 def test_ncnn_folder_with_custom_layer_is_refused(tmp_path):
     folder = tmp_path / "bad_ncnn_model"
