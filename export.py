@@ -63,7 +63,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1, help="batch size")
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--half", action="store_true",
-                        help="FP16 export (CUDA); for OpenVINO on CPU: bf16 execution (fp16 where the CPU lacks bf16)")
+                        help="FP16 export (CUDA); on CPU: bf16 OpenVINO, fp16 weights for NCNN/TFLite/MNN/CoreML")
     parser.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch and image size")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify model (needs onnxsim)")
