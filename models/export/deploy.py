@@ -22,6 +22,9 @@ OPERATOR_MODULES = {
     "spacetodepth": ("SPDConv", "SpaceToDepth"),
     "depthtospace": ("SPDConv", "SpaceToDepth"),
     "multiheadattention": ("TransformerLayer", "C3TR"),
+    "slice": ("SPDConv", "SpaceToDepth"),  # space-to-depth's stride-2 slices (x[..., ::2, ::2])
+    "gt": ("SRU", "ScConv", "C3_ScConv"),  # SRU's gate: r > threshold
+    "greater": ("SRU", "ScConv", "C3_ScConv"),
 }
 
 
