@@ -209,9 +209,9 @@ def markdown(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: i
                 out.append(f"❌ [{n}]")
         lines.append(f"| {Path(cfg).stem} | {' | '.join(out)} |")
     lines.append("")
-    lines.append(f"Cell: ✅ exported and runs, relative max abs output difference to PyTorch, median latency "
-                 f"({imgsz} px, batch 1, {threads} threads); fp32 formats pass at <= {FP32_REL_TOL:g}; "
-                 f"— package not installed; ❌ see below.")
+    lines.append(f"Cell: ✅ exported and runs, relative max abs output difference to PyTorch, median latency when "
+                 f"timed ({imgsz} px, batch 1, {threads} threads); fp32 formats pass at <= {FP32_REL_TOL:g}; "
+                 f"— package not installed; blank: not measured; ❌ see below.")
     for text, n in reasons.items():
         lines.append(f"{n}. {text}")
     return "\n".join(lines)
