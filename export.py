@@ -1,5 +1,5 @@
-"""Export a trained YOLOv5 model to TorchScript, ONNX, OpenVINO or TensorRT, and check the exported outputs against
-PyTorch's.
+"""Export a trained YOLOv5 model to TorchScript, ONNX, OpenVINO, TensorRT or the edge formats (NCNN, TFLite, MNN,
+CoreML), and check the exported outputs against PyTorch's.
 
 Usage:
     python export.py --weights runs/train/exp/weights/best.pt --include torchscript onnx --imgsz 640
@@ -8,6 +8,8 @@ Usage:
     python export.py --weights best.pt --include openvino onnx --int8 --data data/shapes.yaml [--calib 300]
     python export.py --weights best.pt --include engine --device 0 [--half]    # needs CUDA and tensorrt
     python export.py --weights best.pt --include official   # best_official.pt, a checkpoint official YOLOv5 loads
+    python export.py --weights best.pt --include ncnn mnn tflite [--half]   # requirements-edge.txt (+ -tflite.txt)
+    python export.py --weights best.pt --include tflite --int8 --data data/shapes.yaml    # best_int8.tflite
 
 The exported files sit next to the weights (best.torchscript, best.onnx, best_int8.onnx, best_openvino_model/,
 best_int8_openvino_model/, best.engine) and carry the stride, class names, input size and precision, so
@@ -61,13 +63,13 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=1, help="batch size")
     parser.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     parser.add_argument("--half", action="store_true",
-                        help="FP16 export (CUDA); for OpenVINO on CPU: bf16 execution (fp16 where the CPU lacks bf16)")
+                        help="FP16 export (CUDA); on CPU: bf16 OpenVINO, fp16 weights for NCNN/TFLite/MNN/CoreML")
     parser.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch and image size")
     parser.add_argument("--simplify", action="store_true", help="ONNX: simplify model (needs onnxsim)")
     parser.add_argument("--opset", type=int, default=None, help=f"ONNX: opset version (default {DEFAULT_OPSET})")
     parser.add_argument("--include", nargs="+", default=["torchscript", "onnx"], help=f"formats: {FORMATS}")
-    parser.add_argument("--int8", action="store_true", help="OpenVINO / ONNX: INT8 post-training quantization")
+    parser.add_argument("--int8", action="store_true", help="OpenVINO / ONNX / TFLite: INT8 post-training quantization")
     parser.add_argument("--data", type=str, default=None, help="dataset.yaml whose train images calibrate --int8")
     parser.add_argument("--calib", type=int, default=DEFAULT_CALIB, help="--int8: number of calibration images")
     parser.add_argument("--optimize", action="store_true", help="TorchScript: also save a PyTorch Mobile .ptl")

@@ -152,7 +152,7 @@ class AKConv(nn.Module):
         return rows, cols
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
             return self.forward_export(x)
         b, c, height, width = x.shape
         if b * height * width >= 2**31:

@@ -1,5 +1,6 @@
 """One interface over the weight formats detect.py and val.py accept: PyTorch .pt, TorchScript, ONNX (ONNX Runtime),
-OpenVINO (a ``*_openvino_model/`` folder or its .xml) and TensorRT .engine files (CUDA only).
+OpenVINO (a ``*_openvino_model/`` folder or its .xml), TensorRT .engine files (CUDA only) and the edge formats of
+models/edge_runtimes.py (NCNN and MNN folders, .tflite files).
 
 ``DetectMultiBackend(weights)`` loads any of them and is called like a model on a float image batch
 (N, 3, H, W) in 0-1, returning the decoded predictions (N, cells, 5 + nc) in input pixels, ready for NMS.
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.edge_runtimes import EDGE_RUNTIMES, edge_format
 from models.experimental import attempt_load
 from models.yolo import is_segmentation_model
 from utils.checkpoints import FORMAT, load_checkpoint
@@ -41,14 +43,18 @@ TRUST_ENGINE_ENV = "YOLOV5_TRUST_ENGINE"  # "1": also run .engine files that exp
 
 
 def weights_format(w: str | Path) -> str:
-    """'pt', 'torchscript', 'onnx', 'openvino' or 'engine' for a weights path; a UserError for anything else."""
+    """'pt', 'torchscript', 'onnx', 'openvino', 'engine', 'ncnn', 'tflite' or 'mnn' for a weights path; a UserError
+    for anything else."""
     p = Path(w)
+    edge = edge_format(p)
+    if edge is not None:
+        return edge
     if p.is_dir() or p.suffix.lower() == ".xml":
         return "openvino"
     fmt = {".pt": "pt", ".torchscript": "torchscript", ".onnx": "onnx", ".engine": "engine"}.get(p.suffix.lower())
     if fmt is None:
-        raise UserError(f"--weights {w}: unsupported format '{p.suffix}'; use a .pt, .torchscript, .onnx or .engine "
-                        f"file or an OpenVINO *_openvino_model folder")
+        raise UserError(f"--weights {w}: unsupported format '{p.suffix}'; use a .pt, .torchscript, .onnx, .engine or "
+                        f".tflite file or an OpenVINO, NCNN or MNN model folder")
     return fmt
 
 
@@ -270,6 +276,7 @@ class DetectMultiBackend(nn.Module):
         self.format = "pt" if isinstance(weights, (list, tuple)) else weights_format(w)
         self.pt, self.jit, self.onnx = self.format == "pt", self.format == "torchscript", self.format == "onnx"
         self.openvino, self.engine = self.format == "openvino", self.format == "engine"
+        self.edge = None  # the runtime of an edge format (models/edge_runtimes.py)
         for p in weights if isinstance(weights, (list, tuple)) else [weights]:
             if not Path(p).exists():
                 raise UserError(f"--weights {p}: file not found")
@@ -301,6 +308,10 @@ class DetectMultiBackend(nn.Module):
             meta, graph_imgsz = self._load_onnx(w, device)
         elif self.openvino:
             meta, graph_imgsz = self._load_openvino(w)
+        elif self.format in EDGE_RUNTIMES:
+            LOGGER.info(f"Loading {w} for {self.format.upper()} inference...")
+            self.edge = EDGE_RUNTIMES[self.format](w, threads=torch.get_num_threads())
+            meta, graph_imgsz = read_metadata(self.edge.raw_metadata, w), self.edge.imgsz
         else:
             meta, graph_imgsz = self._load_engine(w, device)
         if not self.pt and not meta.get("dynamic", False):
@@ -438,6 +449,8 @@ class DetectMultiBackend(nn.Module):
             return self.trt_buffers[self.trt_output].clone()
         # the runtimes read a C-contiguous numpy array in place: no copy when the tensor already is one
         x = np.ascontiguousarray(im.detach().cpu().numpy())
+        if self.edge is not None:
+            return torch.from_numpy(self.edge(x)).to(self.device)
         if self.onnx:
             try:
                 y = self.session.run(self.output_names, {self.input_name: x})

@@ -107,7 +107,9 @@ class Detect(nn.Module):
     def _decode(self, p, grid, anchor_grid, stride):
         """Raw level (N, na, ny, nx, no) -> pixels xywh and sigmoid scores."""
         xy, wh, conf = p.sigmoid().split((2, 2, self.nc + 1), 4)
-        return torch.cat(((xy * 2 + grid) * stride, (wh * 2) ** 2 * anchor_grid, conf), 4)
+        wh = wh * 2
+        # x * x, not x ** 2: TFLite has no 5-D pow kernel; same value
+        return torch.cat(((xy * 2 + grid) * stride, wh * wh * anchor_grid, conf), 4)
 
     def _grid(self, i, ny, nx, like):
         if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
@@ -164,7 +166,8 @@ class Segment(Detect):
     def _decode(self, p, grid, anchor_grid, stride):
         xy, wh, conf, coeffs = p.split((2, 2, self.nc + 1, self.nm), 4)
         xy = (xy.sigmoid() * 2 + grid) * stride
-        wh = (wh.sigmoid() * 2) ** 2 * anchor_grid
+        wh = wh.sigmoid() * 2
+        wh = wh * wh * anchor_grid  # not ** 2: TFLite has no 5-D pow kernel
         return torch.cat((xy, wh, conf.sigmoid(), coeffs), 4)
 
 

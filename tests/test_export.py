@@ -176,5 +176,5 @@ def test_bad_requests_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="CUDA"):
         export.run(weights=weights, half=True, device="cpu")
     with pytest.raises(UserError, match="unknown format"):
-        export.run(weights=weights, imgsz=(64, 64), include=("coreml",))
+        export.run(weights=weights, imgsz=(64, 64), include=("mxnet",))
     assert export.main(["--weights", str(tmp_path / "missing.pt")]) == 1

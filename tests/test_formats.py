@@ -113,7 +113,7 @@ def test_int8_openvino_and_onnx(weights, reference):
 def test_int8_needs_data_and_a_quantizable_format(weights):
     with pytest.raises(UserError, match="--data"):
         export.run(weights=weights, imgsz=IMGSZ, include=("onnx",), int8=True)
-    with pytest.raises(UserError, match="onnx and openvino"):
+    with pytest.raises(UserError, match="onnx, openvino, tflite"):
         export.run(weights=weights, imgsz=IMGSZ, include=("torchscript",), int8=True, data=COCO8)
 
 

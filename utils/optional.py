@@ -14,6 +14,7 @@ from types import ModuleType
 from utils.general import UserError
 
 EXTRA_REQUIREMENTS = "requirements-extra.txt"
+EDGE_REQUIREMENTS = "requirements-edge.txt"  # the edge formats' converters and runtimes (NCNN, TFLite, MNN, CoreML)
 
 
 def require(module: str, purpose: str, package: str | None = None) -> ModuleType:
@@ -23,6 +24,15 @@ def require(module: str, purpose: str, package: str | None = None) -> ModuleType
     except ImportError as e:
         raise UserError(f"{purpose} needs the {package or module} package, which is not installed "
                         f"(it is listed in {EXTRA_REQUIREMENTS})") from e
+
+
+def require_edge(module: str, purpose: str, package: str | None = None) -> ModuleType:
+    """``require`` for the edge formats' packages, which are listed in requirements-edge.txt."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(f"{purpose} needs the {package or module} package, which is not installed "
+                        f"(it is listed in {EDGE_REQUIREMENTS})") from e
 
 
 def openvino_telemetry_off() -> None:

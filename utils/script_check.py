@@ -86,7 +86,7 @@ ONNX_OPS = frozenset({
     # convolution, normalisation, pooling, resampling, attention, padding
     "Conv", "ConvTranspose", "BatchNormalization", "InstanceNormalization", "GroupNormalization",
     "LayerNormalization", "MaxPool", "AveragePool", "GlobalAveragePool", "Resize", "GridSample", "Pad", "MatMul",
-    "Gemm", "Softmax",
+    "Gemm", "Softmax", "SpaceToDepth", "DepthToSpace",  # ORT's --int8 pre-processing fuses SPD's strided slices
     # activations
     "Sigmoid", "Relu", "LeakyRelu", "HardSwish", "HardSigmoid", "Clip", "Gelu", "Erf", "Mish", "Elu", "Tanh",
     "Softplus",

@@ -19,6 +19,8 @@ from models.yolo import is_segmentation_model
 from utils.general import LOGGER, UserError, check_img_size, colorstr
 from utils.torch_utils import grid_stride, select_device
 
+CPU_HALF_FORMATS = {"openvino", "ncnn", "tflite", "mnn", "coreml"}  # --half without CUDA: fp16/bf16 weights
+INT8_FORMATS = {"onnx", "openvino", "tflite"}
 MAX_BATCH_SIZE = 1024  # the export input is a real tensor: batch 0 crashes the tracer (SIGFPE), huge ones the RAM
 
 
@@ -83,13 +85,13 @@ def export_weights(
     imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
     device = select_device(device)
     cuda_half = half and device.type == "cuda"
-    if half and not cuda_half and set(include) - {"openvino"}:
-        raise UserError("--half for torchscript, onnx and engine needs a CUDA device (--device 0); on CPU --half "
-                        "applies to --include openvino only (bf16 execution)")
+    if half and not cuda_half and set(include) - CPU_HALF_FORMATS:
+        raise UserError(f"--half for torchscript, onnx and engine needs a CUDA device (--device 0); on CPU --half "
+                        f"applies to --include {', '.join(sorted(CPU_HALF_FORMATS))} only")
     if half and dynamic:
         raise UserError("--half and --dynamic cannot be combined; export one or the other")
-    if int8 and not set(include) & {"onnx", "openvino"}:
-        raise UserError("--int8 applies to --include onnx and openvino")
+    if int8 and not set(include) & INT8_FORMATS:
+        raise UserError(f"--int8 applies to --include {', '.join(sorted(INT8_FORMATS))}")
     if int8 and not data:
         data = default_dataset(weights, fallback=None)
     if int8 and not data:
