@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import torch
 
-from models.backends import DetectMultiBackend, newest_trained_weights
+from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
 from models.export import backend_weights
 from utils.boxes import non_max_suppression, scale_boxes
 from utils.checkpoints import strip_optimizer
@@ -74,9 +74,10 @@ def run(
 ) -> Path:
     """Detect objects in ``source`` with ``weights``; returns the results folder (runs/detect/exp{N}). ``update``
     strips the optimizer from the .pt weights afterwards (utils.checkpoints.strip_optimizer), as official."""
-    weights = weights or newest_trained_weights()
+    weights = fetch_weights(weights) or newest_trained_weights()  # a release name (yolov5s.pt) is downloaded first
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
         weights = weights[0]
+    data = data or default_dataset(weights, fallback=None)  # class names: the dataset the weights were trained on
     source = str(source)
     if source.lower().startswith("screen"):
         LoadScreenshots(source)  # official's screen capture: a UserError saying it is not supported

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from models.backends import DetectMultiBackend, default_dataset, newest_trained_weights
+from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
 from models.export import backend_weights
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
@@ -98,7 +98,7 @@ def run(
     if model is not None:
         return _run_in_memory(model, dataloader, data, weights, task, half, verbose, save_json, save_dir, scoring)
     _check_flags(batch_size, conf_thres, iou_thres)
-    weights = _given_weights(weights)
+    weights = fetch_weights(_given_weights(weights))  # a release name (yolov5s.pt) is downloaded first, as official
     data = data or default_dataset(weights, fallback=ROOT / "data/coco8.yaml")  # official CI: val.py without --data
     data, split = _load_split(data, task)
     device = select_device(device, batch_size=batch_size)

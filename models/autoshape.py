@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from models.yolo import check_activation_size
 from utils.augmentations import letterbox
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, increment_path, make_divisible, safe_filename
@@ -108,6 +109,7 @@ class AutoShape(nn.Module):
         return torch.device(device)
 
     def _forward_model(self, x, augment=False):
+        check_activation_size(self.model, x.shape[2:])  # a huge size= or tensor is refused before it allocates
         y = self.model(x, augment=augment)
         return y[0] if isinstance(y, (list, tuple)) else y
 

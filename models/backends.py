@@ -26,8 +26,10 @@ import torch
 import torch.nn as nn
 
 from models.experimental import attempt_load
+from models.yolo import check_activation_size
 from utils.checkpoints import FORMAT, load_checkpoint
 from utils.dataset_yaml import find_dataset_yaml
+from utils.downloads import attempt_download, is_release_asset
 from utils.general import LOGGER, ROOT, UserError, names_dict, yaml_load
 from utils.optional import import_openvino, require
 from utils.script_check import check_onnx_file, check_openvino_ir, load_torchscript
@@ -64,6 +66,16 @@ def newest_trained_weights(runs: str | Path = ROOT / "runs" / "train") -> Path:
     return candidates[-1]
 
 
+def fetch_weights(weights: str | Path | Sequence[str | Path] | None) -> str | Path | Sequence[str | Path] | None:
+    """``weights`` after downloading each missing path that names an official release asset (``yolov5s.pt``, see
+    utils/downloads.py), as official YOLOv5 does before loading; other missing paths are left for the loader to
+    report."""
+    for p in weights if isinstance(weights, (list, tuple)) else [weights]:
+        if p and not Path(p).exists() and is_release_asset(p):
+            attempt_download(p)
+    return weights
+
+
 def checkpoint_dataset(weights: str | Path | Sequence[str | Path]) -> Path | None:
     """The dataset yaml a .pt checkpoint records as trained on (its saved options' ``data``, as train.py and
     official YOLOv5 store them), when that file exists here; None for other formats or when nothing is recorded.
@@ -95,6 +107,18 @@ def default_dataset(weights: str | Path | Sequence[str | Path], fallback: str | 
     if fallback is not None:
         LOGGER.info(f"no --data given and none recorded in the weights: using {fallback}")
     return None if fallback is None else Path(fallback)
+
+
+def names_from_data(names: dict[int, str] | None, data: str | Path | dict | None) -> dict[int, str] | None:
+    """``names``, or the class names of dataset yaml ``data`` where the weights carry none or only placeholders
+    ('0', 'class0', ...) for as many classes."""
+    if not data:
+        return names
+    data_names = names_dict((data if isinstance(data, dict) else yaml_load(find_dataset_yaml(data))).get("names"))
+    placeholder = names and all(v in (str(k), f"class{k}") for k, v in names.items())
+    if data_names and (not names or (placeholder and len(data_names) == len(names))):
+        return data_names
+    return names
 
 
 def _literal(value):
@@ -261,6 +285,7 @@ class DetectMultiBackend(nn.Module):
         super().__init__()
         if isinstance(weights, (list, tuple)) and len(weights) == 1:
             weights = weights[0]
+        fetch_weights(weights)
         w = str(weights[0] if isinstance(weights, (list, tuple)) else weights)
         self.format = "pt" if isinstance(weights, (list, tuple)) else weights_format(w)
         self.pt, self.jit, self.onnx = self.format == "pt", self.format == "torchscript", self.format == "onnx"
@@ -271,6 +296,7 @@ class DetectMultiBackend(nn.Module):
         if dnn:
             LOGGER.warning("WARNING: --dnn (OpenCV DNN) is not supported; using ONNX Runtime for .onnx files")
         self.device = device
+        self.weights = w  # named in runtime errors
         self.fp16 = bool(fp16) and device.type == "cuda"
         self.imgsz = None
         self.model = None
@@ -298,12 +324,7 @@ class DetectMultiBackend(nn.Module):
             meta, graph_imgsz = self._load_engine(w, device)
         if not self.pt and not meta.get("dynamic", False):
             self.imgsz = tuple(meta["imgsz"]) if meta.get("imgsz") else graph_imgsz
-        names = meta.get("names")
-        if data:  # a dataset yaml names the classes when the weights do not (or use placeholder names)
-            data_names = names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
-            placeholder = names and all(v in (str(k), f"class{k}") for k, v in names.items())
-            if data_names and (not names or (placeholder and len(data_names) == len(names))):
-                names = data_names
+        names = names_from_data(meta.get("names"), data)
         self.stride = int(meta.get("stride", 32))
         self.names = names or {i: f"class{i}" for i in range(self._probe_nc())}
         self.nc = len(self.names)
@@ -412,7 +433,19 @@ class DetectMultiBackend(nn.Module):
         y = y[0] if isinstance(y, (list, tuple)) else y
         return y.float()
 
+    RUNTIMES = {"torchscript": "TorchScript", "onnx": "ONNX Runtime", "openvino": "OpenVINO", "engine": "TensorRT"}
+
     def _forward_exported(self, im):
+        try:
+            return self._run_runtime(im)
+        except UserError:
+            raise
+        except Exception as e:  # the runtimes' errors share no base class narrower than Exception
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            raise UserError(f"{self.RUNTIMES[self.format]} could not run {self.weights} on a {tuple(im.shape)} "
+                            f"input: {lines[0][:300]}") from e
+
+    def _run_runtime(self, im):
         if self.jit:
             return self.model(im)
         if self.engine:
@@ -422,11 +455,7 @@ class DetectMultiBackend(nn.Module):
         # the runtimes read a C-contiguous numpy array in place: no copy when the tensor already is one
         x = np.ascontiguousarray(im.detach().cpu().numpy())
         if self.onnx:
-            try:
-                y = self.session.run(self.output_names, {self.input_name: x})[0]
-            except Exception as e:  # ONNX Runtime's errors share no base class narrower than Exception
-                raise UserError(f"ONNX Runtime could not run this model on a {tuple(x.shape)} input: "
-                                f"{str(e).splitlines()[0][:300]}") from e
+            y = self.session.run(self.output_names, {self.input_name: x})[0]
         else:
             y = self.ov_request.infer({0: x})[self.ov_request.model_outputs[0]].copy()  # buffer reused next call
         return torch.from_numpy(y).to(self.device)
@@ -435,6 +464,8 @@ class DetectMultiBackend(nn.Module):
         """One forward pass so first-image timings do not include lazy initialisation."""
         if self.imgsz:
             imgsz = (*imgsz[:2], *self.imgsz)
+        if self.pt:  # a model whose feature maps at this size would take gigabytes is refused before it runs
+            check_activation_size(self.model, imgsz[2:])
         dtype = torch.half if self.fp16 else torch.float
         with torch.inference_mode():
             self.forward(torch.zeros(*imgsz, device=self.device, dtype=dtype))

@@ -9,13 +9,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.backends import default_dataset, export_metadata, newest_trained_weights
+from models.backends import (
+    checkpoint_dataset,
+    default_dataset,
+    export_metadata,
+    fetch_weights,
+    names_from_data,
+    newest_trained_weights,
+)
 from models.experimental import attempt_load
 from models.export.calibration import DEFAULT_CALIB, calibration_images
 from models.export.check import PRECISION_ATOL, check_export
 from models.export.core import Exported, ExportOptions, prepare_model
 from models.export.formats import EXPORTERS, FORMATS, check_formats
-from utils.general import LOGGER, UserError, check_img_size, colorstr
+from models.yolo import check_activation_size
+from utils.general import LOGGER, UserError, check_img_size, colorstr, names_dict
 from utils.torch_utils import grid_stride, select_device
 
 MAX_BATCH_SIZE = 1024  # the export input is a real tensor: batch 0 crashes the tracer (SIGFPE), huge ones the RAM
@@ -76,7 +84,7 @@ def export_weights(
     include = check_formats(include)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise UserError(f"--batch-size {batch_size}: must be a whole number from 1 to {MAX_BATCH_SIZE}")
-    weights = Path(weights or newest_trained_weights())
+    weights = Path(fetch_weights(weights) or newest_trained_weights())
     if not weights.is_file():
         raise UserError(f"--weights {weights}: file not found")
     imgsz = [imgsz] * 2 if isinstance(imgsz, int) else list(imgsz) * (2 if len(imgsz) == 1 else 1)
@@ -98,8 +106,11 @@ def export_weights(
     if "engine" in include and dynamic:
         raise UserError("--include engine builds a fixed-size engine; drop --dynamic")
     model = attempt_load(weights, device=device, inplace=True, fuse=True)
+    # class names for the metadata: the --data yaml's (or the recorded dataset's) where the weights have placeholders
+    model.names = names_from_data(names_dict(model.names), data or checkpoint_dataset(weights)) or model.names
     gs = grid_stride(model)
     imgsz = check_img_size(imgsz, s=gs)
+    check_activation_size(model, imgsz)
     calib_images = calibration_images(data, imgsz, stride=gs, n=calib) if int8 else None
     torch.manual_seed(0)
     im = torch.rand(batch_size, 3, *imgsz, device=device)  # random pixels exercise every output channel
