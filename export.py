@@ -64,7 +64,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
                         help="FP16 export (CUDA); for OpenVINO on CPU: bf16 execution (fp16 where the CPU lacks bf16)")
     parser.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     parser.add_argument("--dynamic", action="store_true", help="ONNX: dynamic batch and image size")
-    parser.add_argument("--simplify", action="store_true", help="ONNX: simplify model (needs onnxsim)")
+    parser.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph (needs onnxslim)")
     parser.add_argument("--opset", type=int, default=None, help=f"ONNX: opset version (default {DEFAULT_OPSET})")
     parser.add_argument("--include", nargs="+", default=["torchscript", "onnx"], help=f"formats: {FORMATS}")
     parser.add_argument("--int8", action="store_true", help="OpenVINO / ONNX: INT8 post-training quantization")

@@ -78,10 +78,29 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
 
 
 def _simplify(model_onnx: Any, prefix: str) -> Any:
+    """``--simplify``: the graph slimmed by onnxslim (as official YOLOv5 after v7.0), else onnxsim where only that is
+    installed; the model unchanged, with a warning saying what to install, when neither is or the tool fails."""
+    onnx = require("onnx", "ONNX export")
+    try:
+        import onnxslim
+    except ImportError:
+        onnxslim = None
+    if onnxslim is not None:
+        try:
+            slimmed = onnxslim.slim(model_onnx)
+            onnx.checker.check_model(slimmed)
+        except Exception as e:  # a tool's failure costs the simplification, not the export
+            LOGGER.warning(f"{prefix} WARNING: onnxslim failed ({str(e).splitlines()[0][:200]}); keeping the graph "
+                           f"as exported")
+            return model_onnx
+        LOGGER.info(f"{prefix} simplified with onnxslim {onnxslim.__version__}: {len(model_onnx.graph.node)} -> "
+                    f"{len(slimmed.graph.node)} nodes")
+        return slimmed
     try:
         import onnxsim
     except ImportError:
-        LOGGER.warning(f"{prefix} WARNING: --simplify needs the onnxsim package, which is not installed; skipped")
+        LOGGER.warning(f"{prefix} WARNING: --simplify needs onnxslim: `pip install onnxslim` (listed in "
+                       f"requirements-extra.txt); exported without simplification")
         return model_onnx
     simplified, ok = onnxsim.simplify(model_onnx)
     if not ok:
