@@ -23,7 +23,7 @@ import torch
 
 from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
 from models.export import backend_weights
-from utils.boxes import non_max_suppression, scale_boxes
+from utils.boxes import filter_detections, non_max_suppression, scale_boxes
 from utils.checkpoints import strip_optimizer
 from utils.dataloaders import LoadScreenshots
 from utils.detection_output import DetectionWriter, count_string
@@ -95,8 +95,12 @@ def run(
             raise UserError(f"--classes {bad}: the model has classes 0-{model.nc - 1}")
     dataset = open_source(source, files, model, imgsz, vid_stride)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
-    nms = partial(non_max_suppression, conf_thres=conf_thres, iou_thres=iou_thres, classes=classes,
-                  agnostic=agnostic_nms, max_det=max_det)
+    if model.nms_in_graph:  # exported with --nms: the file made the detections; only the filters are left here
+        LOGGER.info(f"NMS runs inside the model ({model.nms_in_graph}); --iou-thres and --agnostic-nms are its own")
+        nms = partial(filter_detections, conf_thres=conf_thres, classes=classes, max_det=max_det)
+    else:
+        nms = partial(non_max_suppression, conf_thres=conf_thres, iou_thres=iou_thres, classes=classes,
+                      agnostic=agnostic_nms, max_det=max_det)
     writer = DetectionWriter(save_dir, model.names, save_img=not nosave, save_txt=save_txt, save_conf=save_conf,
                              save_crop=save_crop, view_img=view_img, line_thickness=line_thickness,
                              hide_labels=hide_labels, hide_conf=hide_conf)

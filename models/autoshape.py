@@ -30,7 +30,7 @@ from PIL import Image
 
 from models.yolo import check_activation_size
 from utils.augmentations import letterbox
-from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
+from utils.boxes import filter_detections, non_max_suppression, scale_boxes, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, increment_path, make_divisible, safe_filename
 from utils.plots import Annotator, colors, save_one_box
 from utils.sources import STREAM_PREFIXES, max_image_pixels, oversized_image
@@ -111,6 +111,8 @@ class AutoShape(nn.Module):
     def _forward_model(self, x, augment=False):
         check_activation_size(self.model, x.shape[2:])  # a huge size= or tensor is refused before it allocates
         y = self.model(x, augment=augment)
+        if getattr(self.model, "nms_in_graph", None):
+            return y  # per-image detections
         return y[0] if isinstance(y, (list, tuple)) else y
 
     @torch.inference_mode()
@@ -132,10 +134,13 @@ class AutoShape(nn.Module):
         x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device).float() / 255
         t1 = time_sync()
         with torch.autocast("cuda", enabled=use_amp):
-            pred = self._forward_model(x, augment).float()
+            pred = self._forward_model(x, augment)
         t2 = time_sync()
-        pred = non_max_suppression(pred, self.conf, self.iou, self.classes, self.agnostic, self.multi_label,
-                                   max_det=self.max_det)
+        if getattr(self.model, "nms_in_graph", None):  # exported with --nms: the file made the detections
+            pred = filter_detections(pred, self.conf, self.classes, self.max_det)
+        else:
+            pred = non_max_suppression(pred.float(), self.conf, self.iou, self.classes, self.agnostic,
+                                       self.multi_label, max_det=self.max_det)
         for det, im in zip(pred, originals):
             det[:, :4] = scale_boxes(shape, det[:, :4], im.shape)  # fractional pixels kept, as official
         t3 = time_sync()

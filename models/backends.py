@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from models.experimental import attempt_load
 from models.yolo import check_activation_size
+from utils.boxes import padded_detections
 from utils.checkpoints import FORMAT, load_checkpoint
 from utils.dataset_yaml import find_dataset_yaml
 from utils.downloads import attempt_download, is_release_asset
@@ -37,7 +38,8 @@ from utils.torch_utils import grid_stride
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
 OPENVINO_METADATA = "metadata.yaml"  # file in an OpenVINO model folder (the name official YOLOv5 uses)
-METADATA_KEYS = ("stride", "names", "imgsz", "dynamic", "precision")
+METADATA_KEYS = ("stride", "names", "imgsz", "dynamic", "precision", "nms")
+NMS_SETTINGS = {"conf_thres": float, "iou_thres": float, "topk_per_class": int, "topk_all": int, "agnostic": bool}
 TRUST_ENGINE_ENV = "YOLOV5_TRUST_ENGINE"  # "1": also run .engine files that export.py did not write
 
 
@@ -157,9 +159,11 @@ def read_metadata(raw: dict[str, Any], source: str = "") -> dict[str, Any]:
                     raise ValueError
             elif key == "dynamic":
                 value = bool(value)
+            elif key == "nms":  # export --nms: the settings of the NMS inside the graph
+                value = {k: cast(value[k]) for k, cast in NMS_SETTINGS.items()}
             else:
                 value = str(value)
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, KeyError):
             LOGGER.warning(f"WARNING: {source}: metadata '{key}' = {str(raw[key])[:60]!r} is not readable; ignored")
             continue
         meta[key] = value
@@ -322,6 +326,8 @@ class DetectMultiBackend(nn.Module):
             meta, graph_imgsz = self._load_openvino(w)
         else:
             meta, graph_imgsz = self._load_engine(w, device)
+        # export --nms: the file returns detections (output0, num_dets); forward gives them per image, NMS done
+        self.nms_in_graph = meta.get("nms") if (self.onnx or self.openvino) and meta.get("nms") else None
         if not self.pt and not meta.get("dynamic", False):
             self.imgsz = tuple(meta["imgsz"]) if meta.get("imgsz") else graph_imgsz
         names = names_from_data(meta.get("names"), data)
@@ -413,8 +419,10 @@ class DetectMultiBackend(nn.Module):
         h, w = self.imgsz or (64, 64)
         return self.forward(torch.zeros(1, 3, h, w, device=self.device)).shape[-1] - 5
 
-    def forward(self, im: torch.Tensor, augment: bool = False, visualize: bool | Path = False) -> tuple:
-        """im (N, 3, H, W) float in 0-1 -> predictions (N, cells, 5 + nc) [x, y, w, h, obj, cls...] in pixels."""
+    def forward(self, im: torch.Tensor, augment: bool = False,
+                visualize: bool | Path = False) -> torch.Tensor | list[torch.Tensor]:
+        """im (N, 3, H, W) float in 0-1 -> predictions (N, cells, 5 + nc) [x, y, w, h, obj, cls...] in pixels; for a
+        file exported with --nms (``nms_in_graph``) a list of N (n, 6) [x1, y1, x2, y2, conf, cls] detections."""
         if self.fp16 and im.dtype != torch.float16:
             im = im.half()
         if self.imgsz and tuple(im.shape[2:]) != self.imgsz:
@@ -430,6 +438,8 @@ class DetectMultiBackend(nn.Module):
                 LOGGER.warning("WARNING: --augment and --visualize need .pt weights; ignored for exported models")
                 self._warned_pt_only = True
             y = self._forward_exported(im)
+        if self.nms_in_graph:
+            return padded_detections(*(t.float() for t in y[:2]))
         y = y[0] if isinstance(y, (list, tuple)) else y
         return y.float()
 
@@ -455,10 +465,12 @@ class DetectMultiBackend(nn.Module):
         # the runtimes read a C-contiguous numpy array in place: no copy when the tensor already is one
         x = np.ascontiguousarray(im.detach().cpu().numpy())
         if self.onnx:
-            y = self.session.run(self.output_names, {self.input_name: x})[0]
+            y = self.session.run(self.output_names, {self.input_name: x})
         else:
-            y = self.ov_request.infer({0: x})[self.ov_request.model_outputs[0]].copy()  # buffer reused next call
-        return torch.from_numpy(y).to(self.device)
+            results = self.ov_request.infer({0: x})
+            y = [results[o].copy() for o in self.ov_request.model_outputs]  # buffers are reused next call
+        y = [torch.from_numpy(np.asarray(t)).to(self.device) for t in y]
+        return y if self.nms_in_graph else y[0]
 
     def warmup(self, imgsz: tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:
         """One forward pass so first-image timings do not include lazy initialisation."""

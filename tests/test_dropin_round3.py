@@ -5,6 +5,8 @@ scripts, and the dataset recorded in a checkpoint naming the classes of detect.p
 import http.server
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,18 +14,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import yaml
 
 import detect
 import export
 import train
+import val
 from models.autoshape import AutoShape
-from models.backends import DetectMultiBackend
+from models.backends import DetectMultiBackend, export_metadata
 from models.experimental import model_from_checkpoint
+from models.export import export_model, export_onnx, prepare_model
+from models.export.benchmark import benchmark
 from models.yolo import Model, check_activation_size
 from utils import downloads
+from utils.boxes import non_max_suppression
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
 from utils.general import ROOT, UserError, yaml_load
+from utils.script_check import check_onnx_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 OFFICIAL = FIXTURES / "yolov5n-v7.0.pt"
@@ -194,3 +202,158 @@ def test_detect_and_export_take_the_recorded_dataset_without_data(placeholder_ch
                           conf_thres=0.0, max_det=3, save_crop=True, nosave=True, project=tmp_path, name="d")
     crops = {p.name for p in (save_dir / "crops").iterdir()}
     assert crops and crops <= set(coco.values())  # folders named by coco8's classes, not '0', '17', ...
+
+
+# --- d. NMS inside the exported graph ------------------------------------------------------------------------------
+
+class _PixelHead(nn.Module):
+    """Decoded predictions (B, H*W, 5 + nc) straight from the pixels through a 1x1 convolution: every cell its own
+    box and confidences, continuous in the input, so no two confidences tie (NMS keeps whichever of equal ones
+    comes first, in each runtime its own way) while many boxes overlap."""
+
+    def __init__(self, nc=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 5 + nc, 1)
+        self.names, self.stride = {i: f"c{i}" for i in range(nc)}, torch.tensor([8.0])
+
+    def forward(self, im):
+        y = self.conv(im * 4 - 2).sigmoid().flatten(2).transpose(1, 2)
+        h, w = im.shape[2:]
+        scale = torch.tensor([w, h, 48.0, 48.0], dtype=y.dtype)
+        return torch.cat((y[..., :4] * scale, y[..., 4:]), 2)
+
+
+def _rows(det):
+    det = det.double()
+    for col in (1, 0, 4):  # an order that does not depend on how equal confidences were ordered
+        det = det[det[:, col].argsort(stable=True)]
+    return det
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_nms_inside_onnx_and_openvino_equals_the_projects_nms(tmp_path, agnostic):
+    model = _PixelHead()
+    im = torch.rand(2, 3, 32, 48)
+    settings = dict(conf_thres=0.3, iou_thres=0.5, topk_per_class=1000, topk_all=6, agnostic=agnostic)
+    include = ["onnx"] + (["openvino"] if __import__("importlib").util.find_spec("openvino") else [])
+    files, diffs = export_model(model, im, tmp_path / "m.pt", include=include, nms=settings)
+    assert all(d is not None and d < 1e-3 for d in diffs.values())  # the export's own check against PyTorch
+    with torch.no_grad():
+        expected = non_max_suppression(model(im), 0.3, 0.5, agnostic=agnostic, max_det=1000)
+    assert max(len(x) for x in expected) > 6  # the per-image cap matters
+    expected = [x[:6] for x in expected]
+    for file in files:
+        backend = DetectMultiBackend(file)
+        assert backend.nms_in_graph["topk_all"] == 6 and backend.nms_in_graph["agnostic"] is agnostic
+        got = backend(im)
+        assert [len(x) for x in got] == [len(x) for x in expected]
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(_rows(a), _rows(b), atol=1e-3, rtol=0)
+
+
+@pytest.mark.slow
+def test_detect_val_and_hub_skip_their_nms_for_a_file_with_nms_inside(tmp_path):
+    folder = tmp_path / "w"
+    folder.mkdir()
+    shutil.copy(OFFICIAL, folder / "w.pt")
+    onnx_file = export.run(weights=folder / "w.pt", imgsz=(64, 64), include=["onnx"], nms=True, conf_thres=0.001,
+                           topk_all=7)[0]
+    onnx_graph = __import__("onnx").load(onnx_file)
+    assert [o.name for o in onnx_graph.graph.output] == ["output0", "num_dets"]
+    assert "NonMaxSuppression" in {n.op_type for n in onnx_graph.graph.node}
+    # behaviour on a model that finds boxes everywhere: at most topk_all (7) per image, whatever the callers ask
+    onnx_file = export_model(_PixelHead(nc=80), torch.rand(1, 3, 64, 64), tmp_path / "p.pt", include=["onnx"],
+                             nms=dict(conf_thres=0.001, iou_thres=0.45, topk_per_class=100, topk_all=7,
+                                      agnostic=False))[0][0]
+    backend = DetectMultiBackend(onnx_file)
+    dets = backend(torch.rand(1, 3, 64, 64))
+    assert isinstance(dets, list) and dets[0].shape == (7, 6)
+    hub = AutoShape(backend, verbose=False)
+    hub.conf = 0.0
+    assert len(hub(np.random.randint(0, 255, (64, 64, 3), dtype=np.uint8), size=64).pred[0]) == 7
+    output = val.run(weights=onnx_file, data=ROOT / "data/coco8.yaml", imgsz=64, project=tmp_path, name="v",
+                     plots=False)
+    assert output.results.map50_95 >= 0
+    save_dir = detect.run(weights=onnx_file, source=ROOT / "data/images/bus.jpg", imgsz=(64, 64), conf_thres=0.0,
+                          save_txt=True, save_conf=True, nosave=True, project=tmp_path, name="d")
+    assert len((save_dir / "labels" / "bus.txt").read_text().splitlines()) == 7
+
+
+def test_onnx_checks_bound_value_dependent_sizes_and_still_refuse_unbounded_ones(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    def graph(nodes, out):
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)])
+        path = tmp_path / f"{out}.onnx"
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return path
+
+    # NonZero (value-dependent count, bounded by its input) feeding a Gather: accepted
+    half = helper.make_node("Constant", [], ["half"], value=helper.make_tensor("h", TensorProto.FLOAT, [], [0.5]))
+    bounded = graph([half, helper.make_node("Greater", ["images", "half"], ["mask"]),
+                     helper.make_node("NonZero", ["mask"], ["idx"]),
+                     helper.make_node("Cast", ["idx"], ["out"], to=TensorProto.FLOAT)], "out")
+    check_onnx_file(bounded)
+    # the same count then sizing a ConstantOfShape of count x 10^6: refused
+    unbounded = graph([half, helper.make_node("Greater", ["images", "half"], ["mask"]),
+                       helper.make_node("NonZero", ["mask"], ["idx"]),
+                       helper.make_node("Shape", ["idx"], ["n"]),
+                       helper.make_node("ConstantOfShape", ["n"], ["big"]),
+                       helper.make_node("Cast", ["big"], ["out2"], to=TensorProto.FLOAT)], "out2")
+    with pytest.raises(UserError, match="ConstantOfShape .* whose size cannot be worked out before running"):
+        check_onnx_file(unbounded)
+
+
+# --- e. --simplify with onnxslim ------------------------------------------------------------------------------------
+
+def test_simplified_onnx_gives_the_same_outputs(tmp_path, warnings_log, monkeypatch):
+    pytest.importorskip("onnxslim")
+    model = prepare_model(Model("yolov5n.yaml"))
+    im = torch.rand(1, 3, 64, 64)
+    metadata = export_metadata(model, (64, 64))
+    plain = export_onnx(model, im, tmp_path / "plain.onnx", metadata)
+    slim = export_onnx(model, im, tmp_path / "slim.onnx", metadata, simplify=True)
+    onnx = __import__("onnx")
+    assert len(onnx.load(slim).graph.node) < len(onnx.load(plain).graph.node)
+    x = torch.rand(1, 3, 64, 64)
+    torch.testing.assert_close(DetectMultiBackend(slim)(x), DetectMultiBackend(plain)(x), atol=1e-4, rtol=0)
+    monkeypatch.setitem(__import__("sys").modules, "onnxslim", None)
+    monkeypatch.setitem(__import__("sys").modules, "onnxsim", None)
+    with warnings_log() as log:
+        export_onnx(model, im, tmp_path / "again.onnx", metadata, simplify=True)
+    assert any("pip install onnxslim" in line for line in log.lines)
+
+
+# --- f. benchmarks.py -------------------------------------------------------------------------------------------------
+
+def test_benchmarks_script_and_package_share_the_name_without_confusion():
+    import benchmarks
+    import benchmarks.ablate  # the measurement scripts' package still imports
+
+    assert Path(benchmarks.__file__).parent.name == "benchmarks" and benchmarks.run is benchmark
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks.py"), "--help"], capture_output=True, text=True,
+                         cwd="/", timeout=120)
+    assert out.returncode == 0 and "--hard-fail" in out.stdout and "--pt-only" in out.stdout
+
+
+@pytest.mark.slow
+def test_benchmarks_table_and_hard_fail_floor(tmp_path, info_log):
+    weights = tmp_path / "yolov5n.pt"
+    shutil.copy(OFFICIAL, weights)
+    with info_log() as log:
+        rows = benchmark(weights=weights, imgsz=64, data=ROOT / "data/coco8.yaml", pt_only=True, hard_fail=-1)
+    assert [r.format for r in rows] == ["PyTorch"] and rows[0].size_mb == pytest.approx(3.9, abs=0.1)
+    assert rows[0].map50_95 is not None and rows[0].inference_ms > 0
+    table = next(line for line in log.lines if "Benchmarks complete" in line)
+    assert "Format" in table and "Size (MB)" in table and "mAP50-95" in table and "Inference time (ms)" in table
+    rows = benchmark(weights=weights, imgsz=64, test=True)  # exports only: every available format, no numbers
+    assert rows[1].format == "TorchScript" and rows[1].size_mb > 1 and rows[1].map50_95 is None
+    out = subprocess.run([sys.executable, "benchmarks.py", "--weights", str(weights), "--img", "64", "--pt-only",
+                          "--data", "data/coco8.yaml", "--hard-fail", "0.29"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1].startswith("ERROR: HARD FAIL: mAP50-95 < floor 0.29: PyTorch")

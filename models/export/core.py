@@ -39,6 +39,7 @@ class ExportOptions:
     simplify: bool = False  # ONNX: slim the graph with onnxslim
     half: bool = False  # OpenVINO: fp16 weights, bf16 execution; TensorRT: an fp16 engine
     calib: list[np.ndarray] | None = None  # INT8 calibration images: adds <stem>_int8.onnx, makes OpenVINO INT8
+    nms: dict[str, Any] | None = None  # ONNX / OpenVINO: NMS inside the graph, these settings (export/nms.py)
 
 
 class Exported(NamedTuple):

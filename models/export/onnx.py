@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from models.backends import metadata_strings
 from models.export.core import Exported, ExportOptions, quiet_tracer, report_unwritable, save_export
+from models.export.nms import NMS_OUTPUTS, NMSModel
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import require
 
@@ -47,9 +48,13 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
         used = sorted(k for k, v in module_opsets(model).items() if v > opset)
         raise UserError(f"--opset {opset} cannot express {', '.join(used)}; use --opset {need} or higher")
     LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} opset {opset}...")
+    in_graph_nms = isinstance(model, NMSModel)
+    output_names = list(NMS_OUTPUTS) if in_graph_nms else ["output0"]
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+        if in_graph_nms:
+            dynamic_axes.update(output0={0: "batch"}, num_dets={0: "batch"})
     buffer = io.BytesIO()  # in memory: a disk error is reported as one, not as an opset problem
     try:
         with quiet_tracer():
@@ -61,7 +66,7 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
                 opset_version=opset,
                 do_constant_folding=True,
                 input_names=["images"],
-                output_names=["output0"],
+                output_names=output_names,
                 dynamic_axes=dynamic_axes,
             )
     except Exception as e:
@@ -165,6 +170,8 @@ def onnx_exports(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[
     onnx_file = export_onnx(model, im, file, metadata, opset=options.opset, dynamic=options.dynamic,
                             simplify=options.simplify)
     exported = [Exported(onnx_file, metadata["precision"])]
-    if options.calib is not None:
+    if options.calib is not None and isinstance(model, NMSModel):
+        LOGGER.warning("WARNING: --int8 ONNX is not made for a model with NMS inside (--nms); skipped")
+    elif options.calib is not None:
         exported.append(Exported(export_onnx_int8(onnx_file, options.calib), "int8"))
     return exported
