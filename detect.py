@@ -74,10 +74,9 @@ def run(
 ) -> Path:
     """Detect objects in ``source`` with ``weights``; returns the results folder (runs/detect/exp{N}). ``update``
     strips the optimizer from the .pt weights afterwards (utils.checkpoints.strip_optimizer), as official."""
-    weights = fetch_weights(weights) or newest_trained_weights()  # a release name (yolov5s.pt) is downloaded first
+    weights = weights or newest_trained_weights()
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
         weights = weights[0]
-    data = data or default_dataset(weights, fallback=None)  # class names: the dataset the weights were trained on
     source = str(source)
     if source.lower().startswith("screen"):
         LoadScreenshots(source)  # official's screen capture: a UserError saying it is not supported
@@ -85,6 +84,8 @@ def run(
         raise UserError(f"--imgsz {' '.join(map(str, imgsz))}: give one size (square) or two (height width)")
     stream = is_stream_source(source)
     files = None if stream else list_source_files(source)  # a bad source fails before the model loads
+    fetch_weights(weights)  # a missing release name (yolov5s.pt) is downloaded, as official
+    data = data or default_dataset(weights, fallback=None)  # class names: the dataset the weights were trained on
 
     model, imgsz = load_model(weights, imgsz, device, half=half, dnn=dnn, data=data, backend=backend, project=project)
     if not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
