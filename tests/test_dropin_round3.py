@@ -172,6 +172,10 @@ def test_scripts_fetch_a_missing_release_name_before_checking_the_path(release, 
     save_dir = detect.run(weights=[str(target)], source=ROOT / "data/images", imgsz=(64, 64), nosave=True,
                           project=tmp_path / "runs", name="d")
     assert target.is_file() and save_dir.is_dir()
+    target.unlink()
+    val.run(weights=str(target), data=ROOT / "data/coco8.yaml", imgsz=64, project=tmp_path / "runs", name="v",
+            plots=False)
+    assert target.is_file()
     release.files = {}
     with pytest.raises(UserError, match=r"--weights \S*best.pt: file not found"):
         DetectMultiBackend(str(tmp_path / "best.pt"))  # not a release name: never fetched

@@ -113,6 +113,7 @@ def export_weights(
         raise UserError("--half and --dynamic cannot be combined; export one or the other")
     if int8 and not set(include) & {"onnx", "openvino"}:
         raise UserError("--int8 applies to --include onnx and openvino")
+    data_given = bool(data)
     if int8 and not data:
         data = default_dataset(weights, fallback=None)
     if int8 and not data:
@@ -122,8 +123,8 @@ def export_weights(
     if "engine" in include and dynamic:
         raise UserError("--include engine builds a fixed-size engine; drop --dynamic")
     model = attempt_load(weights, device=device, inplace=True, fuse=True)
-    # class names for the metadata: the --data yaml's (or the recorded dataset's) where the weights have placeholders
-    model.names = names_from_data(names_dict(model.names), data or checkpoint_dataset(weights)) or model.names
+    if not data_given:  # metadata class names from the dataset the weights record, where their own are placeholders
+        model.names = names_from_data(names_dict(model.names), checkpoint_dataset(weights)) or model.names
     gs = grid_stride(model)
     imgsz = check_img_size(imgsz, s=gs)
     check_activation_size(model, imgsz)
