@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 import torch
 
-from models.backends import DetectMultiBackend, newest_trained_weights
+from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
 from models.prediction import load_model, log_summary, open_source, strip_weights
-from utils.boxes import non_max_suppression, scale_boxes
+from utils.boxes import filter_detections, non_max_suppression, scale_boxes
 from utils.dataloaders import LoadScreenshots
 from utils.detection_output import DetectionWriter, count_string
 from utils.general import (
@@ -93,6 +93,8 @@ def run(
         check_slice_settings(slice_size, slice_overlap, slice_merge)
     stream = is_stream_source(source)
     files = None if stream else list_source_files(source)  # a bad source fails before the model loads
+    fetch_weights(weights)  # a missing release name (yolov5s.pt) is downloaded, as official
+    data = data or default_dataset(weights, fallback=None)  # class names: the dataset the weights were trained on
 
     model, imgsz = load_model(weights, imgsz, device, half=half, dnn=dnn, data=data, backend=backend, project=project)
     if model.segmentation:
@@ -105,8 +107,12 @@ def run(
             raise UserError(f"--classes {bad}: the model has classes 0-{model.nc - 1}")
     dataset = open_source(source, files, model, imgsz, vid_stride)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok, mkdir=True)
-    nms = partial(non_max_suppression, conf_thres=conf_thres, iou_thres=iou_thres, classes=classes,
-                  agnostic=agnostic_nms, max_det=max_det)
+    if model.nms_in_graph:  # exported with --nms: the file made the detections; only the filters are left here
+        LOGGER.info(f"NMS runs inside the model ({model.nms_in_graph}); --iou-thres and --agnostic-nms are its own")
+        nms = partial(filter_detections, conf_thres=conf_thres, classes=classes, max_det=max_det)
+    else:
+        nms = partial(non_max_suppression, conf_thres=conf_thres, iou_thres=iou_thres, classes=classes,
+                      agnostic=agnostic_nms, max_det=max_det)
     writer = DetectionWriter(save_dir, model.names, save_img=not nosave, save_txt=save_txt, save_conf=save_conf,
                              save_crop=save_crop, view_img=view_img, line_thickness=line_thickness,
                              hide_labels=hide_labels, hide_conf=hide_conf)

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from models.experimental import attempt_load  # noqa: E402
-from models.yolo import Model  # noqa: E402
+from models.yolo import Model, check_activation_size  # noqa: E402
 from utils.amp import AMP_CHOICES, AmpPolicy, check_amp, select_amp  # noqa: E402
 from utils.autoanchor import check_anchors  # noqa: E402
 from utils.autobatch import FALLBACK_BATCH_SIZE, autobatch  # noqa: E402
@@ -72,7 +72,12 @@ from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
 from utils.results_csv import start_results_csv  # noqa: E402
-from utils.resume import load_optimizer_state, load_resume_state, load_resumed_weights  # noqa: E402
+from utils.resume import (  # noqa: E402
+    check_option_bounds,
+    load_optimizer_state,
+    load_resume_state,
+    load_resumed_weights,
+)
 from utils.torch_utils import LOCAL_RANK, RANK, WORLD_SIZE, ModelEMA, de_parallel, grid_stride, select_device  # noqa: E402
 from utils.training import (  # noqa: E402  # noqa: E402
     NBS,
@@ -198,6 +203,7 @@ def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: C
     model, amp = build_model(opt, ckpt, nc, names, device, anchors=hyp.get("anchors"))
     gs = grid_stride(model)
     imgsz = check_img_size(opt.imgsz, gs, floor=gs * 2)
+    check_activation_size(model, imgsz)  # per image; the batch size is the user's to choose
     # AutoBatch: single process (main() refuses it under DDP); opt keeps -1, the chosen size lives in the state
     batch_size = autobatch(model, imgsz, device, amp) if opt.batch_size == -1 else opt.batch_size
     optimizer, lf, hyp = build_optimization(model, opt, hyp, batch_size)
@@ -706,6 +712,7 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argpars
             raise UserError(f"--batch-size must be at least 1 (or -1 for AutoBatch), got {opt.batch_size}")
         if opt.workers < 0:
             raise UserError(f"--workers must be 0 (load in the main process) or more, got {opt.workers}")
+        check_option_bounds({k: v for k, v in vars(opt).items() if not (k == "batch_size" and v == -1)})
         if opt.evolve is not None:
             if opt.evolve < 1:
                 raise UserError(f"--evolve needs at least 1 generation, got {opt.evolve}")

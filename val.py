@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from models.backends import DetectMultiBackend, default_dataset, newest_trained_weights
+from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
 from models.export import backend_weights
 from utils.boxes import non_max_suppression
 from utils.dataloaders import create_dataloader
@@ -109,7 +109,7 @@ def run(
     _check_flags(batch_size, conf_thres, iou_thres)
     if slice_size:
         check_slice_settings(slice_size, slice_overlap, slice_merge)
-    weights = _given_weights(weights)
+    weights = fetch_weights(_given_weights(weights))  # a release name (yolov5s.pt) is downloaded first, as official
     data = data or default_dataset(weights, fallback=ROOT / "data/coco8.yaml")  # official CI: val.py without --data
     data, split = _load_split(data, task)
     device = select_device(device, batch_size=batch_size)

@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from models.yolo import is_segmentation_model
+from models.yolo import check_activation_size, is_segmentation_model
 from utils.augmentations import letterbox
-from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
+from utils.boxes import filter_detections, non_max_suppression, scale_boxes, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, increment_path, make_divisible, safe_filename
 from utils.masks import overlay_masks, process_mask_native
 from utils.plots import Annotator, colors, save_one_box
@@ -115,8 +115,12 @@ class AutoShape(nn.Module):
         return torch.device(device)
 
     def _forward_model(self, x, augment=False):
-        """Predictions, or (predictions, prototypes) for segmentation weights."""
+        """Predictions; (predictions, prototypes) for segmentation weights; per-image detections for a file
+        exported with --nms."""
+        check_activation_size(self.model, x.shape[2:])  # a huge size= or tensor is refused before it allocates
         y = self.model(x, augment=augment)
+        if getattr(self.model, "nms_in_graph", None):
+            return y  # per-image detections
         if self.segmentation and isinstance(y, (list, tuple)) and len(y) > 1 and getattr(y[1], "ndim", 0) == 4:
             return y[0], y[1]
         return y[0] if isinstance(y, (list, tuple)) else y
@@ -148,11 +152,13 @@ class AutoShape(nn.Module):
         t1 = time_sync()
         with torch.autocast("cuda", enabled=use_amp):
             y = self._forward_model(x, augment)
-        pred, proto = (y[0].float(), y[1].float()) if isinstance(y, tuple) else (y.float(), None)
         t2 = time_sync()
-        nm = 0 if proto is None else proto.shape[1]
-        pred = non_max_suppression(pred, self.conf, self.iou, self.classes, self.agnostic, self.multi_label,
-                                   max_det=self.max_det, nm=nm)
+        if getattr(self.model, "nms_in_graph", None):  # exported with --nms: the file made the detections
+            pred, proto = filter_detections(y, self.conf, self.classes, self.max_det), None
+        else:
+            pred, proto = (y[0].float(), y[1].float()) if isinstance(y, tuple) else (y.float(), None)
+            pred = non_max_suppression(pred, self.conf, self.iou, self.classes, self.agnostic, self.multi_label,
+                                       max_det=self.max_det, nm=0 if proto is None else proto.shape[1])
         masks = None if proto is None else []
         for i, (det, im) in enumerate(zip(pred, originals)):
             det[:, :4] = scale_boxes(shape, det[:, :4], im.shape)  # fractional pixels kept, as official

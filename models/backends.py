@@ -28,9 +28,11 @@ import torch.nn as nn
 
 from models.edge_runtimes import EDGE_RUNTIMES, edge_format
 from models.experimental import attempt_load
-from models.yolo import is_segmentation_model
+from models.yolo import check_activation_size, is_segmentation_model
+from utils.boxes import padded_detections
 from utils.checkpoints import FORMAT, load_checkpoint
 from utils.dataset_yaml import find_dataset_yaml
+from utils.downloads import attempt_download, is_release_asset
 from utils.general import LOGGER, ROOT, UserError, names_dict, yaml_load
 from utils.optional import import_openvino, require
 from utils.script_check import check_onnx_file, check_openvino_ir, load_torchscript
@@ -38,7 +40,8 @@ from utils.torch_utils import grid_stride
 
 EXPORT_METADATA_KEY = "config.txt"  # TorchScript extra-file name holding the json metadata written by export.py
 OPENVINO_METADATA = "metadata.yaml"  # file in an OpenVINO model folder (the name official YOLOv5 uses)
-METADATA_KEYS = ("stride", "names", "imgsz", "dynamic", "precision")
+METADATA_KEYS = ("stride", "names", "imgsz", "dynamic", "precision", "nms")
+NMS_SETTINGS = {"conf_thres": float, "iou_thres": float, "topk_per_class": int, "topk_all": int, "agnostic": bool}
 TRUST_ENGINE_ENV = "YOLOV5_TRUST_ENGINE"  # "1": also run .engine files that export.py did not write
 
 
@@ -69,6 +72,16 @@ def newest_trained_weights(runs: str | Path = ROOT / "runs" / "train") -> Path:
         )
     LOGGER.info(f"no --weights given: using the newest trained model {candidates[-1]}")
     return candidates[-1]
+
+
+def fetch_weights(weights: str | Path | Sequence[str | Path] | None) -> str | Path | Sequence[str | Path] | None:
+    """``weights`` after downloading each missing path that names an official release asset (``yolov5s.pt``, see
+    utils/downloads.py), as official YOLOv5 does before loading; other missing paths are left for the loader to
+    report."""
+    for p in weights if isinstance(weights, (list, tuple)) else [weights]:
+        if p and not Path(p).exists() and is_release_asset(p):
+            attempt_download(p)
+    return weights
 
 
 def checkpoint_dataset(weights: str | Path | Sequence[str | Path]) -> Path | None:
@@ -102,6 +115,18 @@ def default_dataset(weights: str | Path | Sequence[str | Path], fallback: str | 
     if fallback is not None:
         LOGGER.info(f"no --data given and none recorded in the weights: using {fallback}")
     return None if fallback is None else Path(fallback)
+
+
+def names_from_data(names: dict[int, str] | None, data: str | Path | dict | None) -> dict[int, str] | None:
+    """``names``, or the class names of dataset yaml ``data`` where the weights carry none or only placeholders
+    ('0', 'class0', ...) for as many classes."""
+    if not data:
+        return names
+    data_names = names_dict((data if isinstance(data, dict) else yaml_load(find_dataset_yaml(data))).get("names"))
+    placeholder = names and all(v in (str(k), f"class{k}") for k, v in names.items())
+    if data_names and (not names or (placeholder and len(data_names) == len(names))):
+        return data_names
+    return names
 
 
 def _literal(value):
@@ -140,9 +165,11 @@ def read_metadata(raw: dict[str, Any], source: str = "") -> dict[str, Any]:
                     raise ValueError
             elif key == "dynamic":
                 value = bool(value)
+            elif key == "nms":  # export --nms: the settings of the NMS inside the graph
+                value = {k: cast(value[k]) for k, cast in NMS_SETTINGS.items()}
             else:
                 value = str(value)
-        except (TypeError, ValueError, AttributeError):
+        except (TypeError, ValueError, AttributeError, KeyError):
             LOGGER.warning(f"WARNING: {source}: metadata '{key}' = {str(raw[key])[:60]!r} is not readable; ignored")
             continue
         meta[key] = value
@@ -272,6 +299,7 @@ class DetectMultiBackend(nn.Module):
         super().__init__()
         if isinstance(weights, (list, tuple)) and len(weights) == 1:
             weights = weights[0]
+        fetch_weights(weights)
         w = str(weights[0] if isinstance(weights, (list, tuple)) else weights)
         self.format = "pt" if isinstance(weights, (list, tuple)) else weights_format(w)
         self.pt, self.jit, self.onnx = self.format == "pt", self.format == "torchscript", self.format == "onnx"
@@ -283,6 +311,7 @@ class DetectMultiBackend(nn.Module):
         if dnn:
             LOGGER.warning("WARNING: --dnn (OpenCV DNN) is not supported; using ONNX Runtime for .onnx files")
         self.device = device
+        self.weights = w  # named in runtime errors
         self.fp16 = bool(fp16) and device.type == "cuda"
         self.imgsz = None
         self.model = None
@@ -314,14 +343,11 @@ class DetectMultiBackend(nn.Module):
             meta, graph_imgsz = read_metadata(self.edge.raw_metadata, w), self.edge.imgsz
         else:
             meta, graph_imgsz = self._load_engine(w, device)
+        # export --nms: the file returns detections (output0, num_dets); forward gives them per image, NMS done
+        self.nms_in_graph = meta.get("nms") if (self.onnx or self.openvino) and meta.get("nms") else None
         if not self.pt and not meta.get("dynamic", False):
             self.imgsz = tuple(meta["imgsz"]) if meta.get("imgsz") else graph_imgsz
-        names = meta.get("names")
-        if data:  # a dataset yaml names the classes when the weights do not (or use placeholder names)
-            data_names = names_dict(yaml_load(find_dataset_yaml(data)).get("names"))
-            placeholder = names and all(v in (str(k), f"class{k}") for k, v in names.items())
-            if data_names and (not names or (placeholder and len(data_names) == len(names))):
-                names = data_names
+        names = names_from_data(meta.get("names"), data)
         self.stride = int(meta.get("stride", 32))
         self.names = names or {i: f"class{i}" for i in range(self._probe_nc())}
         self.nc = len(self.names)
@@ -414,10 +440,11 @@ class DetectMultiBackend(nn.Module):
         y = self.forward(torch.zeros(1, 3, h, w, device=self.device))
         return y[0].shape[-1] - 5 - y[1].shape[1] if self.segmentation else y.shape[-1] - 5
 
-    def forward(self, im: torch.Tensor, augment: bool = False,
-                visualize: bool | Path = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, im: torch.Tensor, augment: bool = False, visualize: bool | Path = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]:
         """im (N, 3, H, W) float in 0-1 -> predictions (N, cells, 5 + nc) [x, y, w, h, obj, cls...] in pixels;
-        segmentation weights: (predictions (N, cells, 5 + nc + nm) with raw mask coefficients, proto)."""
+        segmentation weights: (predictions (N, cells, 5 + nc + nm) with raw mask coefficients, proto); a file
+        exported with --nms (``nms_in_graph``): a list of N (n, 6) [x1, y1, x2, y2, conf, cls] detections."""
         if self.fp16 and im.dtype != torch.float16:
             im = im.half()
         if self.imgsz and tuple(im.shape[2:]) != self.imgsz:
@@ -433,6 +460,8 @@ class DetectMultiBackend(nn.Module):
                 LOGGER.warning("WARNING: --augment and --visualize need .pt weights; ignored for exported models")
                 self._warned_pt_only = True
             y = self._forward_exported(im)
+        if self.nms_in_graph:
+            return padded_detections(*(t.float() for t in y[:2]))
         if self.jit and isinstance(y, (list, tuple)) and len(y) == 2 and getattr(y[1], "ndim", 0) == 4:
             self.segmentation = True  # a traced Segment model returns (pred, proto)
         if self.segmentation:
@@ -440,7 +469,20 @@ class DetectMultiBackend(nn.Module):
         y = y[0] if isinstance(y, (list, tuple)) else y
         return y.float()
 
+    RUNTIMES = {"torchscript": "TorchScript", "onnx": "ONNX Runtime", "openvino": "OpenVINO", "engine": "TensorRT"}
+
     def _forward_exported(self, im):
+        try:
+            return self._run_runtime(im)
+        except UserError:
+            raise
+        except Exception as e:  # the runtimes' errors share no base class narrower than Exception
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            runtime = self.RUNTIMES.get(self.format, self.format)
+            raise UserError(f"{runtime} could not run {self.weights} on a {tuple(im.shape)} input: "
+                            f"{lines[0][:300]}") from e
+
+    def _run_runtime(self, im):
         if self.jit:
             return self.model(im)
         if self.engine:
@@ -452,22 +494,14 @@ class DetectMultiBackend(nn.Module):
         if self.edge is not None:
             return torch.from_numpy(self.edge(x)).to(self.device)
         if self.onnx:
-            try:
-                y = self.session.run(self.output_names, {self.input_name: x})
-            except Exception as e:  # ONNX Runtime's errors share no base class narrower than Exception
-                raise UserError(f"ONNX Runtime could not run this model on a {tuple(x.shape)} input: "
-                                f"{str(e).splitlines()[0][:300]}") from e
-            y = y[:2] if self.segmentation else y[0]
+            y = self.session.run(self.output_names, {self.input_name: x})
         else:
             results = self.ov_request.infer({0: x})
-            outputs = self.ov_request.model_outputs
-            if self.segmentation:
-                y = [results[outputs[0]].copy(), results[outputs[1]].copy()]  # buffers reused next call
-            else:
-                y = results[outputs[0]].copy()
+            y = [results[o].copy() for o in self.ov_request.model_outputs]  # buffers are reused next call
+        y = [torch.from_numpy(np.asarray(t)).to(self.device) for t in y]
         if self.segmentation:
-            return [torch.from_numpy(t).to(self.device) for t in y]
-        return torch.from_numpy(y).to(self.device)
+            return y[:2]  # (pred, proto)
+        return y if self.nms_in_graph else y[0]
 
     def warmup(self, imgsz: tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:
         """One forward pass so first-image timings do not include lazy initialisation; skipped on a CPU, as official
@@ -477,6 +511,8 @@ class DetectMultiBackend(nn.Module):
             return
         if self.imgsz:
             imgsz = (*imgsz[:2], *self.imgsz)
+        if self.pt:  # a model whose feature maps at this size would take gigabytes is refused before it runs
+            check_activation_size(self.model, imgsz[2:])
         dtype = torch.half if self.fp16 else torch.float
         with torch.inference_mode():
             self.forward(torch.zeros(*imgsz, device=self.device, dtype=dtype))

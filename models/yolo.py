@@ -54,6 +54,13 @@ MAX_LAYERS = 1000  # backbone + head rows
 # still describe a model of billions (12 x Conv(8192, 8192, 3) is 29 GB), so each layer is counted on the meta
 # device (no memory) before it is built. YOLOV5_MAX_PARAMS raises the limit for a model that really is larger.
 MAX_PARAMS = 500_000_000
+# Feature-map values of one image summed over every layer's output (4 bytes each in fp32): yolov5x has 105 per input
+# pixel (43M at 640 px), yolov5x6 at 1536 px ~300M. Few parameters can still describe maps of many gigabytes
+# (Conv(3, 8192, 1) at stride 1, an Upsample by 1000), so parse_model runs the layers' meta-device twins (shapes, no
+# memory) on a 640 px image and refuses a model over the limit before anything runs; detect, val, train, export
+# and the hub check the same per-image count at the chosen size. YOLOV5_MAX_ACTIVATIONS raises the limit.
+MAX_ACTIVATIONS = 2_000_000_000
+ACTIVATION_PROBE = 640  # the image size parse_model checks the feature maps at (the default --imgsz)
 
 # depth_multiple, width_multiple of the five official scales
 SCALES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0), "x": (1.33, 1.25)}
@@ -257,8 +264,9 @@ class Model(nn.Module):
 
     @torch.no_grad()  # shapes only: no autograd graph to record (BatchNorm still updates its running stats)
     def _dry_run(self, x):
-        """Forward layer by layer in train mode, turning a failure into an error that names the layer."""
-        y = []
+        """Forward layer by layer in train mode, turning a failure into an error that names the layer; measures the
+        feature-map values per input pixel (``feature_values_per_pixel``, see check_activation_size)."""
+        y, values, pixels = [], 0, x.shape[0] * x.shape[-2] * x.shape[-1]
         for m in self.model:
             x = layer_input(m, x, y)
             if isinstance(m, common.Concat):
@@ -281,6 +289,8 @@ class Model(nn.Module):
                     f"that. Fix the row's arguments, or the module's yaml_args (see models/layers.py)"
                 )
             y.append(x)
+            values += _output_values(x)
+        self.feature_values_per_pixel = values / pixels
         return x
 
     def _forward_augment(self, x):
@@ -591,6 +601,8 @@ def _parse_layers(d, ch):
     layers, save, c2 = [], [], ch[-1]
     consumed = set()
     total, limit = 0, max_params()
+    probe = _FeatureMapProbe(ch[0], max_activations())
+    meta_layers = []  # run for their feature-map sizes once every layer has passed the parameter bound
     modules = registered_modules()
     rows = d["backbone"] + d["head"]
     for i, row in enumerate(rows):
@@ -655,8 +667,10 @@ def _parse_layers(d, ch):
         if not isinstance(c2, int) or not 0 < c2 <= MAX_CHANNELS:
             raise UserError(f"layer {i} {name}: {c2} output channels (after width_multiple); at most {MAX_CHANNELS}")
         weights_before = total
-        total += _meta_weight_count(cls, args, n) or 0
+        meta_layer = _meta_layer(cls, args, n)
+        total += _weight_count(meta_layer) if meta_layer is not None else 0
         _check_weight_count(total, limit, i, name)
+        meta_layers.append((meta_layer, f, i, name))
         try:
             m_ = _build_layer(cls, args, n)
         except Exception as e:
@@ -673,6 +687,8 @@ def _parse_layers(d, ch):
         if i == 0:
             ch = []
         ch.append(c2)
+    for layer in meta_layers:
+        probe.add(*layer)
     unused = [j for j in range(len(rows) - 1) if j not in consumed]
     if unused:
         names = ", ".join(f"{j} ({rows[j][2]})" for j in unused)
@@ -701,14 +717,75 @@ def _weight_count(module: nn.Module) -> int:
     return sum(x.numel() for x in module.parameters()) + sum(x.numel() for x in module.buffers())
 
 
-def _meta_weight_count(cls: type, args: list, n: int) -> int | None:
-    """The weights of a layer counted on the meta device, which allocates nothing; None where the layer cannot be
-    built there (its real build then reports the error, or is counted after it)."""
+def _meta_layer(cls: type, args: list, n: int) -> nn.Module | None:
+    """The layer built on the meta device, which allocates nothing, to count its weights and run it for shapes;
+    None where the layer cannot be built there (its real build then reports the error, or is counted after it)."""
     try:
         with torch.device("meta"):
-            return _weight_count(_build_layer(cls, args, n))
+            return _build_layer(cls, args, n)
     except Exception:
         return None
+
+
+def max_activations() -> int:
+    """The most feature-map values one image may produce across the layers: YOLOV5_MAX_ACTIVATIONS, else
+    MAX_ACTIVATIONS."""
+    value = os.environ.get("YOLOV5_MAX_ACTIVATIONS", "").strip()
+    if not value:
+        return MAX_ACTIVATIONS
+    if not value.isdigit() or int(value) < 1:
+        raise UserError(f"YOLOV5_MAX_ACTIVATIONS must be a positive whole number of values, got {value!r:.40}")
+    return int(value)
+
+
+def _output_values(x: Any) -> int:
+    return sum(t.numel() for t in (x if isinstance(x, (list, tuple)) else [x]) if isinstance(t, torch.Tensor))
+
+
+class _FeatureMapProbe:
+    """Runs the meta-device twin of each parsed layer on an ACTIVATION_PROBE-sized meta image as the layers come,
+    adding up the output sizes, and refuses the layer that takes them over ``limit``. A layer that cannot run on the
+    meta device ends the probe (the real dry run then reports any structural error)."""
+
+    def __init__(self, ch: int, limit: int) -> None:
+        self.limit, self.total, self.outputs, self.alive = limit, 0, [], True
+        self.x = torch.empty(1, ch, ACTIVATION_PROBE, ACTIVATION_PROBE, device="meta")
+
+    def add(self, layer: nn.Module | None, f: int | list[int], i: int, name: str) -> None:
+        if not self.alive or layer is None:
+            self.alive = False
+            return
+        layer.f = f
+        try:
+            with torch.no_grad():
+                x = layer(layer_input(layer, self.x, self.outputs))
+        except Exception:
+            self.alive = False
+            return
+        self.total += _output_values(x)
+        self.outputs.append(x)
+        self.x = x
+        if self.total > self.limit:
+            raise UserError(f"model yaml: layer {i} {name} brings the feature maps of one {ACTIVATION_PROBE} px image "
+                            f"to {self.total:,} values, over the {self.limit:,} limit ({_gb(self.total)} in fp32; "
+                            f"yolov5x has 43M); set YOLOV5_MAX_ACTIVATIONS to build a larger model")
+
+
+def _gb(values: float) -> str:
+    return f"{values * 4 / 1e9:.1f} GB"
+
+
+def check_activation_size(model: nn.Module, imgsz: int | Sequence[int]) -> None:
+    """Refuse, before it runs, a model whose feature maps for one ``imgsz`` (h, w) image would exceed the
+    YOLOV5_MAX_ACTIVATIONS limit (each Model measures its values per input pixel in its dry run; an ensemble adds
+    its members). Models without that measurement pass."""
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else (list(imgsz) * 2)[:2]
+    per_pixel = sum(getattr(m, "feature_values_per_pixel", 0.0) for m in model.modules() if isinstance(m, Model))
+    values, limit = per_pixel * int(h) * int(w), max_activations()
+    if values > limit:
+        raise UserError(f"--imgsz {h} {w}: this model's feature maps would hold {values:,.0f} values per image "
+                        f"({_gb(values)} in fp32), over the {limit:,} limit; use a smaller --imgsz, or set "
+                        f"YOLOV5_MAX_ACTIVATIONS to run it anyway")
 
 
 def _check_weight_count(total: int, limit: int, i: int, name: str) -> None:

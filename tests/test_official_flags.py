@@ -155,7 +155,7 @@ def test_export_official_only_flags(tmp_path, official_ckpt, warnings_log):
         files = export.run(weights=weights, imgsz=(64, 64), include=("torchscript",), optimize=True, keras=True,
                            nms=True, workspace=8)
     text = "\n".join(log.lines)
-    assert "--keras applies to TensorFlow formats" in text and "NMS runs in detect.py / val.py" in text
+    assert "--keras applies to TensorFlow formats" in text and "--nms applies to onnx and openvino" in text
     assert "--workspace/--verbose ignored" in text
     if torch.backends.xnnpack.enabled:
         assert files == [str(tmp_path / "yolov5n.torchscript"), str(tmp_path / "yolov5n.ptl")]

@@ -268,7 +268,7 @@ def test_fixture_exports_pass_and_runtime_errors_are_one_line(exported):
         check_onnx_file(exported[key])
     backend = DetectMultiBackend(str(exported["dynamic"]))
     assert backend(torch.zeros(1, 3, 64, 96)).shape[-1] == 85
-    with pytest.raises(UserError, match=r"ONNX Runtime could not run this model on a \(1, 4, 64, 64\) input") as e:
+    with pytest.raises(UserError, match=r"ONNX Runtime could not run \S+\.onnx on a \(1, 4, 64, 64\) input") as e:
         backend(torch.zeros(1, 4, 64, 64))
     assert "\n" not in str(e.value)
 

@@ -357,3 +357,22 @@ def non_max_suppression(
         keep = nms(boxes, x[:, 4], iou_thres, max_keep=max_det)
         output[xi] = x[keep]
     return output
+
+
+def padded_detections(out: torch.Tensor, num: torch.Tensor) -> list[torch.Tensor]:
+    """Per image (n, 6) [x1, y1, x2, y2, conf, cls] detections, as non_max_suppression returns them, from the
+    (B, topk, 6) zero-padded rows and (B,) counts of a model exported with NMS inside (export.py --nms)."""
+    return [out[i, : int(n)] for i, n in enumerate(num.reshape(-1).tolist())]
+
+
+def filter_detections(detections: Sequence[torch.Tensor], conf_thres: float = 0.0,
+                      classes: Sequence[int] | None = None, max_det: int | None = None) -> list[torch.Tensor]:
+    """The caller's own limits on detections a model with NMS inside already made: confidence above ``conf_thres``,
+    class in ``classes``, at most ``max_det`` per image (rows stay best first)."""
+    kept = []
+    for det in detections:
+        mask = det[:, 4] > conf_thres
+        if classes is not None:
+            mask &= torch.isin(det[:, 5].long(), torch.tensor(list(classes), device=det.device).long())
+        kept.append(det[mask][:max_det])
+    return kept

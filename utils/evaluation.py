@@ -13,7 +13,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from utils.boxes import MAX_NMS, non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
+from utils.boxes import MAX_NMS, filter_detections, non_max_suppression, scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.dataloaders import LoadImagesAndLabels
 from utils.general import LOGGER
 from utils.metrics import (
@@ -231,14 +231,17 @@ def evaluate(model: nn.Module, dataloader: DataLoader, nc: int, names: dict[int,
             loss += compute_loss(train_out, targets)[1]
         else:
             preds = model(im, augment=augment)
-        if slicer is None and isinstance(preds, (list, tuple)):
+        in_graph_nms = bool(getattr(model, "nms_in_graph", None))  # a file exported with --nms: detections already
+        if slicer is None and isinstance(preds, (list, tuple)) and not in_graph_nms:
             preds = preds[0]
         t2 = time_sync()
         dt[1] += t2 - t1
 
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)  # to batch pixels
         hybrid = [targets[targets[:, 0] == i, 1:] for i in range(nb)] if save_hybrid else []
-        if slicer is None:
+        if slicer is None and in_graph_nms:
+            preds = filter_detections(preds, conf_thres, max_det=max_det)
+        elif slicer is None:
             preds = non_max_suppression(preds, conf_thres, iou_thres, labels=hybrid, multi_label=True,
                                         agnostic=single_cls, max_det=max_det, stats=nms_stats)
         dt[2] += time_sync() - t2

@@ -72,6 +72,22 @@ def _valid(value: object, kind: str | tuple, minimum: float | None) -> bool:
     return math.isfinite(value) and value >= minimum
 
 
+def check_option_bounds(options: dict) -> None:
+    """Refuse, with a UserError naming the flag, a typed number outside the range a run can use (the same bounds as
+    a resumed checkpoint's options): ``--seed 2**40`` would overflow the per-epoch seeds, ``--epochs 2**40`` never
+    ends, ``--imgsz 60000`` asks for tens of gigabytes per mosaic."""
+    for key, (kind, minimum, maximum) in RESUME_OPTIONS.items():
+        if kind not in ("int", "float", "ints") or options.get(key) is None:
+            continue
+        values = options[key] if kind == "ints" else [options[key]]
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserError(f"--{key.replace('_', '-')} {value!r:.40}: not a number")
+            if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+                allowed = f"{minimum} to {maximum:,}" if maximum is not None else f"at least {minimum}"
+                raise UserError(f"--{key.replace('_', '-')} {value}: out of range ({allowed})")
+
+
 def is_local_path(value: object) -> bool:
     """True for a string that names a local file: no URL scheme, no control characters."""
     return isinstance(value, str) and bool(value) and not _URL.match(value) and value.isprintable()

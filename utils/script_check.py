@@ -94,10 +94,23 @@ ONNX_OPS = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Reciprocal", "ReduceMean", "ReduceSum",
     # INT8 (QDQ) models
     "QuantizeLinear", "DequantizeLinear",
+    # export --nms: the NMS and the selection, sorting and padding of its detections
+    "NonMaxSuppression", "NonZero", "TopK", "ArgMax", "ReduceMax", "CumSum", "GatherND", "ScatterND",
+    "ScatterElements",
 })
+# Operators whose output size can depend on values (how many boxes NMS keeps) but is bounded by their inputs'
+# sizes: a tensor that shape inference cannot size is accepted only as the output of one of these, bounded by
+# ``_dim_bound`` from the bounds of its inputs (export --nms graphs; see models/export/nms.py).
+SAME_SIZE_OPS = frozenset({"Identity", "Cast", "Neg", "Not", "Sigmoid", "Relu", "Floor", "Ceil", "Sqrt", "Reciprocal",
+                           "Clip", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Reshape", "Softmax",
+                           "ScatterND", "ScatterElements"})  # (the scatters: the size of their data input)
+SELECTING_OPS = frozenset({"Slice", "TopK", "Split", "ArgMax", "ReduceMax", "ReduceSum", "ReduceMean", "CumSum"})
+DATA_DEPENDENT_OPS = frozenset({"NonMaxSuppression", "NonZero", "TopK", "GatherND", "ScatterND", "ScatterElements",
+                                "CumSum", "ArgMax", "ReduceMax"})
 CONTROL_FLOW_OPS = ("If", "Loop", "Scan")  # named as such when refused
 BROADCASTING_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Where", "Equal", "Greater", "Less", "Min", "Max"})
-FOLDABLE_OPS = ONNX_OPS - {"Conv", "ConvTranspose", "MatMul", "Gemm", "GridSample", "Resize", "MaxPool", "AveragePool"}
+FOLDABLE_OPS = ONNX_OPS - DATA_DEPENDENT_OPS - {"Conv", "ConvTranspose", "MatMul", "Gemm", "GridSample", "Resize",
+                                                "MaxPool", "AveragePool"}
 MAX_FOLD_ROUNDS = 8  # each round folds what the sizes found by the one before allow; exports need 4 or fewer
 MAX_FOLDED_ELEMENTS = 4096  # shape arithmetic works on a few numbers; bigger constant tensors are left as they are
 CHECK_IMGSZ = 640  # the image side at which a model with symbolic input sizes is sized
@@ -121,6 +134,9 @@ OPENVINO_LAYER_TYPES = frozenset({
     "SoftPlus",
     # arithmetic, reductions, INT8 (NNCF)
     "Add", "Subtract", "Multiply", "Divide", "Power", "Sqrt", "ReduceMean", "ReduceSum", "FakeQuantize",
+    # export --nms (converted from its ONNX graph)
+    "NonMaxSuppression", "NonZero", "TopK", "ReduceMax", "ReduceProd", "CumSum", "GatherND", "ScatterNDUpdate",
+    "ScatterElementsUpdate",
 })
 MAX_IR_XML_BYTES = 32 * 2**20  # a yolov5x6 IR graph is under 1 MB; its weights are in the .bin
 SHARED_LIBRARY = re.compile(r"\.(so|dll|dylib)(\.\d+)*$", re.IGNORECASE)
@@ -415,15 +431,79 @@ def _onnx_size_problems(model, imgsz, onnx):
         except Exception as e:  # inference errors have no common base class
             return [f"tensor sizes that cannot be worked out ({str(e).splitlines()[0][:120]})"]
     problems = []
+    partial = None  # per-dim sizes (None where unknown), fetched only for a graph with value-dependent sizes
+    # the largest any one dim of each tensor can be (its largest dim where the shape is known)
+    dim_bounds = {t.name: max(t.dims, default=1) for t in graph.initializer}
+    dim_bounds.update({v.name: max((d.dim_value for d in v.type.tensor_type.shape.dim), default=1)
+                       for v in graph.input})
     for node in graph.node:
         for out in node.output:
             dims = shapes.get(out)
-            if dims is None:
+            if dims is not None:
+                dim_bounds[out] = max(dims, default=1)
+                if math.prod(dims) > limit:
+                    problems.append(f"{node.op_type} '{out}' of {math.prod(dims):,} elements (limit {limit:,} for "
+                                    f"this input)")
+                continue
+            if partial is None:
+                partial = _partial_shapes(model, onnx)
+            bound, out_dims = _dim_bound(node, dim_bounds, partial), partial.get(out)
+            if bound is None or out_dims is None:
                 problems.append(f"{node.op_type} '{out}' whose size cannot be worked out before running")
-            elif math.prod(dims) > limit:
-                problems.append(f"{node.op_type} '{out}' of {math.prod(dims):,} elements (limit {limit:,} for "
-                                f"this input)")
+                continue
+            dim_bounds[out] = max([bound] + [d for d in out_dims if d is not None])
+            size = math.prod(d if d is not None else bound for d in out_dims)
+            if size > limit:
+                problems.append(f"{node.op_type} '{out}' of up to {size:,} elements (limit {limit:,} for this input)")
     return problems
+
+
+def _partial_shapes(model, onnx):
+    """{tensor name: [dim or None]} from shape inference, unknown dims as None."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    shapes = {}
+    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        if value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None
+                                  for d in value.type.tensor_type.shape.dim]
+    return shapes
+
+
+def _size_bound(name, dim_bounds, partial):
+    """Most elements tensor ``name`` can have: its known dims times the dim bound for each unknown one."""
+    dims = partial.get(name)
+    if dims is None:
+        return None
+    return math.prod(d if d is not None else dim_bounds[name] for d in dims)
+
+
+def _dim_bound(node, dim_bounds, partial):
+    """The largest an unknown dim of ``node``'s outputs can be, for the operators whose output sizes only values
+    decide; None for any other operator, or an input without a bound. The rules hold for every input value:
+    NonMaxSuppression keeps at most one box per score; NonZero finds at most every element; a reshape or a
+    flatten cannot outgrow its input, a concatenation the sum of its inputs; every other operator listed takes
+    each output dim from an input's dims (selecting, gathering, sorting, broadcasting, scattering into its data)."""
+    op = node.op_type
+    inputs = [x for x in node.input if x]
+    if not inputs or any(x not in dim_bounds for x in inputs):
+        return None
+    if op == "NonMaxSuppression":
+        return _size_bound(inputs[1], dim_bounds, partial)
+    if op == "NonZero":
+        return _size_bound(inputs[0], dim_bounds, partial)
+    if op in ("Reshape", "Flatten"):  # the elements stay: one unknown dim holds what the known ones do not
+        size, out = _size_bound(inputs[0], dim_bounds, partial), partial.get(node.output[0])
+        if size is None or out is None or out.count(None) != 1:
+            return size
+        return size // max(math.prod(d for d in out if d is not None), 1)
+    if op == "Concat":
+        return sum(dim_bounds[x] for x in inputs)
+    if (op in SAME_SIZE_OPS or op in SELECTING_OPS or op in BROADCASTING_OPS
+            or op in ("Gather", "GatherND", "GatherElements", "And", "Or", "LessOrEqual", "GreaterOrEqual")):
+        return max(dim_bounds[x] for x in inputs)
+    if op == "Shape":  # the input's rank
+        return max(dim_bounds[inputs[0]], 64)
+    return None
 
 
 def check_onnx_file(path: str | Path, imgsz: tuple[int, int] = (CHECK_IMGSZ, CHECK_IMGSZ)) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from models.backends import OPENVINO_METADATA, weights_format
+from models.backends import OPENVINO_METADATA, fetch_weights, weights_format
 from models.export.core import report_unwritable
 from models.export.pipeline import export_weights
 from utils.general import LOGGER, ROOT, UserError
@@ -105,7 +105,7 @@ def backend_weights(weights: str | Path | Sequence[str | Path], backend: str | N
         if len(weights) != 1:
             raise UserError(f"--backend {backend} takes one weights file, not an ensemble of {len(weights)}")
         weights = weights[0]
-    weights = Path(weights)
+    weights = Path(fetch_weights(weights))
     if weights_format(weights) != "pt":
         LOGGER.info(f"--backend {backend}: {weights} is already an exported model; running it as it is")
         return weights

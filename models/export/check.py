@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 
 from models.backends import DetectMultiBackend
+from models.export.nms import NMSModel
+from utils.boxes import padded_detections
 from utils.general import LOGGER, UserError
 
 CHECK_ATOL = 1e-3  # outputs are in pixels; float32 rounding keeps exported models well inside this
@@ -15,18 +17,51 @@ CHECK_ATOL = 1e-3  # outputs are in pixels; float32 rounding keeps exported mode
 PRECISION_ATOL = {"fp32": CHECK_ATOL, "fp16": 1.0, "bf16": 8.0, "int8": None}
 
 
-def run_exported(file: str | Path, im: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def run_exported(file: str | Path, im: torch.Tensor
+                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | list[torch.Tensor]:
     """Outputs of an exported file on ``im``, through the backend detect.py and val.py use (segmentation models:
-    (pred, proto))."""
+    (pred, proto); a file with NMS inside: per-image detections)."""
     with torch.no_grad():
         y = DetectMultiBackend(file, device=im.device)(im)
-    return tuple(t.cpu() for t in y) if isinstance(y, tuple) else y.cpu()
+    if isinstance(y, tuple):
+        return tuple(t.cpu() for t in y)
+    return [x.cpu() for x in y] if isinstance(y, list) else y.cpu()
+
+
+def _sorted_rows(det: torch.Tensor) -> torch.Tensor:
+    """Detections in an order that does not depend on how equal confidences were ordered."""
+    det = det.double().cpu()
+    for col in (1, 0, 4):  # stable sorts: by confidence, then x1, then y1
+        det = det[det[:, col].argsort(stable=True)]
+    return det
+
+
+def _nms_difference(model: NMSModel, file: str | Path, im: torch.Tensor) -> float | None:
+    """Max abs difference between the detections of an NMSModel and of its export; None (with a warning) where
+    the counts differ, which boxes of exactly equal confidence can cause (NMS keeps whichever comes first)."""
+    with torch.no_grad():
+        expected = padded_detections(*model(im))
+    got = run_exported(file, im)
+    counts = [len(x) for x in expected], [len(x) for x in got]
+    if counts[0] != counts[1]:
+        LOGGER.warning(f"WARNING: {Path(file).name}: {counts[1]} detections per image where PyTorch has {counts[0]} "
+                       f"on a random input (boxes of equal confidence can be kept in another order)")
+        return None
+    return max([(_sorted_rows(a) - _sorted_rows(b)).abs().max().item() for a, b in zip(expected, got) if len(a)],
+               default=0.0)
 
 
 def check_export(model: nn.Module, file: str | Path, im: torch.Tensor,
                  atol: float | None = CHECK_ATOL) -> float | None:
     """Max abs difference between PyTorch's and the exported file's outputs on ``im``; logs it, warns above atol
-    (atol None: report only). None where the file could not be run here (a missing package, float16 kernels)."""
+    (atol None: report only). None where the file could not be run here (a missing package, float16 kernels).
+    A model with NMS inside (NMSModel) is compared by its detections."""
+    if isinstance(model, NMSModel):
+        diff = _nms_difference(model, file, im)
+        if diff is not None:
+            LOGGER.info(f"check OK, {Path(file).name} (NMS inside): max abs difference of the detections to "
+                        f"PyTorch's {diff:.2e}")
+        return diff
     with torch.no_grad():
         expected = model(im)
     # segmentation: (pred, proto) both compared; detection: pred

@@ -36,9 +36,10 @@ class ExportOptions:
 
     opset: int | None = None  # ONNX opset; None: the default, or the lowest the model's modules need if higher
     dynamic: bool = False  # ONNX: dynamic batch and image size
-    simplify: bool = False  # ONNX: run onnxsim
+    simplify: bool = False  # ONNX: slim the graph with onnxslim
     half: bool = False  # OpenVINO: fp16 weights, bf16 execution; TensorRT: an fp16 engine
     calib: list[np.ndarray] | None = None  # INT8 calibration images: adds <stem>_int8.onnx, makes OpenVINO INT8
+    nms: dict[str, Any] | None = None  # ONNX / OpenVINO: NMS inside the graph, these settings (export/nms.py)
 
 
 class Exported(NamedTuple):

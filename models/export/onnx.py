@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from models.backends import metadata_strings
 from models.export.core import Exported, ExportOptions, quiet_tracer, report_unwritable, save_export
+from models.export.nms import NMS_OUTPUTS, NMSModel
 from models.yolo import is_segmentation_model
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import require
@@ -49,12 +50,16 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
         raise UserError(f"--opset {opset} cannot express {', '.join(used)}; use --opset {need} or higher")
     LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} opset {opset}...")
     segmentation = is_segmentation_model(model)
-    output_names = ["output0", "output1"] if segmentation else ["output0"]  # official: pred, then the prototypes
+    in_graph_nms = isinstance(model, NMSModel)
+    # official: pred, then the prototypes for segmentation; (detections, num_dets) with NMS inside
+    output_names = list(NMS_OUTPUTS) if in_graph_nms else ["output0", "output1"] if segmentation else ["output0"]
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
         if segmentation:
             dynamic_axes["output1"] = {0: "batch", 2: "mask_height", 3: "mask_width"}
+        if in_graph_nms:
+            dynamic_axes.update(output0={0: "batch"}, num_dets={0: "batch"})
     buffer = io.BytesIO()  # in memory: a disk error is reported as one, not as an opset problem
     try:
         with quiet_tracer():
@@ -83,10 +88,29 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
 
 
 def _simplify(model_onnx: Any, prefix: str) -> Any:
+    """``--simplify``: the graph slimmed by onnxslim (as official YOLOv5 after v7.0), else onnxsim where only that is
+    installed; the model unchanged, with a warning saying what to install, when neither is or the tool fails."""
+    onnx = require("onnx", "ONNX export")
+    try:
+        import onnxslim
+    except ImportError:
+        onnxslim = None
+    if onnxslim is not None:
+        try:
+            slimmed = onnxslim.slim(model_onnx)
+            onnx.checker.check_model(slimmed)
+        except Exception as e:  # a tool's failure costs the simplification, not the export
+            LOGGER.warning(f"{prefix} WARNING: onnxslim failed ({str(e).splitlines()[0][:200]}); keeping the graph "
+                           f"as exported")
+            return model_onnx
+        LOGGER.info(f"{prefix} simplified with onnxslim {onnxslim.__version__}: {len(model_onnx.graph.node)} -> "
+                    f"{len(slimmed.graph.node)} nodes")
+        return slimmed
     try:
         import onnxsim
     except ImportError:
-        LOGGER.warning(f"{prefix} WARNING: --simplify needs the onnxsim package, which is not installed; skipped")
+        LOGGER.warning(f"{prefix} WARNING: --simplify needs onnxslim: `pip install onnxslim` (listed in "
+                       f"requirements-extra.txt); exported without simplification")
         return model_onnx
     simplified, ok = onnxsim.simplify(model_onnx)
     if not ok:
@@ -151,6 +175,8 @@ def onnx_exports(model: nn.Module, im: torch.Tensor, file: Path, metadata: dict[
     onnx_file = export_onnx(model, im, file, metadata, opset=options.opset, dynamic=options.dynamic,
                             simplify=options.simplify)
     exported = [Exported(onnx_file, metadata["precision"])]
-    if options.calib is not None:
+    if options.calib is not None and isinstance(model, NMSModel):
+        LOGGER.warning("WARNING: --int8 ONNX is not made for a model with NMS inside (--nms); skipped")
+    elif options.calib is not None:
         exported.append(Exported(export_onnx_int8(onnx_file, options.calib), "int8"))
     return exported

@@ -2,6 +2,7 @@
 where this CPU computes in it, else fp32), or with calibration images NNCF post-training INT8 into
 ``<stem>_int8_openvino_model/``."""
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import yaml
 
 from models.backends import OPENVINO_METADATA
 from models.export.core import Exported, ExportOptions, quiet_tracer, replaced_folder
+from models.export.nms import NMSModel
+from models.export.onnx import export_onnx
 from utils.amp import cpu_has_native_bf16
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import import_nncf, import_openvino
@@ -63,13 +66,20 @@ def export_openvino(model: nn.Module, im: torch.Tensor, file: str | Path, metada
     (``openvino_precision``; ``precision`` when the caller resolved it). The folder is built beside the previous
     one and swapped in when complete."""
     ov = import_openvino("OpenVINO export")
+    if isinstance(model, NMSModel) and calib is not None:
+        raise UserError("--int8 and --nms cannot be combined for OpenVINO; export one or the other")
     int8 = calib is not None
     prefix = colorstr("OpenVINO:")
     file = Path(file)
     folder = file.with_name(f"{file.stem}_{'int8_' if int8 else ''}openvino_model")
     LOGGER.info(f"\n{prefix} starting export with openvino {ov.__version__}...")
-    with quiet_tracer():
-        ov_model = ov.convert_model(model, example_input=im, input=[tuple(im.shape)])
+    if isinstance(model, NMSModel):  # OpenVINO converts the ONNX NonMaxSuppression graph, not the traced op
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_file = export_onnx(model, im, Path(tmp) / file.name, metadata)
+            ov_model = ov.convert_model(str(onnx_file))
+    else:
+        with quiet_tracer():
+            ov_model = ov.convert_model(model, example_input=im, input=[tuple(im.shape)])
     precision = precision or openvino_precision(half, int8)
     half = precision in ("bf16", "fp16")  # fp16 weights only where the CPU computes in half precision
     if int8:
