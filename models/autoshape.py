@@ -28,9 +28,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from models.yolo import is_segmentation_model
 from utils.augmentations import letterbox
 from utils.boxes import non_max_suppression, scale_boxes, xyxy2xywh
 from utils.general import LOGGER, ROOT, UserError, increment_path, make_divisible, safe_filename
+from utils.masks import overlay_masks, process_mask_native
 from utils.plots import Annotator, colors, save_one_box
 from utils.sources import STREAM_PREFIXES, max_image_pixels, oversized_image
 from utils.torch_utils import time_sync
@@ -99,6 +101,8 @@ class AutoShape(nn.Module):
         names = getattr(model, "names", None) or {i: f"class{i}" for i in range(int(model.nc))}
         self.names = dict(enumerate(names)) if isinstance(names, (list, tuple)) else dict(names)
         self.fixed_size = getattr(model, "imgsz", None)  # exported models take one input size
+        # segmentation weights: the model also returns prototypes, and Detections carries masks
+        self.segmentation = bool(getattr(model, "segmentation", False)) or is_segmentation_model(model)
 
     @property
     def device(self) -> torch.device:
@@ -108,7 +112,10 @@ class AutoShape(nn.Module):
         return torch.device(device)
 
     def _forward_model(self, x, augment=False):
+        """Predictions, or (predictions, prototypes) for segmentation weights."""
         y = self.model(x, augment=augment)
+        if self.segmentation and isinstance(y, (list, tuple)) and len(y) > 1 and getattr(y[1], "ndim", 0) == 4:
+            return y[0], y[1]
         return y[0] if isinstance(y, (list, tuple)) else y
 
     @torch.inference_mode()
@@ -130,15 +137,21 @@ class AutoShape(nn.Module):
         x = torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2))).to(device).float() / 255
         t1 = time_sync()
         with torch.autocast("cuda", enabled=use_amp):
-            pred = self._forward_model(x, augment).float()
+            y = self._forward_model(x, augment)
+        pred, proto = (y[0].float(), y[1].float()) if isinstance(y, tuple) else (y.float(), None)
         t2 = time_sync()
+        nm = 0 if proto is None else proto.shape[1]
         pred = non_max_suppression(pred, self.conf, self.iou, self.classes, self.agnostic, self.multi_label,
-                                   max_det=self.max_det)
-        for det, im in zip(pred, originals):
+                                   max_det=self.max_det, nm=nm)
+        masks = None if proto is None else []
+        for i, (det, im) in enumerate(zip(pred, originals)):
             det[:, :4] = scale_boxes(shape, det[:, :4], im.shape)  # fractional pixels kept, as official
+            if masks is not None:  # retina masks: prototypes upsampled to the original image, cut to the boxes
+                masks.append(process_mask_native(proto[i], det[:, 6:], det[:, :4], im.shape[:2]).bool())
+        pred = [det[:, :6] for det in pred]
         t3 = time_sync()
         times = tuple((b - a) * 1e3 / len(items) for a, b in ((t0, t1), (t1, t2), (t2, t3)))
-        return Detections(originals, pred, files, times, self.names, tuple(x.shape))
+        return Detections(originals, pred, files, times, self.names, tuple(x.shape), masks=masks)
 
     def _batch_shape(self, originals, size):
         """(h, w) for the batch: the fixed size of an exported model, else each image scaled so that its long side
@@ -160,14 +173,17 @@ class Detections:
 
     ``xyxy``, ``xywh`` (pixels) and ``xyxyn``, ``xywhn`` (normalised): lists of (n, 6) tensors [box, conf, cls];
     ``pandas()``, ``print()``, ``save()``, ``crop()``, ``render()``, ``show()``, ``tolist()``; ``t``: (pre-process,
-    inference, NMS) ms per image; ``shape``: the batch shape the model saw.
+    inference, NMS) ms per image; ``shape``: the batch shape the model saw. ``masks``: for segmentation weights, per
+    image a bool tensor (n, H, W) of instance masks in original-image pixels, in the order of the boxes (drawn by
+    ``render``/``save``/``show``); None for detection weights.
     """
 
     def __init__(self, ims: list[np.ndarray], pred: list[torch.Tensor], files: list[str],
                  times: Sequence[float] = (0.0, 0.0, 0.0), names: dict[int, str] | None = None,
-                 shape: tuple | None = None) -> None:
+                 shape: tuple | None = None, masks: list[torch.Tensor] | None = None) -> None:
         self.ims = ims  # RGB HWC uint8 originals
         self.pred = pred
+        self.masks = masks
         self.files = files
         self.names = names or {}
         self.t = times
@@ -192,7 +208,10 @@ class Detections:
         return s + ", ".join(f"{n} {self.names.get(c, c)}{'s' * (n > 1)}" for c, n in sorted(counts.items()))
 
     def _annotated(self, i, labels=True):
-        annotator = Annotator(self.ims[i].copy())
+        im = self.ims[i].copy()
+        if self.masks is not None:
+            overlay_masks(im, self.masks[i], [colors(int(c)) for c in self.pred[i][:, 5].tolist()])
+        annotator = Annotator(im)
         for *box, conf, cls in reversed(self.pred[i].tolist()):
             label = f"{self.names.get(int(cls), int(cls))} {conf:.2f}" if labels else ""
             annotator.box_label(box, label, color=colors(int(cls)))
@@ -220,7 +239,7 @@ class Detections:
         """A copy whose xyxy, xyxyn, xywh, xywhn are lists of DataFrames (one per image) with class names."""
         import pandas as pd
 
-        new = Detections(self.ims, self.pred, self.files, self.t, self.names, self.shape)
+        new = Detections(self.ims, self.pred, self.files, self.t, self.names, self.shape, masks=self.masks)
         columns = {
             "xyxy": ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"],
             "xyxyn": ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"],
@@ -238,8 +257,8 @@ class Detections:
 
     def tolist(self) -> list[Detections]:
         """One Detections per image."""
-        return [Detections([self.ims[i]], [self.pred[i]], [self.files[i]], self.t, self.names, self.shape)
-                for i in range(self.n)]
+        return [Detections([self.ims[i]], [self.pred[i]], [self.files[i]], self.t, self.names, self.shape,
+                           masks=None if self.masks is None else [self.masks[i]]) for i in range(self.n)]
 
     def render(self, labels: bool = True) -> list[np.ndarray]:
         """Draw the boxes into the images (self.ims) and return them (RGB)."""

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from models.experimental import attempt_load
+from models.yolo import is_segmentation_model
 from utils.checkpoints import FORMAT, load_checkpoint
 from utils.dataset_yaml import find_dataset_yaml
 from utils.general import LOGGER, ROOT, UserError, names_dict, yaml_load
@@ -251,6 +252,9 @@ def openvino_config(core: Any, precision: str, threads: int | None = None) -> di
 class DetectMultiBackend(nn.Module):
     """Inference with .pt, .torchscript, .onnx, OpenVINO or TensorRT weights behind one call.
 
+    Segmentation weights (a Segment head; exported files with a second output, 'output1'): ``segmentation`` is True
+    and the call returns ``(pred, proto)`` with proto (N, nm, H/4, W/4) instead of pred alone.
+
     Attributes: ``format`` and the flags ``pt``, ``jit``, ``onnx``, ``openvino``, ``engine``; ``stride`` (int),
     ``names`` ({i: name}), ``nc``, ``imgsz`` (the fixed (h, w) an exported model needs, or None when any stride
     multiple works), ``fp16`` and ``model`` (the torch module for .pt / .torchscript).
@@ -275,10 +279,12 @@ class DetectMultiBackend(nn.Module):
         self.imgsz = None
         self.model = None
         self._warned_pt_only = False
+        self.segmentation = False  # exported files: set by their output count (torchscript: on the first call)
         meta, graph_imgsz = {}, None
         if self.pt:
             model = attempt_load(weights, device=device, inplace=True, fuse=fuse)
             self.model = model.half() if self.fp16 else model.float()
+            self.segmentation = is_segmentation_model(model)
             meta = {"stride": grid_stride(model), "names": names_dict(model.names)}
         elif self.jit:
             LOGGER.info(f"Loading {w} for TorchScript inference...")
@@ -323,6 +329,7 @@ class DetectMultiBackend(nn.Module):
         self.fp16 = inp.type == "tensor(float16)"
         self.input_name = inp.name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.segmentation = len(self.output_names) > 1 and len(self.session.get_outputs()[1].shape) == 4
         return read_metadata(self.session.get_modelmeta().custom_metadata_map, w), self._static_shape(inp.shape)
 
     def _load_openvino(self, w):
@@ -349,6 +356,7 @@ class DetectMultiBackend(nn.Module):
             graph_imgsz = self._static_shape([int(d.get_length()) for d in shape])
         config = openvino_config(core, meta.get("precision", "fp32"))
         self.ov_request = core.compile_model(model, "CPU", config).create_infer_request()
+        self.segmentation = len(model.outputs) > 1 and model.outputs[1].get_partial_shape().rank.get_length() == 4
         return meta, graph_imgsz
 
     def _load_engine(self, w: str, device: torch.device) -> tuple[dict, tuple[int, int] | None]:
@@ -386,14 +394,18 @@ class DetectMultiBackend(nn.Module):
     def _probe_nc(self):
         """Class count from the output width when the weights carry no names (exported elsewhere)."""
         if self.onnx:
-            no = self.session.get_outputs()[0].shape[-1]
-            if isinstance(no, int):
-                return no - 5
+            outputs = self.session.get_outputs()
+            no, nm = outputs[0].shape[-1], outputs[1].shape[1] if self.segmentation else 0
+            if isinstance(no, int) and isinstance(nm, int):
+                return no - 5 - nm
         h, w = self.imgsz or (64, 64)
-        return self.forward(torch.zeros(1, 3, h, w, device=self.device)).shape[-1] - 5
+        y = self.forward(torch.zeros(1, 3, h, w, device=self.device))
+        return y[0].shape[-1] - 5 - y[1].shape[1] if self.segmentation else y.shape[-1] - 5
 
-    def forward(self, im: torch.Tensor, augment: bool = False, visualize: bool | Path = False) -> tuple:
-        """im (N, 3, H, W) float in 0-1 -> predictions (N, cells, 5 + nc) [x, y, w, h, obj, cls...] in pixels."""
+    def forward(self, im: torch.Tensor, augment: bool = False,
+                visualize: bool | Path = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """im (N, 3, H, W) float in 0-1 -> predictions (N, cells, 5 + nc) [x, y, w, h, obj, cls...] in pixels;
+        segmentation weights: (predictions (N, cells, 5 + nc + nm) with raw mask coefficients, proto)."""
         if self.fp16 and im.dtype != torch.float16:
             im = im.half()
         if self.imgsz and tuple(im.shape[2:]) != self.imgsz:
@@ -409,6 +421,10 @@ class DetectMultiBackend(nn.Module):
                 LOGGER.warning("WARNING: --augment and --visualize need .pt weights; ignored for exported models")
                 self._warned_pt_only = True
             y = self._forward_exported(im)
+        if self.jit and isinstance(y, (list, tuple)) and len(y) == 2 and getattr(y[1], "ndim", 0) == 4:
+            self.segmentation = True  # a traced Segment model returns (pred, proto)
+        if self.segmentation:
+            return y[0].float(), y[1].float()
         y = y[0] if isinstance(y, (list, tuple)) else y
         return y.float()
 
@@ -423,12 +439,20 @@ class DetectMultiBackend(nn.Module):
         x = np.ascontiguousarray(im.detach().cpu().numpy())
         if self.onnx:
             try:
-                y = self.session.run(self.output_names, {self.input_name: x})[0]
+                y = self.session.run(self.output_names, {self.input_name: x})
             except Exception as e:  # ONNX Runtime's errors share no base class narrower than Exception
                 raise UserError(f"ONNX Runtime could not run this model on a {tuple(x.shape)} input: "
                                 f"{str(e).splitlines()[0][:300]}") from e
+            y = y[:2] if self.segmentation else y[0]
         else:
-            y = self.ov_request.infer({0: x})[self.ov_request.model_outputs[0]].copy()  # buffer reused next call
+            results = self.ov_request.infer({0: x})
+            outputs = self.ov_request.model_outputs
+            if self.segmentation:
+                y = [results[outputs[0]].copy(), results[outputs[1]].copy()]  # buffers reused next call
+            else:
+                y = results[outputs[0]].copy()
+        if self.segmentation:
+            return [torch.from_numpy(t).to(self.device) for t in y]
         return torch.from_numpy(y).to(self.device)
 
     def warmup(self, imgsz: tuple[int, int, int, int] = (1, 3, 640, 640)) -> None:

@@ -356,6 +356,11 @@ class SegmentationModel(Model):
 SEG_VARIANT = re.compile(r"(yolov5[nsmlx])-seg(_.+)?\.ya?ml")  # yolov5s-seg.yaml, yolov5n-seg_ScConv.yaml
 
 
+def is_segmentation_model(model: nn.Module) -> bool:
+    """Whether a model (or ensemble) has a Segment head."""
+    return any(isinstance(m, Segment) for m in model.modules())
+
+
 def is_segmentation_yaml(d: dict[str, Any]) -> bool:
     """Whether a model dict's last layer is a Segment head."""
     head = d.get("head") if isinstance(d, dict) else None

@@ -82,6 +82,24 @@ _OFFICIAL_CLASSES = [
 OFFICIAL_GLOBALS = [
     (type(name.rsplit(".", 1)[1], (PickledObject,), {"qualname": name}), name) for name in _OFFICIAL_CLASSES
 ]
+_STAND_INS = {name: cls for cls, name in OFFICIAL_GLOBALS}
+# attributes an official pickle may look up with getattr: v7.0 Segment keeps ``self.detect = Detect.forward``, which
+# pickles as getattr(models.yolo.Detect, 'forward')
+_OFFICIAL_ATTRIBUTES = {("models.yolo.Detect", "forward")}
+
+
+def _official_getattr(owner: object, name: object) -> str:
+    """Stands in for ``getattr`` in official pickles: only the attributes in _OFFICIAL_ATTRIBUTES, answered with
+    their dotted name (an inert string); anything else is refused (a real getattr would reach any attribute of the
+    admitted classes, e.g. a function's module globals)."""
+    qualname = getattr(owner, "qualname", None) if isinstance(owner, type) and issubclass(owner, PickledObject) \
+        else None
+    if (qualname, name) not in _OFFICIAL_ATTRIBUTES:
+        raise pickle.UnpicklingError(f"getattr of {name!r:.40} on {owner!r:.60} is not admitted")
+    return f"{qualname}.{name}"
+
+
+OFFICIAL_GLOBALS.append((_official_getattr, "builtins.getattr"))
 
 
 def _numpy_globals():

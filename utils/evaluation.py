@@ -153,9 +153,10 @@ def coco_ground_truth(dataset: LoadImagesAndLabels, names: dict[int, str], class
     return gt
 
 
-def coco_evaluate(anno_json: str | Path, pred_json: str | Path,
-                  image_ids: Iterable[int | str]) -> tuple[float, float] | None:
-    """Evaluate a predictions json with pycocotools; returns (mAP50-95, mAP50) or None when it is not installed."""
+def coco_evaluate(anno_json: str | Path, pred_json: str | Path, image_ids: Iterable[int | str],
+                  iou_type: str = "bbox") -> tuple[float, float] | None:
+    """Evaluate a predictions json with pycocotools, on boxes or (``iou_type`` 'segm') on masks; returns
+    (mAP50-95, mAP50) or None when it is not installed."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -166,7 +167,7 @@ def coco_evaluate(anno_json: str | Path, pred_json: str | Path,
     try:
         anno = COCO(str(anno_json))
         pred = anno.loadRes(str(pred_json))
-        evaluator = COCOeval(anno, pred, "bbox")
+        evaluator = COCOeval(anno, pred, iou_type)
         evaluator.params.imgIds = list(image_ids)
         evaluator.evaluate()
         evaluator.accumulate()

@@ -203,3 +203,20 @@ def masks_iou(mask1: torch.Tensor, mask2: torch.Tensor, eps: float = 1e-7) -> to
     mask1, mask2 = mask1.float(), mask2.float()
     inter = (mask1 * mask2).sum(1).clamp_(min=0)
     return inter / (mask1.sum(1) + mask2.sum(1) - inter + eps)
+
+
+def overlay_masks(
+    im: np.ndarray, masks: torch.Tensor | np.ndarray, mask_colors: Sequence[Sequence[int]], alpha: float = 0.5
+) -> np.ndarray:
+    """Blend binary ``masks`` (n, h, w) onto the uint8 HWC image ``im`` (h, w, 3) in place, one colour per mask in
+    the image's channel order, the first mask on top (detections come highest confidence first). Returns ``im``."""
+    if isinstance(masks, torch.Tensor):
+        masks = masks.detach().cpu().numpy()
+    masks = np.asarray(masks) > 0.5
+    if not len(masks):
+        return im
+    if masks.shape[1:] != im.shape[:2]:
+        raise ValueError(f"masks of shape {masks.shape[1:]} do not fit an image of shape {im.shape[:2]}")
+    for m, color in zip(masks[::-1], list(mask_colors)[::-1]):  # last drawn = first mask
+        im[m] = (im[m] * (1 - alpha) + np.asarray(color, dtype=np.float32) * alpha).astype(np.uint8)
+    return im

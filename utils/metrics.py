@@ -62,13 +62,16 @@ def greedy_match(iou: np.ndarray, iou_thres: float) -> tuple[np.ndarray, np.ndar
 
 
 def match_predictions(
-    detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor | ArrayLike = IOU_THRESHOLDS
+    detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor | ArrayLike = IOU_THRESHOLDS,
+    iou: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """Which detections are true positives at each IoU threshold (COCO's matching rule).
 
     detections (n, 6) [x1, y1, x2, y2, conf, cls]; labels (m, 5) [cls, x1, y1, x2, y2] in the same pixels;
-    iouv (t,) thresholds. At each threshold, detections in descending confidence each take the still unmatched
-    label of their class with the highest IoU (>= the threshold): one label per detection, one detection per label.
+    iouv (t,) thresholds; ``iou`` (m, n): the label-detection overlap to match on instead of box IoU (mask IoU for
+    instance segmentation), still only between equal classes. At each threshold, detections in descending
+    confidence each take the still unmatched label of their class with the highest IoU (>= the threshold): one label
+    per detection, one detection per label.
     A duplicate therefore counts as a false positive when a more confident detection already took its label, as in
     pycocotools, which makes the resulting mAP equal pycocotools' on the same detections.
     Returns correct (n, t) bool tensor on the detections' device.
@@ -77,14 +80,16 @@ def match_predictions(
     n, m = detections.shape[0], labels.shape[0]
     correct = np.zeros((n, iouv.size), dtype=bool)
     if n and m:
-        correct = _match(_class_iou(detections, labels), detections[:, 4].float().cpu().numpy(), iouv)[0]
+        correct = _match(_class_iou(detections, labels, iou), detections[:, 4].float().cpu().numpy(), iouv)[0]
     return torch.tensor(correct, dtype=torch.bool, device=detections.device)
 
 
-def _class_iou(detections: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
-    """(m, n) IoU of labels with detections, 0 between different classes."""
-    iou = box_iou(labels[:, 1:].float(), detections[:, :4].float())
-    return (iou * (labels[:, 0:1] == detections[:, 5]).to(iou.dtype)).cpu().numpy()
+def _class_iou(detections: torch.Tensor, labels: torch.Tensor,
+               iou: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
+    """(m, n) IoU of labels with detections (box IoU unless ``iou`` is given), 0 between different classes."""
+    iou = box_iou(labels[:, 1:].float(), detections[:, :4].float()) if iou is None else torch.as_tensor(iou)
+    same_class = (labels[:, 0:1] == detections[:, 5]).to(device=iou.device, dtype=iou.dtype)
+    return (iou.float() * same_class.float()).cpu().numpy()
 
 
 def _match(iou: np.ndarray, conf: np.ndarray, iouv: np.ndarray,
@@ -122,19 +127,25 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
 
 def match_predictions_by_area(
     detections: torch.Tensor, labels: torch.Tensor, iouv: torch.Tensor | ArrayLike = IOU_THRESHOLDS,
-    area_ranges: dict[str, tuple[float, float]] = AREA_RANGES,
+    area_ranges: dict[str, tuple[float, float]] = AREA_RANGES, iou: torch.Tensor | np.ndarray | None = None,
+    label_area: ArrayLike | None = None, det_area: ArrayLike | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``match_predictions`` restricted to each object-size range, by COCO's rule: labels whose box area is outside
     the range are ignored; a detection matched to an ignored label, or unmatched with its own area outside the
     range, is ignored (neither true nor false positive). Labels in range are preferred to ignored ones.
 
     detections (n, 6) [x1, y1, x2, y2, conf, cls]; labels (m, 5) [cls, x1, y1, x2, y2], original-image pixels.
+    Instance segmentation passes the mask IoU ``iou`` (m, n) and the mask areas ``label_area`` (m,) and ``det_area``
+    (n,) (COCO's segm sizes), which replace the box IoU and box areas.
     Returns {range name: (true positive (n, t), counted (n, t) = not ignored, label in range (m,))} bool arrays.
     """
     iouv = torch.as_tensor(iouv).cpu().numpy()
     n, m, t = detections.shape[0], labels.shape[0], iouv.size
-    label_area, det_area = box_area(labels[:, 1:].float()).cpu().numpy(), box_area(detections.float()).cpu().numpy()
-    iou = _class_iou(detections, labels) if n and m else np.zeros((m, n))
+    label_area = (box_area(labels[:, 1:].float()).cpu().numpy() if label_area is None
+                  else np.asarray(torch.as_tensor(label_area).cpu(), dtype=np.float64))
+    det_area = (box_area(detections.float()).cpu().numpy() if det_area is None
+                else np.asarray(torch.as_tensor(det_area).cpu(), dtype=np.float64))
+    iou = _class_iou(detections, labels, iou) if n and m else np.zeros((m, n))
     conf = detections[:, 4].float().cpu().numpy()
     out = {}
     for name, (lo, hi) in area_ranges.items():
@@ -279,19 +290,27 @@ class ConfusionMatrix:
         self.conf = conf
         self.iou_thres = iou_thres
 
-    def process_batch(self, detections: torch.Tensor | None, labels: torch.Tensor) -> None:
-        """detections (n, 6) [x1, y1, x2, y2, conf, cls] or None; labels (m, 5) [cls, x1, y1, x2, y2]."""
+    def process_batch(self, detections: torch.Tensor | None, labels: torch.Tensor,
+                      iou: torch.Tensor | np.ndarray | None = None) -> None:
+        """detections (n, 6) [x1, y1, x2, y2, conf, cls] or None; labels (m, 5) [cls, x1, y1, x2, y2]; ``iou``
+        (m, n): the label-detection overlap to match on instead of box IoU (mask IoU for instance segmentation)."""
         gt_classes = labels[:, 0].int().tolist()
         if detections is None:
             for gc in gt_classes:
                 self.matrix[self.nc, gc] += 1
             return
-        detections = detections[detections[:, 4] > self.conf]
+        confident = detections[:, 4] > self.conf
+        detections = detections[confident]
         det_classes = detections[:, 5].int().tolist()
         matched_det = set()
         label_to_det = {}
         if len(gt_classes) and len(det_classes):
-            iou = box_iou(labels[:, 1:].float(), detections[:, :4].float()).cpu().numpy()
+            if iou is None:
+                iou = box_iou(labels[:, 1:].float(), detections[:, :4].float())
+            else:
+                iou = torch.as_tensor(iou)
+                iou = iou[:, confident.to(iou.device)]
+            iou = iou.float().cpu().numpy()
             li, pi, _ = greedy_match(iou, self.iou_thres)
             label_to_det = dict(zip(li.tolist(), pi.tolist()))
             matched_det = set(pi.tolist())
@@ -311,9 +330,10 @@ class ConfusionMatrix:
         return tp[:-1], fp[:-1]
 
     def plot(
-        self, normalize: bool = True, save_dir: str | Path = "", names: dict[int, str] | Sequence[str] = ()
+        self, normalize: bool = True, save_dir: str | Path = "", names: dict[int, str] | Sequence[str] = (),
+        file_name: str = "confusion_matrix.png", title: str = "Confusion Matrix",
     ) -> None:
-        """Save confusion_matrix.png (columns normalised to sum 1 with ``normalize``)."""
+        """Save ``file_name`` (confusion_matrix.png) in save_dir, columns normalised to sum 1 with ``normalize``."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -337,8 +357,8 @@ class ConfusionMatrix:
             ax.set_yticks(range(n), ticks, fontsize=8)
         ax.set_xlabel("True")
         ax.set_ylabel("Predicted")
-        ax.set_title("Confusion Matrix")
-        fig.savefig(Path(save_dir) / "confusion_matrix.png", dpi=250)
+        ax.set_title(title)
+        fig.savefig(Path(save_dir) / file_name, dpi=250)
         plt.close(fig)
 
     def print(self) -> None:

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from models.backends import metadata_strings
 from models.export.core import Exported, ExportOptions, quiet_tracer, report_unwritable, save_export
+from models.yolo import is_segmentation_model
 from utils.general import LOGGER, UserError, colorstr
 from utils.optional import require
 
@@ -47,9 +48,13 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
         used = sorted(k for k, v in module_opsets(model).items() if v > opset)
         raise UserError(f"--opset {opset} cannot express {', '.join(used)}; use --opset {need} or higher")
     LOGGER.info(f"\n{prefix} starting export with onnx {onnx.__version__} opset {opset}...")
+    segmentation = is_segmentation_model(model)
+    output_names = ["output0", "output1"] if segmentation else ["output0"]  # official: pred, then the prototypes
     dynamic_axes = None
     if dynamic:
         dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+        if segmentation:
+            dynamic_axes["output1"] = {0: "batch", 2: "mask_height", 3: "mask_width"}
     buffer = io.BytesIO()  # in memory: a disk error is reported as one, not as an opset problem
     try:
         with quiet_tracer():
@@ -61,7 +66,7 @@ def export_onnx(model: nn.Module, im: torch.Tensor, file: str | Path, metadata: 
                 opset_version=opset,
                 do_constant_folding=True,
                 input_names=["images"],
-                output_names=["output0"],
+                output_names=output_names,
                 dynamic_axes=dynamic_axes,
             )
     except Exception as e:
