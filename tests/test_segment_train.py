@@ -14,6 +14,7 @@ from data.synthetic import generate_shapes_seg
 from segment import train as segment_train
 from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint
+from utils.evolve import append_evolve_csv, read_evolve_csv
 from utils.general import UserError, yaml_save
 
 OFFICIAL_SEG_COLUMNS = (
@@ -37,6 +38,16 @@ def test_task_hook_columns_and_defaults():
     assert opt.data.endswith("shapes-seg.yaml") and opt.epochs == 30 and opt.imgsz == 256
     with pytest.raises(UserError, match="--quad"):
         segment_train.run(quad=True)
+
+
+def test_evolve_csv_takes_the_segmentation_columns_and_fitness(tmp_path):
+    results = [0.5, 0.4, 0.3, 0.2, 0.6, 0.5, 0.4, 0.1, 0.01, 0.02, 0.03, 0.04]
+    task = segment_train.SEGMENT
+    fit = append_evolve_csv(tmp_path / "evolve.csv", results, {"lr0": 0.01}, columns=task.val_columns,
+                            fitness_fn=task.fitness)
+    assert fit == pytest.approx(0.1 * 0.3 + 0.9 * 0.2 + 0.1 * 0.4 + 0.9 * 0.1)
+    (row,) = read_evolve_csv(tmp_path / "evolve.csv")
+    assert row["fitness"] == pytest.approx(fit) and row["metrics/mAP_0.5:0.95(M)"] == 0.1 and row["lr0"] == 0.01
 
 
 @pytest.mark.slow
