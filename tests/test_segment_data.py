@@ -3,13 +3,16 @@ the polygons kept aligned with the image and the boxes through letterbox, flips,
 rasterised at img_size / mask_ratio (overlap index map sorted by area, or per instance), and the shapes generator's
 exact polygons."""
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from data.synthetic import make_image, shape_polygon
-from utils.general import LOGGER, UserError
+from utils.dataset_yaml import check_dataset
+from utils.general import LOGGER, ROOT, UserError, yaml_load
 from utils.labels import load_verified_segments, verify_image_label
 from utils.segment_data import LoadImagesAndMasks, random_perspective_segments, resample_polygon
 
@@ -173,3 +176,20 @@ def test_bad_mask_ratio_is_a_user_error(tmp_path, ratio):
     with pytest.raises(UserError, match="mask-ratio"):
         LoadImagesAndMasks(str(images), img_size=64, mask_ratio=ratio)
     assert torch.is_tensor(LoadImagesAndMasks(str(images), img_size=64)[0][4])  # a box row gets a rectangle mask
+
+
+def test_coco8_seg_yaml_names_the_download_and_loads_a_local_folder(tmp_path):
+    data = yaml_load(ROOT / "data" / "coco8-seg.yaml")
+    assert len(data["names"]) == 80 and data["download"].endswith("/coco8-seg.zip")
+    with pytest.raises(UserError, match="--download"):  # missing data: a hint, nothing fetched
+        check_dataset({**data, "path": str(tmp_path / "absent")})
+    for split in ("train", "val"):  # a local coco8-seg layout: coco8's images with polygon labels
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        for im in sorted((ROOT / "data" / "coco8" / "images" / split).glob("*.jpg"))[:2]:
+            shutil.copy(im, tmp_path / "images" / split / im.name)
+            (tmp_path / "labels" / split / f"{im.stem}.txt").write_text("45 0.2 0.2 0.6 0.25 0.4 0.7\n")
+    resolved = check_dataset({**data, "path": str(tmp_path)})
+    ds = LoadImagesAndMasks(resolved["val"], img_size=64)
+    _, targets, _, _, masks = ds[0]
+    assert targets[:, 1].tolist() == [45] and masks.shape == (1, 16, 16) and masks.max() == 1
