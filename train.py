@@ -15,6 +15,9 @@ Training reads top to bottom as phases (``train``): ``setup`` builds a TrainStat
 ``build_optimization``, ``build_data``, then EMA, resume state and loss), then per epoch ``train_one_epoch`` and
 ``end_epoch`` (validate, log, checkpoint, early stop), and ``finish`` (strip the checkpoints, validate best.pt,
 plots). The events of utils/callbacks.py fire along the way; the loggers of utils/loggers/ listen to them.
+
+What differs between tasks is one ``TrainTask`` (model class, loaders, loss, evaluation, result columns): DETECT
+here; segment/train.py runs these same phases with its SEGMENT task.
 """
 
 import argparse
@@ -53,7 +56,7 @@ from utils.checkpoints import (  # noqa: E402  # noqa: E402
 )
 from utils.dataloaders import create_dataloader  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
-from utils.evaluation import VAL_LOSS_COLUMNS, ValResults, evaluate  # noqa: E402
+from utils.evaluation import VAL_COLUMNS, ValResults, evaluate  # noqa: E402
 from utils.evolve import append_evolve_csv, next_hyp, plot_evolve, read_evolve_csv, write_best_hyp  # noqa: E402
 from utils.general import (  # noqa: E402  # noqa: E402
     LOGGER,
@@ -71,7 +74,7 @@ from utils.hyp import check_hyperparameters  # noqa: E402
 from utils.loggers import Loggers  # noqa: E402
 from utils.loss import ComputeLoss, scale_loss_gains  # noqa: E402
 from utils.metrics import fitness  # noqa: E402
-from utils.results_csv import start_results_csv  # noqa: E402
+from utils.results_csv import LR_COLUMNS, start_results_csv  # noqa: E402
 from utils.resume import (  # noqa: E402
     check_option_bounds,
     load_optimizer_state,
@@ -99,16 +102,43 @@ OFFICIAL = dict(epochs=100, imgsz=640)  # YOLOv5's defaults, for unset flags onc
 GRAD_CLIP_NORM = 10.0
 
 
+@dataclass(frozen=True)
+class TrainTask:
+    """What one task changes on the training engine; the phases, callbacks, resume, --evolve, checkpoints, EMA and
+    AMP are shared. DETECT (below) is train.py's; segment/train.py defines SEGMENT."""
+
+    name: str  # 'detect', 'segment'
+    model_class: type  # built from --cfg or a checkpoint's yaml
+    default_cfg: str  # the model when neither --cfg nor --weights is given
+    demo_data: str  # the dataset yaml of the built-in demo (no --data)
+    loss_names: tuple[str, ...]  # the loss items in order: progress bar and results.csv train/<name>
+    val_columns: tuple[str, ...]  # results.csv / evolve.csv names of the validation results, in their order
+    # (opt, path, imgsz, batch_size, gs, **create_dataloader options) -> (loader, dataset)
+    make_loader: Callable[..., tuple]
+    make_loss: Callable[[nn.Module, dict, argparse.Namespace], Callable]  # (model, scaled hyp, opt) -> loss fn
+    # (loss fn, model training output, batch from the loader, device) -> (loss, detached items)
+    compute_loss: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    # (state, model, plots, verbose, by_size) -> an output with .results (val_columns order) and .maps
+    evaluate: Callable[..., object]
+    fitness: Callable[[np.ndarray], np.ndarray]  # validation result rows (n, k) -> (n,)
+    option_defaults: dict = field(default_factory=dict)  # flags the task adds to train.py's (defaults for resume)
+    scripts: tuple[str, str] = ("val.py", "detect.py")  # named in the closing summary
+
+    @property
+    def results_columns(self) -> tuple[str, ...]:
+        return ("epoch", *(f"train/{n}" for n in self.loss_names), *self.val_columns, *LR_COLUMNS)
+
+
 def create_model(cfg: str | dict, ckpt: dict | None = None, nc: int | None = None,
-                 anchors: float | list | None = None) -> Model:
+                 anchors: float | list | None = None, model_class: type = Model) -> Model:
     """A new Model from ``cfg`` (or the checkpoint's own yaml when cfg is empty), with every weight of checkpoint
     dict ``ckpt`` (official or project format) that fits copied in: by key when the layer lists agree, else
     by aligning the two layer lists (utils/transfer.py), so an inserted layer does not shift the rest out. The
     checkpoint's anchors are kept only when the model comes from its own yaml and no ``anchors`` are given."""
     if ckpt is None:
-        return Model(cfg or DEFAULT_CFG, ch=3, nc=nc, anchors=anchors)
+        return model_class(cfg or DEFAULT_CFG, ch=3, nc=nc, anchors=anchors)
     ckpt_yaml, _, ckpt_sd = checkpoint_model_parts(ckpt)
-    model = Model(cfg or ckpt_yaml, ch=3, nc=nc, anchors=anchors)
+    model = model_class(cfg or ckpt_yaml, ch=3, nc=nc, anchors=anchors)
     exclude = ["anchor"] if (cfg or anchors) else []
     transfer_pretrained(model, ckpt_yaml, {k: v.float() for k, v in ckpt_sd.items()}, exclude=exclude)
     return model
@@ -136,7 +166,7 @@ class TrainState:
     lf: Callable[[float], float]  # learning-rate factor of an epoch
     amp: AmpPolicy
     scaler: torch.amp.GradScaler
-    compute_loss: ComputeLoss
+    compute_loss: Callable  # the task's loss (ComputeLoss for detection)
     train_loader: object
     dataset: object
     val_loader: object  # None without a val split and on DDP ranks other than 0
@@ -144,11 +174,12 @@ class TrainState:
     gs: int
     batch_size: int  # total over all processes: --batch-size, or AutoBatch's choice for -1
     stopper: EarlyStopping
+    task: TrainTask
     start_epoch: int = 0
     best_fitness: float = 0.0
     last_opt_step: int = -1
     maps: np.ndarray | None = None  # per-class mAP50-95 of the latest validation
-    results: tuple = (0.0,) * 7  # latest validation results
+    results: tuple = ()  # latest validation results (zeros of the task's val_columns before the first)
     last_saved_epoch: int | None = None  # epoch of the newest finite last.pt
     best_saved: bool = False  # best.pt written by this run (a new run writes its own, also in an --exist-ok folder)
     failure: str | None = None  # why training stopped on NaN/inf, when it did
@@ -180,9 +211,11 @@ class TrainData(NamedTuple):
     labels: np.ndarray
 
 
-def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks) -> TrainState:
+def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks,
+          task: TrainTask | None = None) -> TrainState:
     """Everything before the first epoch: options and hyperparameters checked and saved, then the model, the batch
     size, the optimization, the data, AutoAnchor, EMA, the resumed training state and the loss."""
+    task = task or DETECT
     callbacks.run("on_pretrain_routine_start")
     save_dir = Path(opt.save_dir)
     main_process = RANK in (-1, 0)
@@ -200,14 +233,14 @@ def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: C
     nc = 1 if opt.single_cls else int(data_dict["nc"])
     names = {0: "item"} if opt.single_cls and len(data_dict["names"]) != 1 else dict(data_dict["names"])
 
-    model, amp = build_model(opt, ckpt, nc, names, device, anchors=hyp.get("anchors"))
+    model, amp = build_model(opt, ckpt, nc, names, device, anchors=hyp.get("anchors"), model_class=task.model_class)
     gs = grid_stride(model)
     imgsz = check_img_size(opt.imgsz, gs, floor=gs * 2)
     check_activation_size(model, imgsz)  # per image; the batch size is the user's to choose
     # AutoBatch: single process (main() refuses it under DDP); opt keeps -1, the chosen size lives in the state
     batch_size = autobatch(model, imgsz, device, amp) if opt.batch_size == -1 else opt.batch_size
     optimizer, lf, hyp = build_optimization(model, opt, hyp, batch_size)
-    data = build_data(opt, data_dict, nc, imgsz, gs, batch_size, hyp, device)
+    data = build_data(opt, data_dict, nc, imgsz, gs, batch_size, hyp, device, task)
     if main_process and not opt.resume and not opt.noautoanchor:
         check_anchors(data.dataset, model=model, thr=hyp["anchor_t"], imgsz=imgsz)
     if not opt.resume:
@@ -235,9 +268,9 @@ def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: C
     state = TrainState(
         opt=opt, device=device, callbacks=callbacks, save_dir=save_dir, hyp=hyp, hyp_saved=hyp_saved,
         data_dict=data_dict, nc=nc, names=names, model=train_model, ema=ema, optimizer=optimizer, lf=lf, amp=amp,
-        scaler=amp.grad_scaler(), compute_loss=ComputeLoss(model, hyp), train_loader=data.train_loader,
+        scaler=amp.grad_scaler(), compute_loss=task.make_loss(model, hyp, opt), train_loader=data.train_loader,
         dataset=data.dataset, val_loader=data.val_loader, imgsz=imgsz, gs=gs, batch_size=batch_size,
-        stopper=stopper, **progress,
+        stopper=stopper, task=task, results=(0.0,) * len(task.val_columns), **progress,
     )
     if main_process:
         start_results_csv(save_dir / "results.csv", resume_epoch=state.start_epoch - 1 if opt.resume else None)
@@ -245,18 +278,18 @@ def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: C
 
 
 def build_model(opt: argparse.Namespace, ckpt: dict | None, nc: int, names: dict, device: torch.device,
-                anchors: float | None = None) -> tuple[nn.Module, AmpPolicy]:
+                anchors: float | None = None, model_class: type = Model) -> tuple[nn.Module, AmpPolicy]:
     """The model to train (resumed from ``ckpt``, or new with its matching weights transferred), with its class
     names, the layers of --freeze frozen and SyncBatchNorm where asked, and the AMP policy that suits it."""
     if opt.resume:
         if not 0 <= ckpt["epoch"] < opt.epochs - 1:
             raise UserError(f"{opt.weights} has finished training ({opt.epochs} epochs); nothing to resume. "
                             f"Start a new run with --weights {opt.weights}")
-        model = Model(ckpt["yaml"], ch=3, nc=nc).to(device)
+        model = model_class(ckpt["yaml"], ch=3, nc=nc).to(device)
         load_resumed_weights(model, ckpt["model"], opt.weights)
         LOGGER.info(f"Resuming model weights from {opt.weights}")
     else:
-        model = create_model(opt.cfg, ckpt, nc, anchors=anchors).to(device)
+        model = create_model(opt.cfg, ckpt, nc, anchors=anchors, model_class=model_class).to(device)
     model.names = names
     amp = select_amp(opt.amp, device.type)
     if amp.device_type == "cuda":
@@ -296,11 +329,12 @@ def build_optimization(model: nn.Module, opt: argparse.Namespace, hyp: dict,
 
 
 def build_data(opt: argparse.Namespace, data_dict: dict, nc: int, imgsz: int, gs: int, batch_size: int, hyp: dict,
-               device: torch.device) -> TrainData:
+               device: torch.device, task: TrainTask | None = None) -> TrainData:
     """The training loader (this process's share of the total ``batch_size``) with its labels checked against
     ``nc``, and on the main process the val loader (twice the batch, rectangular)."""
-    train_loader, dataset = create_dataloader(
-        data_dict["train"], imgsz, batch_size // WORLD_SIZE, gs, opt.single_cls, hyp=hyp, augment=True,
+    make_loader = (task or DETECT).make_loader
+    train_loader, dataset = make_loader(
+        opt, data_dict["train"], imgsz, batch_size // WORLD_SIZE, gs, hyp=hyp, augment=True,
         cache=train_cache(opt.cache, device), rect=opt.rect, rank=LOCAL_RANK, workers=opt.workers,
         image_weights=opt.image_weights, prefix=colorstr("train: "), shuffle=True, seed=opt.seed, quad=opt.quad,
     )
@@ -313,8 +347,8 @@ def build_data(opt: argparse.Namespace, data_dict: dict, nc: int, imgsz: int, gs
     val_loader = None
     if RANK in (-1, 0):
         if data_dict["val"]:
-            val_loader = create_dataloader(
-                data_dict["val"], imgsz, batch_size // WORLD_SIZE * 2, gs, opt.single_cls, hyp=hyp,
+            val_loader = make_loader(
+                opt, data_dict["val"], imgsz, batch_size // WORLD_SIZE * 2, gs, hyp=hyp,
                 cache=None if opt.noval or opt.cache == "off" else opt.cache, rect=True, rank=-1,
                 workers=opt.workers * 2, pad=0.5, prefix=colorstr("val: "),
             )[0]
@@ -343,7 +377,7 @@ def _restore(ckpt: dict, optimizer: torch.optim.Optimizer, ema: ModelEMA | None,
 
 @dataclass
 class EpochMetrics:
-    """What train_one_epoch measured: mean losses (box, obj, cls), images, seconds, the learning rates."""
+    """What train_one_epoch measured: mean losses (the task's loss_names), images, seconds, the learning rates."""
 
     mloss: torch.Tensor
     images: int
@@ -366,14 +400,16 @@ def train_one_epoch(state: TrainState, epoch: int) -> EpochMetrics | None:
     nb = len(state.train_loader)
     nw = max(round(state.hyp["warmup_epochs"] * nb), 100) if state.hyp["warmup_epochs"] > 0 else 0
     accumulate = max(round(NBS / state.batch_size), 1)
-    mloss = torch.zeros(3, device=state.device)
-    LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
+    loss_names = state.task.loss_names
+    mloss = torch.zeros(len(loss_names), device=state.device)
+    LOGGER.info(("\n" + "%11s" * (4 + len(loss_names))) % ("Epoch", "GPU_mem", *loss_names, "Instances", "Size"))
     pbar = enumerate(state.train_loader)
     if state.main_process:
         pbar = _progress(pbar, nb)
     t_epoch, n_images = time.time(), 0
     optimizer.zero_grad()
-    for i, (imgs, targets, paths, _) in pbar:
+    for i, batch in pbar:
+        imgs, targets, paths = batch[:3]
         ni = i + nb * epoch
         cb.run("on_train_batch_start", ni, epoch)
         imgs = imgs.to(state.device, non_blocking=True).float() / 255
@@ -386,14 +422,14 @@ def train_one_epoch(state: TrainState, epoch: int) -> EpochMetrics | None:
 
         with state.amp.training_forward():
             pred = model(imgs)
-        loss, loss_items = state.compute_loss([p.float() for p in pred], targets.to(state.device))  # fp32 loss
+        loss, loss_items = state.task.compute_loss(state.compute_loss, pred, batch, state.device)  # fp32 loss
         if RANK != -1:
             loss *= WORLD_SIZE  # gradients are averaged between processes
         if opt.quad:
             loss *= 4  # the loss sums over images and a quad batch holds a quarter of them
         if not torch.isfinite(loss):
             items = loss_items.tolist()
-            state.failure = f"the loss became NaN/inf at epoch {epoch}, batch {i} (box, obj, cls = {items})"
+            state.failure = f"the loss became NaN/inf at epoch {epoch}, batch {i} ({', '.join(loss_names)} = {items})"
             break
 
         n_images += imgs.shape[0]
@@ -412,7 +448,7 @@ def train_one_epoch(state: TrainState, epoch: int) -> EpochMetrics | None:
         if state.main_process:
             mem = f"{torch.cuda.memory_reserved() / 1e9 if state.device.type == 'cuda' else 0:.3g}G"
             progress = (f"{epoch}/{state.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1])
-            pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % progress)
+            pbar.set_description(("%11s" * 2 + "%11.4g" * (2 + len(loss_names))) % progress)
         cb.run("on_train_batch_end", ni, model, imgs, targets, paths, mloss)
         if cb.stop_training and RANK == -1:  # under DDP every rank stops together at the epoch's end
             break
@@ -437,7 +473,8 @@ def end_epoch(state: TrainState, epoch: int, metrics: EpochMetrics) -> bool:
         bad = nonfinite_weights({"model": de_parallel(state.model).state_dict(), "ema": ema.ema.state_dict()})
         if not bad and state.val_loader is not None and (not opt.noval or final_epoch or stop):
             state.results, state.maps, _ = _validate(state, ema.ema)
-            bad = [c for f, c in VAL_LOSS_COLUMNS.items() if not math.isfinite(getattr(state.results, f))]
+            bad = [c for c, v in zip(state.task.val_columns, state.results) if c.startswith("val/")
+                   and not math.isfinite(v)]
         LOGGER.info(f"epoch {epoch}: train {metrics.seconds:.1f}s "
                     f"({metrics.images / max(metrics.seconds, 1e-9):.1f} img/s), val {time.time() - t_val:.1f}s")
         if bad:  # nothing of this epoch is logged or saved
@@ -445,7 +482,8 @@ def end_epoch(state: TrainState, epoch: int, metrics: EpochMetrics) -> bool:
                              f"(e.g. {bad[:3]})")
             stop = True
         else:
-            fi = float(fitness(np.array(state.results).reshape(1, -1))[0]) if state.val_loader is not None else 0.0
+            fi = float(state.task.fitness(np.array(state.results).reshape(1, -1))[0]) \
+                if state.val_loader is not None else 0.0
             stop = state.stopper(epoch=epoch, fitness=fi) or stop
             improved = fi > state.best_fitness or not state.best_saved  # a tie (at 0: nothing learnt) keeps best
             state.best_fitness = max(state.best_fitness, fi)
@@ -463,18 +501,35 @@ def end_epoch(state: TrainState, epoch: int, metrics: EpochMetrics) -> bool:
 
 
 def _validate(state, model, plots=False, verbose=False, by_size=False):
-    """utils.evaluation.evaluate on the val loader, in half precision when training runs fp16 autocast (as YOLOv5).
-    AP by object size (three more matchings per image) only where asked: the final validation, not every epoch."""
+    """The task's evaluation on the val loader, in half precision when training runs fp16 autocast (as YOLOv5)."""
     state.callbacks.run("on_val_start")
     model = model.half() if state.amp.fp16 else model.float()
-    output = evaluate(
+    output = state.task.evaluate(state, model, plots=plots, verbose=verbose, by_size=by_size)
+    model.float()
+    state.callbacks.run("on_val_end", output.results)
+    return output
+
+
+def evaluate_detection(state: TrainState, model: nn.Module, plots: bool = False, verbose: bool = False,
+                       by_size: bool = False) -> object:
+    """DETECT's evaluation: utils.evaluation.evaluate. AP by object size (three more matchings per image) only
+    where asked: the final validation, not every epoch."""
+    return evaluate(
         model, state.val_loader, state.nc, state.names, state.device, single_cls=state.opt.single_cls,
         half=state.amp.fp16, compute_loss=state.compute_loss, verbose=verbose, save_dir=state.save_dir, plots=plots,
         by_size=by_size,
     )
-    model.float()
-    state.callbacks.run("on_val_end", output.results)
-    return output
+
+
+DETECT = TrainTask(
+    name="detect", model_class=Model, default_cfg=DEFAULT_CFG, demo_data=DEMO["data"],
+    loss_names=("box_loss", "obj_loss", "cls_loss"), val_columns=tuple(VAL_COLUMNS.values()),
+    make_loader=lambda opt, path, imgsz, batch_size, gs, **kw: create_dataloader(
+        path, imgsz, batch_size, gs, opt.single_cls, **kw),
+    make_loss=lambda model, hyp, opt: ComputeLoss(model, hyp),
+    compute_loss=lambda loss_fn, pred, batch, device: loss_fn([p.float() for p in pred], batch[1].to(device)),
+    evaluate=evaluate_detection, fitness=fitness,
+)
 
 
 def _save(state, epoch, improved):
@@ -518,22 +573,26 @@ def finish(state: TrainState, epoch: int) -> ValResults:
                     output = _validate(state, model, plots=not state.opt.noplots, verbose=True, by_size=True)
                     state.results = output.results
         state.callbacks.run("on_train_end", last, best, epoch, state.results)
-        _summary(state.save_dir, last, best)
+        _summary(state.save_dir, last, best, state.task.scripts)
     if state.device.type == "cuda":
         torch.cuda.empty_cache()
     return state.results
 
 
-def train(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks | None = None) -> ValResults:
+def train(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks | None = None,
+          task: TrainTask | None = None) -> ValResults:
     """Train with options ``opt`` (the CLI namespace) and hyperparameters ``hyp``; returns the final ValResults
-    (P, R, mAP50, mAP50-95, val box, obj, cls)."""
+    (P, R, mAP50, mAP50-95, val box, obj, cls), or the ``task``'s results (e.g. segmentation's box and mask
+    metrics)."""
+    task = task or DETECT
     callbacks = callbacks or Callbacks()
     callbacks.stop_training = False
     # the default loggers, after the caller's callbacks, on the process that logs; removed again at the end, so a
     # Callbacks object can serve several runs
-    loggers = Loggers(opt.save_dir, plots=not opt.noplots).register(callbacks) if RANK in (-1, 0) else None
+    loggers = Loggers(opt.save_dir, plots=not opt.noplots, columns=task.results_columns).register(callbacks) \
+        if RANK in (-1, 0) else None
     try:
-        state = setup(hyp, opt, device, callbacks)
+        state = setup(hyp, opt, device, callbacks, task)
         LOGGER.info(f"Image sizes {state.imgsz} train, {state.imgsz} val\nUsing "
                     f"{getattr(state.train_loader, 'num_workers', 0)} dataloader workers\nLogging results to "
                     f"{colorstr('bold', state.save_dir)}\nStarting training for {state.epochs} epochs...")
@@ -556,21 +615,22 @@ def _progress(iterable, total):
     return tqdm(iterable, total=total, bar_format="{l_bar}{bar:10}{r_bar}")
 
 
-def _summary(save_dir, last, best):
+def _summary(save_dir, last, best, scripts=("val.py", "detect.py")):
     files = sorted(p.name for p in save_dir.iterdir() if p.is_file())
     LOGGER.info(
         f"\n{colorstr('Training finished.')} Results saved to {colorstr('bold', save_dir)}\n"
         f"  weights: {best if best.exists() else '-'} (best), {last if last.exists() else '-'} (last)\n"
         f"  files:   {', '.join(files)}\n"
-        f"  validate: python val.py --weights {best} --data <data.yaml>\n"
-        f"  predict:  python detect.py --weights {best} --source <images>"
+        f"  validate: python {scripts[0]} --weights {best} --data <data.yaml>\n"
+        f"  predict:  python {scripts[1]} --weights {best} --source <images>"
     )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Hyperparameter evolution
 # ---------------------------------------------------------------------------------------------------------------
-def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks | None = None) -> dict:
+def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks | None = None,
+           task: TrainTask | None = None) -> dict:
     """--evolve N: N generations (fewer when evolve.csv in the run folder already holds some: the evolution
     resumes), each a full training validated only at its final epoch; then hyp_evolve.yaml and evolve.png."""
     save_dir = Path(opt.save_dir)
@@ -583,8 +643,9 @@ def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: 
         gen_opt = argparse.Namespace(**{**vars(opt), "hyp": dict(gen_hyp), "noval": True, "nosave": True,
                                         "noplots": True})
         LOGGER.info(f"\n{colorstr('evolve: ')}generation {generation + 1}/{opt.evolve}")
-        results = train(gen_hyp, gen_opt, device, callbacks)
-        fit = append_evolve_csv(evolve_csv, results, gen_hyp)
+        results = train(gen_hyp, gen_opt, device, callbacks, task)
+        task = task or DETECT
+        fit = append_evolve_csv(evolve_csv, results, gen_hyp, columns=task.val_columns, fitness_fn=task.fitness)
         LOGGER.info(f"{colorstr('evolve: ')}generation {generation + 1}: fitness {fit:.4f}")
     best = write_best_hyp(evolve_csv, list(hyp), save_dir / "hyp_evolve.yaml")
     plot_evolve(evolve_csv)
@@ -597,7 +658,13 @@ def evolve(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: 
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
 def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a YOLOv5 detection model.")
+    parser = make_parser()
+    return parser.parse_known_args(argv)[0] if known else parser.parse_args(argv)
+
+
+def make_parser(description: str = "Train a YOLOv5 detection model.") -> argparse.ArgumentParser:
+    """train.py's flags (official YOLOv5's); a task's script adds its own (segment/train.py: --mask-ratio, ...)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--weights", type=str, default="", help="initial weights path ('' = from scratch)")
     parser.add_argument("--cfg", type=str, default="", help="model.yaml path (yolov5n.yaml when no --weights)")
     parser.add_argument("--data", type=str, default=None,
@@ -649,7 +716,7 @@ def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Na
     parser.add_argument("--bbox_interval", type=int, default=-1, help="W&B box-image interval (not supported; ignored)")
     parser.add_argument("--artifact_alias", type=str, default="latest",
                         help="W&B artifact alias (not supported; ignored)")
-    return parser.parse_known_args(argv)[0] if known else parser.parse_args(argv)
+    return parser
 
 
 ONLINE_LOGGER_FLAGS = {"bucket": "", "entity": None, "upload_dataset": False, "bbox_interval": -1,
@@ -664,15 +731,16 @@ def warn_online_logger_flags(opt: argparse.Namespace) -> None:
                        f"and cloud buckets are not part of this project; results stay in {opt.save_dir}")
 
 
-def apply_defaults(opt: argparse.Namespace) -> str:
+def apply_defaults(opt: argparse.Namespace, task: TrainTask | None = None) -> str:
     """Fill the unset flags of a new run: the built-in demo without --data, YOLOv5's defaults with it. Returns a
     line saying which."""
+    task = task or DETECT
     demo = opt.data is None
-    for key, value in (DEMO if demo else OFFICIAL).items():
+    for key, value in ({**DEMO, "data": task.demo_data} if demo else OFFICIAL).items():
         if getattr(opt, key) is None:
             setattr(opt, key, value)
     if not opt.cfg and not opt.weights:
-        opt.cfg = DEFAULT_CFG
+        opt.cfg = task.default_cfg
     model = opt.cfg or opt.weights
     if demo:
         return (f"built-in demo: {model} on generated shapes ({Path(opt.data).name}), {opt.imgsz} px, {opt.epochs} "
@@ -689,7 +757,8 @@ def _device_type(device):
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argparse.Namespace:
+def main(opt: argparse.Namespace, callbacks: Callbacks | None = None,
+         task: TrainTask | None = None) -> argparse.Namespace:
     if RANK not in (-1, 0):  # DDP: only rank 0 logs; the other ranks report errors only
         LOGGER.setLevel(logging.ERROR)
 
@@ -699,12 +768,12 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argpars
                             "evolve.csv in its folder")
         ckpt_path, saved, hyp = load_resume_state(opt.resume)
         cli = {k: getattr(opt, k) for k in ("workers", "device", "download")}
-        opt = argparse.Namespace(**{**vars(parse_opt([])), **saved, **cli})
+        opt = argparse.Namespace(**{**vars(parse_opt([])), **(task or DETECT).option_defaults, **saved, **cli})
         opt.resume, opt.weights = True, str(ckpt_path)
         opt.save_dir = str(Path(os.path.abspath(ckpt_path)).parents[1])
         mode = f"resuming {ckpt_path} ({opt.epochs} epochs, {opt.imgsz} px)"
     else:
-        mode = apply_defaults(opt)
+        mode = apply_defaults(opt, task)
         hyp = opt.hyp if isinstance(opt.hyp, dict) else yaml_load(opt.hyp)
         if opt.epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {opt.epochs}")
@@ -752,9 +821,9 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argpars
 
     try:
         if opt.evolve is not None:
-            opt.hyp_evolve, opt.results = evolve(hyp, opt, device, callbacks), None
+            opt.hyp_evolve, opt.results = evolve(hyp, opt, device, callbacks, task), None
         else:
-            opt.results = train(hyp, opt, device, callbacks)
+            opt.results = train(hyp, opt, device, callbacks, task)
     finally:  # every rank leaves the process group, also on an error, so no gloo thread outlives the process
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +69,13 @@ def read_evolve_csv(file: str | Path) -> list[dict]:
     return [row for row in rows if row is not None]
 
 
-def append_evolve_csv(file: str | Path, results: Sequence[float], hyp: dict) -> float:
-    """Append one generation (results: the 7 validation values; hyp: the hyperparameters it trained with)."""
+def append_evolve_csv(file: str | Path, results: Sequence[float], hyp: dict,
+                      columns: Sequence[str] = RESULT_COLUMNS, fitness_fn: Callable | None = None) -> float:
+    """Append one generation (results: the 7 validation values, or a task's ``columns``, e.g. segmentation's 12,
+    scored by its ``fitness_fn``; hyp: the hyperparameters it trained with)."""
     file = Path(file)
-    fit = float(results_fitness(np.array([list(results)[:4]]))[0])
-    keys = ("fitness", *RESULT_COLUMNS, *hyp)
+    fit = float((fitness_fn or results_fitness)(np.array([list(results)]))[0])
+    keys = ("fitness", *columns, *hyp)
     values = (fit, *results, *hyp.values())
     new = not file.exists()
     with open(file, "a") as f:

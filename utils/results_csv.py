@@ -17,14 +17,14 @@ RESULTS_COLUMNS = ("epoch", *TRAIN_LOSS_COLUMNS, *VAL_COLUMNS.values(), *LR_COLU
 COLUMN_WIDTH = 20
 
 
-def append_results_row(file: str | Path, row: Sequence[float]) -> None:
-    """Append one epoch's values (in RESULTS_COLUMNS order) to results.csv, writing the header first when the file
-    is new."""
+def append_results_row(file: str | Path, row: Sequence[float], columns: Sequence[str] = RESULTS_COLUMNS) -> None:
+    """Append one epoch's values (in ``columns`` order: RESULTS_COLUMNS, or a task's, e.g. segmentation's) to
+    results.csv, writing the header first when the file is new."""
     file = Path(file)
     new = not file.exists()
     with open(file, "a") as f:
         if new:
-            f.write(",".join(f"{c:>{COLUMN_WIDTH}}" for c in RESULTS_COLUMNS) + "\n")
+            f.write(",".join(f"{c:>{COLUMN_WIDTH}}" for c in columns) + "\n")
         f.write(",".join(f"{x:>{COLUMN_WIDTH}.5g}" for x in row) + "\n")
 
 

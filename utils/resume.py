@@ -51,6 +51,8 @@ RESUME_OPTIONS = {
     "cache": ((None, "ram", "disk", "val", "off"), None, None),
     "amp": (("auto", "on", "off"), None, None),  # the precision of the interrupted run, for an exact continuation
     "evolve": ((None,), None, None),  # a training run is never an evolution (which resumes from its evolve.csv)
+    "mask_ratio": ("int", 1, 64),  # segment/train.py
+    "no_overlap": ("bool", None, None),  # segment/train.py
 }
 PATH_OPTIONS = ("data", "hyp", "cfg")  # local yaml paths, read again on resume
 # set by this command line or by where the checkpoint lies, never by the file: dropped without a warning

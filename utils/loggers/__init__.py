@@ -48,9 +48,11 @@ class Loggers:
     HOOKS = ("on_pretrain_routine_end", "on_train_batch_end", "on_fit_epoch_end", "on_train_end")
 
     def __init__(
-        self, save_dir: str | Path, names: dict[int, str] | None = None, plots: bool = True, tensorboard: bool = True
+        self, save_dir: str | Path, names: dict[int, str] | None = None, plots: bool = True, tensorboard: bool = True,
+        columns: Sequence[str] = RESULTS_COLUMNS,
     ) -> None:
         self.save_dir = Path(save_dir)
+        self.columns = tuple(columns)  # results.csv header: detection's, or a task's (segmentation adds mask columns)
         self.names = names
         self.plots = plots
         self.csv = self.save_dir / "results.csv"
@@ -89,9 +91,9 @@ class Loggers:
                 self.tb.add_image(f"train_batch{ni}", grid, 0, dataformats="HWC")
 
     def on_fit_epoch_end(self, values: Sequence[float], epoch: int, best_fitness: float, fitness: float) -> None:
-        append_results_row(self.csv, values)
+        append_results_row(self.csv, values, self.columns)
         if self.tb is not None:
-            for key, value in zip(RESULTS_COLUMNS[1:], values[1:]):
+            for key, value in zip(self.columns[1:], values[1:]):
                 self.tb.add_scalar(key, value, epoch)
             self.tb.add_scalar("x/fitness", fitness, epoch)
 
