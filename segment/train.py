@@ -12,7 +12,8 @@ mask per instance instead of one index map per image). Outputs go to runs/train-
 results.csv carries box (B) and mask (M) metrics and train/seg_loss, as official.
 
 This script is the SEGMENT task (utils/segment_data.py, utils/segment_loss.py, utils/segment_evaluation.py) run on
-train.py's training engine: the phases, callbacks, resume, --evolve, checkpoints, EMA and AMP are train.py's.
+the training engine train.py runs (engine/training.py): the phases, callbacks, resume, --evolve, checkpoints,
+EMA and AMP are the same code.
 """
 
 import argparse
@@ -27,9 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# The training engine lives in train.py (its phases are importable functions); segment/train.py adds a task to it
-# instead of copying it (see the README, "Instance segmentation: data and training").
-import train as engine  # noqa: E402
+from engine import training  # noqa: E402
 from models.yolo import SegmentationModel  # noqa: E402
 from utils.callbacks import Callbacks  # noqa: E402
 from utils.general import UserError, exit_code  # noqa: E402
@@ -60,7 +59,7 @@ def compute_loss(loss_fn: ComputeSegmentLoss, pred: tuple, batch: tuple,
     return loss_fn(([p.float() for p in levels], proto.float()), batch[1].to(device), batch[4].to(device))
 
 
-def evaluate(state: engine.TrainState, model: nn.Module, plots: bool = False, verbose: bool = False,
+def evaluate(state: training.TrainState, model: nn.Module, plots: bool = False, verbose: bool = False,
              by_size: bool = False) -> object:
     """Box and mask metrics with utils.segment_evaluation.evaluate_segmentation (as segment/val.py)."""
     return evaluate_segmentation(
@@ -75,7 +74,7 @@ def fitness(results: np.ndarray) -> np.ndarray:
     return segment_fitness(results)
 
 
-SEGMENT = engine.TrainTask(
+SEGMENT = training.TrainTask(
     name="segment", model_class=SegmentationModel, default_cfg=DEFAULT_CFG, demo_data=DEMO_DATA,
     loss_names=("box_loss", "seg_loss", "obj_loss", "cls_loss"), val_columns=tuple(SEG_VAL_COLUMNS.values()),
     make_loader=make_loader, make_loss=make_loss, compute_loss=compute_loss, evaluate=evaluate, fitness=fitness,
@@ -84,7 +83,7 @@ SEGMENT = engine.TrainTask(
 
 
 def parse_opt(argv: list[str] | None = None, known: bool = False) -> argparse.Namespace:
-    parser = engine.make_parser("Train a YOLOv5 instance-segmentation model.")
+    parser = training.make_parser("Train a YOLOv5 instance-segmentation model.")
     parser.set_defaults(project=str(ROOT / "runs/train-seg"))
     parser.add_argument("--mask-ratio", type=int, default=OPTION_DEFAULTS["mask_ratio"],
                         help="mask resolution: image size / mask-ratio (the prototypes' 4 by default)")
@@ -98,7 +97,7 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argpars
         raise UserError("--quad is not supported for segmentation training")
     if not isinstance(opt.mask_ratio, int) or opt.mask_ratio < 1:
         raise UserError(f"--mask-ratio must be a positive integer, got {opt.mask_ratio!r}")
-    return engine.main(opt, callbacks, task=SEGMENT)
+    return training.main(opt, callbacks, task=SEGMENT)
 
 
 def run(callbacks: Callbacks | None = None, **kwargs: object) -> argparse.Namespace:

@@ -11,6 +11,7 @@ import export
 import train
 import utils.dataloaders as dl
 import val
+from engine import training
 from models.yolo import Model
 from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
@@ -70,8 +71,8 @@ def test_parsed_values_of_the_new_flags():
     opt = train.parse_opt(["--quad", "--upload_dataset", "--bbox_interval", "3", "--entity", "me"])
     assert opt.quad and opt.upload_dataset is True and opt.bbox_interval == 3 and opt.entity == "me"
     defaults = train.parse_opt([])
-    assert not defaults.quad and {k: getattr(defaults, k) for k in train.ONLINE_LOGGER_FLAGS} == \
-        train.ONLINE_LOGGER_FLAGS
+    assert not defaults.quad and {k: getattr(defaults, k) for k in training.ONLINE_LOGGER_FLAGS} == \
+        training.ONLINE_LOGGER_FLAGS
     assert detect.parse_opt(["--update"]).update and not detect.parse_opt([]).update
     opt = export.parse_opt(["--optimize", "--workspace", "8", "--topk-all", "50", "--conf-thres", "0.3"])
     assert opt.optimize and opt.workspace == 8 and opt.topk_all == 50 and opt.conf_thres == 0.3

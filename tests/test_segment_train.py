@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import train as engine
 from data.synthetic import generate_shapes_seg
+from engine import training as engine
 from segment import train as segment_train
 from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint

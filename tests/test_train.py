@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 import train
+from engine import training
 from utils.callbacks import Callbacks
 from utils.checkpoints import load_checkpoint
 from utils.evaluation import ValOutput, ValResults
@@ -109,7 +110,7 @@ def test_transfer_into_other_models(info_log):
     under the key of its shifted layer (structure matching, utils/transfer.py)."""
     ckpt = load_checkpoint(FIXTURE)
     with info_log() as log:
-        model = train.create_model("yolov5n.yaml", ckpt, nc=3)
+        model = training.create_model("yolov5n.yaml", ckpt, nc=3)
     assert "Transferred 342/349 items from pretrained weights" in log.lines
     official = {k: v.float() for k, v in train_state_dict(ckpt).items()}
     assert torch.equal(model.state_dict()["model.0.conv.weight"], official["model.0.conv.weight"])
@@ -119,7 +120,7 @@ def test_transfer_into_other_models(info_log):
     if not any((ROOT / "models").glob("yolov5?_ScConv.yaml")):
         pytest.skip("no ScConv variant yaml in models/")
     with info_log() as log:
-        model = train.create_model(variant, ckpt, nc=80)
+        model = training.create_model(variant, ckpt, nc=80)
     own = model.state_dict()
     expected = len(official) - 1  # all but the anchors
     assert any(line.startswith(f"Transferred {expected}/{len(own)} tensors: ") for line in log.lines)
@@ -351,7 +352,7 @@ def test_image_weights_with_no_labels_sample_uniformly_and_warn_once(monkeypatch
 def test_autobatch_choice_lives_in_the_state_and_checkpoint_not_in_the_options(tmp_path, monkeypatch):
     """--batch-size -1: the options (opt.yaml, the returned namespace) keep -1 as given; the training runs with
     AutoBatch's choice, and last.pt records that choice, which is what --resume takes."""
-    monkeypatch.setattr(train, "autobatch", lambda model, imgsz, device, amp: 2)  # a CPU stand-in for the GPU probe
+    monkeypatch.setattr(training, "autobatch", lambda model, imgsz, device, amp: 2)  # a CPU stand-in for the GPU probe
     opt = train.parse_opt([], known=True)
     for key, value in (TINY | dict(epochs=1, batch_size=-1, noplots=True, noautoanchor=True)).items():
         setattr(opt, key, value)
@@ -359,7 +360,7 @@ def test_autobatch_choice_lives_in_the_state_and_checkpoint_not_in_the_options(t
     batches = []
     callbacks = Callbacks()
     callbacks.register_action("on_train_batch_end", callback=lambda ni, model, imgs, *_: batches.append(len(imgs)))
-    train.train(yaml_load(opt.hyp), opt, torch.device("cpu"), callbacks)
+    training.train(yaml_load(opt.hyp), opt, torch.device("cpu"), callbacks)
     assert batches == [2, 2]  # coco8's 4 training images in batches of AutoBatch's 2
     assert opt.batch_size == -1 and yaml_load(tmp_path / "auto/opt.yaml")["batch_size"] == -1
     assert load_checkpoint(tmp_path / "auto/weights/last.pt")["opt"]["batch_size"] == 2
@@ -370,7 +371,7 @@ def test_autobatch_choice_lives_in_the_state_and_checkpoint_not_in_the_options(t
 def test_cache_choice_per_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
     """--cache val caches only the val split; unset on the CPU, the training split is cached when small ('auto');
     --cache off caches neither."""
-    create, caches = train.create_dataloader, []
+    create, caches = training.create_dataloader, []
 
     def record(*args, **kwargs):
         caches.append(kwargs["cache"])
@@ -378,7 +379,7 @@ def test_cache_choice_per_split(tmp_path, monkeypatch, cache, train_cache, val_c
             raise Interrupted
         return create(*args, **kwargs)
 
-    monkeypatch.setattr(train, "create_dataloader", record)
+    monkeypatch.setattr(training, "create_dataloader", record)
     with pytest.raises(Interrupted):
         train.run(**TINY, cache=cache, project=str(tmp_path), name="exp", noplots=True, noautoanchor=True)
     assert caches == [train_cache, val_cache]
@@ -389,7 +390,7 @@ def test_non_finite_validation_losses_stop_training_before_anything_is_saved(tmp
         results = ValResults(0.0, 0.0, 0.0, 0.0, float("inf"), 0.1, float("nan"))
         return ValOutput(results, [0.0] * 80, (0.0, 0.0, 0.0))
 
-    monkeypatch.setattr(train, "evaluate", diverged_val)
+    monkeypatch.setattr(training, "evaluate", diverged_val)
     with pytest.raises(UserError, match=r"end of epoch 0 in 2 .*'val/box_loss', 'val/cls_loss'.*no checkpoint was "
                                         r"written yet"):
         train.run(**(TINY | dict(epochs=1, batch_size=4)), project=str(tmp_path), name="exp", noplots=True,
@@ -428,10 +429,10 @@ def test_callbacks_see_every_event_in_order_and_can_stop_training(tmp_path):
 
 def test_defaults_are_the_demo_without_data_and_official_with_it(tmp_path, info_log):
     demo = train.parse_opt([])
-    assert "built-in demo" in train.apply_defaults(demo)
+    assert "built-in demo" in training.apply_defaults(demo)
     assert (Path(demo.data).name, demo.imgsz, demo.epochs, demo.cfg) == ("shapes.yaml", 256, 30, "yolov5n.yaml")
     official = train.parse_opt(["--data", "coco8.yaml", "--epochs", "5"])
-    train.apply_defaults(official)
+    training.apply_defaults(official)
     assert (official.imgsz, official.epochs, Path(official.hyp).name) == (640, 5, "hyp.scratch-low.yaml")
     with info_log() as log, pytest.raises(UserError):
         train.run(data=str(tmp_path / "missing.yaml"), project=str(tmp_path), name="bad")

@@ -1,0 +1,1 @@
+"""The engine layer: procedures the scripts share (training phases), between the scripts and models/."""
