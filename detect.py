@@ -25,8 +25,8 @@ import cv2
 import numpy as np
 import torch
 
+from engine.prediction import load_model, log_summary, open_source, strip_weights
 from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
-from models.prediction import load_model, log_summary, open_source, strip_weights
 from utils.boxes import filter_detections, non_max_suppression, scale_boxes
 from utils.dataloaders import LoadScreenshots
 from utils.detection_output import DetectionWriter, count_string

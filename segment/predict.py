@@ -19,8 +19,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.prediction import load_model, log_summary, open_source, segment_all, strip_weights  # noqa: E402
 from models.backends import newest_trained_weights  # noqa: E402
-from models.prediction import load_model, log_summary, open_source, segment_all, strip_weights  # noqa: E402
 from utils.boxes import non_max_suppression  # noqa: E402
 from utils.general import ROOT, UserError, exit_code, increment_path, print_args  # noqa: E402
 from utils.segment_output import SegmentationWriter  # noqa: E402

@@ -14,8 +14,7 @@ from utils.general import ROOT
 ROOT_SCRIPTS = ("train", "val", "detect", "export", "hubconf")
 # models/*.py files that may import other project modules; every other models/*.py is a module file. The export
 # package (models/export/) builds on the whole project: none of its files is a module file.
-NOT_LEAF_DEPENDENT = {"__init__", "common", "yolo", "experimental", "backends", "edge_runtimes", "autoshape",
-                      "prediction"}
+NOT_LEAF_DEPENDENT = {"__init__", "common", "yolo", "experimental", "backends", "edge_runtimes", "autoshape"}
 
 # In one fresh interpreter: for each module, forget every project module, import it, and record which project
 # modules that import loaded (torch stays loaded: it is not what is checked and is slow to import).
