@@ -10,7 +10,7 @@ Cases (each size runs in its own process, so one measurement's memory never coun
                COCO size-range matching, then ap_per_class and ap_ar_by_area (300 classes, --dets per image)
   nms          non_max_suppression at validation settings (conf 0.001, IoU 0.6, multi-label, 80 classes) on N
                dense candidate boxes, and nms(max_keep=300) on N random boxes
-  video        detect.py (yolov5n fixture, --imgsz 64) on a generated 64x64 video of N frames, annotated video
+  video        detect.py (yolov5n fixture, --imgsz 128) on a generated 128x128 video of N frames, annotated video
                and per-frame labels saved; peak memory must not grow with N
 
 Memory: "peak MB" is the peak resident memory during the measured work minus the resident memory just before it
@@ -44,13 +44,20 @@ import torch  # noqa: E402
 from utils import dataloaders  # noqa: E402
 from utils.boxes import nms, non_max_suppression  # noqa: E402
 from utils.dataloaders import LoadImagesAndLabels, list_image_files  # noqa: E402
-from utils.evaluation import _append_size_stats  # noqa: E402
 from utils.general import LOGGER  # noqa: E402
 from utils.labels import load_verified_labels  # noqa: E402
-from utils.metrics import AREA_RANGES, IOU_THRESHOLDS, ap_ar_by_area, ap_per_class, match_predictions  # noqa: E402
+from utils.metrics import (  # noqa: E402
+    AREA_RANGES,
+    IOU_THRESHOLDS,
+    ap_ar_by_area,
+    ap_per_class,
+    match_predictions,
+    match_predictions_by_area,
+)
 
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
 LABELS_PER_FILE = 5
+VIDEO_SIZE = 128  # frame width and height, also detect.py --imgsz
 
 
 # ---------------------------------------------------------------------------------------------------- measurement
@@ -122,16 +129,15 @@ def make_label_dataset(folder, n, seed=0):
     return folder
 
 
-def make_video(file, frames, size=64):
-    """A size x size mp4 of moving squares, ``frames`` frames at 30 fps."""
+def make_video(file, frames, size=VIDEO_SIZE):
+    """A size x size mp4 of data/images/bus.jpg drifting sideways (so the model finds people and a bus in every
+    frame), ``frames`` frames at 30 fps."""
     if file.exists():
         return file
+    bus = cv2.resize(cv2.imread(str(ROOT / "data" / "images" / "bus.jpg")), (size, size), interpolation=cv2.INTER_AREA)
     writer = cv2.VideoWriter(str(file), cv2.VideoWriter_fourcc(*"mp4v"), 30, (size, size))
     for k in range(frames):
-        im = np.full((size, size, 3), 114, dtype=np.uint8)
-        x = k % (size - 16)
-        cv2.rectangle(im, (x, 10), (x + 16, 40), (0, 0, 255), -1)
-        writer.write(im)
+        writer.write(np.roll(bus, k % size, axis=1))
     writer.release()
     return file
 
@@ -218,7 +224,9 @@ def child_metrics(n_images, dets):
     def work():
         stats, size_stats = [], {name: [] for name in AREA_RANGES}
         for pred, lab in per_image:
-            _append_size_stats(size_stats, pred, lab, iouv)
+            conf, cls, label_cls = pred[:, 4].numpy(), pred[:, 5].numpy(), lab[:, 0].numpy()
+            for name, (tp, counted, in_range) in match_predictions_by_area(pred, lab, iouv).items():  # as val does
+                size_stats[name].append((tp, counted, conf, cls, label_cls[in_range]))
             stats.append((match_predictions(pred, lab, iouv), pred[:, 4], pred[:, 5], lab[:, 0]))
         arrays = [torch.cat(x, 0).numpy() for x in zip(*stats)]
         t_match = time.perf_counter()
@@ -255,10 +263,11 @@ def child_nms(n):
 
 
 def child_video(video, project):
-    cmd = [sys.executable, str(ROOT / "detect.py"), "--weights", str(FIXTURE), "--source", str(video), "--imgsz", "64",
-           "--device", "cpu", "--project", str(project), "--name", "exp", "--exist-ok", "--save-txt"]
+    cmd = [sys.executable, str(ROOT / "detect.py"), "--weights", str(FIXTURE), "--source", str(video), "--imgsz",
+           str(VIDEO_SIZE), "--device", "cpu", "--project", str(project), "--name", "exp", "--exist-ok", "--save-txt",
+           "--conf-thres", "1e-5", "--max-det", "10"]  # the fixture is barely trained: boxes in every frame
     t0 = time.perf_counter()
-    # one thread: on 2 cores shared with other jobs, two torch threads at 64 px ran 7x slower (45 s vs 6 s for
+    # one thread: on 2 cores shared with other jobs, two torch threads at 64 px once ran 7x slower (45 s vs 6 s for
     # 200 frames), which would hide any growth with the frame count in noise
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
