@@ -181,19 +181,22 @@ def child_labels(folder, warm):
     cache = folder / "labels.cache"
     if not warm:
         cache.unlink(missing_ok=True)
-    LOGGER.setLevel(logging.ERROR)
 
     def work():
         files, labels, _ = load_verified_labels(folder / "images", list_image_files(folder / "images"))
         return len(files), sum(len(lb) for lb in labels)
 
-    seconds, peak, (n, nl) = measure(work)
+    level = LOGGER.level
+    LOGGER.setLevel(logging.ERROR)
+    try:
+        seconds, peak, (n, nl) = measure(work)
+    finally:
+        LOGGER.setLevel(level)
     return {"seconds": seconds, "peak": peak, "note": f"{n} images, {nl} labels, cache {cache.stat().st_size >> 10} kB"}
 
 
 def child_cache_ram(folder, fake_free_mb):
     folder = Path(folder)
-    dataloaders.free_memory = lambda: fake_free_mb << 20  # pretend the machine has only this much free memory
     warnings = []
 
     class Catch(logging.Handler):
@@ -201,15 +204,19 @@ def child_cache_ram(folder, fake_free_mb):
             if "caching" in record.getMessage():
                 warnings.append(record.getMessage())
 
-    LOGGER.addHandler(Catch())
-    LOGGER.setLevel(logging.WARNING)
-
     def work():
         ds = LoadImagesAndLabels(folder / "images", img_size=640, cache_images="ram")
         items = [ds[i][0].shape for i in range(0, ds.n, max(ds.n // 8, 1))]  # streamed from the image files
         return ds, items
 
-    seconds, peak, (ds, items) = measure(work)
+    real_free_memory, handler = dataloaders.free_memory, Catch()
+    dataloaders.free_memory = lambda: fake_free_mb << 20  # pretend the machine has only this much free memory
+    LOGGER.addHandler(handler)
+    try:
+        seconds, peak, (ds, items) = measure(work)
+    finally:
+        dataloaders.free_memory = real_free_memory
+        LOGGER.removeHandler(handler)
     cached = sum(im is not None for im in ds.ims)
     need = ds._image_bytes(resized=True)
     return {"seconds": seconds, "peak": peak,
