@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import cv2
@@ -518,3 +519,25 @@ def test_free_memory_counts_the_container_limit(tmp_path, monkeypatch, limit_fil
     monkeypatch.setattr(dl, "cgroup_memory_room", lambda: room)
     monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_AVPHYS_PAGES": 10**6}[name])
     assert dl.free_memory() == min(4096 * 10**6, room if room is not None else 1 << 62)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
+def test_rect_batch_shapes_match_a_per_batch_computation(batch_size):
+    """The rect batch shapes (one pass over all images) equal the rule applied batch by batch: all images wider
+    than tall -> (h_max/w, 1), all taller -> (1, w/h_min), mixed -> square; times img_size over stride, ceiled."""
+    rng = np.random.default_rng(batch_size)
+    n = 50
+    stub = types.SimpleNamespace(n=n, shapes=rng.integers(20, 400, (n, 2)), im_files=[f"{i}.jpg" for i in range(n)],
+                                 label_files=[""] * n, labels=[np.zeros((0, 5))] * n, segments=[[]] * n,
+                                 img_size=320, stride=32)
+    stub.shapes[:3] = 100  # square images too
+    LoadImagesAndLabels._sort_for_rect(stub, batch_size, 0.5)
+    aspect = stub.shapes[:, 1] / stub.shapes[:, 0]
+    assert (np.diff(aspect) >= 0).all()
+    for b, start in enumerate(range(0, n, batch_size)):
+        ar = aspect[start:start + batch_size]
+        rel = (ar.max(), 1) if ar.max() < 1 else (1, 1 / ar.min()) if ar.min() > 1 else (1, 1)
+        expected = np.ceil(np.array(rel) * 320 / 32 + 0.5).astype(int) * 32
+        assert stub.batch_shapes[b].tolist() == expected.tolist()
+        assert (stub.batch[start:start + batch_size] == b).all()
+    assert len(stub.batch_shapes) == -(-n // batch_size)

@@ -140,14 +140,14 @@ class LoadImagesAndLabels(Dataset):
         self.segments = [self.segments[i] for i in order]
         self.shapes = self.shapes[order]
         aspect = aspect[order]
+        # each batch is a contiguous run of batch_size images: its aspect range in one pass (a mask per batch
+        # would cost images x batches, 10^10 for 100k images at batch size 1)
+        starts = np.arange(0, self.n, batch_size)
+        lo, hi = np.minimum.reduceat(aspect, starts), np.maximum.reduceat(aspect, starts)
         shapes = np.ones((n_batches, 2))  # (h, w) relative to img_size
-        for b in range(n_batches):
-            ar = aspect[batch_index == b]
-            lo, hi = ar.min(), ar.max()
-            if hi < 1:
-                shapes[b] = hi, 1
-            elif lo > 1:
-                shapes[b] = 1, 1 / lo
+        wide, tall = hi < 1, lo > 1
+        shapes[wide, 0] = hi[wide]
+        shapes[tall, 1] = 1 / lo[tall]
         self.batch = batch_index
         self.batch_shapes = np.ceil(shapes * self.img_size / self.stride + pad).astype(int) * self.stride
 
