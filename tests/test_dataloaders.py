@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import cv2
@@ -478,3 +479,65 @@ def test_official_names_import_from_dataloaders_and_labels_never_imports_it():
                          cwd=Path(dl.__file__).parents[1]).stdout
     loaded = json.loads(out.strip().splitlines()[-1])
     assert "utils.labels" in loaded and "utils.dataloaders" not in loaded, loaded
+
+
+def test_ram_cache_that_does_not_fit_warns_once_and_streams(red_dataset, monkeypatch, caplog):
+    """--cache ram needs 1.5x the decoded images free (6 x 39x64x3 = 44,928 bytes -> 67,392): one byte less and it
+    warns once, caches nothing and streams the same items from the image files; at exactly that it caches."""
+    need = 6 * 39 * 64 * 3
+    free = {"bytes": need * 3 // 2 - 1}
+    monkeypatch.setattr(dl, "free_memory", lambda: free["bytes"])
+    LOGGER.addHandler(caplog.handler)  # the project logger does not propagate to the root logger
+    try:
+        with caplog.at_level("INFO", logger="yolov5"):
+            streamed = LoadImagesAndLabels(red_dataset, img_size=64, hyp=NO_AUG, cache_images="ram")
+    finally:
+        LOGGER.removeHandler(caplog.handler)
+    warnings = [r.message for r in caplog.records if "not caching images in RAM" in r.message]
+    assert len(warnings) == 1 and "\n" not in warnings[0] and "use --cache disk or no cache" in warnings[0]
+    assert streamed.cache is None and all(im is None for im in streamed.ims)
+    plain = LoadImagesAndLabels(red_dataset, img_size=64, hyp=NO_AUG)
+    assert all(torch.equal(streamed[i][0], plain[i][0]) for i in range(6))
+    free["bytes"] += 1
+    cached = LoadImagesAndLabels(red_dataset, img_size=64, hyp=NO_AUG, cache_images="ram")
+    assert cached.cache == "ram" and all(im is not None for im in cached.ims)
+
+
+@pytest.mark.parametrize("limit_file, usage_file, limit, room", [
+    ("memory.max", "memory.current", "1000000000", 600_000_000),  # cgroup v2 with a limit
+    ("memory.max", "memory.current", "max", None),  # v2, no limit
+    ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "2000000000", 1_600_000_000),  # v1
+    ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "9223372036854771712", None),  # v1, none
+])
+def test_free_memory_counts_the_container_limit(tmp_path, monkeypatch, limit_file, usage_file, limit, room):
+    """A container's memory limit caps the free memory the RAM cache may plan with (the host's may be far larger)."""
+    (tmp_path / "memory").mkdir()
+    (tmp_path / limit_file).write_text(limit + "\n")
+    (tmp_path / usage_file).write_text("400000000\n")
+    assert dl.cgroup_memory_room(tmp_path) == room
+    assert dl.cgroup_memory_room(tmp_path / "absent") is None
+    monkeypatch.setattr(dl, "cgroup_memory_room", lambda: room)
+    monkeypatch.setattr(os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_AVPHYS_PAGES": 10**6}[name])
+    assert dl.free_memory() == min(4096 * 10**6, room if room is not None else 1 << 62)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 7, 64])
+def test_rect_batch_shapes_match_a_per_batch_computation(batch_size):
+    """The rect batch shapes (one pass over all images) equal the rule applied batch by batch: all images wider
+    than tall -> (h_max/w, 1), all taller -> (1, w/h_min), mixed -> square; times img_size over stride, ceiled."""
+    rng = np.random.default_rng(batch_size)
+    n = 50
+    stub = types.SimpleNamespace(n=n, shapes=rng.integers(20, 400, (n, 2)), im_files=[f"{i}.jpg" for i in range(n)],
+                                 label_files=[""] * n, labels=[np.zeros((0, 5))] * n, segments=[[]] * n,
+                                 img_size=320, stride=32)
+    stub.shapes[:3] = 100  # square images too
+    LoadImagesAndLabels._sort_for_rect(stub, batch_size, 0.5)
+    aspect = stub.shapes[:, 1] / stub.shapes[:, 0]
+    assert (np.diff(aspect) >= 0).all()
+    for b, start in enumerate(range(0, n, batch_size)):
+        ar = aspect[start:start + batch_size]
+        rel = (ar.max(), 1) if ar.max() < 1 else (1, 1 / ar.min()) if ar.min() > 1 else (1, 1)
+        expected = np.ceil(np.array(rel) * 320 / 32 + 0.5).astype(int) * 32
+        assert stub.batch_shapes[b].tolist() == expected.tolist()
+        assert (stub.batch[start:start + batch_size] == b).all()
+    assert len(stub.batch_shapes) == -(-n // batch_size)

@@ -295,3 +295,26 @@ def test_match_by_area_prefers_a_label_in_range():
     assert tp[0, 0] and counted[0, 0]
     tp, counted, _ = match_predictions_by_area(dets, labels, [0.5])["medium"]
     assert tp[0, 0] and counted[0, 0]
+
+
+def test_per_class_results_do_not_depend_on_the_other_classes():
+    """ap_per_class and ap_ar_by_area group detections by class with one sort (not one scan per class): every
+    class's AP over 50 interleaved classes, confidence ties included, equals that class evaluated alone."""
+    rng = np.random.default_rng(3)
+    n, t = 3000, 10
+    pred_cls = rng.integers(0, 50, n)
+    conf = np.round(rng.random(n), 2)  # many ties, resolved by input order in both cases
+    tp = rng.random((n, t)) < np.linspace(0.8, 0.2, t)
+    counted = rng.random((n, t)) < 0.9
+    target_cls = np.concatenate([rng.integers(0, 60, 400), np.arange(50)])  # classes 50..59: labels, no detections
+    *_, ap, classes = ap_per_class(tp, conf, pred_cls, target_cls)
+    mean_alone = []
+    for k, c in enumerate(classes):
+        mine = pred_cls == c
+        *_, ap_alone, _ = ap_per_class(tp[mine], conf[mine], pred_cls[mine], target_cls[target_cls == c])
+        np.testing.assert_array_equal(ap[k], ap_alone[0] if len(ap_alone) else np.zeros(t))
+        labels_c = target_cls[target_cls == c]
+        mean_alone.append(ap_ar_by_area([(tp[mine], counted[mine], conf[mine], pred_cls[mine], labels_c)]))
+    assert (ap[classes >= 50] == 0).all() and ap[classes < 50].min() > 0
+    together = ap_ar_by_area([(tp, counted, conf, pred_cls, target_cls)])
+    np.testing.assert_allclose(together, np.mean(mean_alone, 0), rtol=1e-12)

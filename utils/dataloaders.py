@@ -125,8 +125,8 @@ class LoadImagesAndLabels(Dataset):
         if cache_images == "auto":
             cache_images = "ram" if self._small_enough_for_ram() else None
         self.cache = "disk" if cache_images == "disk" else "ram" if cache_images else None
-        if self.cache:
-            self.cache_images(self.cache)
+        if self.cache and not self.cache_images(self.cache):  # it does not fit: stream from the image files
+            self.cache = None
 
     def _sort_for_rect(self, batch_size: int, pad: float) -> None:
         """Order images by aspect ratio and give each batch the smallest stride-multiple shape that fits it."""
@@ -140,14 +140,14 @@ class LoadImagesAndLabels(Dataset):
         self.segments = [self.segments[i] for i in order]
         self.shapes = self.shapes[order]
         aspect = aspect[order]
+        # each batch is a contiguous run of batch_size images: its aspect range in one pass (a mask per batch
+        # would cost images x batches, 10^10 for 100k images at batch size 1)
+        starts = np.arange(0, self.n, batch_size)
+        lo, hi = np.minimum.reduceat(aspect, starts), np.maximum.reduceat(aspect, starts)
         shapes = np.ones((n_batches, 2))  # (h, w) relative to img_size
-        for b in range(n_batches):
-            ar = aspect[batch_index == b]
-            lo, hi = ar.min(), ar.max()
-            if hi < 1:
-                shapes[b] = hi, 1
-            elif lo > 1:
-                shapes[b] = 1, 1 / lo
+        wide, tall = hi < 1, lo > 1
+        shapes[wide, 0] = hi[wide]
+        shapes[tall, 1] = 1 / lo[tall]
         self.batch = batch_index
         self.batch_shapes = np.ceil(shapes * self.img_size / self.stride + pad).astype(int) * self.stride
 
@@ -450,11 +450,31 @@ class InfiniteDataLoader(DataLoader):
 
 def free_memory() -> int | None:
     """Free physical memory in bytes, or None where the system does not report it (e.g. macOS lacks
-    SC_AVPHYS_PAGES)."""
+    SC_AVPHYS_PAGES). Inside a container with a memory limit (cgroup v2 or v1) the room left under that limit
+    counts when it is smaller: the host's free memory says nothing about when the container is killed."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # AttributeError: Windows has no os.sysconf
         return None
+    room = cgroup_memory_room()
+    return free if room is None else min(free, room)
+
+
+def cgroup_memory_room(root: str | Path = "/sys/fs/cgroup") -> int | None:
+    """Bytes left under this process's cgroup memory limit (limit - usage; v2 memory.max / memory.current, else
+    v1 memory/memory.limit_in_bytes / memory.usage_in_bytes), or None without a limit or a readable cgroup."""
+    root = Path(root)
+    for limit_file, usage_file in (("memory.max", "memory.current"),
+                                   ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        try:
+            limit = (root / limit_file).read_text().strip()
+            usage = int((root / usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or v1's page-rounded 2^63 mean no limit
+            return max(int(limit) - usage, 0)
+        return None
+    return None
 
 
 def seed_worker(worker_id: int) -> None:

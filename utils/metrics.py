@@ -157,6 +157,17 @@ def match_predictions_by_area(
     return out
 
 
+def _class_then_confidence_order(pred_cls: np.ndarray, conf: np.ndarray) -> np.ndarray:
+    """Order that groups detections by class, each class in descending confidence (ties keep their input order).
+
+    Each class is then one contiguous slice, so the per-class loops of ap_per_class and ap_ar_by_area cost
+    O(n log n) in all instead of scanning all n detections once per class (O(classes x n): 300 classes x 1.5M
+    detections of a 5,000-image val).
+    """
+    by_conf = np.argsort(-conf, kind="stable")
+    return by_conf[np.argsort(pred_cls[by_conf], kind="stable")]
+
+
 def ap_ar_by_area(
     stats: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
 ) -> tuple[float, float]:
@@ -171,15 +182,15 @@ def ap_ar_by_area(
     classes, n_labels = np.unique(target_cls, return_counts=True)
     if not classes.size:
         return -1.0, -1.0
-    order = np.argsort(-conf, kind="stable")
+    order = _class_then_confidence_order(pred_cls, conf)
     tp, counted, pred_cls = tp[order], counted[order], pred_cls[order]
+    starts, ends = np.searchsorted(pred_cls, classes, "left"), np.searchsorted(pred_cls, classes, "right")
     t = tp.shape[1]
     ap, ar = np.zeros((classes.size, t)), np.zeros((classes.size, t))
-    for ci, c in enumerate(classes):
-        of_class = pred_cls == c
+    for ci in range(classes.size):
+        tp_c, counted_c = tp[starts[ci]:ends[ci]], counted[starts[ci]:ends[ci]]  # descending confidence
         for j in range(t):
-            keep = of_class & counted[:, j]  # ignored detections add neither a true nor a false positive
-            tpc = np.cumsum(tp[keep, j])
+            tpc = np.cumsum(tp_c[counted_c[:, j], j])  # ignored detections add neither a true nor a false positive
             if tpc.size:
                 recall, precision = tpc / n_labels[ci], tpc / np.arange(1, tpc.size + 1)
                 ap[ci, j], ar[ci, j] = compute_ap(recall, precision)[0], recall[-1]
@@ -230,18 +241,19 @@ def ap_per_class(
     """
     tp, conf, pred_cls, target_cls = (np.asarray(a) for a in (tp, conf, pred_cls, target_cls))
     tp = tp.reshape(-1, 1) if tp.ndim == 1 else tp
-    order = np.argsort(-conf, kind="stable")
+    order = _class_then_confidence_order(pred_cls, conf)
     tp, conf, pred_cls = tp[order], conf[order], pred_cls[order]
 
     unique_classes, nt = np.unique(target_cls, return_counts=True)
+    starts, ends = np.searchsorted(pred_cls, unique_classes, "left"), np.searchsorted(pred_cls, unique_classes, "right")
     nc = unique_classes.shape[0]
     px = np.linspace(0, 1, 1000)  # confidence axis of the P, R, F1 curves
     pr_curves = []  # envelope precision on the px recall axis, per class, at IoU 0.5
     ap = np.zeros((nc, tp.shape[1]))
     p, r = np.zeros((nc, 1000)), np.zeros((nc, 1000))
-    for ci, c in enumerate(unique_classes):
-        i = pred_cls == c
-        n_l, n_p = nt[ci], int(i.sum())
+    for ci in range(nc):
+        i = slice(starts[ci], ends[ci])  # this class's detections, in descending confidence
+        n_l, n_p = nt[ci], int(ends[ci] - starts[ci])
         if n_p == 0 or n_l == 0:
             if plot:
                 pr_curves.append(np.zeros(1000))
