@@ -13,6 +13,7 @@ import importlib
 
 from models.acnet import ACConv  # noqa: F401
 from models.akconv import AKConv  # noqa: F401
+from models.classify_head import Classify  # noqa: F401
 from models.csp import C3SPP, BottleneckCSP, C3x, CrossConv  # noqa: F401
 from models.focal import FocalModulation  # noqa: F401
 from models.ghost import C3Ghost, GhostBottleneck, GhostConv  # noqa: F401

@@ -25,6 +25,7 @@ import torch.nn as nn
 import yaml
 
 from models import common
+from models.classify_head import Classify
 from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN, Conv
 from models.segment_head import Proto
 from utils.autoanchor import check_anchor_order
@@ -367,6 +368,48 @@ class SegmentationModel(Model):
         super().__init__(segmentation_yaml(d), ch=ch, nc=nc, anchors=anchors)
         if not isinstance(cfg, dict):
             self.yaml_file = Path(cfg).name
+
+
+class ClassificationModel(nn.Module):
+    """YOLOv5 v7.0 image classifier (official name): the first ``cutoff`` layers of a detection model (its backbone,
+    10 layers in the official yamls) with ``Classify`` in place of the last of them. Shape: (N, 3, H, W) -> (N, nc)
+    logits.
+
+    ``model``: a detection Model (or anything holding one as ``.model``, e.g. DetectMultiBackend) whose weights are
+    kept; ``cfg``: a detection yaml to build that model from (random weights) when ``model`` is not given.
+    """
+
+    def __init__(self, cfg: str | Path | dict[str, Any] | None = None, model: nn.Module | None = None,
+                 nc: int = 1000, cutoff: int = 10) -> None:
+        super().__init__()
+        if model is None:
+            if cfg is None:
+                raise UserError("ClassificationModel needs a detection model (model=) or its yaml (cfg=)")
+            model = Model(cfg)
+        while not isinstance(model, Model) and isinstance(getattr(model, "model", None), nn.Module):
+            model = model.model
+        if not isinstance(model, Model) or not 1 < cutoff <= len(model.model):
+            raise UserError(f"ClassificationModel: cutoff {cutoff} must lie in 2..{len(getattr(model, 'model', []))} "
+                            f"layers of a detection model")
+        layers = model.model[:cutoff]
+        last = layers[-1]
+        first_conv = last.conv if hasattr(last, "conv") else next(m for m in last.modules() if isinstance(m, nn.Conv2d))
+        head = Classify(first_conv.in_channels, nc)
+        head.i, head.f, head.type = last.i, last.f, "models.common.Classify"
+        head.np = sum(p.numel() for p in head.parameters())
+        layers[-1] = head
+        self.model = layers
+        self.stride = model.stride
+        self.save = sorted({j for m in layers for j in ([m.f] if isinstance(m.f, int) else m.f) if j != -1})
+        self.nc = nc
+        self.names = {i: f"class{i}" for i in range(nc)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = []
+        for m in self.model:
+            x = m(layer_input(m, x, y))
+            y.append(x if m.i in self.save else None)
+        return x
 
 
 SEG_VARIANT = re.compile(r"(yolov5[nsmlx])-seg(_.+)?\.ya?ml")  # yolov5s-seg.yaml, yolov5n-seg_ScConv.yaml

@@ -23,7 +23,7 @@ import utils.torch_utils
 import utils.training
 from utils.general import ROOT, UserError, yaml_load
 
-# (module, names) as imported by official v7.0's six top-level files (segment/ and classify/ come later)
+# (module, names) as imported by official v7.0's six top-level files
 OFFICIAL_IMPORTS = {
     "models.common": ("AutoShape", "DetectMultiBackend"),
     "models.experimental": ("attempt_load",),
@@ -52,7 +52,6 @@ OFFICIAL_IMPORTS = {
     "utils.torch_utils": ("EarlyStopping", "ModelEMA", "de_parallel", "select_device", "smart_DDP",
                           "smart_inference_mode", "smart_optimizer", "smart_resume", "torch_distributed_zero_first"),
 }
-NOT_YET = {("models.yolo", "ClassificationModel")}  # classification: later
 
 
 def _available(module, name):
@@ -70,7 +69,7 @@ def test_official_imports_resolve(capsys):
     with capsys.disabled():
         print(f"\nofficial v7.0 imports available: {len(pairs) - len(missing)}/{len(pairs)}; missing: "
               f"{sorted('.'.join(p) for p in missing)}")
-    assert missing == NOT_YET
+    assert missing == set()
     assert not _available("utils.general", "no_such_name")  # the lazy lookups still refuse unknown names
 
 
@@ -247,3 +246,26 @@ def test_other_module_names(tmp_path, capsys):
     np.savetxt(tmp_path / "study_coco8_yolov5n.txt", table, fmt="%10.4g")
     assert plot_val_study(dir=tmp_path) == tmp_path / "study.png" and (tmp_path / "study.png").stat().st_size > 0
     assert list(inspect.signature(plot_val_study).parameters) == ["file", "dir", "x"]
+
+
+def test_classification_model_from_a_detection_model():
+    """Official v7.0 ClassificationModel(model=detection, nc, cutoff=10): the backbone's first 9 layers kept (same
+    weights), SPPF replaced by Classify (1x1 Conv to 1280, pool, linear) -> (N, nc) logits."""
+    from models.common import Classify
+    from models.yolo import ClassificationModel, Model
+
+    torch.manual_seed(0)
+    det = Model("yolov5n.yaml").eval()
+    cls = ClassificationModel(model=det, nc=7).eval()
+    assert len(cls.model) == 10 and isinstance(cls.model[-1], Classify)
+    assert cls.model[-1].type == "models.common.Classify"
+    assert cls.model[0] is det.model[0]  # the backbone's own weights
+    head = cls.model[-1]
+    assert sum(p.numel() for p in head.parameters()) == 256 * 1280 + 2 * 1280 + 1280 * 7 + 7
+    with torch.no_grad():
+        out = cls(torch.rand(2, 3, 96, 64))
+    assert out.shape == (2, 7)
+    with pytest.raises(UserError, match="cutoff"):
+        ClassificationModel(model=det, cutoff=99)
+    with pytest.raises(UserError, match="needs a detection model"):
+        ClassificationModel()
