@@ -507,12 +507,12 @@ class DetectMultiBackend(nn.Module):
         """One forward pass so first-image timings do not include lazy initialisation; skipped on a CPU, as official
         does: there the set-up is per input shape (oneDNN primitives), so a pass at one size mostly adds a whole
         inference to the process time (detect.py's letterboxed images come in other sizes)."""
-        if self.device.type == "cpu":
-            return
         if self.imgsz:
             imgsz = (*imgsz[:2], *self.imgsz)
         if self.pt:  # a model whose feature maps at this size would take gigabytes is refused before it runs
             check_activation_size(self.model, imgsz[2:])
+        if self.device.type == "cpu":
+            return
         dtype = torch.half if self.fp16 else torch.float
         with torch.inference_mode():
             self.forward(torch.zeros(*imgsz, device=self.device, dtype=dtype))

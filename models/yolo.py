@@ -646,6 +646,9 @@ def _parse_layers(d, ch):
     total, limit = 0, max_params()
     probe = _FeatureMapProbe(ch[0], max_activations())
     meta_layers = []  # run for their feature-map sizes once every layer has passed the parameter bound
+    # feature-map values per input pixel, bounded from the yaml alone (areas: each output's area / the input's);
+    # None once a layer's output size cannot be bounded that way
+    areas, static_values = [], 0.0
     modules = registered_modules()
     rows = d["backbone"] + d["head"]
     for i, row in enumerate(rows):
@@ -709,6 +712,10 @@ def _parse_layers(d, ch):
             raise UserError(f"layer {i} {name}: unknown yaml_args rule {rule!r} on the class (see models/layers.py)")
         if not isinstance(c2, int) or not 0 < c2 <= MAX_CHANNELS:
             raise UserError(f"layer {i} {name}: {c2} output channels (after width_multiple); at most {MAX_CHANNELS}")
+        area = _area_bound(cls, rule, args, [areas[j] for j in sources] or [1.0])
+        areas.append(area)
+        values = _head_values(cls, args, areas, sources) if rule == DETECT else None if area is None else c2 * area
+        static_values = None if static_values is None or values is None else static_values + values
         weights_before = total
         meta_layer = _meta_layer(cls, args, n)
         total += _weight_count(meta_layer) if meta_layer is not None else 0
@@ -730,8 +737,9 @@ def _parse_layers(d, ch):
         if i == 0:
             ch = []
         ch.append(c2)
-    for layer in meta_layers:
-        probe.add(*layer)
+    if static_values is None or static_values * ACTIVATION_PROBE**2 > probe.limit:
+        for layer in meta_layers:  # only then: the meta device's first use costs ~1 s (it imports torch._dynamo)
+            probe.add(*layer)
     unused = [j for j in range(len(rows) - 1) if j not in consumed]
     if unused:
         names = ", ".join(f"{j} ({rows[j][2]})" for j in unused)
@@ -739,7 +747,9 @@ def _parse_layers(d, ch):
             f"the output of layer(s) {names} is never used by a later layer; a layer was probably inserted or "
             f"removed without updating the 'from' indices after it"
         )
-    return nn.Sequential(*layers), sorted(save)
+    seq = nn.Sequential(*layers)
+    seq.feature_values_bound = static_values  # per input pixel, from the yaml; None: not boundable (tests)
+    return seq, sorted(save)
 
 
 def max_params() -> int:
@@ -812,6 +822,50 @@ class _FeatureMapProbe:
             raise UserError(f"model yaml: layer {i} {name} brings the feature maps of one {ACTIVATION_PROBE} px image "
                             f"to {self.total:,} values, over the {self.limit:,} limit ({_gb(self.total)} in fp32; "
                             f"yolov5x has 43M); set YOLOV5_MAX_ACTIVATIONS to build a larger model")
+
+
+# C1_C2 modules whose 4th argument (after c1, c2, k) is a stride that divides the output's sides
+STRIDED = frozenset({"Conv", "DWConv", "GhostConv", "GSConv", "GSConvns", "ACConv", "AKConv", "MixConv2d"})
+
+
+def _positive_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _area_bound(cls: type, rule: str, args: list, in_areas: list[float | None]) -> float | None:
+    """An upper bound of a layer's output area relative to the model's input, from its class and yaml arguments;
+    None where the yaml alone cannot bound it (then parse_model runs the meta-device probe)."""
+    if any(a is None for a in in_areas):
+        return None
+    area = max(in_areas)
+    if cls is nn.Upsample:
+        scale = args[1] if len(args) > 1 and args[0] is None else None
+        return area * scale**2 if _positive_number(scale) else None
+    if cls.__module__.startswith("torch.") or cls.__name__ in ("Expand",):  # may enlarge: only the probe can tell
+        return None
+    stride = args[3] if rule == C1_C2 and len(args) > 3 else 1
+    if cls.__name__ == "DWConvTranspose2d":
+        return area * stride**2 if _positive_number(stride) else None
+    if cls.__name__ in STRIDED and _positive_number(stride):
+        return area / stride**2
+    if cls.__name__ == "SPDConv" and _positive_number(stride):  # space-to-depth by 2, then the conv's stride
+        return area / (2 * stride) ** 2
+    if cls.__name__ == "SpaceToDepth":
+        return area / 4
+    return area  # every other registered module keeps or shrinks its input's sides
+
+
+def _head_values(cls: type, args: list, areas: list[float | None], sources: set[int]) -> float | None:
+    """Values per input pixel of a Detect / Segment layer's outputs (with Segment's prototypes at twice P3's side)."""
+    try:
+        nc, anchors = int(args[0]), args[1]
+        levels = sorted(sources)
+        nm, npr = (int(args[2]), int(args[3])) if getattr(cls, "width_scaled_args", ()) else (0, 0)
+        per_cell = len(anchors[0]) // 2 * (nc + 5 + nm)
+        values = sum(per_cell * areas[j] for j in levels)
+        return values + (npr + 4 * (2 * npr + nm)) * areas[levels[0]] if npr else values
+    except (TypeError, ValueError, IndexError):
+        return None
 
 
 def _gb(values: float) -> str:

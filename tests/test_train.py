@@ -142,7 +142,7 @@ def test_missing_weights_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (dict(batch_size=0), "--batch-size must be at least 1 .* got 0"),
     (dict(batch_size=-2), r"--batch-size must be at least 1 \(or -1 for AutoBatch\), got -2"),
-    (dict(imgsz=0), "--img-size 0 must be a positive"),
+    (dict(imgsz=0), r"--imgsz 0: out of range \(1 to 8,192\)"),
 ])
 def test_out_of_range_flags_are_user_errors(tmp_path, flags, message):
     with pytest.raises(UserError, match=message):
