@@ -226,6 +226,7 @@ class Model(nn.Module):
             LOGGER.info(f"Overriding model.yaml anchors with anchors={anchors}")
             self.yaml["anchors"] = round(anchors) if isinstance(anchors, float) else anchors
         self.model, self.save = parse_model(deepcopy(self.yaml), ch=[ch])
+        self.feature_values_bound = vars(self.model).pop("feature_values_bound", None)  # from the yaml alone
         self.names = {i: f"{i}" for i in range(self.yaml["nc"])}
         self.inplace = self.yaml.get("inplace", True)
 
@@ -748,7 +749,7 @@ def _parse_layers(d, ch):
             f"removed without updating the 'from' indices after it"
         )
     seq = nn.Sequential(*layers)
-    seq.feature_values_bound = static_values  # per input pixel, from the yaml; None: not boundable (tests)
+    seq.feature_values_bound = static_values  # per input pixel, from the yaml; None: not boundable (Model keeps it)
     return seq, sorted(save)
 
 

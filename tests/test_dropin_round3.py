@@ -371,7 +371,7 @@ def test_the_yaml_bound_covers_every_shipped_model_without_the_meta_probe():
     assert len(yamls) >= 18
     for cfg in yamls:
         model = (SegmentationModel if "-seg" in cfg.name else Model)(cfg)
-        bound = model.model.feature_values_bound
+        bound = model.feature_values_bound
         slack = 2.0 if "-seg" in cfg.name else 1.01  # Proto's inner maps are in the bound, not in its output
         assert bound is not None and model.feature_values_per_pixel <= bound <= slack * model.feature_values_per_pixel
     probe = ("import sys, logging; from utils.general import LOGGER; LOGGER.setLevel(logging.ERROR); "
