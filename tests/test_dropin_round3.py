@@ -363,6 +363,7 @@ def test_benchmarks_table_and_hard_fail_floor(tmp_path, info_log):
     assert out.stderr.strip().splitlines()[-1].startswith("ERROR: HARD FAIL: mAP50-95 < floor 0.29: PyTorch")
 
 
+@pytest.mark.slow
 def test_the_yaml_bound_covers_every_shipped_model_without_the_meta_probe():
     """parse_model bounds the feature maps from the yaml alone (strides, upsampling, heads) and runs the
     meta-device probe, whose first use imports torch._dynamo (~1 s of start-up), only where that bound is too high
