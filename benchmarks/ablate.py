@@ -109,6 +109,16 @@ def expand_cfgs(cfgs: list[str]) -> list[str]:
     return out
 
 
+def segmentation_cfg(cfg: str) -> str:
+    """The -seg form of a detection yaml name, by the rule models/yolo.py resolves (``yolov5n.yaml`` ->
+    ``yolov5n-seg.yaml``, ``yolov5n_ScConv.yaml`` -> ``yolov5n-seg_ScConv.yaml``); -seg names stay as they are."""
+    name = Path(cfg).name
+    if "-seg" in name:
+        return cfg
+    stem, _, variant = Path(name).stem.partition("_")
+    return f"{stem}-seg{'_' + variant if variant else ''}.yaml"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,11 +176,14 @@ def training_plan(run_dir: Path, settings: dict) -> tuple[str, Path | None]:
 
 
 def train_config(cfg: str, run_dir: Path, settings: dict, workers: int, device: str,
-                 plots: bool) -> tuple[float | None, float | None, float | None, float | None]:
+                 plots: bool, task: str = "detect") -> tuple[float | None, float | None, float | None, float | None]:
     """Train (or resume, or reuse) one configuration; returns (mAP50, mAP50-95, AP_small, training seconds or None).
     mAP50 and mAP50-95 of a training come from its final validation; AP_small (COCO's small-object AP) from
-    validating the weights it left (``validate``)."""
+    validating the weights it left (``validate``). ``task`` 'segment': segment/train.py's training, mask metrics."""
     import train
+    from segment import train as segment_train
+
+    trainer = segment_train if task == "segment" else train
 
     plan, weights = training_plan(run_dir, settings)
     t0 = time.time()
@@ -183,31 +196,39 @@ def train_config(cfg: str, run_dir: Path, settings: dict, workers: int, device: 
         kwargs = {k: settings[k] for k in TRAIN_KEYS if k != "hyp" or settings[k]}
         # noval: only the final weights are validated (the row's mAP); saves a validation per epoch. amp off: every
         # row of a table trains in the same precision (fp32), whatever train.py's default is on this machine
-        opt = train.run(cfg=cfg, workers=workers, device=device, project=str(run_dir.parent), name=run_dir.name,
-                        exist_ok=True, noplots=not plots, noval=True, amp="off", **kwargs)
+        opt = trainer.run(cfg=cfg, workers=workers, device=device, project=str(run_dir.parent), name=run_dir.name,
+                          exist_ok=True, noplots=not plots, noval=True, amp="off", **kwargs)
     elif plan == "resume":
         LOGGER.info(f"\nablate: resuming {run_dir.name} from {weights}")
-        opt = train.run(resume=str(weights), workers=workers, device=device)
+        opt = trainer.run(resume=str(weights), workers=workers, device=device)
     else:
         LOGGER.info(f"\nablate: {run_dir.name} has finished training; validating {weights}")
-        return *validate(weights, settings, workers, device, run_dir), None
+        return *validate(weights, settings, workers, device, run_dir, task), None
     results, train_s = opt.results, time.time() - t0
     plan, weights = training_plan(run_dir, settings)
-    ap_small = validate(weights, settings, workers, device, run_dir)[2] if plan == "done" else None
-    return float(results[2]), float(results[3]), ap_small, train_s
+    ap_small = validate(weights, settings, workers, device, run_dir, task)[2] if plan == "done" else None
+    first = 6 if task == "segment" else 2  # official order: box P R mAP50 mAP50-95, then the masks' four
+    return float(results[first]), float(results[first + 1]), ap_small, train_s
 
 
-def validate(weights: Path | str | None, settings: dict, workers: int, device: str,
-             run_dir: Path) -> tuple[float | None, float | None, float | None]:
+def validate(weights: Path | str | None, settings: dict, workers: int, device: str, run_dir: Path,
+             task: str = "detect") -> tuple[float | None, float | None, float | None]:
     """mAP50, mAP50-95 and AP_small (COCO's AP of objects under 32x32 pixels; None when the split has none) of
-    ``weights`` on the val split (all None when there are no weights)."""
+    ``weights`` on the val split (all None when there are no weights); of the masks for ``task`` 'segment'."""
     if weights is None or not Path(weights).is_file():
         return None, None, None
     import val
+    from segment import val as segment_val
 
-    output = val.run(data=settings["data"], weights=str(weights), batch_size=settings["batch_size"] * 2,
-                     imgsz=settings["imgsz"], device=device, workers=workers, plots=False, half=False,
-                     project=str(run_dir), name="val", exist_ok=True)
+    kwargs = dict(data=settings["data"], weights=str(weights), batch_size=settings["batch_size"] * 2,
+                  imgsz=settings["imgsz"], device=device, workers=workers, plots=False, half=False,
+                  project=str(run_dir), name="val", exist_ok=True)
+    if task == "segment":
+        output = segment_val.run(**kwargs)
+        by_size = (output.by_size or {}).get("mask")
+        ap_small = by_size.ap_small if by_size is not None else -1.0
+        return float(output.results[6]), float(output.results[7]), ap_small if ap_small >= 0 else None
+    output = val.run(**kwargs)
     ap_small = output.by_size.ap_small if output.by_size is not None else -1.0
     return float(output.results.map50), float(output.results.map50_95), ap_small if ap_small >= 0 else None
 
@@ -492,11 +513,13 @@ def run(data: str = str(ROOT / "data/shapes.yaml"), cfgs: str | list[str] | tupl
         workers: int = 0, seeds: int | list[int] | tuple[int, ...] = (0,), baseline: str = "", hyp: str = "",
         weights: str = "", device: str = "cpu", project: str = str(ROOT / "runs/ablate"), out: str = "",
         no_train: bool = False, latency_img: int = 640, latency_runs: int = 5, threads: int = 0, plots: bool = False,
-        noautoanchor: bool = False, write_readme: bool = False) -> list[dict]:
+        noautoanchor: bool = False, write_readme: bool = False, task: str = "detect") -> list[dict]:
     """Train (unless ``no_train``) each configuration with each seed and measure it; write the tables, CSVs and plot
     into ``out`` (default: ``project``). ``epochs`` and ``imgsz`` default to the ``budget`` preset. Returns the
-    summary rows (dicts with the COLUMNS keys); the per-seed rows are in ablation_seeds.csv."""
-    from models.yolo import resolve_cfg
+    summary rows (dicts with the COLUMNS keys); the per-seed rows are in ablation_seeds.csv. ``task`` 'segment':
+    every configuration in its -seg form (``segmentation_cfg``) trained by segment/train.py on ``data`` (the
+    generated shapes-seg by default), mAPs and AP_small of the masks."""
+    from models.yolo import load_model_yaml
     from utils.dataset_yaml import check_dataset
 
     t_start = time.time()
@@ -511,9 +534,15 @@ def run(data: str = str(ROOT / "data/shapes.yaml"), cfgs: str | list[str] | tupl
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds needs one or more different seeds, got {seeds}")
+    if task not in ("detect", "segment"):
+        raise UserError(f"--task must be detect or segment, got '{task}'")
     cfg_list = expand_cfgs([cfgs] if isinstance(cfgs, str) else list(cfgs))
+    if task == "segment":
+        cfg_list = [segmentation_cfg(c) for c in cfg_list]
+        if Path(data) == ROOT / "data/shapes.yaml":
+            data = str(ROOT / "data/shapes-seg.yaml")
     for cfg in cfg_list:  # a missing yaml stops here, not after hours of training the others
-        resolve_cfg(cfg)
+        load_model_yaml(cfg)  # also the -seg rule's names
     names = [Path(c).stem for c in cfg_list]
     baseline = Path(baseline).stem if baseline else names[0]
     if baseline not in names:
@@ -528,7 +557,7 @@ def run(data: str = str(ROOT / "data/shapes.yaml"), cfgs: str | list[str] | tupl
     state = load_state(state_path)
     check_dataset(data)  # a missing dataset stops here (the synthetic one is generated)
     settings = {"data": str(data), "hyp": str(hyp), "epochs": epochs, "imgsz": imgsz, "batch_size": batch_size,
-                "weights": str(weights), "noautoanchor": bool(noautoanchor)}
+                "weights": str(weights), "noautoanchor": bool(noautoanchor), "task": task}
     measure = {"latency_img": latency_img, "train": not no_train}
 
     seed_rows = []
@@ -552,11 +581,11 @@ def run(data: str = str(ROOT / "data/shapes.yaml"), cfgs: str | list[str] | tupl
             if no_train:
                 plan, weights_file = training_plan(run_dir, run_settings)
                 if plan == "done":
-                    map50, map50_95, ap_small = validate(weights_file, run_settings, workers, device, run_dir)
+                    map50, map50_95, ap_small = validate(weights_file, run_settings, workers, device, run_dir, task)
             else:
                 try:
                     map50, map50_95, ap_small, train_s = train_config(cfg, run_dir, run_settings, workers, device,
-                                                                      plots)
+                                                                      plots, task)
                 except UserError as e:  # e.g. a NaN loss: the other runs still go; this one is not kept
                     LOGGER.error(f"ablate: {run_id} failed: {e}")
                     failed = True
@@ -607,6 +636,8 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--imgsz", "--img", type=int, default=None, help="train and val image size (default: --budget's)")
     p.add_argument("--batch-size", type=int, default=16, help="training batch size")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers")
+    p.add_argument("--task", choices=("detect", "segment"), default="detect",
+                   help="segment: the -seg form of each configuration (segment/train.py), mask mAPs")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="training seeds; every configuration trains once per seed (the same seeds for all)")
     p.add_argument("--baseline", default="", help="the configuration the others are compared with (default: first)")

@@ -344,3 +344,29 @@ def test_ap_small_columns_are_paired_like_map():
     assert 0 < b["diff_ap_small_low"] < b["diff_ap_small_high"]
     line = ablate.markdown_table([a, b], 64, "a").splitlines()[-1]
     assert line.endswith(f"| 0.143 ± 0.015 | +0.033 [{comp['low']:+.3f}, {comp['high']:+.3f}] |")
+
+
+def test_segmentation_cfg_names_follow_the_seg_rule():
+    assert ablate.segmentation_cfg("yolov5n.yaml") == "yolov5n-seg.yaml"
+    assert ablate.segmentation_cfg("models/yolov5s_ScConv.yaml") == "yolov5s-seg_ScConv.yaml"
+    assert ablate.segmentation_cfg("yolov5n-seg_GSConv.yaml") == "yolov5n-seg_GSConv.yaml"
+
+
+@pytest.mark.slow
+def test_segment_task_trains_the_seg_forms_and_reports_mask_metrics(tmp_path):
+    """--task segment: each configuration in its -seg form trained by segment/train.py; the rows carry the -seg
+    names, official yolov5n-seg's parameter count and finite mask mAPs."""
+    from data.synthetic import generate_shapes_seg
+    from utils.general import yaml_save
+
+    root = generate_shapes_seg(tmp_path / "shapes-seg", n_train=8, n_val=2, size=64)
+    data = tmp_path / "data.yaml"
+    yaml_save(data, {"path": str(root), "train": "images/train", "val": "images/val",
+                     "names": {0: "circle", 1: "square", 2: "triangle"}})
+    rows = ablate.run(data=str(data), task="segment", cfgs=["yolov5n.yaml", "yolov5n_ScConv.yaml"], budget="smoke",
+                      seeds=[0], project=str(tmp_path / "ablate"), batch_size=4, latency_img=64, latency_runs=1)
+    assert [r["model"] for r in rows] == ["yolov5n-seg", "yolov5n-seg_ScConv"]
+    assert rows[0]["params"] == 1_991_549  # official yolov5n-seg
+    assert all(0 <= r["map50_95_mean"] <= 1 for r in rows)
+    with pytest.raises(UserError, match="--task must be detect or segment"):
+        ablate.run(data=str(data), task="classify", cfgs=["yolov5n.yaml"], project=str(tmp_path / "x"))

@@ -82,3 +82,57 @@ def test_tiny_run_interrupted_and_resumed(tmp_path):
     assert len(opt.results) == 12  # box P, R, mAP50, mAP50-95, mask the same, 4 val losses
     ckpt = torch.load(Path(opt.save_dir) / "weights" / "best.pt", map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == -1 and any(k.endswith(".proto.cv3.conv.weight") for k in ckpt["model"])
+
+
+DDP_PROBE = """
+import os, sys
+sys.path.insert(0, {root!r})
+from segment import train as segment_train
+from utils.callbacks import Callbacks
+
+rank = os.environ["RANK"]
+
+
+def record(ni, model, imgs, targets, paths, mloss):  # the training images this rank drew
+    with open(os.path.join({out!r}, f"rank{{rank}}.txt"), "a") as f:
+        f.writelines(f"{{p}}\\n" for p in paths)
+
+
+callbacks = Callbacks()
+callbacks.register_action("on_train_batch_end", "record", record)
+segment_train.main(segment_train.parse_opt(), callbacks)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_share_the_images_and_write_the_segmentation_results(tmp_path):
+    """segment/train.py under torchrun (2 CPU processes, gloo): the ranks draw disjoint halves of the training
+    images each epoch (the engine's sharded sampler), and rank 0 writes the -seg results and checkpoint."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    root = generate_shapes_seg(tmp_path / "shapes-seg", n_train=8, n_val=2, size=64)
+    data = tmp_path / "data.yaml"
+    yaml_save(data, {"path": str(root), "train": "images/train", "val": "images/val",
+                     "names": {0: "circle", 1: "square", 2: "triangle"}})
+    probe = tmp_path / "probe.py"
+    probe.write_text(DDP_PROBE.format(root=str(Path(__file__).resolve().parents[1]), out=str(tmp_path)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           str(probe), "--data", str(data), "--cfg", "yolov5n-seg.yaml", "--imgsz", "64", "--epochs", "1",
+           "--batch-size", "4", "--workers", "0", "--device", "cpu", "--noplots", "--amp", "off",
+           "--project", str(tmp_path / "runs"), "--name", "exp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    seen = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 4 and not set(seen[0]) & set(seen[1])  # 8 images, halves, disjoint
+    lines = (tmp_path / "runs" / "exp" / "results.csv").read_text().splitlines()
+    assert tuple(c.strip() for c in lines[0].split(",")) == OFFICIAL_SEG_COLUMNS
+    assert all(math.isfinite(float(x)) for x in lines[1].split(","))
+    ckpt = load_checkpoint(tmp_path / "runs" / "exp" / "weights" / "last.pt")
+    assert ckpt["yaml"]["head"][-1][2] == "Segment" and "model.24.proto.cv1.conv.weight" in ckpt["model"]
