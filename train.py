@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.training import main, make_parser, train  # noqa: E402  (train: official's name for the training run)
+from engine.training import main, make_parser, options_from_kwargs, train  # noqa: E402  (train: official's name for the training run)
 from utils.callbacks import Callbacks  # noqa: E402
-from utils.general import UserError, exit_code  # noqa: E402
+from utils.general import exit_code  # noqa: E402
 
 __all__ = ["main", "parse_opt", "run", "train"]
 
@@ -39,15 +39,7 @@ def run(callbacks: Callbacks | None = None, **kwargs: object) -> argparse.Namesp
     """Train from Python with the CLI flags as keyword arguments, e.g. ``run(data='coco8.yaml', imgsz=320,
     epochs=3)``, and optionally a utils.callbacks.Callbacks. Returns the options namespace with ``save_dir`` and
     the final ``results`` (utils.evaluation.ValResults)."""
-    opt = parse_opt([], known=True)
-    unknown = [k for k in kwargs if not hasattr(opt, k)]
-    if unknown:
-        raise UserError(f"train.run: unknown argument(s) {unknown}; valid ones are {sorted(vars(opt))}")
-    for k, v in kwargs.items():
-        setattr(opt, k, v)
-    if isinstance(opt.freeze, int):
-        opt.freeze = [opt.freeze]
-    return main(opt, callbacks)
+    return main(options_from_kwargs(parse_opt([], known=True), kwargs, "train.run"), callbacks)
 
 
 if __name__ == "__main__":

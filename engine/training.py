@@ -705,6 +705,19 @@ ONLINE_LOGGER_FLAGS = {"bucket": "", "entity": None, "upload_dataset": False, "b
                        "artifact_alias": "latest"}  # official flags for W&B / ClearML / Comet / gsutil, and defaults
 
 
+def options_from_kwargs(defaults: argparse.Namespace, kwargs: dict[str, object], caller: str) -> argparse.Namespace:
+    """A script's ``run(**kwargs)``: its parsed defaults with the keyword arguments set (flag names with
+    underscores); an unknown name is a UserError naming ``caller`` and the valid ones."""
+    unknown = [k for k in kwargs if not hasattr(defaults, k)]
+    if unknown:
+        raise UserError(f"{caller}: unknown argument(s) {unknown}; valid ones are {sorted(vars(defaults))}")
+    for k, v in kwargs.items():
+        setattr(defaults, k, v)
+    if isinstance(defaults.freeze, int):
+        defaults.freeze = [defaults.freeze]
+    return defaults
+
+
 def warn_online_logger_flags(opt: argparse.Namespace) -> None:
     """One warning naming the online-logger flags that were set: those loggers are not part of this project."""
     given = [k for k, default in ONLINE_LOGGER_FLAGS.items() if getattr(opt, k, default) != default]

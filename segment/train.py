@@ -103,15 +103,7 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argpars
 def run(callbacks: Callbacks | None = None, **kwargs: object) -> argparse.Namespace:
     """Train from Python with the CLI flags as keyword arguments, e.g. ``run(data='coco8-seg.yaml', imgsz=320,
     epochs=3)``. Returns the options namespace with ``save_dir`` and the final ``results`` (SegValResults)."""
-    opt = parse_opt([], known=True)
-    unknown = [k for k in kwargs if not hasattr(opt, k)]
-    if unknown:
-        raise UserError(f"segment/train.run: unknown argument(s) {unknown}; valid ones are {sorted(vars(opt))}")
-    for k, v in kwargs.items():
-        setattr(opt, k, v)
-    if isinstance(opt.freeze, int):
-        opt.freeze = [opt.freeze]
-    return main(opt, callbacks)
+    return main(training.options_from_kwargs(parse_opt([], known=True), kwargs, "segment/train.run"), callbacks)
 
 
 if __name__ == "__main__":
