@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from engine.prediction import load_model, log_summary, open_source, strip_weights
+from engine.prediction import feature_map_dir, load_model, log_summary, model_input, open_source, strip_weights
 from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
 from utils.boxes import filter_detections, non_max_suppression, scale_boxes
 from utils.dataloaders import LoadScreenshots
@@ -37,7 +37,6 @@ from utils.general import (
     exit_code,
     increment_path,
     print_args,
-    safe_filename,
 )
 from utils.slicing import MERGES, Slicer, check_slice_settings
 from utils.sources import LoadImages, LoadStreams, is_stream_source, list_source_files
@@ -142,14 +141,9 @@ def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms
     seen, dt = 0, [0.0, 0.0, 0.0]
     for path, im, im0s, vid_cap, s in dataset:
         t0 = time_sync()
-        im = torch.from_numpy(im).to(model.device)
-        im = (im.half() if model.fp16 else im.float()) / 255
-        if im.ndim == 3:
-            im = im[None]
+        im = model_input(im, model)
         t1 = time_sync()
-        vis_dir = False
-        if visualize_dir and not stream:
-            vis_dir = increment_path(visualize_dir / safe_filename(Path(path).stem), mkdir=True)
+        vis_dir = feature_map_dir(visualize_dir, path, stream)
         with torch.inference_mode():
             if slicer is None:
                 pred = model(im, augment=augment, visualize=vis_dir)

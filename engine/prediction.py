@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
+import numpy as np
 import torch
 
 from models.backends import DetectMultiBackend
@@ -68,6 +69,20 @@ def open_source(source: str, files: list[str] | None, model: DetectMultiBackend,
     return dataset
 
 
+def model_input(im: np.ndarray, model: DetectMultiBackend) -> torch.Tensor:
+    """A loader's letterboxed uint8 image(s) (C, H, W) or (N, C, H, W) as the model's 0-1 float batch."""
+    x = torch.from_numpy(im).to(model.device)
+    x = (x.half() if model.fp16 else x.float()) / 255
+    return x[None] if x.ndim == 3 else x
+
+
+def feature_map_dir(visualize_dir: Path | None, path: str, stream: bool) -> Path | bool:
+    """--visualize: a new folder for this image's feature maps (none for streams), else False."""
+    if not visualize_dir or stream:
+        return False
+    return increment_path(visualize_dir / safe_filename(Path(path).stem), mkdir=True)
+
+
 def segment_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms: Callable,
                 writer: SegmentationWriter, retina_masks: bool = False, augment: bool = False,
                 visualize_dir: Path | None = None) -> tuple[int, list[float]]:
@@ -83,14 +98,9 @@ def segment_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nm
     seen, dt = 0, [0.0, 0.0, 0.0]
     for path, im, im0s, vid_cap, s in dataset:
         t0 = time_sync()
-        im = torch.from_numpy(im).to(model.device)
-        im = (im.half() if model.fp16 else im.float()) / 255
-        if im.ndim == 3:
-            im = im[None]
+        im = model_input(im, model)
         t1 = time_sync()
-        vis_dir = False
-        if visualize_dir and not stream:
-            vis_dir = increment_path(visualize_dir / safe_filename(Path(path).stem), mkdir=True)
+        vis_dir = feature_map_dir(visualize_dir, path, stream)
         with torch.inference_mode():
             pred, proto = model(im, augment=augment, visualize=vis_dir)
         t2 = time_sync()
