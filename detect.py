@@ -21,11 +21,18 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from engine.prediction import feature_map_dir, load_model, log_summary, model_input, open_source, strip_weights
+from engine.prediction import (
+    feature_map_dir,
+    image_of_batch,
+    load_model,
+    log_summary,
+    model_input,
+    open_source,
+    strip_weights,
+)
 from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
 from utils.boxes import filter_detections, non_max_suppression, scale_boxes
 from utils.dataloaders import LoadScreenshots
@@ -156,13 +163,8 @@ def detect_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms
 
         for i, det in enumerate(pred):
             seen += 1
-            if stream:
-                p, im0, frame, fps = path[i], im0s[i], dataset.count, dataset.fps[i]
-                s += f"{i}: "
-            else:
-                p, im0 = path, im0s
-                frame = None if dataset.mode == "image" else dataset.frame
-                fps = (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
+            p, im0, frame, fps = image_of_batch(dataset, path, im0s, vid_cap, i)
+            s += f"{i}: " if stream else ""
             s += "{:g}x{:g} ".format(*im.shape[2:]) if slicer is None else "{:g}x{:g} sliced ".format(*im0.shape[:2])
             if len(det):
                 if slicer is None:

@@ -83,6 +83,15 @@ def feature_map_dir(visualize_dir: Path | None, path: str, stream: bool) -> Path
     return increment_path(visualize_dir / safe_filename(Path(path).stem), mkdir=True)
 
 
+def image_of_batch(dataset: LoadImages | LoadStreams, path: str | list[str], im0s: np.ndarray | list[np.ndarray],
+                   vid_cap: cv2.VideoCapture | None, i: int) -> tuple[str, np.ndarray, int | None, float]:
+    """Image ``i`` of a loader's batch: (its path, original frame, video frame number or None, frames per second)."""
+    if isinstance(dataset, LoadStreams):
+        return path[i], im0s[i], dataset.count, dataset.fps[i]
+    frame = None if dataset.mode == "image" else dataset.frame
+    return path, im0s, frame, (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
+
+
 def segment_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nms: Callable,
                 writer: SegmentationWriter, retina_masks: bool = False, augment: bool = False,
                 visualize_dir: Path | None = None) -> tuple[int, list[float]]:
@@ -107,13 +116,8 @@ def segment_all(model: DetectMultiBackend, dataset: LoadImages | LoadStreams, nm
         pred = nms(pred, nm=proto.shape[1])
         for i, det in enumerate(pred):
             seen += 1
-            if stream:
-                p, im0, frame, fps = path[i], im0s[i], dataset.count, dataset.fps[i]
-                s += f"{i}: "
-            else:
-                p, im0 = path, im0s
-                frame = None if dataset.mode == "image" else dataset.frame
-                fps = (vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else 0) or 30.0  # some containers report 0
+            p, im0, frame, fps = image_of_batch(dataset, path, im0s, vid_cap, i)
+            s += f"{i}: " if stream else ""
             s += "{:g}x{:g} ".format(*im.shape[2:])
             h0, w0 = im0.shape[:2]
             if retina_masks:

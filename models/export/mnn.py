@@ -3,7 +3,7 @@ converter (``--half``: fp16 weight storage).
 
 The converter is called through the ``_tools`` extension of the ``MNN`` package in a child process, never through
 ``MNN.tools.mnnconvert``: that wrapper imports a usage logger that sends the machine id to the vendor and runs
-``pip install`` on a missing dependency. The child process also keeps a converter crash from ending this one.
+pip to install a missing dependency. The child process also keeps a converter crash from ending this one.
 """
 
 import importlib.util

@@ -151,7 +151,7 @@ def export_official(weights: str | Path) -> Path:
     opt = ckpt.get("opt") if isinstance(ckpt.get("opt"), dict) else {}
     file = save_official(model, weights.with_name(f"{weights.stem}_official.pt"), opt)
     LOGGER.info(f"\n{prefix} export success, saved as {file} ({file.stat().st_size / 1e6:.1f} MB); official "
-                f"YOLOv5 loads it with torch.load, attempt_load or torch.hub.load(..., 'custom', path=...)")
+                f"YOLOv5 loads it with torch.load, attempt_load or its hub 'custom' entry point (path=...)")
     return file
 
 
