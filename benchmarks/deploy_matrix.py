@@ -148,8 +148,8 @@ def measure_cell(model: nn.Module, fmt: Format, im: torch.Tensor, expected: torc
                  calib: list | None, runs: int, warmup: int, data: str | None, trained: Path | None,
                  map_pt: float | None) -> dict:
     """Export ``model`` to ``fmt`` and measure it; a dict with status, rel_diff, ms, map_diff and reason."""
-    cell = {"format": fmt.label, "precision": fmt.precision, "status": "", "rel_diff": "", "ms": "", "map_diff": "",
-            "reason": ""}
+    cell = {"format": fmt.label, "precision": fmt.precision, "imgsz": im.shape[-1], "status": "", "rel_diff": "",
+            "ms": "", "map_diff": "", "reason": ""}
     meta = export_metadata(model, im.shape[2:], precision=fmt.precision)
     try:
         path = fmt.export(model, im, file, meta, calib)
@@ -169,13 +169,18 @@ def measure_cell(model: nn.Module, fmt: Format, im: torch.Tensor, expected: torc
         return cell
     rel = ((got - expected).abs().max() / expected.abs().max().clamp(min=1e-9)).item()
     cell.update(rel_diff=f"{rel:.1e}", ms=f"{latency_ms(backend, im, runs, warmup):.1f}" if runs else "")
-    ok = rel <= FP32_REL_TOL if fmt.precision == "fp32" else True
     if trained is not None and data and map_pt is not None:
-        d = _map(path, data, im.shape[-1]) - map_pt
-        cell["map_diff"] = f"{d:+.4f}"
-        ok = ok and abs(d) <= MAP_TOL[fmt.precision]
-    cell["status"] = "ok" if ok else "off"
+        cell["map_diff"] = f"{_map(path, data, im.shape[-1]) - map_pt:+.4f}"
+    cell["status"] = verdict(cell)
     return cell
+
+
+def verdict(cell: dict) -> str:
+    """'ok' when a measured cell is within its tolerances (fp32 output difference, mAP difference), else 'off'."""
+    ok = cell["precision"] != "fp32" or float(cell["rel_diff"]) <= FP32_REL_TOL
+    if cell.get("map_diff"):
+        ok = ok and abs(float(cell["map_diff"])) <= MAP_TOL[cell["precision"]]
+    return "ok" if ok else "off"
 
 
 def _map(weights: Path, data: str, imgsz: int) -> float:
@@ -184,8 +189,22 @@ def _map(weights: Path, data: str, imgsz: int) -> float:
     return float(val.run(weights=str(weights), data=data, imgsz=imgsz, batch_size=1, plots=False)[0][3])
 
 
-def markdown(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: int) -> str:
-    """The matrix as Markdown: one row a variant, one column a format, then the reasons of refused cells."""
+MEASURES = {"rel_diff": "output difference", "ms": "latency", "map_diff": "mAP50-95 difference"}
+
+
+def caption_sizes(sizes: dict[str, set]) -> str:
+    """'output difference and latency at 640 px, mAP50-95 difference at 256 px': the input size of each measure."""
+    by_size: dict[str, list[str]] = {}
+    for field, text in MEASURES.items():
+        if sizes.get(field):
+            by_size.setdefault("/".join(str(s) for s in sorted(sizes[field], key=int)), []).append(text)
+    return ", ".join(f"{' and '.join(names)} at {px} px" for px, names in by_size.items())
+
+
+def markdown(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: int,
+             sizes: dict[str, set] | None = None) -> str:
+    """The matrix as Markdown: one row a variant, one column a format, then the reasons of refused cells.
+    ``sizes`` names the input sizes each measure was taken at (default: ``imgsz`` for all)."""
     labels = [f.label for f in formats]
     cfgs = list(dict.fromkeys(r["cfg"] for r in rows))
     cells = {(r["cfg"], r["format"]): r for r in rows}
@@ -209,9 +228,14 @@ def markdown(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: i
                 out.append(f"❌ [{n}]")
         lines.append(f"| {Path(cfg).stem} | {' | '.join(out)} |")
     lines.append("")
-    lines.append(f"Cell: ✅ exported and runs, relative max abs output difference to PyTorch, median latency when "
-                 f"timed ({imgsz} px, batch 1, {threads} threads); fp32 formats pass at <= {FP32_REL_TOL:g}; "
-                 f"— package not installed; blank: not measured; ❌ see below.")
+    if sizes is None:
+        sizes = {field: {imgsz} for field in MEASURES}
+    tol = ", ".join(f"{p} {t:g}" for p, t in MAP_TOL.items())
+    lines.append(f"Cell: ✅ exported, runs and within tolerance (⚠️ outside it): relative max abs output difference "
+                 f"to PyTorch (fp32 formats pass at <= {FP32_REL_TOL:g}), median latency when timed (batch 1, "
+                 f"{threads} threads), mAP50-95 difference to PyTorch on --data's val split when trained weights "
+                 f"were given (passes within {tol}); {caption_sizes(sizes)}; — package not installed; blank: not "
+                 f"measured; ❌ see below.")
     for text, n in reasons.items():
         lines.append(f"{n}. {text}")
     return "\n".join(lines)
@@ -257,8 +281,8 @@ def run(cfg: Sequence[str] | None = None, formats: Sequence[str] | None = None, 
                 for fmt in chosen:
                     t = time.time()
                     if not installed(fmt):
-                        cell = {"format": fmt.label, "precision": fmt.precision, "status": "not installed",
-                                "rel_diff": "", "ms": "", "map_diff": "",
+                        cell = {"format": fmt.label, "precision": fmt.precision, "imgsz": imgsz,
+                                "status": "not installed", "rel_diff": "", "ms": "", "map_diff": "",
                                 "reason": f"needs {', '.join(fmt.needs) or 'its converter'}"}
                     else:
                         cell = measure_cell(model, fmt, im, expected, file, calib_images, runs, warmup, data,
@@ -277,19 +301,41 @@ def run(cfg: Sequence[str] | None = None, formats: Sequence[str] | None = None, 
     return rows
 
 
+def merge_cell(old: dict | None, new: dict, default_imgsz: int) -> dict:
+    """``new`` laid over ``old`` (two result files' cells of one variant and format): measured fields of both kept,
+    the later file's non-empty ones winning and the verdict taken again; a later refusal or failure replaces the
+    cell; 'not installed' never hides a measurement. The cell's "sizes" maps each measured field to its input size."""
+    if old is not None and new["status"] == "not installed":
+        return old
+    px = int(new.get("imgsz") or default_imgsz)
+    measured = {field: px for field in MEASURES if new.get(field)}
+    if old is not None and old["status"] in ("ok", "off") and new["status"] in ("ok", "off"):
+        cell = {**old, **{k: v for k, v in new.items() if v not in ("", None)}}
+        cell["sizes"] = {**old["sizes"], **measured}
+        cell["status"] = verdict(cell)
+        return cell
+    return {**new, "sizes": measured}
+
+
 def from_csv(files: Sequence[str | Path], threads: int = 2, imgsz: int = 640, write_readme: bool = False,
              readme: str | Path = ROOT / "README.md") -> str:
-    """The table of the cells saved in ``files`` (later files win for the same variant and format), columns in
-    the matrix's order; with ``write_readme`` it goes into README between the markers."""
+    """The table of the cells saved in ``files`` merged field by field (``merge_cell``; e.g. latency from a 640 px
+    run, mAP differences from a run at the training size), columns in the matrix's order; ``imgsz`` is the size of
+    rows saved without one. With ``write_readme`` it goes into README between the markers."""
     cells: dict[tuple[str, str], dict] = {}
     for f in files:
         with open(f, newline="") as fh:
             for r in csv.DictReader(fh):
-                cells[(r["cfg"], r["format"])] = r
+                key = (r["cfg"], r["format"])
+                cells[key] = merge_cell(cells.get(key), r, imgsz)
+    sizes: dict[str, set] = {}
+    for cell in cells.values():
+        for field, px in cell["sizes"].items():
+            sizes.setdefault(field, set()).add(px)
     labels = {fmt for _, fmt in cells}
     order = {c: i for i, c in enumerate(default_cfgs())}
     rows = sorted(cells.values(), key=lambda r: (order.get(r["cfg"], len(order)), FORMAT_NAMES.index(r["format"])))
-    table = markdown(rows, [f for f in FORMATS if f.label in labels], threads, imgsz)
+    table = markdown(rows, [f for f in FORMATS if f.label in labels], threads, imgsz, sizes)
     if write_readme:
         replace_readme_block(table, Path(readme), START, END)
     print(table)

@@ -55,3 +55,26 @@ def test_from_csv_renders_saved_cells_in_matrix_order(tmp_path):
     assert lines[2] == "| yolov5n | ✅ 3.0e-07 | ✅ 1.0e-07 |"  # the later file's cell wins
     assert lines[3] == "| yolov5n_GSConv |  | ✅ 2.0e-07 |"
     assert "old" not in readme.read_text() and table in readme.read_text()
+
+
+def test_from_csv_merges_fields_of_runs_at_two_sizes(tmp_path):
+    """Latency and output difference from a 640 px run, mAP differences from a run at the training size: one cell
+    keeps both, the verdict is taken again on the merged fields, and the caption names each measure's size."""
+    head = "cfg,format,precision,imgsz,status,rel_diff,ms,map_diff,reason\n"
+    at640, at256 = tmp_path / "640.csv", tmp_path / "256.csv"
+    at640.write_text(head + "yolov5n.yaml,ONNX,fp32,640,ok,1.0e-07,95.9,,\n"
+                            "yolov5n.yaml,ONNX INT8,int8,640,ok,2.0e-03,60.2,,\n"
+                            "yolov5n.yaml,MNN,fp32,640,ok,2.0e-07,80.0,,\n"
+                            "yolov5n.yaml,NCNN fp32,fp32,640,ok,2.0e-07,70.0,,\n")
+    at256.write_text(head + "yolov5n.yaml,ONNX,fp32,256,ok,3.0e-07,,+0.0010,\n"
+                            "yolov5n.yaml,ONNX INT8,int8,256,ok,4.0e-03,,-0.0300,\n"
+                            "yolov5n.yaml,MNN,fp32,256,not installed,,,,needs MNN\n"
+                            "yolov5n.yaml,NCNN fp32,fp32,256,refused,,,,X needs op Y\n")
+    lines = deploy_matrix.from_csv([at640, at256]).splitlines()
+    assert lines[0] == "| variant (scale n) | ONNX | ONNX INT8 | NCNN fp32 | MNN |"
+    # the later run's output difference, the earlier's latency (MNN's stays at 640: the later run lacks the
+    # package); INT8 mAP -0.03 is outside 0.02: off; the later refusal replaces the NCNN cell
+    assert lines[2] == ("| yolov5n | ✅ 3.0e-07 96 ms mAP +0.0010 | ⚠️ 4.0e-03 60 ms mAP -0.0300 | ❌ [1] "
+                        "| ✅ 2.0e-07 80 ms |")
+    assert "; output difference at 256/640 px, latency at 640 px, mAP50-95 difference at 256 px;" in lines[4]
+    assert lines[5] == "1. refused: X needs op Y"
