@@ -192,19 +192,24 @@ def _map(weights: Path, data: str, imgsz: int) -> float:
 MEASURES = {"rel_diff": "output difference", "ms": "latency", "map_diff": "mAP50-95 difference"}
 
 
-def caption_sizes(sizes: dict[str, set]) -> str:
-    """'output difference and latency at 640 px, mAP50-95 difference at 256 px': the input size of each measure."""
+def caption_sizes(rows: list[dict], imgsz: int) -> str:
+    """'output difference, latency at 640 px, mAP50-95 difference at 256 px': the input sizes each measure was
+    taken at, from the cells' "sizes" (merged cells) or "imgsz" (``imgsz`` where a row has neither)."""
+    sizes: dict[str, set[int]] = {}
+    for r in rows:
+        for field in MEASURES:
+            if r.get(field):
+                px = r.get("sizes", {}).get(field) or r.get("imgsz") or imgsz
+                sizes.setdefault(field, set()).add(int(px))
     by_size: dict[str, list[str]] = {}
     for field, text in MEASURES.items():
-        if sizes.get(field):
-            by_size.setdefault("/".join(str(s) for s in sorted(sizes[field], key=int)), []).append(text)
-    return ", ".join(f"{' and '.join(names)} at {px} px" for px, names in by_size.items())
+        if field in sizes:
+            by_size.setdefault("/".join(str(s) for s in sorted(sizes[field])), []).append(text)
+    return ", ".join(f"{', '.join(names)} at {px} px" for px, names in by_size.items())
 
 
-def markdown(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: int,
-             sizes: dict[str, set] | None = None) -> str:
-    """The matrix as Markdown: one row a variant, one column a format, then the reasons of refused cells.
-    ``sizes`` names the input sizes each measure was taken at (default: ``imgsz`` for all)."""
+def markdown(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: int) -> str:
+    """The matrix as Markdown: one row a variant, one column a format, then the reasons of refused cells."""
     labels = [f.label for f in formats]
     cfgs = list(dict.fromkeys(r["cfg"] for r in rows))
     cells = {(r["cfg"], r["format"]): r for r in rows}
@@ -228,13 +233,11 @@ def markdown(rows: list[dict], formats: Sequence[Format], threads: int, imgsz: i
                 out.append(f"❌ [{n}]")
         lines.append(f"| {Path(cfg).stem} | {' | '.join(out)} |")
     lines.append("")
-    if sizes is None:
-        sizes = {field: {imgsz} for field in MEASURES}
     tol = ", ".join(f"{p} {t:g}" for p, t in MAP_TOL.items())
     lines.append(f"Cell: ✅ exported, runs and within tolerance (⚠️ outside it): relative max abs output difference "
                  f"to PyTorch (fp32 formats pass at <= {FP32_REL_TOL:g}), median latency when timed (batch 1, "
-                 f"{threads} threads), mAP50-95 difference to PyTorch on --data's val split when trained weights "
-                 f"were given (passes within {tol}); {caption_sizes(sizes)}; — package not installed; blank: not "
+                 f"threads: {threads}), mAP50-95 difference to PyTorch on --data's val split when trained weights "
+                 f"were given (passes within {tol}); {caption_sizes(rows, imgsz)}; — package not installed; blank: not "
                  f"measured; ❌ see below.")
     for text, n in reasons.items():
         lines.append(f"{n}. {text}")
@@ -328,14 +331,10 @@ def from_csv(files: Sequence[str | Path], threads: int = 2, imgsz: int = 640, wr
             for r in csv.DictReader(fh):
                 key = (r["cfg"], r["format"])
                 cells[key] = merge_cell(cells.get(key), r, imgsz)
-    sizes: dict[str, set] = {}
-    for cell in cells.values():
-        for field, px in cell["sizes"].items():
-            sizes.setdefault(field, set()).add(px)
     labels = {fmt for _, fmt in cells}
     order = {c: i for i, c in enumerate(default_cfgs())}
     rows = sorted(cells.values(), key=lambda r: (order.get(r["cfg"], len(order)), FORMAT_NAMES.index(r["format"])))
-    table = markdown(rows, [f for f in FORMATS if f.label in labels], threads, imgsz, sizes)
+    table = markdown(rows, [f for f in FORMATS if f.label in labels], threads, imgsz)
     if write_readme:
         replace_readme_block(table, Path(readme), START, END)
     print(table)
