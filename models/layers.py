@@ -238,19 +238,16 @@ def space_to_depth(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)
 
 
-def unshuffle_order(c: int) -> list[int]:
-    """For channel j of ``F.pixel_unshuffle(x, 2)`` on c channels, the channel of ``space_to_depth(x)`` that holds
-    the same pixels: pixel_unshuffle(x)[:, j] == space_to_depth(x)[:, unshuffle_order(c)[j]]."""
-    return [(dy + 2 * dx) * c + ch for ch in range(c) for dy in (0, 1) for dx in (0, 1)]
-
-
 def conv_after_space_to_depth(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``conv(space_to_depth(x))``. Exporting (ungrouped conv): the conv runs on ``F.pixel_unshuffle(x, 2)`` with
     its weight's input channels put in that order instead, so no regrouping of the activations is left in the
     graph (converters fold the reordered weight into a constant: one NCNN Reorg layer, then the Convolution)."""
     if not exporting() or not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         return conv(space_to_depth(x))
-    weight = conv.weight[:, unshuffle_order(conv.in_channels // 4)]
+    # input channel (dy + 2dx) * C + c of space_to_depth is channel 4c + 2dy + dx of pixel_unshuffle; a view and a
+    # permute (not an index: TorchScript's operator check admits these) reorder the weight to match
+    c2, c4, kh, kw = conv.weight.shape
+    weight = conv.weight.view(c2, 2, 2, c4 // 4, kh, kw).permute(0, 3, 2, 1, 4, 5).reshape(c2, c4, kh, kw)
     return F.conv2d(F.pixel_unshuffle(x, 2), weight, conv.bias, conv.stride, conv.padding, conv.dilation)
 
 

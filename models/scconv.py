@@ -54,10 +54,10 @@ class SRU(nn.Module):
     def gate_weights_export(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``gate_weights`` from r without a comparison: ``ceil(clamp(r - t, 0, 1))`` is exactly 1 where r > t (a
         difference of two unequal floats is never 0, and ceil maps all of (0, 1] to 1) and 0 elsewhere; then
-        ``W2 = (1 - mask) * r`` and ``W1 = W2 + mask`` multiply and add only by 0 and 1, so equal ``where``'s bit
+        ``W2 = r - mask * r`` (r - r = 0 or r - 0 = r) and ``W1 = W2 + mask`` are then ``where``'s values bit
         for bit."""
         informative = torch.ceil(torch.clamp(r - self.gate_threshold, 0, 1))
-        w2 = (1 - informative) * r
+        w2 = r - informative * r
         return w2 + informative, w2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,7 +120,7 @@ class CRU(nn.Module):
         """``fuse_branches`` with the pair of averages side by side on a last axis of 2 rather than stacked on a new
         first axis and unbound (PNNX leaves that unbind, which NCNN lacks); the same softmax of the same two values."""
         beta = torch.cat((y1.mean((2, 3), keepdim=True), y2.mean((2, 3), keepdim=True)), 3).softmax(3)  # (N, C, 1, 2)
-        beta1, beta2 = beta.split(1, 3)
+        beta1, beta2 = beta.chunk(2, 3)
         return beta1 * y1 + beta2 * y2
 
 
