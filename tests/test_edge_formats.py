@@ -137,8 +137,8 @@ def test_ncnn_runs_spd_and_scconv_blocks_on_odd_sizes(tmp_path):
 @pytest.mark.parametrize("cfg", ["yolov5n_SPDConv.yaml", "yolov5n_ScConv.yaml"])
 def test_ncnn_export_of_spd_and_scconv_variants_matches_pytorch(cfg, tmp_path):
     x = torch.rand(1, 3, IMGSZ, IMGSZ)
-    [folder], _ = export_model(seeded_variant(cfg), x, tmp_path / "variant.pt", include=("ncnn",), check=False)
-    model = prepare_model(seeded_variant(cfg))
+    model = seeded_variant(cfg)
+    [folder], _ = export_model(model, x, tmp_path / "variant.pt", include=("ncnn",), check=False)  # fuses in place
     with torch.no_grad():
         expected = model(x)
     _, got = exported_output(folder, x)
