@@ -53,9 +53,8 @@ class SRU(nn.Module):
 
     def gate_weights_export(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``gate_weights`` from r without a comparison: ``ceil(clamp(r - t, 0, 1))`` is exactly 1 where r > t (a
-        difference of two unequal floats is never 0, and ceil maps all of (0, 1] to 1) and 0 elsewhere; then
-        ``W2 = r - mask * r`` (r - r = 0 or r - 0 = r) and ``W1 = W2 + mask`` are then ``where``'s values bit
-        for bit."""
+        difference of two unequal floats is never 0, and ceil maps all of (0, 1] to 1) and 0 elsewhere, so
+        ``W2 = r - mask * r`` (r - r = 0 or r - 0 = r) and ``W1 = W2 + mask`` are ``where``'s values bit for bit."""
         informative = torch.ceil(torch.clamp(r - self.gate_threshold, 0, 1))
         w2 = r - informative * r
         return w2 + informative, w2
