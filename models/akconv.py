@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from models.layers import C1_C2, fuse_conv_and_bn
+from models.layers import C1_C2, exporting, fuse_conv_and_bn
 
 
 def initial_pattern(num_param: int) -> torch.Tensor:
@@ -152,7 +152,7 @@ class AKConv(nn.Module):
         return rows, cols
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+        if exporting():
             return self.forward_export(x)
         b, c, height, width = x.shape
         if b * height * width >= 2**31:

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 # Values of ``yaml_args``. ``c1`` is the input channel count (of the layer in ``from``), ``c2`` the first yaml
 # argument scaled by width_multiple and rounded up to a multiple of 8.
@@ -210,12 +211,44 @@ class Focus(nn.Module):
         self.conv = Conv(c1 * 4, c2, k, s, p, g, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(space_to_depth(x))
+        conv = self.conv
+        return conv.act(conv.bn(conv_after_space_to_depth(conv.conv, x)))
+
+
+def exporting() -> bool:
+    """True while the model is traced or exported (TorchScript trace, ONNX, ``torch.export``): modules with a
+    deploy form (the same function in operators every runtime has) switch to it."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
 def space_to_depth(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, 4C, H/2, W/2) in the order top-left, bottom-left, top-right, bottom-right."""
+    """(N, C, H, W) -> (N, 4C, H/2, W/2): four blocks of C channels, the pixels (dy, dx) = (0, 0), (1, 0), (0, 1),
+    (1, 1) of every 2x2 patch (top-left, bottom-left, top-right, bottom-right).
+
+    Exporting: the same tensor from ``pixel_unshuffle`` (channel ``4c + 2dy + dx``) regrouped by a reshape and a
+    permute, because NCNN has no stepped slice (``x[..., ::2, ::2]``) but has PixelUnshuffle (its Reorg layer).
+    """
+    if exporting():
+        n, c = x.shape[:2]
+        y = F.pixel_unshuffle(x, 2)
+        h, w = y.shape[2:]
+        # (N, c, dy, dx, h*w) -> (N, dx, dy, c, h*w): block dy + 2dx, channel c within it; 5-D at most (NCNN: 4-D
+        # without the batch axis)
+        return y.view(n, c, 2, 2, -1).permute(0, 3, 2, 1, 4).reshape(n, 4 * c, h, w)
     return torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)
+
+
+def conv_after_space_to_depth(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(space_to_depth(x))``. Exporting (ungrouped conv): the conv runs on ``F.pixel_unshuffle(x, 2)`` with
+    its weight's input channels put in that order instead, so no regrouping of the activations is left in the
+    graph (converters fold the reordered weight into a constant: one NCNN Reorg layer, then the Convolution)."""
+    if not exporting() or not isinstance(conv, nn.Conv2d) or conv.groups != 1:
+        return conv(space_to_depth(x))
+    # input channel (dy + 2dx) * C + c of space_to_depth is channel 4c + 2dy + dx of pixel_unshuffle; a view and a
+    # permute (not an index: TorchScript's operator check admits these) reorder the weight to match
+    c2, c4, kh, kw = conv.weight.shape
+    weight = conv.weight.view(c2, 2, 2, c4 // 4, kh, kw).permute(0, 3, 2, 1, 4, 5).reshape(c2, c4, kh, kw)
+    return F.conv2d(F.pixel_unshuffle(x, 2), weight, conv.bias, conv.stride, conv.padding, conv.dilation)
 
 
 class Concat(nn.Module):

@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from models.layers import C1_C2_N, C3, KEEP
+from models.layers import C1_C2_N, C3, KEEP, exporting
 
 
 def _require_divisible(c: int, m: int, what: str) -> None:
@@ -30,6 +30,7 @@ class SRU(nn.Module):
     ``w = gamma / sum(gamma)`` (GroupNorm scales), ``r = sigmoid(gn(x) * w)``; informative weights
     ``W1 = where(r > t, 1, r)``, non-informative ``W2 = where(r > t, 0, r)`` (t = ``gate_threshold``);
     ``X1 = W1 * x``, ``X2 = W2 * x``; output ``cat(X1a + X2b, X1b + X2a)`` over the channel halves a, b.
+    Exported, the mask ``r > t`` is computed without a comparison (``gate_weights_export``), with the same values.
     The GroupNorm uses ``gcd(group_num, C)`` groups so that it divides C at every model scale.
     """
 
@@ -45,8 +46,18 @@ class SRU(nn.Module):
         """(W1, W2), each (N, C, H, W): the informative and non-informative weights of every element of x."""
         gamma = self.gn.weight
         r = torch.sigmoid(self.gn(x) * (gamma / gamma.sum()).view(1, -1, 1, 1))
+        if exporting():  # NCNN has no comparison layer: the same 0 / 1 mask in arithmetic, see gate_weights_export
+            return self.gate_weights_export(r)
         informative = r > self.gate_threshold
         return torch.where(informative, torch.ones_like(r), r), torch.where(informative, torch.zeros_like(r), r)
+
+    def gate_weights_export(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``gate_weights`` from r without a comparison: ``ceil(clamp(r - t, 0, 1))`` is exactly 1 where r > t (a
+        difference of two unequal floats is never 0, and ceil maps all of (0, 1] to 1) and 0 elsewhere, so
+        ``W2 = r - mask * r`` (r - r = 0 or r - 0 = r) and ``W1 = W2 + mask`` are ``where``'s values bit for bit."""
+        informative = torch.ceil(torch.clamp(r - self.gate_threshold, 0, 1))
+        w2 = r - informative * r
+        return w2 + informative, w2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w1, w2 = self.gate_weights(x)
@@ -98,8 +109,18 @@ class CRU(nn.Module):
     @staticmethod
     def fuse_branches(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
         """Per-channel softmax of the two branches' global averages, then their weighted sum."""
+        if exporting():
+            return CRU.fuse_branches_export(y1, y2)
         beta = torch.stack((y1.mean((2, 3)), y2.mean((2, 3)))).softmax(0)[..., None, None]  # (2, N, C, 1, 1)
         return beta[0] * y1 + beta[1] * y2
+
+    @staticmethod
+    def fuse_branches_export(y1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:
+        """``fuse_branches`` with the pair of averages side by side on a last axis of 2 rather than stacked on a new
+        first axis and unbound (PNNX leaves that unbind, which NCNN lacks); the same softmax of the same two values."""
+        beta = torch.cat((y1.mean((2, 3), keepdim=True), y2.mean((2, 3), keepdim=True)), 3).softmax(3)  # (N, C, 1, 2)
+        beta1, beta2 = beta.chunk(2, 3)
+        return beta1 * y1 + beta2 * y2
 
 
 class ScConv(nn.Module):

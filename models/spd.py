@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.layers import C1_C2, PLAIN, Conv, space_to_depth
+from models.layers import C1_C2, PLAIN, Conv, conv_after_space_to_depth, space_to_depth
 
 
 def space_to_depth_padded(x: torch.Tensor) -> torch.Tensor:
@@ -27,10 +27,15 @@ def space_to_depth_padded(x: torch.Tensor) -> torch.Tensor:
     (N, C, H, W) -> (N, 4C, ceil(H / 2), ceil(W / 2)): no pixel is dropped, and the size equals that of the 3x3
     stride-2 Conv the block replaces (which zero-pads too).
     """
+    return space_to_depth(padded_to_even(x))
+
+
+def padded_to_even(x: torch.Tensor) -> torch.Tensor:
+    """x with one zero row (bottom) and / or column (right) added where H or W is odd."""
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
         x = F.pad(x, (0, w % 2, 0, h % 2))
-    return space_to_depth(x)
+    return x
 
 
 class SPDConv(Conv):
@@ -43,6 +48,8 @@ class SPDConv(Conv):
     Odd H or W: zero-padded to an even size first (``space_to_depth_padded``), so no pixel is dropped.
     Channel order of the space-to-depth (``models.layers.space_to_depth``): ``x[..., ::2, ::2]``,
     ``x[..., 1::2, ::2]``, ``x[..., ::2, 1::2]``, ``x[..., 1::2, 1::2]``. ``fuse()`` folds the BatchNorm (from Conv).
+    Exported (NCNN has no stepped slice): ``F.pixel_unshuffle`` with the conv weight's input channels reordered to
+    its channel order, the same function (``models.layers.conv_after_space_to_depth``).
     """
 
     yaml_args: ClassVar[str] = C1_C2
@@ -62,7 +69,7 @@ class SPDConv(Conv):
         super().__init__(4 * c1, c2, k, s, p, g, d, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(space_to_depth_padded(x))
+        return self.act(self.bn(conv_after_space_to_depth(self.conv, padded_to_even(x))))
 
 
 class SpaceToDepth(nn.Module):

@@ -9,12 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
 import export
 from models.backends import DetectMultiBackend, weights_format
-from models.edge_runtimes import NCNN_PARAM, tflite_metadata
+from models.common import ScConv, SpaceToDepth, SPDConv
+from models.edge_runtimes import NCNN_PARAM, NcnnRuntime, ncnn_layers, tflite_metadata
 from models.experimental import attempt_load
+from models.export import export_model, prepare_model
 from models.export.deploy import unsupported_layer_error
+from models.export.ncnn import export_ncnn
 from models.export.tflite import LITERT_PYTHON_ENV, litert_python, with_metadata
 from models.yolo import Model
 from utils.general import ROOT, UserError
@@ -94,6 +98,51 @@ def test_ncnn_folder_with_custom_layer_is_refused(tmp_path):
     (folder / NCNN_PARAM).write_text("not a layer list\n")
     with pytest.raises(UserError, match="not an NCNN text layer list"):
         DetectMultiBackend(folder)
+
+
+def seeded_variant(cfg):
+    """A variant at scale n with seeded weights and non-trivial BatchNorm statistics (fused weights differ)."""
+    torch.manual_seed(0)
+    model = Model(cfg, nc=3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+@needs("pnnx", "ncnn")
+def test_ncnn_runs_spd_and_scconv_blocks_on_odd_sizes(tmp_path):
+    """SPD-Conv (stepped slices) and ScConv (torch.gt, unbind) were refused by NCNN; their export forms convert to
+    NCNN layers (PixelUnshuffle as Reorg, the gate as Clip + ceil) and give PyTorch's numbers, on an odd size that
+    SPDConv zero-pads."""
+    torch.manual_seed(0)
+    model = nn.Sequential(SPDConv(3, 8, 3), SpaceToDepth(), ScConv(32))
+    with torch.no_grad():
+        model[2].sru.gn.weight.uniform_(0.2, 3.0)  # r on both sides of the gate's threshold
+    model = prepare_model(model)
+    x = torch.randn(1, 3, 13, 11)
+    with torch.no_grad():
+        expected = model(x)
+    folder = export_ncnn(model, x, tmp_path / "blocks.pt", {})
+    layers = {t for t, _ in ncnn_layers((folder / NCNN_PARAM).read_text())}
+    assert {"Reorg", "Padding", "GroupNorm", "UnaryOp", "Clip"} <= layers and "Crop" not in layers
+    got = torch.from_numpy(NcnnRuntime(folder)(x.numpy()))
+    assert got.shape == expected.shape == (1, 32, 4, 3)
+    assert (got - expected).abs().max() < 1e-4 * expected.abs().max()
+
+
+@needs("pnnx", "ncnn")
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg", ["yolov5n_SPDConv.yaml", "yolov5n_ScConv.yaml"])
+def test_ncnn_export_of_spd_and_scconv_variants_matches_pytorch(cfg, tmp_path):
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    model = seeded_variant(cfg)
+    [folder], _ = export_model(model, x, tmp_path / "variant.pt", include=("ncnn",), check=False)  # fuses in place
+    with torch.no_grad():
+        expected = model(x)
+    _, got = exported_output(folder, x)
+    assert got.shape == expected.shape and (got - expected).abs().max() < 1e-3  # float rounding, on pixel boxes
 
 
 @needs("MNN")

@@ -61,6 +61,35 @@ def test_sru_informative_branch_is_not_zero():
     assert (w2[informative] == 0).all() and torch.equal(w1[~informative], w2[~informative])
 
 
+def test_sru_export_gate_is_the_comparison_bit_for_bit():
+    """Exported (NCNN has no comparison layer) the mask r > t is ceil(clamp(r - t, 0, 1)): the same weights at the
+    threshold itself, at the floats either side of it, at 0 and 1, and on random values."""
+    t = 0.5
+    near = [t, torch.nextafter(torch.tensor(t), torch.tensor(1.0)).item(),
+            torch.nextafter(torch.tensor(t), torch.tensor(0.0)).item(), 0.0, 1.0]
+    torch.manual_seed(0)
+    r = torch.cat((torch.tensor(near), torch.rand(10000)))
+    w1, w2 = SRU(16, gate_threshold=t).gate_weights_export(r)
+    assert torch.equal(w1, torch.where(r > t, 1.0, r)) and torch.equal(w2, torch.where(r > t, 0.0, r))
+    assert w1[:3].tolist() == [t, 1.0, near[2]] and w2[:3].tolist() == [t, 0.0, near[2]]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_scconv_export_form_has_no_comparison_or_unbind_and_same_numbers():
+    torch.manual_seed(0)
+    m = ScConv(32).eval()
+    with torch.no_grad():
+        m.sru.gn.weight.uniform_(0.2, 3.0)
+    x = torch.randn(2, 32, 6, 5)
+    with torch.no_grad():
+        expected = m(x)
+        traced = torch.jit.trace(m, x)
+        got = traced(x)
+    graph = str(traced.inlined_graph)
+    assert "aten::ceil" in graph and "aten::gt" not in graph and "aten::unbind" not in graph
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
 def test_cru_fuse_is_a_per_channel_softmax_of_the_two_branches():
     a = torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
     b = torch.tensor([1.5, 3.0, -2.0]).view(1, 3, 1, 1)

@@ -1,10 +1,11 @@
-"""SPD-Conv: space-to-depth channel order, odd sizes (zero-padded, nothing dropped), gradients, fusing, yaml."""
+"""SPD-Conv: space-to-depth channel order, odd sizes (zero-padded, nothing dropped), gradients, fusing, yaml, and
+the export form (pixel_unshuffle, which NCNN runs) against the training form."""
 
 import pytest
 import torch
 import torch.nn as nn
 
-from models.common import Conv, SpaceToDepth, SPDConv
+from models.common import Conv, Focus, SpaceToDepth, SPDConv
 from models.yolo import Model
 
 YOLOV5S_SPDCONV_PARAMS = 14147389  # models/yolov5s_SPDConv.yaml, nc=80
@@ -92,3 +93,28 @@ def test_authors_layout_yaml_param_count_and_wiring():
         assert isinstance(conv, Conv) and conv.conv.stride == (1, 1)
     for i in s2d[:4]:  # in the backbone the next C3 reads the 4x channels directly (in the head a Concat does)
         assert layers[i + 1].cv1.conv.in_channels == 4 * layers[i - 1].conv.out_channels
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("module, hw", [("SPDConv", (7, 10)), ("SpaceToDepth", (7, 10)), ("Focus", (8, 10))])
+def test_export_form_is_pixel_unshuffle_with_the_training_forms_numbers(module, hw):
+    """Traced (as every exporter traces), space-to-depth is F.pixel_unshuffle instead of stepped slices (NCNN has
+    none): SPDConv and Focus reorder their conv weight's input channels to its order, SpaceToDepth regroups its
+    channels; the outputs are the training form's (odd sizes zero-padded first)."""
+    torch.manual_seed(0)
+    m = {"SPDConv": SPDConv(3, 8, 3), "SpaceToDepth": SpaceToDepth(), "Focus": Focus(3, 8, 3)}[module].eval()
+    for bn in m.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, *hw)
+    with torch.no_grad():
+        expected = m(x)
+        traced = torch.jit.trace(m, x)
+        got = traced(x)
+    graph = str(traced.inlined_graph)
+    assert "aten::pixel_unshuffle" in graph and "aten::slice" not in graph
+    if module == "SpaceToDepth":  # a pure regrouping: the same numbers bit for bit
+        assert torch.equal(got, expected)
+    else:  # the conv sums the same products in another order
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

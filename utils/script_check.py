@@ -66,12 +66,12 @@ ALLOWED_OPS = frozenset({
     "aten::elu", "aten::elu_", "aten::tanh", "aten::tanh_", "aten::softplus", "aten::softmax",
     # arithmetic, comparisons, reductions
     "aten::add", "aten::sub", "aten::mul", "aten::mul_", "aten::div", "aten::floor_divide", "aten::pow",
-    "aten::reciprocal", "aten::clamp", "aten::gt", "aten::where", "aten::mean", "aten::sum",
+    "aten::reciprocal", "aten::clamp", "aten::ceil", "aten::gt", "aten::where", "aten::mean", "aten::sum",
     # shapes, and new tensors shaped like others
     "aten::cat", "aten::stack", "aten::chunk", "aten::split_with_sizes", "aten::view", "aten::reshape",
     "aten::flatten", "aten::unflatten", "aten::permute", "aten::transpose", "aten::contiguous", "aten::expand",
     "aten::squeeze", "aten::unsqueeze", "aten::select", "aten::slice", "aten::meshgrid", "aten::arange",
-    "aten::to", "aten::zeros_like", "aten::ones_like",
+    "aten::to", "aten::zeros_like", "aten::ones_like", "aten::pixel_unshuffle",
 })
 
 

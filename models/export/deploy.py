@@ -18,13 +18,13 @@ OPERATOR_MODULES = {
     "layernorm": ("FocalModulation", "LayerNorm2d", "TransformerLayer"),
     "erf": ("FocalModulation",),
     "gelu": ("FocalModulation",),
-    "pixelunshuffle": ("SPDConv", "SpaceToDepth"),
-    "spacetodepth": ("SPDConv", "SpaceToDepth"),
-    "depthtospace": ("SPDConv", "SpaceToDepth"),
+    # space-to-depth; exported as pixel_unshuffle (models.layers.space_to_depth), which NCNN runs as Reorg
+    "pixelunshuffle": ("SPDConv", "SpaceToDepth", "Focus"),
+    "reorg": ("SPDConv", "SpaceToDepth", "Focus"),
+    "spacetodepth": ("SPDConv", "SpaceToDepth", "Focus"),
+    "depthtospace": ("SPDConv", "SpaceToDepth", "Focus"),
     "multiheadattention": ("TransformerLayer", "C3TR"),
-    "slice": ("SPDConv", "SpaceToDepth"),  # space-to-depth's stride-2 slices (x[..., ::2, ::2])
-    "gt": ("SRU", "ScConv", "C3_ScConv"),  # SRU's gate: r > threshold
-    "greater": ("SRU", "ScConv", "C3_ScConv"),
+    "ceil": ("SRU", "ScConv", "C3_ScConv"),  # SRU's gate r > threshold, exported as ceil(clamp(r - threshold, 0, 1))
 }
 
 
