@@ -34,8 +34,9 @@ def quantize_openvino(ov_model: Any, model: nn.Module, calib: list[np.ndarray], 
                       head_float: bool = True) -> Any:
     """NNCF post-training INT8 of a converted ``ov_model`` (of ``model``) calibrated on ``calib`` images: ``preset``
     'mixed' (symmetric weights, asymmetric activations) or 'performance' (both symmetric), the Detect decoding kept
-    float with ``head_float``. Defaults chosen by measurement (benchmarks/bench_cpu.py --int8-variants): the preset
-    and the head's quantization move latency by less than the noise, the convolutions being ~90% of INT8 time."""
+    float with ``head_float``. Defaults kept by measurement (benchmarks/bench_cpu.py --int8-variants, yolov5s 640): the
+    preset and quantizing the head change latency by no more than the run-to-run spread (int8 convolutions are
+    85-91% of the kernel time), and a float decoding keeps box coordinates off a coarse int8 grid."""
     nncf = import_nncf()
     presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
     ignored = nncf.IgnoredScope(names=_detect_head_ops(ov_model, model) if head_float else [], validate=False)
