@@ -2,6 +2,14 @@
 AVX2-only CPUs most laptops, desktops and cloud VMs have).
 
     python benchmarks/bench_cpu.py --cfg yolov5s.yaml --imgsz 640 --threads 2 --runs 20 --isa native avx2
+    python benchmarks/bench_cpu.py --official /tmp/offenv /tmp/offstub --int8-variants --profile
+
+``--official`` (folders put on sys.path that hold the ``yolov5`` pip package of official v7.0, and stand-ins for
+torchvision if it is missing: the model forward never calls it) adds official's fused channels-last model built
+from its own yaml, the reference of the ratios then. ``--int8-variants`` adds the INT8 settings that were not
+kept as defaults (NNCF performance preset, NNCF with the Detect head quantized too, ONNX Runtime with the
+convolutions alone quantized). ``--profile`` prints OpenVINO INT8's own per-operation timing (PERF_COUNT) summed
+by operation and kernel: the share of the int8 convolutions bounds what any other setting can gain.
 
 For each ``--isa`` (a fresh process each; ``avx2`` sets ONEDNN_MAX_CPU_ISA=AVX2, OV_CPU_MAX_ISA=AVX2 and
 ATEN_CPU_CAPABILITY=avx2 before torch or OpenVINO load) it prints
@@ -10,8 +18,8 @@ ATEN_CPU_CAPABILITY=avx2 before torch or OpenVINO load) it prints
   - batch-1 latency at --imgsz of PyTorch fused channels-last fp32, ONNX Runtime fp32 and INT8 (static QDQ), OpenVINO
     FP32 and INT8 (NNCF), each as ms, ratio to PyTorch channels-last, achieved GFLOP/s (the model's FLOPs / time) and
     fraction of the fp32 matmul peak.
-What the cap reaches: PyTorch's oneDNN and ATen kernels honour it; OpenVINO's oneDNN honours ONEDNN_MAX_CPU_ISA and
-its own kernels OV_CPU_MAX_ISA only in builds that enable it (debug-caps builds before 2026.x); ONNX Runtime's MLAS
+What the cap reaches: PyTorch's oneDNN and ATen kernels honour it; OpenVINO 2026.4's profile (--profile) shows only
+avx2 kernels under it, its own (Subgraph) included, so its rows count as capped; ONNX Runtime's MLAS
 picks kernels by cpuid and has no cap, so its rows under ``avx2`` still use AVX-512 on an AVX-512 CPU. The table says
 which rows ran capped. Models are built from the yaml with random weights (timing does not depend on them), INT8
 calibrated on 16 random images. Formats take turns block by block, as benchmarks/formats.py does.
@@ -34,8 +42,8 @@ if __package__ in (None, ""):
 
 ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "OV_CPU_MAX_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
            "native": {}}
-CAPPED_BY = {"PyTorch channels-last": True, "ONNX Runtime": False, "ONNX Runtime INT8": False,
-             "OpenVINO FP32": "partly", "OpenVINO INT8": "partly"}
+OFFICIAL = "official v7.0 PyTorch channels-last"
+CAPPED_BY = {"official": True, "PyTorch": True, "ONNX Runtime": False, "OpenVINO": True}  # by the row name's start
 
 
 def matmul_peak(dtype_name: str, n: int = 2048, runs: int = 5) -> float:
@@ -53,8 +61,81 @@ def matmul_peak(dtype_name: str, n: int = 2048, runs: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def build_runners(cfg: str, imgsz: int, folder: Path) -> tuple[dict, float]:
-    """({row name: callable on a (1, 3, imgsz, imgsz) tensor}, GFLOPs of one pass) for the runtimes installed."""
+def official_runner(cfg: str, paths: list[str]):
+    """Official v7.0's fused channels-last model built from its own ``cfg`` yaml (random weights), with ``paths``
+    (the pip package's folder, stand-ins) put first on sys.path: a callable on a (1, 3, h, w) tensor."""
+    import contextlib
+    import io
+
+    import torch
+
+    sys.path[:0] = paths
+    import yolov5  # official v7.0, run side by side (never part of the project)
+    from yolov5.models.yolo import Model as OfficialModel
+
+    with contextlib.redirect_stdout(io.StringIO()):  # its summaries would mix into the child's JSON line
+        model = OfficialModel(str(Path(yolov5.__file__).parent / "models" / cfg)).fuse().eval()
+    model = model.to(memory_format=torch.channels_last)
+    return lambda x: model(x.contiguous(memory_format=torch.channels_last))
+
+
+def int8_variants(model, folder: Path, fp32: list[Path], int8: list[Path], calib: list) -> dict:
+    """{row name: exported path} of the INT8 settings not taken as defaults, quantized from the fp32 exports."""
+    import shutil
+
+    from models.backends import OPENVINO_METADATA
+    from models.export.onnx import export_onnx_int8
+    from models.export.openvino import quantize_openvino
+    from utils.optional import import_openvino
+
+    variants = {}
+    for f in fp32:
+        if f.suffix == ".onnx":
+            (folder / "conv").mkdir(exist_ok=True)
+            variants["ONNX Runtime INT8 conv only"] = export_onnx_int8(shutil.copy(f, folder / "conv"), calib,
+                                                                       conv_only=True)
+        else:
+            ov = import_openvino()
+            ov_int8 = next(p for p in int8 if p.suffix != ".onnx")
+            for name, kw in (("OpenVINO INT8 performance preset", {"preset": "performance"}),
+                             ("OpenVINO INT8 head quantized", {"head_float": False})):
+                out = folder / name.replace(" ", "_")
+                out.mkdir()
+                quantized = quantize_openvino(ov.Core().read_model(str(next(f.glob("*.xml")))), model, calib, **kw)
+                ov.save_model(quantized, str(out / "m.xml"))
+                shutil.copy(ov_int8 / OPENVINO_METADATA, out)
+                variants[name] = out
+    return variants
+
+
+def openvino_profile(folder: Path, imgsz: int, threads: int, runs: int = 5) -> dict[str, float]:
+    """{'<operation type> <kernel>': ms per call} of an OpenVINO model compiled as DetectMultiBackend compiles it,
+    with PERF_COUNT on, averaged over ``runs`` calls after one warm-up call."""
+    import numpy as np
+
+    from models.backends import openvino_config
+    from utils.optional import import_openvino
+
+    ov = import_openvino()
+    core = ov.Core()
+    config = {**openvino_config(core, "int8", threads), "PERF_COUNT": True}
+    request = core.compile_model(core.read_model(str(next(folder.glob("*.xml")))), "CPU", config).create_infer_request()
+    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    request.infer([x])
+    totals: dict[str, float] = {}
+    for _ in range(runs):
+        request.infer([x])
+        for info in request.get_profiling_info():
+            if info.status.name == "EXECUTED":
+                key = f"{info.node_type} {info.exec_type}"
+                totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds() * 1e3 / runs
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+def build_runners(cfg: str, imgsz: int, folder: Path, official: list[str] | None = None,
+                  variants: bool = False, threads: int = 2) -> tuple[dict, float, dict]:
+    """({row name: callable on a (1, 3, imgsz, imgsz) tensor}, GFLOPs of one pass, OpenVINO INT8 profile) for the
+    runtimes installed; official v7.0's model first with ``official``, the other INT8 settings with ``variants``."""
     import importlib.util
 
     import numpy as np
@@ -69,7 +150,9 @@ def build_runners(cfg: str, imgsz: int, folder: Path) -> tuple[dict, float]:
     model = Model(cfg).fuse(verbose=False).eval()
     gflops = count_flops(model, imgsz)
     cl = model.to(memory_format=torch.channels_last)
-    runners = {"PyTorch channels-last": lambda x: cl(x.contiguous(memory_format=torch.channels_last))}
+    runners = {OFFICIAL: official_runner(cfg, official)} if official else {}
+    runners["PyTorch channels-last"] = lambda x: cl(x.contiguous(memory_format=torch.channels_last))
+    profile = {}
     im = torch.zeros(1, 3, imgsz, imgsz)
     include = [f for f, m in (("onnx", "onnxruntime"), ("openvino", "openvino")) if importlib.util.find_spec(m)]
     if include:
@@ -82,8 +165,14 @@ def build_runners(cfg: str, imgsz: int, folder: Path) -> tuple[dict, float]:
             name = {".onnx": "ONNX Runtime"}.get(f.suffix, "OpenVINO FP32")
             if "int8" in f.name:
                 name = name.replace(" FP32", "") + " INT8"
+                if f.suffix != ".onnx":
+                    profile = openvino_profile(f, imgsz, threads)
             runners[name] = DetectMultiBackend(f)
-    return runners, gflops
+        if variants and int8:
+            for name, f in int8_variants(Model(cfg).fuse(verbose=False).eval(), folder, fp32, int8,
+                                         calib).items():
+                runners[name] = DetectMultiBackend(f)
+    return runners, gflops, profile
 
 
 def latencies(runners: dict, imgsz: int, runs: int, warmup: int = 2, blocks: int = 2) -> dict[str, float]:
@@ -104,7 +193,8 @@ def latencies(runners: dict, imgsz: int, runs: int, warmup: int = 2, blocks: int
     return {n: statistics.median(v) for n, v in times.items()}
 
 
-def measure(cfg: str, imgsz: int, threads: int, runs: int) -> dict:
+def measure(cfg: str, imgsz: int, threads: int, runs: int, official: list[str] | None = None,
+            variants: bool = False) -> dict:
     """One process's measurements (called in the child with the ISA environment already set)."""
     import torch
 
@@ -117,20 +207,22 @@ def measure(cfg: str, imgsz: int, threads: int, runs: int) -> dict:
     peak = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16", 2048 if cpu_has_native_bf16()
                                                                          else 512, runs=2)}
     with tempfile.TemporaryDirectory() as tmp:
-        runners, gflops = build_runners(cfg, imgsz, Path(tmp))
+        runners, gflops, profile = build_runners(cfg, imgsz, Path(tmp), official, variants, threads)
         ms = latencies(runners, imgsz, runs)
     return {"capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
-            "peak": peak, "gflops": gflops, "ms": ms}
+            "peak": peak, "gflops": gflops, "ms": ms, "profile": profile, "load": os.getloadavg()}
 
 
 def run(cfg: str = "yolov5s.yaml", imgsz: int = 640, threads: int = 2, runs: int = 20,
-        isa: tuple[str, ...] = ("native", "avx2")) -> dict[str, dict]:
+        isa: tuple[str, ...] = ("native", "avx2"), official: list[str] | None = None, int8_variants: bool = False,
+        profile: bool = False) -> dict[str, dict]:
     """Measure each ``isa`` in its own process and print the table."""
     results = {}
     for kind in isa:
         env = {**os.environ, **ISA_ENV[kind]}
         cmd = [sys.executable, __file__, "--child", "--cfg", cfg, "--imgsz", str(imgsz), "--threads", str(threads),
-               "--runs", str(runs)]
+               "--runs", str(runs), *(["--official", *official] if official else []),
+               *(["--int8-variants"] if int8_variants else [])]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"{kind}: {out.stderr[-2000:]}")
@@ -140,14 +232,23 @@ def run(cfg: str = "yolov5s.yaml", imgsz: int = 640, threads: int = 2, runs: int
         print(f"\n{kind}: torch capability {r['capability']}, oneDNN native bf16 {r['native_bf16']}; 2048 matmul "
               f"peak fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s; {cfg} {r['gflops']:.1f} GFLOPs at {imgsz}, "
               f"{threads} threads")
-        base = r["ms"]["PyTorch channels-last"]
-        print(f"| runtime | ms | vs PyTorch CL | GFLOP/s | of fp32 peak | ISA cap applied ({kind}) |")
+        reference = OFFICIAL if OFFICIAL in r["ms"] else "PyTorch channels-last"
+        base = r["ms"][reference]
+        print(f"load average {' / '.join(f'{v:.1f}' for v in r['load'])} at the end")
+        print(f"| runtime | ms | vs {reference} | GFLOP/s | of fp32 peak | ISA cap applied ({kind}) |")
         print("| --- | ---: | ---: | ---: | ---: | --- |")
         for name, ms in r["ms"].items():
             achieved = r["gflops"] / ms * 1e3
-            capped = "n/a" if kind == "native" else {True: "yes", False: "no (cpuid)", "partly": "oneDNN part"}[
-                CAPPED_BY.get(name, False)]
+            capped = "n/a" if kind == "native" else {True: "yes", False: "no (cpuid)"}[
+                next((v for k, v in CAPPED_BY.items() if name.startswith(k)), False)]
             print(f"| {name} | {ms:.1f} | {ms / base:.2f}x | {achieved:.0f} | {achieved / fp32:.2f} | {capped} |")
+        if profile and r["profile"]:
+            total = sum(r["profile"].values())
+            conv = sum(v for k, v in r["profile"].items() if k.startswith("Convolution") and k.endswith("I8"))
+            print(f"\nOpenVINO INT8 profile ({kind}): {total:.1f} ms of kernels per call, int8 convolutions "
+                  f"{conv / total:.1%}")
+            for k, v in list(r["profile"].items())[:10]:
+                print(f"  {k:48s} {v:8.2f} ms {v / total:6.1%}")
     return results
 
 
@@ -158,6 +259,10 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20, help="timed calls per runtime (median reported)")
     p.add_argument("--isa", nargs="+", default=["native", "avx2"], choices=tuple(ISA_ENV))
+    p.add_argument("--official", nargs="+", metavar="DIR", help="folders holding official v7.0's yolov5 package "
+                   "(and torchvision stand-ins): adds its model as the reference row")
+    p.add_argument("--int8-variants", action="store_true", help="add the INT8 settings not taken as defaults")
+    p.add_argument("--profile", action="store_true", help="print OpenVINO INT8's per-operation time")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -165,6 +270,6 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     opt = parse_opt()
     if opt.child:
-        print(json.dumps(measure(opt.cfg, opt.imgsz, opt.threads, opt.runs)))
+        print(json.dumps(measure(opt.cfg, opt.imgsz, opt.threads, opt.runs, opt.official, opt.int8_variants)))
     else:
-        run(opt.cfg, opt.imgsz, opt.threads, opt.runs, tuple(opt.isa))
+        run(opt.cfg, opt.imgsz, opt.threads, opt.runs, tuple(opt.isa), opt.official, opt.int8_variants, opt.profile)

@@ -4,6 +4,7 @@ quantization of the exported file with ONNX Runtime."""
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,9 +120,21 @@ def _simplify(model_onnx: Any, prefix: str) -> Any:
     return simplified
 
 
-def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray]) -> Path:
-    """Static INT8 quantization (QDQ, per-channel int8 weights, uint8 activations) of an exported float ONNX file;
-    the Detect decoding (sigmoid, grid and anchor arithmetic) stays float. Writes <stem>_int8.onnx."""
+def detect_decoding_nodes(graph: Any) -> list[str]:
+    """Names of the nodes of an exported ONNX graph that INT8 keeps float: those of the last ``model.<i>`` layer (the
+    Detect/Segment head, named ``/model.<i>/...`` by the exporter) other than its convolutions. One int8 scale over
+    the decoded pixels and scores would coarsen boxes to several pixels and scores to a few levels."""
+    indices = [int(m.group(1)) for n in graph.graph.node if (m := re.match(r"/model\.(\d+)/", n.name))]
+    head = f"/model.{max(indices, default=-1)}/"
+    return [n.name for n in graph.graph.node if n.name.startswith(head) and n.op_type != "Conv"]
+
+
+def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray], conv_only: bool = False) -> Path:
+    """Static INT8 quantization (QDQ, per-channel int8 weights, uint8 activations) of an exported float ONNX file:
+    every operator (convolutions and also SiLU's Sigmoid/Mul, Concat, Resize, MaxPool, so that activations stay
+    int8 between convolutions) except the Detect layer's decoding after its convolutions (sigmoid, grid and anchor
+    arithmetic), which stays float. ``conv_only`` quantizes the convolutions alone (the earlier default, kept for
+    benchmarks/bench_cpu.py --int8-variants). Writes <stem>_int8.onnx."""
     quantization = require("onnxruntime.quantization", "ONNX --int8 export", package="onnxruntime")
     onnx = require("onnx", "ONNX --int8 export")
     prefix = colorstr("ONNX INT8:")
@@ -129,7 +142,6 @@ def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray]) -> Path:
     file = onnx_file.with_name(f"{onnx_file.stem}_int8.onnx")
     LOGGER.info(f"\n{prefix} starting static quantization with {len(calib)} calibration images...")
     graph = onnx.load(str(onnx_file))
-    conv_ops = [n.name for n in graph.graph.node if n.op_type == "Conv"]
     input_name = graph.graph.input[0].name
 
     class Reader(quantization.CalibrationDataReader):
@@ -146,13 +158,19 @@ def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray]) -> Path:
     try:
         with report_unwritable(file):
             quantization.shape_inference.quant_pre_process(str(onnx_file), str(prepared))
+            head_float = detect_decoding_nodes(onnx.load(str(prepared)))  # names after pre-processing's fusions
+            # without the exporter's layer names the head is not found: then only the convolutions, as before
+            selection = ({"nodes_to_exclude": head_float} if head_float and not conv_only else
+                         {"nodes_to_quantize": [n.name for n in graph.graph.node if n.op_type == "Conv"]})
             quantization.quantize_static(
                 str(prepared), str(quantized_file), Reader(),
                 quant_format=quantization.QuantFormat.QDQ,
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
                 per_channel=True,
-                nodes_to_quantize=conv_ops,  # the convolutions carry the compute; the box decoding stays float
+                # conv-only quantization left a float SiLU between every pair of int8 convolutions (dequantize,
+                # sigmoid, mul, quantize), measured slower (README, CPU speed without bf16)
+                **selection,
                 calibrate_method=quantization.CalibrationMethod.MinMax,
                 extra_options={"CalibMaxIntermediateOutputs": 32},  # bounds calibration memory at 640 px
             )

@@ -30,6 +30,20 @@ def _detect_head_ops(ov_model: Any, model: nn.Module) -> list[str]:
             and op.get_type_name() not in ("Convolution", "Constant", "Parameter", "Result", "FakeQuantize")]
 
 
+def quantize_openvino(ov_model: Any, model: nn.Module, calib: list[np.ndarray], preset: str = "mixed",
+                      head_float: bool = True) -> Any:
+    """NNCF post-training INT8 of a converted ``ov_model`` (of ``model``) calibrated on ``calib`` images: ``preset``
+    'mixed' (symmetric weights, asymmetric activations) or 'performance' (both symmetric), the Detect decoding kept
+    float with ``head_float``. Defaults kept by measurement (benchmarks/bench_cpu.py --int8-variants, yolov5s 640): the
+    preset and quantizing the head change latency by no more than the run-to-run spread (int8 convolutions are
+    85-91% of the kernel time), and a float decoding keeps box coordinates off a coarse int8 grid."""
+    nncf = import_nncf()
+    presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+    ignored = nncf.IgnoredScope(names=_detect_head_ops(ov_model, model) if head_float else [], validate=False)
+    return nncf.quantize(ov_model, nncf.Dataset(calib), preset=presets[preset], subset_size=len(calib),
+                         ignored_scope=ignored)
+
+
 def half_precision(capabilities: list[str], native_bf16: bool | None = None) -> str:
     """What ``--half`` computes in on this CPU: 'bf16' where it has bf16 arithmetic (AVX512-BF16 or AMX: OpenVINO's
     OPTIMIZATION_CAPABILITIES lists BF16 and oneDNN agrees, so a ``ONEDNN_MAX_CPU_ISA`` cap counts), 'fp16' where it
@@ -83,15 +97,8 @@ def export_openvino(model: nn.Module, im: torch.Tensor, file: str | Path, metada
     precision = precision or openvino_precision(half, int8)
     half = precision in ("bf16", "fp16")  # fp16 weights only where the CPU computes in half precision
     if int8:
-        nncf = import_nncf()
         LOGGER.info(f"{prefix} NNCF post-training quantization with {len(calib)} calibration images...")
-        ov_model = nncf.quantize(
-            ov_model,
-            nncf.Dataset(calib),
-            preset=nncf.QuantizationPreset.MIXED,
-            subset_size=len(calib),
-            ignored_scope=nncf.IgnoredScope(names=_detect_head_ops(ov_model, model), validate=False),
-        )
+        ov_model = quantize_openvino(ov_model, model, calib)
     with replaced_folder(folder) as work:  # the previous export stays in place until this one is complete
         try:
             ov.save_model(ov_model, str(work / f"{file.stem}.xml"), compress_to_fp16=half)
