@@ -40,9 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ablate import paired_comparison  # noqa: E402
-
 import train  # noqa: E402
+from benchmarks.ablate import paired_comparison  # noqa: E402
 from utils.amp import AMP_CHOICES, select_amp  # noqa: E402
 from utils.callbacks import Callbacks  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
