@@ -212,6 +212,12 @@ def median_train_epoch(results: list[RunResult]) -> float:
     return statistics.median(e[1] for r in results for e in r.later_epochs())
 
 
+def fastest_train_epoch(results: list[RunResult]) -> float:
+    """Fastest training epoch over all runs' epochs after the first: on a CPU shared with other jobs, the epoch
+    least slowed by them, so its ratio is the steadier one when the load comes in bursts."""
+    return min(e[1] for r in results for e in r.later_epochs())
+
+
 def print_runs(setting: str, runs: dict, seeds: list[int], label: str) -> None:
     print(f"\n{setting}: {label}")
     for seed in seeds:
@@ -243,9 +249,11 @@ def compare(runs: dict, settings: list[str], seeds: list[int], reference: str) -
             f"seed {seed} {median_train_epoch([runs[s, seed]]) / median_train_epoch([runs[reference, seed]]):.2f}x"
             for seed in seeds)
         per_seed = ", ".join(f"seed {seed} {final[s][seed] - final[reference][seed]:+.3f}" for seed in seeds)
+        fastest = {k: fastest_train_epoch([runs[k, seed] for seed in seeds]) for k in (s, reference)}
         print(f"median train epoch {s} / {reference}: {medians[s] / medians[reference]:.2f}x "
-              f"({medians[s]:.2f} / {medians[reference]:.2f} s; per seed {per_seed_ratio}); mAP50-95 difference: "
-              f"{per_seed}")
+              f"({medians[s]:.2f} / {medians[reference]:.2f} s; per seed {per_seed_ratio}); fastest epoch "
+              f"{fastest[s] / fastest[reference]:.2f}x ({fastest[s]:.2f} / {fastest[reference]:.2f} s); "
+              f"mAP50-95 difference: {per_seed}")
         cmp = paired_comparison(final[s], final[reference])
         if cmp["low"] is not None:
             print(f"  mean mAP50-95 difference over {cmp['n']} paired seeds {cmp['diff']:+.4f}, 95% paired-t "

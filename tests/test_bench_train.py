@@ -17,6 +17,7 @@ def test_official_output_parses_to_epochs_and_final():
     run = bench_train.RunResult(epochs, None, final, 30.0)
     assert run.map50_95 == 0.2 and run.later_epochs() == epochs[1:]
     assert bench_train.median_train_epoch([run, bench_train.RunResult(epochs[:1], None, final)]) == 10.0
+    assert bench_train.fastest_train_epoch([run, bench_train.RunResult(epochs[:1], None, final)]) == 8.0
     assert bench_train.parse_official_output(["BENCH " + json.dumps({"kind": "epoch", "epoch": 0, "train_s": 1.0,
                                                                      "images": 2, "val_s": 0.0})])[1] is None
 
