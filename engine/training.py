@@ -423,7 +423,9 @@ def train_one_epoch(state: TrainState, epoch: int) -> EpochMetrics | None:
         state.scaler.scale(loss).backward()
         if ni - state.last_opt_step >= accumulate:
             state.scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP_NORM)
+            # foreach: one multi-tensor norm and scale instead of two ops per tensor (torch's default on CUDA only)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=GRAD_CLIP_NORM,
+                                           foreach=state.device.type in ("cpu", "cuda") or None)
             state.scaler.step(optimizer)
             state.scaler.update()
             optimizer.zero_grad()

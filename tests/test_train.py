@@ -1,5 +1,6 @@
 """train.py: optimizer groups, schedule and warmup values, an end-to-end run, resume after a kill, transfer."""
 
+import copy
 import csv
 import importlib.util
 import math
@@ -20,6 +21,7 @@ from utils.checkpoints import load_checkpoint
 from utils.evaluation import ValOutput, ValResults
 from utils.general import UserError, yaml_load
 from utils.results_csv import RESULTS_COLUMNS
+from utils.torch_utils import ModelEMA
 from utils.training import (
     EarlyStopping,
     build_optimizer,
@@ -59,6 +61,38 @@ def test_optimizer_groups():
     assert isinstance(adam, torch.optim.AdamW) and adam.param_groups[0]["betas"] == (0.937, 0.999)
     with pytest.raises(UserError):
         build_optimizer(model, "RMSprop")
+
+
+def test_fused_sgd_and_foreach_ema_match_the_per_tensor_updates():
+    """build_optimizer's fused CPU SGD and ModelEMA's multi-tensor update give the per-tensor results bit for bit
+    (Nesterov momentum, decay in group 1, five steps, BatchNorm buffers averaged too)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1))
+    fused, loop = copy.deepcopy(model), copy.deepcopy(model)
+    opt_fused = build_optimizer(fused, "SGD", lr=0.1, momentum=0.937, decay=5e-4)
+    assert opt_fused.param_groups[0]["fused"]
+    opt_loop = build_optimizer(loop, "SGD", lr=0.1, momentum=0.937, decay=5e-4)
+    for g in opt_loop.param_groups:
+        g["fused"], g["foreach"] = None, False
+    ema, reference = ModelEMA(fused), copy.deepcopy(fused).eval()
+    for step in range(5):
+        x = torch.randn(2, 3, 8, 8)
+        for m, o in ((fused, opt_fused), (loop, opt_loop)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+        ema.update(fused)
+        d = ema.decay(step + 1)
+        with torch.no_grad():
+            live = fused.state_dict()
+            for k, v in reference.state_dict().items():
+                if v.dtype.is_floating_point:
+                    v.mul_(d).add_(live[k], alpha=1 - d)
+    for a, b in zip(fused.state_dict().values(), loop.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(ema.ema.state_dict().values(), reference.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not torch.equal(ema.ema[0].weight, model[0].weight)  # the updates did move the weights
 
 
 def test_lr_schedules():
@@ -300,12 +334,12 @@ def test_weights_broken_by_the_last_step_of_an_epoch_never_reach_disk(tmp_path, 
         calls[0] += p[0].requires_grad
         return original_loss(self, p, targets)
 
-    def clip(parameters, max_norm):
+    def clip(parameters, max_norm, **kwargs):
         parameters = list(parameters)
         if calls[0] == 3:  # the only batch of epoch 2
             for p in parameters:
                 p.grad.fill_(float("nan"))
-        return original_clip(parameters, max_norm)
+        return original_clip(parameters, max_norm, **kwargs)
 
     monkeypatch.setattr(utils.loss.ComputeLoss, "__call__", call)
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)

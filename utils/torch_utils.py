@@ -169,9 +169,11 @@ class ModelEMA:
         self.updates += 1
         d = self.decay(self.updates)
         msd = de_parallel(model).state_dict()
-        for k, v in self.ema.state_dict().items():
-            if v.dtype.is_floating_point:
-                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+        floats = [(k, v) for k, v in self.ema.state_dict().items() if v.dtype.is_floating_point]
+        ema, new = [v for _, v in floats], [msd[k].detach() for k, _ in floats]
+        # one multi-tensor op each instead of two small ops per tensor: the same arithmetic, a fraction of the time
+        torch._foreach_mul_(ema, d)
+        torch._foreach_add_(ema, new, alpha=1 - d)
 
     def update_attr(
         self, model: nn.Module, include: Collection[str] = (), exclude: Collection[str] = ("process_group", "reducer")
