@@ -129,6 +129,9 @@ def detect_decoding_nodes(graph: Any) -> list[str]:
     return [n.name for n in graph.graph.node if n.name.startswith(head) and n.op_type != "Conv"]
 
 
+ONNX_CALIB_PIXELS = 32 * 640 * 640  # ONNX INT8 calibrates on at most this many input pixels (see export_onnx_int8)
+
+
 def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray], conv_only: bool = False) -> Path:
     """Static INT8 quantization (QDQ, per-channel int8 weights, uint8 activations) of an exported float ONNX file:
     every operator (convolutions and also SiLU's Sigmoid/Mul, Concat, Resize, MaxPool, so that activations stay
@@ -140,6 +143,14 @@ def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray], conv_only: 
     prefix = colorstr("ONNX INT8:")
     onnx_file = Path(onnx_file)
     file = onnx_file.with_name(f"{onnx_file.stem}_int8.onnx")
+    # ORT's MinMax calibrator keeps every intermediate output of every image until the end (its chunked mode,
+    # CalibMaxIntermediateOutputs, drops each full chunk uncomputed in onnxruntime 1.32): bound the memory by the
+    # number of images, 32 at 640x640
+    limit = max(1, int(ONNX_CALIB_PIXELS // max(1, calib[0].shape[-1] * calib[0].shape[-2]))) if calib else 0
+    if len(calib) > limit:
+        LOGGER.info(f"{prefix} calibrating on {limit} of the {len(calib)} images (memory: ONNX Runtime keeps every "
+                    f"intermediate output)")
+        calib = calib[:limit]
     LOGGER.info(f"\n{prefix} starting static quantization with {len(calib)} calibration images...")
     graph = onnx.load(str(onnx_file))
     input_name = graph.graph.input[0].name
@@ -172,7 +183,6 @@ def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray], conv_only: 
                 # sigmoid, mul, quantize), measured slower (README, CPU speed without bf16)
                 **selection,
                 calibrate_method=quantization.CalibrationMethod.MinMax,
-                extra_options={"CalibMaxIntermediateOutputs": 32},  # bounds calibration memory at 640 px
             )
             quantized = onnx.load(str(quantized_file))
     finally:
