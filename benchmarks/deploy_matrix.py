@@ -186,7 +186,10 @@ def verdict(cell: dict) -> str:
 def _map(weights: Path, data: str, imgsz: int) -> float:
     import val  # the validation script's importable run(); imported only when mAP is asked for
 
-    return float(val.run(weights=str(weights), data=data, imgsz=imgsz, batch_size=1, plots=False)[0][3])
+    # task "speed": square unpadded batches for every format; a .pt would otherwise get val's rectangular batches
+    # (256 px images padded to 288), which exported fixed-size files cannot take
+    return float(val.run(weights=str(weights), data=data, imgsz=imgsz, batch_size=1, task="speed",
+                         plots=False)[0][3])
 
 
 MEASURES = {"rel_diff": "output difference", "ms": "latency", "map_diff": "mAP50-95 difference"}
