@@ -12,7 +12,7 @@ allocations, the loader's first workers). Runs alternate between the settings, i
 so that a noisy shared CPU hits all alike. Reference (official YOLOv5 v7.0 on a 2-core machine of this kind, SPEC
 section 3): about 34 images/s (11 s per training epoch of 384 images); after 30 epochs mAP50 0.46, mAP50-95 0.27.
 
-``--official`` is a folder holding the pip ``yolov5`` package (pip install --target DIR --no-deps yolov5==7.0.13),
+``--official`` is a folder holding official v7.0 (PyPI yolov5 7.0.13 unpacked into it without its dependencies),
 run in a child process as ``yolov5.train.main`` with timing callbacks; ``--official-path`` adds folders to its
 PYTHONPATH (stand-ins for packages it imports at start-up that are not installed here, e.g. torchvision, roboflow).
 An AVX2-only CPU is emulated for both sides by the environment of this process (ONEDNN_MAX_CPU_ISA=AVX2
