@@ -133,9 +133,10 @@ def openvino_profile(folder: Path, imgsz: int, threads: int, runs: int = 5) -> d
 
 
 def build_runners(cfg: str, imgsz: int, folder: Path, official: list[str] | None = None,
-                  variants: bool = False, threads: int = 2) -> tuple[dict, float, dict]:
-    """({row name: callable on a (1, 3, imgsz, imgsz) tensor}, GFLOPs of one pass, OpenVINO INT8 profile) for the
-    runtimes installed; official v7.0's model first with ``official``, the other INT8 settings with ``variants``."""
+                  variants: bool = False, threads: int = 2, profile: bool = False) -> tuple[dict, float, dict]:
+    """({row name: callable on a (1, 3, imgsz, imgsz) tensor}, GFLOPs of one pass, OpenVINO INT8 profile with
+    ``profile``, else {}) for the runtimes installed; official v7.0's model first with ``official``, the other INT8
+    settings with ``variants``."""
     import importlib.util
 
     import numpy as np
@@ -152,7 +153,7 @@ def build_runners(cfg: str, imgsz: int, folder: Path, official: list[str] | None
     cl = model.to(memory_format=torch.channels_last)
     runners = {OFFICIAL: official_runner(cfg, official)} if official else {}
     runners["PyTorch channels-last"] = lambda x: cl(x.contiguous(memory_format=torch.channels_last))
-    profile = {}
+    kernel_times = {}
     im = torch.zeros(1, 3, imgsz, imgsz)
     include = [f for f, m in (("onnx", "onnxruntime"), ("openvino", "openvino")) if importlib.util.find_spec(m)]
     if include:
@@ -165,14 +166,13 @@ def build_runners(cfg: str, imgsz: int, folder: Path, official: list[str] | None
             name = {".onnx": "ONNX Runtime"}.get(f.suffix, "OpenVINO FP32")
             if "int8" in f.name:
                 name = name.replace(" FP32", "") + " INT8"
-                if f.suffix != ".onnx":
-                    profile = openvino_profile(f, imgsz, threads)
+                if profile and f.suffix != ".onnx":
+                    kernel_times = openvino_profile(f, imgsz, threads)
             runners[name] = DetectMultiBackend(f)
         if variants and int8:
-            for name, f in int8_variants(Model(cfg).fuse(verbose=False).eval(), folder, fp32, int8,
-                                         calib).items():
+            for name, f in int8_variants(model, folder, fp32, int8, calib).items():
                 runners[name] = DetectMultiBackend(f)
-    return runners, gflops, profile
+    return runners, gflops, kernel_times
 
 
 def latencies(runners: dict, imgsz: int, runs: int, warmup: int = 2, blocks: int = 2) -> dict[str, float]:
@@ -194,7 +194,7 @@ def latencies(runners: dict, imgsz: int, runs: int, warmup: int = 2, blocks: int
 
 
 def measure(cfg: str, imgsz: int, threads: int, runs: int, official: list[str] | None = None,
-            variants: bool = False) -> dict:
+            variants: bool = False, profile: bool = False) -> dict:
     """One process's measurements (called in the child with the ISA environment already set)."""
     import torch
 
@@ -207,10 +207,10 @@ def measure(cfg: str, imgsz: int, threads: int, runs: int, official: list[str] |
     peak = {"float32": matmul_peak("float32"), "bfloat16": matmul_peak("bfloat16", 2048 if cpu_has_native_bf16()
                                                                          else 512, runs=2)}
     with tempfile.TemporaryDirectory() as tmp:
-        runners, gflops, profile = build_runners(cfg, imgsz, Path(tmp), official, variants, threads)
+        runners, gflops, kernel_times = build_runners(cfg, imgsz, Path(tmp), official, variants, threads, profile)
         ms = latencies(runners, imgsz, runs)
     return {"capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_native_bf16(),
-            "peak": peak, "gflops": gflops, "ms": ms, "profile": profile, "load": os.getloadavg()}
+            "peak": peak, "gflops": gflops, "ms": ms, "profile": kernel_times, "load": os.getloadavg()}
 
 
 def run(cfg: str = "yolov5s.yaml", imgsz: int = 640, threads: int = 2, runs: int = 20,
@@ -222,7 +222,7 @@ def run(cfg: str = "yolov5s.yaml", imgsz: int = 640, threads: int = 2, runs: int
         env = {**os.environ, **ISA_ENV[kind]}
         cmd = [sys.executable, __file__, "--child", "--cfg", cfg, "--imgsz", str(imgsz), "--threads", str(threads),
                "--runs", str(runs), *(["--official", *official] if official else []),
-               *(["--int8-variants"] if int8_variants else [])]
+               *(["--int8-variants"] if int8_variants else []), *(["--profile"] if profile else [])]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"{kind}: {out.stderr[-2000:]}")
@@ -270,6 +270,7 @@ def parse_opt(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     opt = parse_opt()
     if opt.child:
-        print(json.dumps(measure(opt.cfg, opt.imgsz, opt.threads, opt.runs, opt.official, opt.int8_variants)))
+        print(json.dumps(measure(opt.cfg, opt.imgsz, opt.threads, opt.runs, opt.official, opt.int8_variants,
+                                 opt.profile)))
     else:
         run(opt.cfg, opt.imgsz, opt.threads, opt.runs, tuple(opt.isa), opt.official, opt.int8_variants, opt.profile)

@@ -110,8 +110,8 @@ def _simplify(model_onnx: Any, prefix: str) -> Any:
     try:
         import onnxsim
     except ImportError:
-        LOGGER.warning(f"{prefix} WARNING: --simplify needs onnxslim: `pip install onnxslim` (listed in "
-                       f"requirements-extra.txt); exported without simplification")
+        LOGGER.warning(f"{prefix} WARNING: --simplify needs the onnxslim package, which is not installed (it is "
+                       f"listed in requirements-extra.txt); exported without simplification")
         return model_onnx
     simplified, ok = onnxsim.simplify(model_onnx)
     if not ok:
@@ -146,7 +146,7 @@ def export_onnx_int8(onnx_file: str | Path, calib: list[np.ndarray], conv_only: 
     # ORT's MinMax calibrator keeps every intermediate output of every image until the end (its chunked mode,
     # CalibMaxIntermediateOutputs, drops each full chunk uncomputed in onnxruntime 1.32): bound the memory by the
     # number of images, 32 at 640x640
-    limit = max(1, int(ONNX_CALIB_PIXELS // max(1, calib[0].shape[-1] * calib[0].shape[-2]))) if calib else 0
+    limit = max(1, ONNX_CALIB_PIXELS // (calib[0].shape[-1] * calib[0].shape[-2])) if calib else 0
     if len(calib) > limit:
         LOGGER.info(f"{prefix} calibrating on {limit} of the {len(calib)} images (memory: ONNX Runtime keeps every "
                     f"intermediate output)")

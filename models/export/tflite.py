@@ -54,9 +54,9 @@ def litert_python() -> str:
     venv = LITERT_VENV / "bin" / "python"
     if venv.is_file():
         return str(venv)
-    raise UserError(f"--include tflite needs the litert-torch converter, which is not installed: `python -m venv "
-                    f"--system-site-packages .venv-litert && .venv-litert/bin/pip install -r {LITERT_REQUIREMENTS}` "
-                    f"(its own venv: it would downgrade pydantic here), or set {LITERT_PYTHON_ENV}")
+    raise UserError(f"--include tflite needs the litert-torch converter, which is not installed: it goes in a "
+                    f"virtual environment of its own, .venv-litert (with the system site packages), from "
+                    f"{LITERT_REQUIREMENTS} (here it would downgrade pydantic); or set {LITERT_PYTHON_ENV}")
 
 
 class Predictions(nn.Module):
