@@ -40,10 +40,10 @@ def test_yolov5_hook_names():
         assert hook in HOOKS
 
 
-def fake_training(save_dir, tensorboard, epochs=2):
+def fake_training(save_dir, tensorboard, epochs=2, plots=True):
     """Drive Loggers through the hooks like train.py does for a 2-epoch, 2-batch run."""
     cb = Callbacks()
-    Loggers(save_dir, names={0: "a", 1: "b"}, plots=True, tensorboard=tensorboard).register(cb)
+    Loggers(save_dir, names={0: "a", 1: "b"}, plots=plots, tensorboard=tensorboard).register(cb)
     labels = torch.tensor([[0, 0.5, 0.5, 0.2, 0.3], [1, 0.3, 0.6, 0.1, 0.1]])
     cb.run("on_pretrain_routine_end", labels, {0: "a", 1: "b"})
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).train()
@@ -86,3 +86,15 @@ def test_tensorboard_event_file_holds_scalars_images_and_graph(tmp_path):
     assert {"train_batch0", "train_batch2", "labels", "results"} <= set(tags["images"])
     assert acc.Graph() is not None  # the traced model graph
     assert float(model[1].num_batches_tracked) == 0  # traced on a copy
+
+
+def test_noplots_logs_scalars_to_tensorboard_but_no_graph_or_images(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fake_training(tmp_path, tensorboard=True, plots=False)
+    acc = EventAccumulator(str(next(tmp_path.glob("events.out.tfevents.*"))), size_guidance={"images": 0})
+    acc.Reload()
+    assert "metrics/mAP_0.5:0.95" in acc.Tags()["scalars"] and not acc.Tags()["images"]
+    with pytest.raises(ValueError, match="no graph"):  # official traces the graph only where it plots
+        acc.Graph()

@@ -60,8 +60,20 @@ def test_plot_labels_and_results(tmp_path):
 
 
 def test_feature_visualization_and_save_one_box(tmp_path):
-    f = feature_visualization(torch.randn(1, 4, 8, 8), "models.common.Conv", 2, save_dir=tmp_path)
-    assert f == tmp_path / "stage2_Conv_features.png" and f.is_file()
+    x = torch.randn(1, 10, 8, 4)
+    x[0, 1] = 7.0  # a constant map: drawn at the bottom of the scale, not divided by zero
+    f = feature_visualization(x, "models.common.Conv", 2, save_dir=tmp_path)
+    assert f == tmp_path / "stage2_Conv_features.png"
+    grid = cv2.imread(str(f))
+    # 10 maps in 2 rows of 8; 8x4 maps enlarged 32 times to 256x128, 4 px white gaps
+    assert grid.shape == (2 * 260 - 4, 8 * 132 - 4, 3)
+    viridis_low, viridis_high = cv2.applyColorMap(np.array([[0, 255]], np.uint8), cv2.COLORMAP_VIRIDIS)[0]
+    y, x_ = divmod(int(x[0, 0].argmax()), 4)  # map 0's maximum, its own scale's top
+    np.testing.assert_array_equal(grid[y * 32 + 16, x_ * 32 + 16], viridis_high)
+    y, x_ = divmod(int(x[0, 9].argmin()), 4)  # map 9 (row 1, column 1)'s minimum
+    np.testing.assert_array_equal(grid[260 + y * 32 + 16, 132 + x_ * 32 + 16], viridis_low)
+    np.testing.assert_array_equal(grid[100, 132 + 50], viridis_low)  # the constant map
+    assert (grid[260 + 100, 2 * 132 + 50] == 255).all()  # no map 10: white
     assert feature_visualization(torch.randn(1, 4, 8, 8), "models.yolo.Detect", 24, save_dir=tmp_path) is None
     im = np.arange(100 * 100 * 3, dtype=np.uint32).reshape(100, 100, 3).astype(np.uint8)
     # box 40 x 50 centred at (30, 35): 40 * 1.02 + 10 = 50.8 wide, 50 * 1.02 + 10 = 61 tall

@@ -261,8 +261,11 @@ def feature_visualization(
     stage: int,
     n: int = 32,
     save_dir: str | Path = Path("runs/detect/exp"),
+    tile: int = 256,
 ) -> Path | None:
-    """Save the first ``n`` channels of the feature map x (B, C, H, W) of layer ``stage`` as a png grid."""
+    """Save the first ``n`` channels of the feature map x (B, C, H, W) of layer ``stage`` as a png grid, 8 maps a
+    row, each scaled to its own range, coloured with viridis and enlarged (pixels kept square) to ``tile`` px on its
+    longer side. Drawn with OpenCV: a matplotlib figure of subplots took about 0.6 s per layer."""
     if "Detect" in module_type or not isinstance(x, torch.Tensor) or x.ndim != 4:
         return None
     _, channels, height, width = x.shape
@@ -271,18 +274,20 @@ def feature_visualization(
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     fname = save_dir / f"stage{stage}_{module_type.split('.')[-1]}_features.png"
-    maps = x[0].detach().cpu().float()[: min(n, channels)]
-    cols = 8
+    maps = x[0].detach().cpu().float()[: min(n, channels)].numpy()
+    low, high = maps.min(axis=(1, 2), keepdims=True), maps.max(axis=(1, 2), keepdims=True)
+    maps = np.nan_to_num((maps - low) / np.where(high > low, high - low, 1) * 255).clip(0, 255).astype(np.uint8)
+    scale = max(tile // max(height, width), 1)
+    th, tw, gap, cols = height * scale, width * scale, 4, 8
     rows = math.ceil(len(maps) / cols)
-    plt = pyplot()
-    fig, ax = plt.subplots(rows, cols, figsize=(cols, rows), tight_layout=True)
-    for i, a in enumerate(np.atleast_1d(ax).ravel()):
-        a.axis("off")
-        if i < len(maps):
-            a.imshow(maps[i].numpy())
+    grid = np.full((rows * (th + gap) - gap, cols * (tw + gap) - gap, 3), 255, np.uint8)
+    for i, m in enumerate(maps):
+        r, c = divmod(i, cols)
+        cell = cv2.resize(m, (tw, th), interpolation=cv2.INTER_NEAREST)
+        grid[r * (th + gap):r * (th + gap) + th, c * (tw + gap):c * (tw + gap) + tw] = \
+            cv2.applyColorMap(cell, cv2.COLORMAP_VIRIDIS)
     LOGGER.info(f"Saving {fname}... ({len(maps)}/{channels})")
-    fig.savefig(fname, dpi=300, bbox_inches="tight")
-    plt.close(fig)
+    cv2.imwrite(str(fname), grid)
     return fname
 
 

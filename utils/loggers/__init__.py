@@ -83,7 +83,7 @@ class Loggers:
         paths: Sequence[str],
         mloss: torch.Tensor,
     ) -> None:
-        if self.tb is not None and ni == 0:
+        if self.plots and self.tb is not None and ni == 0:  # a plot too: --noplots skips it, as official does
             self._graph(model, imgs.shape[-2:])
         if self.plots and ni < PLOTTED_BATCHES:
             grid = plot_images(imgs, targets, paths, self.save_dir / f"train_batch{ni}.jpg", names=self.names)
@@ -121,6 +121,6 @@ class Loggers:
             im = torch.zeros((1, 3, *shape), device=p.device)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer warnings about Python control flow
-                self.tb.add_graph(torch.jit.trace(probe, im, strict=False), [])
+                self.tb.add_graph(torch.jit.trace(probe, im, strict=False, check_trace=False), [])  # no re-run check
         except Exception as e:  # tracing is best effort: some plug-in modules use data-dependent Python logic
             LOGGER.warning(f"WARNING: TensorBoard graph not logged: {e}")
