@@ -74,6 +74,7 @@ def test_feature_visualization_and_save_one_box(tmp_path):
     np.testing.assert_array_equal(grid[260 + y * 32 + 16, 132 + x_ * 32 + 16], viridis_low)
     np.testing.assert_array_equal(grid[100, 132 + 50], viridis_low)  # the constant map
     assert (grid[260 + 100, 2 * 132 + 50] == 255).all()  # no map 10: white
+    np.testing.assert_array_equal(np.load(f.with_suffix(".npy")), x[0].numpy())  # every channel, for analysis
     assert feature_visualization(torch.randn(1, 4, 8, 8), "models.yolo.Detect", 24, save_dir=tmp_path) is None
     im = np.arange(100 * 100 * 3, dtype=np.uint32).reshape(100, 100, 3).astype(np.uint8)
     # box 40 x 50 centred at (30, 35): 40 * 1.02 + 10 = 50.8 wide, 50 * 1.02 + 10 = 61 tall
