@@ -176,18 +176,35 @@ def parse_official_output(lines: list[str]) -> tuple[list, tuple]:
     return epochs, final
 
 
+def official_env(args: argparse.Namespace, config_dir: str) -> dict:
+    """The environment of official's child process: its folders on PYTHONPATH, its config folder, the threads."""
+    # official reloads the checkpoints it has just written with torch.load's old full unpickling, which torch >= 2.6
+    # allows only when asked (its own files of this run, so trusted)
+    env = {**os.environ, "YOLOV5_CONFIG_DIR": config_dir, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+           "PYTHONPATH": os.pathsep.join([args.official, *args.official_path])}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    return env
+
+
+def check_official_imports(args: argparse.Namespace) -> None:
+    """Stop before any training when official's train.py does not import with the given folders (a missing
+    stand-in would otherwise end the benchmark after the project's first run)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-c", "import yolov5.train"], cwd=tmp, env=official_env(args, tmp),
+                              capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"official YOLOv5 does not import from {args.official} with --official-path "
+                         f"{' '.join(args.official_path) or '(none)'}: {proc.stderr.strip().splitlines()[-1]}")
+
+
 def official_train_once(seed: int, args: argparse.Namespace, data_yaml: Path) -> RunResult:
     """One full training run of official YOLOv5 (args.official) in a child process, with the same flags."""
     with tempfile.TemporaryDirectory() as tmp:
         # official's check_dataset fetches a font for its plots when its config folder lacks one; the runs make no
         # plots (--noplots) and have no network, so an empty placeholder stands in
         (Path(tmp) / "Arial.ttf").touch()
-        # official reloads the checkpoints it has just written with torch.load's old full unpickling, which torch >=
-        # 2.6 allows only when asked (its own files of this run, so trusted)
-        env = {**os.environ, "YOLOV5_CONFIG_DIR": tmp, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
-               "PYTHONPATH": os.pathsep.join([args.official, *args.official_path])}
-        if args.threads:
-            env["OMP_NUM_THREADS"] = str(args.threads)
+        env = official_env(args, tmp)
         flags = dict(weights="", cfg="yolov5n.yaml", data=str(data_yaml), imgsz=args.imgsz, epochs=args.epochs,
                      batch_size=args.batch_size, workers=args.workers, device=args.device or "cpu", seed=seed,
                      project=tmp, name="bench", noplots=True, exist_ok=True)
@@ -269,6 +286,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = [setting_name(a) for a in args.amp] + ([OFFICIAL] if args.official else [])
+    if args.official:
+        check_official_imports(args)
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         data_yaml = official_data_yaml(Path(tmp)) if args.official else None

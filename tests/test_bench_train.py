@@ -1,7 +1,9 @@
 """benchmarks/bench_train.py's own parts: official's harness lines parse into epochs and final results, and the
-runs alternate A B / B A between seeds."""
+runs alternate A B / B A between seeds, an official that does not import stops the benchmark first."""
 
 import json
+
+import pytest
 
 from benchmarks import bench_train
 
@@ -25,3 +27,10 @@ def test_official_output_parses_to_epochs_and_final():
 def test_run_order_alternates():
     assert bench_train.run_order(["a", "b"], 0) == ["a", "b"]
     assert bench_train.run_order(["a", "b"], 1) == ["b", "a"]
+
+
+def test_official_that_does_not_import_stops_before_any_training(tmp_path):
+    args = bench_train.parse_args(["--official", str(tmp_path), "--official-path", str(tmp_path / "stubs")])
+    with pytest.raises(SystemExit, match=r"does not import from .* --official-path .*stubs: ModuleNotFoundError: "
+                                         r"No module named 'yolov5'"):
+        bench_train.check_official_imports(args)
