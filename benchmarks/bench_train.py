@@ -14,14 +14,16 @@ section 3): about 34 images/s (11 s per training epoch of 384 images); after 30 
 
 ``--official`` is a folder holding official v7.0 (PyPI yolov5 7.0.13 unpacked into it without its dependencies),
 run in a child process as ``yolov5.train.main`` with timing callbacks; ``--official-path`` adds folders to its
-PYTHONPATH (stand-ins for packages it imports at start-up that are not installed here, e.g. torchvision, roboflow).
+PYTHONPATH (stand-ins for packages it imports at start-up that are not installed here, e.g. torchvision, roboflow,
+pkg_resources). Official's validation calls ``torchvision.ops.nms`` under a time limit per batch: a stand-in must be
+exact and vectorised (a Python loop over boxes hits the limit early in training and lowers official's mAP).
 An AVX2-only CPU is emulated for both sides by the environment of this process (ONEDNN_MAX_CPU_ISA=AVX2
 ATEN_CPU_CAPABILITY=avx2), which the child inherits; the ISA torch reports is printed.
 
 Usage:
     python benchmarks/bench_train.py --epochs 30 [--amp off auto] [--seeds 0 1 2] [--workers 2] [--threads 0]
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_train.py --amp auto --seeds 0 1 2 \
-        --epochs 10 --official /tmp/offenv --official-path /tmp/tvstub
+        --epochs 30 --official /tmp/offenv --official-path /tmp/tvstub /tmp/offextra
 """
 
 import argparse
