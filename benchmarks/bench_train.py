@@ -196,8 +196,9 @@ def check_official_imports(args: argparse.Namespace) -> None:
         proc = subprocess.run([sys.executable, "-c", "import yolov5.train"], cwd=tmp, env=official_env(args, tmp),
                               capture_output=True, text=True)
     if proc.returncode:
+        reason = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         raise SystemExit(f"official YOLOv5 does not import from {args.official} with --official-path "
-                         f"{' '.join(args.official_path) or '(none)'}: {proc.stderr.strip().splitlines()[-1]}")
+                         f"{' '.join(args.official_path) or '(none)'}: {reason}")
 
 
 def official_train_once(seed: int, args: argparse.Namespace, data_yaml: Path) -> RunResult:
