@@ -34,6 +34,7 @@ if __package__ in (None, ""):
 import torch
 import torch.nn as nn
 
+from benchmarks.formats import map5095
 from benchmarks.variants_table import replace_readme_block
 from models.backends import DetectMultiBackend, export_metadata
 from models.experimental import attempt_load
@@ -170,7 +171,7 @@ def measure_cell(model: nn.Module, fmt: Format, im: torch.Tensor, expected: torc
     rel = ((got - expected).abs().max() / expected.abs().max().clamp(min=1e-9)).item()
     cell.update(rel_diff=f"{rel:.1e}", ms=f"{latency_ms(backend, im, runs, warmup):.1f}" if runs else "")
     if trained is not None and data and map_pt is not None:
-        cell["map_diff"] = f"{_map(path, data, im.shape[-1]) - map_pt:+.4f}"
+        cell["map_diff"] = f"{map5095(path, data, im.shape[-1], file.parent / 'val') - map_pt:+.4f}"
     cell["status"] = verdict(cell)
     return cell
 
@@ -181,15 +182,6 @@ def verdict(cell: dict) -> str:
     if cell.get("map_diff"):
         ok = ok and abs(float(cell["map_diff"])) <= MAP_TOL[cell["precision"]]
     return "ok" if ok else "off"
-
-
-def _map(weights: Path, data: str, imgsz: int) -> float:
-    import val  # the validation script's importable run(); imported only when mAP is asked for
-
-    # task "speed": square unpadded batches for every format; a .pt would otherwise get val's rectangular batches
-    # (256 px images padded to 288), which exported fixed-size files cannot take
-    return float(val.run(weights=str(weights), data=data, imgsz=imgsz, batch_size=1, task="speed",
-                         plots=False)[0][3])
 
 
 MEASURES = {"rel_diff": "output difference", "ms": "latency", "map_diff": "mAP50-95 difference"}
@@ -281,9 +273,9 @@ def run(cfg: Sequence[str] | None = None, formats: Sequence[str] | None = None, 
             with torch.no_grad():
                 expected = model(im)
             expected = expected[0] if isinstance(expected, (list, tuple)) else expected
-            map_pt = _map(trained, data, imgsz) if trained is not None else None
             with tempfile.TemporaryDirectory(prefix="deploy-matrix-") as tmp:
                 file = Path(tmp) / Path(c).stem
+                map_pt = map5095(trained, data, imgsz, Path(tmp) / "val") if trained is not None else None
                 for fmt in chosen:
                     t = time.time()
                     if not installed(fmt):

@@ -121,8 +121,9 @@ def latencies(paths, imgsz, runs, warmup, blocks=2):
 
 
 def map5095(path, data, imgsz, project):
-    # task "speed": square unpadded batches for every format, as exported fixed-size files take them (a .pt would
-    # otherwise get val's rectangular batches, 256 px images padded to 288)
+    """mAP50-95 of one model file (.pt or any exported format) on the val split of ``data``, val's files under
+    ``project``. Task "speed": square unpadded batches for every format, as exported fixed-size files take them (a
+    .pt would otherwise get val's rectangular batches, 256 px images padded to 288)."""
     results, _, _ = val.run(data=data, weights=path, imgsz=imgsz, batch_size=1, conf_thres=0.001, iou_thres=0.6,
                             task="speed", device="cpu", workers=0, plots=False, project=project, name="val")
     return results[3]
