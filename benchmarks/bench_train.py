@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 import train  # noqa: E402
 from benchmarks.ablate import paired_comparison  # noqa: E402
+from engine.training import DETECT  # noqa: E402
 from utils.amp import AMP_CHOICES, select_amp  # noqa: E402
 from utils.callbacks import Callbacks  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
@@ -54,8 +55,8 @@ OFFICIAL = "official"  # the setting name of official YOLOv5's runs
 
 @dataclass
 class RunResult:
-    """One training run: per epoch (epoch, train s, img/s, val s), the loader wait (None where not measured), the
-    final (best.pt) P, R, mAP50, mAP50-95 and the whole run's seconds."""
+    """One training run: per epoch (epoch, train s, img/s, val s, val mAP50-95 of the EMA), the loader wait (None
+    where not measured), the final (best.pt) P, R, mAP50, mAP50-95 and the whole run's seconds."""
 
     epochs: list = field(default_factory=list)
     loader_wait: float | None = None
@@ -70,13 +71,23 @@ class RunResult:
         """The epochs after the first (warm-up), or all when there is only one."""
         return self.epochs[1:] or self.epochs
 
+    @property
+    def late_map50_95(self) -> float:
+        """Mean validation mAP50-95 over the last third of the epochs: on a small validation set far less noisy
+        than best.pt's single score, which is also the maximum of many noisy ones."""
+        late = self.epochs[-max(1, len(self.epochs) // 3):]
+        return statistics.fmean(e[4] for e in late)
+
 
 class EpochTimer:
-    """Per-epoch training and validation seconds, images, and the time spent waiting for the data loader (from
-    the end of one batch, or the start of the epoch, to the start of the next batch), from training events."""
+    """Per-epoch training and validation seconds, images, validation mAP50-95, and the time spent waiting for the
+    data loader (from the end of one batch, or the start of the epoch, to the start of the next batch), from
+    training events."""
+
+    MAP_INDEX = DETECT.results_columns.index("metrics/mAP_0.5:0.95")  # in on_fit_epoch_end's values (a csv row)
 
     def __init__(self):
-        self.epochs = []  # (epoch, train s, img/s, val s)
+        self.epochs = []  # (epoch, train s, img/s, val s, val mAP50-95)
         self.loader_wait = 0.0
         self.callbacks = Callbacks()
         for hook, method in (("on_train_epoch_start", self.epoch_start), ("on_train_batch_start", self.batch_start),
@@ -100,7 +111,7 @@ class EpochTimer:
 
     def fit_epoch_end(self, values, epoch, best_fitness, fitness):
         t_val = time.perf_counter() - self.t_start - self.t_train
-        self.epochs.append((epoch, self.t_train, self.images / self.t_train, t_val))
+        self.epochs.append((epoch, self.t_train, self.images / self.t_train, t_val, values[self.MAP_INDEX]))
 
 
 def train_once(amp: str, seed: int, args: argparse.Namespace) -> RunResult:
@@ -138,9 +149,9 @@ def batch_end(model, ni, imgs, *args, **kwargs):
     marks["images"] += imgs.shape[0]
 def epoch_end(*args, epoch=None, **kwargs):
     marks.update(train=time.perf_counter() - marks["start"], epoch=epoch)
-def fit_epoch_end(*args, **kwargs):
+def fit_epoch_end(log_vals, *args, **kwargs):  # log_vals: 3 losses, P, R, mAP50, mAP50-95, ...
     emit("epoch", epoch=marks["epoch"], train_s=marks["train"], images=marks["images"],
-         val_s=time.perf_counter() - marks["start"] - marks["train"])
+         val_s=time.perf_counter() - marks["start"] - marks["train"], map50_95=float(log_vals[6]))
 def train_end(last, best, epoch, results):
     emit("final", results=[float(x) for x in results])
 callbacks = Callbacks()
@@ -164,7 +175,8 @@ def official_data_yaml(folder: Path) -> Path:
 
 
 def parse_official_output(lines: list[str]) -> tuple[list, tuple]:
-    """(epochs as (epoch, train s, img/s, val s), final (P, R, mAP50, mAP50-95)) from the harness's BENCH lines."""
+    """(epochs as (epoch, train s, img/s, val s, val mAP50-95), final (P, R, mAP50, mAP50-95)) from the harness's
+    BENCH lines."""
     epochs, final = [], None
     for line in lines:
         if not line.startswith("BENCH "):
@@ -172,7 +184,7 @@ def parse_official_output(lines: list[str]) -> tuple[list, tuple]:
         record = json.loads(line[len("BENCH "):])
         if record["kind"] == "epoch":
             epochs.append((record["epoch"], record["train_s"], record["images"] / max(record["train_s"], 1e-9),
-                           record["val_s"]))
+                           record["val_s"], record["map50_95"]))
         elif record["kind"] == "final":
             final = tuple(record["results"][:4])
     return epochs, final
@@ -242,9 +254,9 @@ def print_runs(setting: str, runs: dict, seeds: list[int], label: str) -> None:
     print(f"\n{setting}: {label}")
     for seed in seeds:
         r = runs[setting, seed]
-        print(f"seed {seed}:\n{'epoch':>5} {'train s':>8} {'img/s':>7} {'val s':>6}")
-        for e, t_train, speed, t_val in r.epochs:
-            print(f"{int(e):>5} {t_train:>8.1f} {speed:>7.1f} {t_val:>6.1f}")
+        print(f"seed {seed}:\n{'epoch':>5} {'train s':>8} {'img/s':>7} {'val s':>6} {'mAP50-95':>8}")
+        for e, t_train, speed, t_val, m in r.epochs:
+            print(f"{int(e):>5} {t_train:>8.1f} {speed:>7.1f} {t_val:>6.1f} {m:>8.4f}")
         later = r.later_epochs()
         train_total = sum(x[1] for x in r.epochs)
         wait = "" if r.loader_wait is None else (
@@ -254,7 +266,8 @@ def print_runs(setting: str, runs: dict, seeds: list[int], label: str) -> None:
         print(f"{setting} seed {seed}: median train {statistics.median(x[1] for x in later):.1f} s/epoch "
               f"({statistics.median(x[2] for x in later):.1f} img/s) over epochs 1-{len(r.epochs) - 1} "
               f"(epoch 0: {r.epochs[0][1]:.1f} s), val {statistics.median(x[3] for x in later):.1f} s/epoch; {wait}"
-              f"total {r.total:.0f} s; final (best.pt): P {p:.3f} R {rec:.3f} mAP50 {m50:.3f} mAP50-95 {m:.3f}")
+              f"total {r.total:.0f} s; final (best.pt): P {p:.3f} R {rec:.3f} mAP50 {m50:.3f} mAP50-95 {m:.3f}; "
+              f"mean val mAP50-95 of the last third of the epochs {r.late_map50_95:.3f}")
 
 
 def compare(runs: dict, settings: list[str], seeds: list[int], reference: str) -> None:
@@ -274,10 +287,14 @@ def compare(runs: dict, settings: list[str], seeds: list[int], reference: str) -
               f"({medians[s]:.2f} / {medians[reference]:.2f} s; per seed {per_seed_ratio}); fastest epoch "
               f"{fastest[s] / fastest[reference]:.2f}x ({fastest[s]:.2f} / {fastest[reference]:.2f} s); "
               f"mAP50-95 difference: {per_seed}")
-        cmp = paired_comparison(final[s], final[reference])
-        if cmp["low"] is not None:
-            print(f"  mean mAP50-95 difference over {cmp['n']} paired seeds {cmp['diff']:+.4f}, 95% paired-t "
-                  f"interval [{cmp['low']:+.4f}, {cmp['high']:+.4f}]")
+        late = {k: {seed: runs[k, seed].late_map50_95 for seed in seeds} for k in (s, reference)}
+        print("  mean val mAP50-95 of the last third of the epochs, difference: "
+              + ", ".join(f"seed {seed} {late[s][seed] - late[reference][seed]:+.3f}" for seed in seeds))
+        for label, values in (("best.pt mAP50-95", final), ("last-third mean mAP50-95", late)):
+            cmp = paired_comparison(values[s], values[reference])
+            if cmp["low"] is not None:
+                print(f"  {label}: mean difference over {cmp['n']} paired seeds {cmp['diff']:+.4f}, 95% paired-t "
+                      f"interval [{cmp['low']:+.4f}, {cmp['high']:+.4f}]")
 
 
 def setting_name(amp: str) -> str:
