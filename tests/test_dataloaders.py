@@ -187,6 +187,18 @@ def test_letterboxed_item_keeps_box_on_object(red_dataset):
     np.testing.assert_allclose(box, _red_extent(im, box), atol=1.5)
 
 
+def test_mosaic_puts_its_image_in_every_quadrant(red_dataset):
+    """As official v7.0 (random.shuffle of the four): the item's own image is not always the top-left tile."""
+    ds = LoadImagesAndLabels(red_dataset, img_size=64, augment=True, hyp=dict(NO_AUG, mosaic=1.0), seed=0)
+    quadrants = set()
+    for position in range(40):
+        _, tiles = ds.mosaic_canvas(0, np.random.default_rng(position))
+        tile_images = [t[0] for t in tiles]
+        if tile_images.count(0) == 1:  # partners are drawn with replacement and may repeat it
+            quadrants.add(tile_images.index(0))
+    assert quadrants == {0, 1, 2, 3}
+
+
 @pytest.mark.parametrize("flips", [(0.0, 0.0), (1.0, 1.0)])
 def test_mosaic_flips_and_scale_keep_boxes_on_objects(red_dataset, flips):
     hyp = dict(NO_AUG, mosaic=1.0, scale=0.5, translate=0.1, flipud=flips[0], fliplr=flips[1])

@@ -266,11 +266,13 @@ class LoadImagesAndLabels(Dataset):
                                   border=self.mosaic_border, rng=rng)
 
     def mosaic_canvas(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple]]:
-        """The 2s x 2s mosaic canvas of image ``index`` and three drawn by ``rng`` around a random centre, and per
-        tile (image index, resized w, h, x offset, y offset) for moving its labels onto the canvas."""
+        """The 2s x 2s mosaic canvas of image ``index`` and three drawn by ``rng`` around a random centre, in an
+        order shuffled by ``rng`` (``index`` in any quadrant, as official v7.0), and per tile (image index, resized w,
+        h, x offset, y offset) for moving its labels onto the canvas."""
         s = self.img_size
         yc, xc = (int(rng.uniform(-b, 2 * s + b)) for b in self.mosaic_border)
         indices = [index] + [int(i) for i in rng.choice(self.indices, 3)]
+        rng.shuffle(indices)
         canvas = np.full((2 * s, 2 * s, 3), 114, dtype=np.uint8)
         tiles = []
         for k, i in enumerate(indices):
