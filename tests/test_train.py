@@ -126,8 +126,26 @@ def test_warmup_values():
     assert opt.param_groups[2]["momentum"] == pytest.approx(0.937)
     assert acc == 4
 
-    set_epoch_lr(opt, lf, 15)  # after warmup: the schedule alone
+    set_epoch_lr(opt, lf, 16)  # after warmup: the schedule alone, one epoch behind (official's)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.00505] * 3)
+
+
+def test_learning_rates_per_epoch_are_officials():
+    """The rate each epoch ends at, as official v7.0's results.csv logs it (x/lr0, x/lr1) for lr0 0.01, lrf 0.01,
+    10 epochs of 24 batches (warmup 100 iterations): after warmup its LambdaLR runs one epoch behind."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    opt = build_optimizer(model, "SGD", lr=HYP["lr0"], momentum=HYP["momentum"], decay=5e-4)
+    lf = lr_lambda(10, HYP["lrf"])
+    nb, nw, logged = 24, 100, []
+    for epoch in range(10):
+        set_epoch_lr(opt, lf, epoch)
+        for i in range(nb):
+            if i + nb * epoch <= nw:
+                warmup(opt, i + nb * epoch, nw, epoch, lf, HYP, batch_size=16)
+        logged += [opt.param_groups[0]["lr"], opt.param_groups[1]["lr"]]
+    official = [0.0793, 0.0023, 0.057235, 0.004235, 0.034694, 0.005694, 0.011678, 0.006679, 0.00604, 0.00604,
+                0.00604, 0.00604, 0.00505, 0.00505, 0.00406, 0.00406, 0.00307, 0.00307, 0.00208, 0.00208]
+    assert logged == pytest.approx(official, abs=1e-6)
 
 
 def test_early_stopping():
