@@ -60,7 +60,6 @@ from utils.general import (
 from utils.hyp import check_hyperparameters
 from utils.loggers import Loggers
 from utils.loss import ComputeLoss, scale_loss_gains
-from utils.malloc import keep_freed_memory
 from utils.metrics import fitness
 from utils.results_csv import LR_COLUMNS, start_results_csv
 from utils.resume import (
@@ -217,8 +216,6 @@ def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: C
 
     ckpt = load_checkpoint(opt.weights) if opt.weights else None  # first: a missing file fails fast
     init_seeds(opt.seed + 1 + RANK, deterministic=device.type == "cuda")  # CPU kernels are deterministic already
-    if device.type == "cpu":
-        keep_freed_memory()  # each step's activations reuse the last step's pages instead of faulting in new ones
     data_dict = check_dataset(opt.data, autodownload=opt.download)
     nc = 1 if opt.single_cls else int(data_dict["nc"])
     names = {0: "item"} if opt.single_cls and len(data_dict["names"]) != 1 else dict(data_dict["names"])
