@@ -71,9 +71,9 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, lf: Callable[[float], float],
 
     The one-epoch lag is official YOLOv5's schedule: its LambdaLR is stepped at each epoch's end after being set
     back to last_epoch = start_epoch - 1, so epoch e trains at lf(e - 1) once warmup is over (warmup's targets
-    use lf(epoch)). Measured: lr0 0.01, 10 epochs, warmup 100 iterations of 24 a epoch: epochs 4 and 5 both at
-    0.00604. Without the lag the last third of a 30-epoch run trains at up to 0.57x official's rate and its mAP
-    ends ~0.04 lower (benchmarks/results/train_avx2.md)."""
+    use lf(epoch)). Measured: lr0 0.01, 10 epochs, warmup 100 iterations, 24 per epoch: epochs 4 and 5 both at
+    0.00604. Without the lag the last third of a 30-epoch run trained at down to 0.57x official's rate and its mAP
+    ended ~0.04 lower (benchmarks/results/train_avx2.md)."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lf(max(epoch - 1, 0))
 
