@@ -418,6 +418,28 @@ def test_autobatch_choice_lives_in_the_state_and_checkpoint_not_in_the_options(t
     assert load_checkpoint(tmp_path / "auto/weights/last.pt")["opt"]["batch_size"] == 2
 
 
+@pytest.mark.parametrize("amp, channels_last", [("auto", True), ("off", False)])
+def test_training_images_reach_the_model_as_scaled_floats_in_the_policys_layout(tmp_path, amp, channels_last):
+    """The loader's uint8 batch becomes float32 / 255, channels-last exactly when the AMP policy says so (on the CPU,
+    --amp auto: fp32 or bf16 with channels-last; --amp off: contiguous fp32)."""
+    opt = train.parse_opt([], known=True)
+    for key, value in (TINY | dict(epochs=1, amp=amp, noval=True, noplots=True, noautoanchor=True)).items():
+        setattr(opt, key, value)
+    opt.save_dir = str(tmp_path / amp)
+    seen = []
+    callbacks = Callbacks()
+    callbacks.register_action("on_train_batch_end", callback=lambda ni, model, imgs, *_: seen.append(imgs))
+    training.train(yaml_load(opt.hyp), opt, torch.device("cpu"), callbacks)
+    assert len(seen) == 2
+    for imgs in seen:
+        assert imgs.dtype == torch.float32 and imgs.shape == (2, 3, 64, 64)
+        assert imgs.is_contiguous(memory_format=torch.channels_last) == channels_last
+        assert imgs.is_contiguous() != channels_last  # a 64x64 image is never both
+        levels = imgs * 255
+        assert levels.min() >= 0 and levels.max() <= 255 and torch.allclose(levels, levels.round(), atol=1e-4)
+        assert levels.max() > 100  # not left as 0-255 nor divided twice
+
+
 @pytest.mark.parametrize("cache, train_cache, val_cache",
                          [("val", None, "val"), ("ram", "ram", "ram"), (None, "auto", None), ("off", None, None)])
 def test_cache_choice_per_split(tmp_path, monkeypatch, cache, train_cache, val_cache):
