@@ -4,8 +4,9 @@ setting and seed in the same invocation, so that the precisions are compared on 
 
 Prints, per setting (timed with training callbacks), the seconds per epoch (training part and validation part),
 the training speed in images/s, the share of the training time spent waiting for the data loader, and the final
-mAP50 / mAP50-95 of best.pt; then the ratio of the median training epoch of each setting to the reference (official
-when given, else the first --amp setting) and, per seed, the mAP50-95 difference. With several seeds it adds the
+mAP50 / mAP50-95 of best.pt; then the ratio of the median training epoch, and of the median whole epoch (training
+and validation), of each setting to the reference (official when given, else the first --amp setting) and, per
+seed, the mAP50-95 difference. With several seeds it adds the
 mean difference and its 95% paired-t interval (same seed = same data order and augmentation within one code base),
 as benchmarks/ablate.py does for model variants. Epoch 0 is left out of the medians (warm-up: caches, first
 allocations, the loader's first workers). Runs alternate between the settings, in reversed order every other seed,
@@ -244,6 +245,12 @@ def median_train_epoch(results: list[RunResult]) -> float:
     return statistics.median(e[1] for r in results for e in r.later_epochs())
 
 
+def median_whole_epoch(results: list[RunResult]) -> float:
+    """Median seconds per whole epoch (training and the epoch's validation, as YOLOv5 runs by default) over all
+    runs' epochs after the first."""
+    return statistics.median(e[1] + e[3] for r in results for e in r.later_epochs())
+
+
 def fastest_train_epoch(results: list[RunResult]) -> float:
     """Fastest training epoch over all runs' epochs after the first: on a CPU shared with other jobs, the epoch
     least slowed by them, so its ratio is the steadier one when the load comes in bursts."""
@@ -271,7 +278,8 @@ def print_runs(setting: str, runs: dict, seeds: list[int], label: str) -> None:
 
 
 def compare(runs: dict, settings: list[str], seeds: list[int], reference: str) -> None:
-    """Ratio of each setting's median training epoch to the reference's, and the paired mAP50-95 differences."""
+    """Ratio of each setting's median training epoch (and whole epoch, with validation) to the reference's, and the
+    paired mAP50-95 differences."""
     medians = {s: median_train_epoch([runs[s, seed] for seed in seeds]) for s in settings}
     final = {s: {seed: runs[s, seed].map50_95 for seed in seeds} for s in settings}
     print()
@@ -287,6 +295,9 @@ def compare(runs: dict, settings: list[str], seeds: list[int], reference: str) -
               f"({medians[s]:.2f} / {medians[reference]:.2f} s; per seed {per_seed_ratio}); fastest epoch "
               f"{fastest[s] / fastest[reference]:.2f}x ({fastest[s]:.2f} / {fastest[reference]:.2f} s); "
               f"mAP50-95 difference: {per_seed}")
+        whole = {k: median_whole_epoch([runs[k, seed] for seed in seeds]) for k in (s, reference)}
+        print(f"  median whole epoch (training + validation) {s} / {reference}: {whole[s] / whole[reference]:.2f}x "
+              f"({whole[s]:.2f} / {whole[reference]:.2f} s)")
         late = {k: {seed: runs[k, seed].late_map50_95 for seed in seeds} for k in (s, reference)}
         print("  mean val mAP50-95 of the last third of the epochs, difference: "
               + ", ".join(f"seed {seed} {late[s][seed] - late[reference][seed]:+.3f}" for seed in seeds))

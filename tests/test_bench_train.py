@@ -27,6 +27,7 @@ def test_official_output_parses_to_epochs_and_final():
     assert bench_train.RunResult(epochs * 2, None, final).late_map50_95 == pytest.approx(0.25)  # last 2 of 6
     assert bench_train.median_train_epoch([run, bench_train.RunResult(epochs[:1], None, final)]) == 9.0
     assert bench_train.fastest_train_epoch([run, bench_train.RunResult(epochs[:1], None, final)]) == 8.0
+    assert bench_train.median_whole_epoch([run, bench_train.RunResult(epochs[:1], None, final)]) == 11.5
     assert bench_train.parse_official_output(["BENCH " + json.dumps({"kind": "epoch", "epoch": 0, "train_s": 1.0,
                                                                      "images": 2, "val_s": 0.0,
                                                                      "map50_95": 0.0})])[1] is None
