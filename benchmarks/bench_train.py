@@ -2,16 +2,16 @@
 per --amp setting and seed in the same invocation, so that the precisions are compared on the same machine state; with
 ``--official DIR`` also official YOLOv5 v7.0's train.py on the same data, epochs, batch, workers and seeds.
 
-Prints, per setting (timed with training callbacks), the seconds per epoch (training part and validation part),
-the training speed in images/s, the share of the training time spent waiting for the data loader, and the final
-mAP50 / mAP50-95 of best.pt; then the ratio of the median training epoch, and of the median whole epoch (training
-and validation), of each setting to the reference (official when given, else the first --amp setting) and, per
-seed, the mAP50-95 difference. With several seeds it adds the
-mean difference and its 95% paired-t interval (same seed = same data order and augmentation within one code base),
-as benchmarks/ablate.py does for model variants. Epoch 0 is left out of the medians (warm-up: caches, first
-allocations, the loader's first workers). Runs alternate between the settings, in reversed order every other seed,
-so that a noisy shared CPU hits all alike. Reference (official YOLOv5 v7.0 on a 2-core machine of this kind, SPEC
-section 3): about 34 images/s (11 s per training epoch of 384 images); after 30 epochs mAP50 0.46, mAP50-95 0.27.
+Prints, per setting (timed with training callbacks), the seconds per epoch (training part and validation part), the
+training speed in images/s, the share of the training time spent waiting for the data loader, and the final mAP50 /
+mAP50-95 of best.pt; then the ratio of the median training epoch, and of the median whole epoch (training and
+validation), of each setting to the reference (official when given, else the first --amp setting) and, per seed, the
+mAP50-95 difference. With several seeds it adds the mean difference and its 95% paired-t interval (same seed = same
+data order and augmentation within one code base), as benchmarks/ablate.py does for model variants. Epoch 0 is left
+out of the medians (warm-up: caches, first allocations, the loader's first workers). Runs alternate between the
+settings, in reversed order every other seed, so that a noisy shared CPU hits all alike. Reference (official YOLOv5
+v7.0 on a 2-core machine of this kind, SPEC section 3): about 34 images/s (11 s per training epoch of 384 images);
+after 30 epochs mAP50 0.46, mAP50-95 0.27.
 
 ``--official`` is a folder holding official v7.0 (PyPI yolov5 7.0.13 unpacked into it without its dependencies),
 run in a child process as ``yolov5.train.main`` with timing callbacks; ``--official-path`` adds folders to its
