@@ -1,5 +1,6 @@
 """Augmentations against hand-computed answers: letterbox geometry, perspective corners, HSV, mixup, copy-paste."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -129,6 +130,24 @@ def test_augment_hsv_value_gain():
     unchanged = np.full((4, 4, 3), 100, dtype=np.uint8)
     augment_hsv(unchanged, 0, 0, 0)
     assert (unchanged == 100).all()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_augment_hsv_equals_a_lookup_per_hsv_channel(seed):
+    """The jitter is OpenCV's HSV round trip with one lookup table per channel: hue x gain mod 180, saturation and
+    value x gain clipped to 255 (the known answer, computed channel by channel)."""
+    rng = np.random.default_rng(seed)
+    im = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    original = im.copy()
+    gains = np.random.default_rng(seed + 100).uniform(-1, 1, 3) * [0.5, 0.7, 0.9] + 1
+    hue, sat, val = cv2.split(cv2.cvtColor(im, cv2.COLOR_BGR2HSV))
+    x = np.arange(256)
+    tables = ((x * gains[0]) % 180, np.clip(x * gains[1], 0, 255), np.clip(x * gains[2], 0, 255))
+    channels = [table.astype(np.uint8)[c] for table, c in zip(tables, (hue, sat, val))]
+    expected = cv2.cvtColor(cv2.merge(channels), cv2.COLOR_HSV2BGR)
+    augment_hsv(im, 0.5, 0.7, 0.9, rng=np.random.default_rng(seed + 100))
+    np.testing.assert_array_equal(im, expected)
+    assert (im != original).mean() > 0.5  # the gains really changed the image
 
 
 def test_mixup_blends_and_concatenates():
