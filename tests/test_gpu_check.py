@@ -21,6 +21,7 @@ def root_benchmarks_script():
 def test_every_step_is_a_command_its_script_accepts(tmp_path):
     by_name = {s.name: s.argv for s in gpu_check.steps(n_gpus=2, out=tmp_path, epochs=7)}
     assert list(by_name) == ["tests", "amp", "ddp", "formats"]
+    assert sum(s.timeout_s for s in gpu_check.steps(1, tmp_path)) <= 540  # inside one 600 s device command
     for node in by_name["tests"][3:5]:  # the test files, and the TensorRT test by name
         path, _, test = node.partition("::")
         assert (gpu_check.ROOT / path).is_file() and (not test or f"def {test}(" in (gpu_check.ROOT / path).read_text())
@@ -52,4 +53,4 @@ def test_without_cuda_it_stops_in_one_line(capsys, monkeypatch):
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "no CUDA device" in out[0]
     assert gpu_check.main(["--dry-run", "--only", "ddp"]) == 0
-    assert capsys.readouterr().out.startswith("ddp (limit 180 s): ")
+    assert capsys.readouterr().out.startswith("ddp (limit 90 s): ")
