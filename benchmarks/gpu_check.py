@@ -35,16 +35,16 @@ class Step:
 
 def steps(n_gpus: int, out: Path, epochs: int = 10) -> list[Step]:
     """The checks in their order for a machine with ``n_gpus`` CUDA devices."""
-    py = sys.executable
-    devices = ",".join(str(i) for i in range(max(n_gpus, 1)))
+    py, n = sys.executable, max(n_gpus, 1)
+    devices = ",".join(str(i) for i in range(n))
     return [
         Step("tests", [py, "-m", "pytest", "tests/test_cuda.py", f"tests/test_formats.py::{TENSORRT_TEST}", "-q",
                        "-rs", "-p", "no:cacheprovider"], 150),
         Step("amp", [py, "benchmarks/bench_train.py", "--device", "0", "--cfg", "yolov5s.yaml", "--imgsz", "640",
                      "--amp", "off", "auto", "--epochs", str(epochs), "--seeds", "0", "--workers", "8"], 200),
-        Step("ddp", [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(max(n_gpus, 1)),
+        Step("ddp", [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
                      "train.py", "--data", "coco8.yaml", "--cfg", "yolov5n.yaml", "--weights", "", "--imgsz", "320",
-                     "--batch-size", str(8 * max(n_gpus, 1)), "--epochs", "2", "--workers", "2", "--device", devices,
+                     "--batch-size", str(8 * n), "--epochs", "2", "--workers", "2", "--device", devices,
                      "--sync-bn", "--noplots", "--project", str(out / "runs"), "--name", "ddp", "--exist-ok"], 90),
         Step("formats", [py, "benchmarks.py", "--weights", str(FIXTURE), "--imgsz", "320", "--data", "coco8.yaml",
                          "--device", "0"], 100),
