@@ -21,6 +21,7 @@ import val
 from models.backends import DetectMultiBackend, onnx_session, read_metadata
 from models.experimental import attempt_load
 from models.export import backend_weights, file_hash
+from models.export.openvino import openvino_precision
 from utils.general import ROOT, UserError
 from utils.optional import import_openvino, require
 
@@ -75,14 +76,20 @@ def test_openvino_folder_metadata_and_outputs(openvino_fp32, reference):
 
 
 @needs_openvino
-def test_openvino_half_is_bf16_and_close(weights, reference, tmp_path):
+def test_openvino_half_follows_this_cpu_and_stays_close(weights, reference, tmp_path):
+    # bf16 where the CPU computes in bf16; on an AVX2 or plain AVX-512 CPU plain fp32 (the choice per CPU kind is
+    # tested with stated capabilities in tests/test_cpu_kinds.py; here the real CPU and OpenVINO decide)
+    bf16 = openvino_precision(half=True) == "bf16"
     w = tmp_path / "half.pt"
     w.write_bytes(weights.read_bytes())
     folder = Path(export.run(weights=w, imgsz=IMGSZ, include=("openvino",), half=True)[0])
     meta = read_metadata(__import__("yaml").safe_load((folder / "metadata.yaml").read_text()))
-    assert meta["precision"] == "bf16"
+    assert meta["precision"] == ("bf16" if bf16 else "fp32")
     x, expected = reference
     got = DetectMultiBackend(folder)(x)
+    if not bf16:
+        torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)
+        return
     # boxes (pixels) within a few bf16 steps; objectness and class scores (0-1) to about 1%
     assert (got[..., :4] - expected[..., :4]).abs().max() < 4.0
     assert (got[..., 4:] - expected[..., 4:]).abs().max() < 0.02
