@@ -54,8 +54,8 @@ def build_optimizer(
 def sgd_kernel(model: nn.Module) -> dict:
     """SGD's fused CPU kernel (one pass per parameter) for a model on the CPU, where torch otherwise steps each
     tensor with several separate ops from Python: the same updates (bit for bit on AVX-512 builds, within 1 ulp on
-    AVX2 ones, where the kernel's multiply-add rounds once; tests/test_train.py), several times faster for yolov5n's 177 tensors. Elsewhere torch's own choice (foreach on CUDA; a GradScaler'd fp16
-    step stays on that path)."""
+    AVX2 ones, where the kernel's multiply-add rounds once; tests/test_train.py), several times faster for yolov5n's
+    177 tensors. Elsewhere torch's own choice (foreach on CUDA; a GradScaler'd fp16 step stays on that path)."""
     return {"fused": True} if all(p.device.type == "cpu" for p in model.parameters()) else {}
 
 
