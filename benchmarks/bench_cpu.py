@@ -8,8 +8,9 @@ AVX2-only CPUs most laptops, desktops and cloud VMs have).
 torchvision if it is missing: the model forward never calls it) adds official's fused channels-last model built
 from its own yaml, the reference of the ratios then. ``--int8-variants`` adds the INT8 settings that were not
 kept as defaults (NNCF performance preset, NNCF with the Detect head quantized too, ONNX Runtime with the
-convolutions alone quantized). ``--profile`` prints OpenVINO INT8's own per-operation timing (PERF_COUNT) summed
-by operation and kernel: the share of the int8 convolutions bounds what any other setting can gain.
+convolutions alone quantized, ONNX Runtime with 8-bit instead of 7-bit weights). ``--profile`` prints OpenVINO
+INT8's own per-operation timing (PERF_COUNT) summed by operation and kernel: the share of the int8 convolutions
+bounds what any other setting can gain.
 
 For each ``--isa`` (a fresh process each; ``avx2`` sets ONEDNN_MAX_CPU_ISA=AVX2, OV_CPU_MAX_ISA=AVX2 and
 ATEN_CPU_CAPABILITY=avx2 before torch or OpenVINO load) it prints
@@ -94,6 +95,9 @@ def int8_variants(model, folder: Path, fp32: list[Path], int8: list[Path], calib
             (folder / "conv").mkdir(exist_ok=True)
             variants["ONNX Runtime INT8 conv only"] = export_onnx_int8(shutil.copy(f, folder / "conv"), calib,
                                                                        conv_only=True)
+            (folder / "full").mkdir(exist_ok=True)
+            variants["ONNX Runtime INT8 8-bit weights"] = export_onnx_int8(shutil.copy(f, folder / "full"), calib,
+                                                                           reduce_range=False)
         else:
             ov = import_openvino()
             ov_int8 = next(p for p in int8 if p.suffix != ".onnx")

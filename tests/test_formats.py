@@ -318,3 +318,26 @@ def test_onnx_int8_calibrates_on_32_images_within_the_pixel_bound(plain_onnx, tm
     assert any("calibrating on 32 of the 40 images" in line for line in seen)
     y = onnx_session(out).run(None, {onnx_session(out).get_inputs()[0].name: calib[0]})[0]
     assert np.isfinite(y).all() and y.shape[-1] == 85
+
+
+def test_onnx_int8_has_7_bit_weights_and_mean_per_image_activation_ranges(plain_onnx, tmp_path):
+    """Weights in [-64, 64] (2 x 255 x 64 fits int16: CPUs without VNNI, whose vpmaddubsw sums pairs into int16,
+    cannot saturate); activation ranges are the mean of each calibration image's min and max: an all-black and an
+    all-white image give the input the range [0, 0.5] (scale 0.5 / 255), not the extremes [0, 1]."""
+    from onnx import numpy_helper
+
+    from models.export import onnx as onnx_export
+
+    src = tmp_path / "m.onnx"
+    src.write_bytes(Path(plain_onnx).read_bytes())
+    size = onnx_session(src).get_inputs()[0].shape[-1]
+    calib = [np.full((1, 3, size, size), v, dtype=np.float32) for v in (0.0, 1.0)]
+    graph = onnx.load(str(onnx_export.export_onnx_int8(src, calib))).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    weights = [inits[n.input[0]] for n in graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
+    assert len(weights) >= 60  # every convolution of yolov5n
+    assert min(w.min() for w in weights) >= -64 and max(w.max() for w in weights) <= 64
+    assert max(np.abs(w).max() for w in weights) == 64  # the 7-bit range is used, not a narrower one
+    quantize_input = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == graph.input[0].name)
+    assert float(inits[quantize_input.input[1]]) == pytest.approx(0.5 / 255, rel=1e-3)
