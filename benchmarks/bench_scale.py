@@ -23,6 +23,7 @@ slope between the two largest sizes.
 """
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -93,6 +94,7 @@ def _peak_bytes():
 
 def measure(work):
     """(seconds, peak extra bytes, work's result) of calling ``work()``."""
+    gc.collect()  # garbage of earlier work freed inside work() would lower the resident size under the baseline
     before = _rss_bytes() or 0
     _reset_peak()
     t0 = time.perf_counter()

@@ -16,7 +16,8 @@ from utils.general import LOGGER  # noqa: E402
 
 LOGGER.setLevel(logging.WARNING)
 os.environ["YOLOV5_OFFLINE"] = "1"  # tests never fetch release weights (scripts run as subprocesses inherit it)
-torch.set_num_threads(2)
+# two torch threads for two cores; under pytest-xdist (the README command runs two workers) one per worker
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
