@@ -17,7 +17,9 @@ def test_measure_reports_the_peak_of_a_freed_allocation():
 
     seconds, peak, result = bench_scale.measure(work)
     assert result == 16384 and seconds >= 0
-    assert 60 << 20 <= peak <= 200 << 20
+    # a measure read after work() would see ~0; the slack is for resident pages the kernel or other threads of a busy
+    # test process release meanwhile (56 of 64 MiB seen in a pytest-xdist worker)
+    assert 40 << 20 <= peak <= 200 << 20
 
 
 def test_generated_labels_verify_and_ram_cache_streams(tmp_path):
