@@ -95,8 +95,8 @@ def int8_variants(model, folder: Path, fp32: list[Path], int8: list[Path], calib
             (folder / "conv").mkdir(exist_ok=True)
             variants["ONNX Runtime INT8 conv only"] = export_onnx_int8(shutil.copy(f, folder / "conv"), calib,
                                                                        conv_only=True)
-            (folder / "full").mkdir(exist_ok=True)
-            variants["ONNX Runtime INT8 8-bit weights"] = export_onnx_int8(shutil.copy(f, folder / "full"), calib,
+            (folder / "w8").mkdir(exist_ok=True)
+            variants["ONNX Runtime INT8 8-bit weights"] = export_onnx_int8(shutil.copy(f, folder / "w8"), calib,
                                                                            reduce_range=False)
         else:
             ov = import_openvino()

@@ -64,6 +64,14 @@ def plain_onnx(weights):
     return Path(export.run(weights=weights, imgsz=IMGSZ, include=("onnx",))[0])
 
 
+@pytest.fixture
+def onnx_copy(plain_onnx, tmp_path):
+    """A copy of plain_onnx in the test's folder, for exports that write beside their input."""
+    src = tmp_path / "m.onnx"
+    src.write_bytes(plain_onnx.read_bytes())
+    return src
+
+
 @needs_openvino
 def test_openvino_folder_metadata_and_outputs(openvino_fp32, reference):
     assert openvino_fp32.name == "fixture_openvino_model"
@@ -301,26 +309,24 @@ def test_latency_timing_runs_each_format_in_blocks(monkeypatch):
     assert set(ms) == {"a", "b", "c"} and all(v >= 0 for v in ms.values())
 
 
-def test_onnx_int8_calibrates_on_32_images_within_the_pixel_bound(plain_onnx, tmp_path, monkeypatch):
+def test_onnx_int8_calibrates_on_32_images_within_the_pixel_bound(onnx_copy, monkeypatch):
     """32 images used to end in 'No data is collected' (ORT 1.32 drops each full chunk of 32); more images than the
     pixel bound allows are cut to the bound, and the quantized file runs."""
     from models.export import onnx as onnx_export
 
-    src = tmp_path / "m.onnx"
-    src.write_bytes(Path(plain_onnx).read_bytes())
-    size = onnx_session(src).get_inputs()[0].shape[-1]
+    size = IMGSZ[0]
     rng = np.random.default_rng(0)
     calib = [rng.random((1, 3, size, size), dtype=np.float32) for _ in range(40)]
     monkeypatch.setattr(onnx_export, "ONNX_CALIB_PIXELS", 32 * size * size)
     seen = []
     monkeypatch.setattr(onnx_export.LOGGER, "info", seen.append)
-    out = onnx_export.export_onnx_int8(src, calib)
+    out = onnx_export.export_onnx_int8(onnx_copy, calib)
     assert any("calibrating on 32 of the 40 images" in line for line in seen)
     y = onnx_session(out).run(None, {onnx_session(out).get_inputs()[0].name: calib[0]})[0]
     assert np.isfinite(y).all() and y.shape[-1] == 85
 
 
-def test_onnx_int8_has_7_bit_weights_and_mean_per_image_activation_ranges(plain_onnx, tmp_path):
+def test_onnx_int8_has_7_bit_weights_and_mean_per_image_activation_ranges(onnx_copy):
     """Weights in [-64, 64] (2 x 255 x 64 fits int16: CPUs without VNNI, whose vpmaddubsw sums pairs into int16,
     cannot saturate); activation ranges are the mean of each calibration image's min and max: an all-black and an
     all-white image give the input the range [0, 0.5] (scale 0.5 / 255), not the extremes [0, 1]."""
@@ -328,11 +334,9 @@ def test_onnx_int8_has_7_bit_weights_and_mean_per_image_activation_ranges(plain_
 
     from models.export import onnx as onnx_export
 
-    src = tmp_path / "m.onnx"
-    src.write_bytes(Path(plain_onnx).read_bytes())
-    size = onnx_session(src).get_inputs()[0].shape[-1]
+    size = IMGSZ[0]
     calib = [np.full((1, 3, size, size), v, dtype=np.float32) for v in (0.0, 1.0)]
-    graph = onnx.load(str(onnx_export.export_onnx_int8(src, calib))).graph
+    graph = onnx.load(str(onnx_export.export_onnx_int8(onnx_copy, calib))).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     weights = [inits[n.input[0]] for n in graph.node
                if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
