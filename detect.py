@@ -16,7 +16,6 @@ and crops/<class>/*.jpg.
 """
 
 import argparse
-import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -41,6 +40,7 @@ from utils.general import (
     LOGGER,
     ROOT,
     UserError,
+    end_process,
     exit_code,
     increment_path,
     print_args,
@@ -229,4 +229,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

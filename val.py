@@ -14,7 +14,6 @@ model already in memory; the evaluation itself (shared with train.py) is utils/e
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -44,6 +43,7 @@ from utils.general import (
     UserError,
     check_img_size,
     colorstr,
+    end_process,
     exit_code,
     increment_path,
     names_dict,
@@ -360,4 +360,4 @@ def main(opt: argparse.Namespace) -> ValOutput | None:
 
 
 if __name__ == "__main__":
-    sys.exit(exit_code(lambda: main(parse_opt())))
+    end_process(exit_code(lambda: main(parse_opt())))

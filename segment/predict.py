@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from engine.prediction import load_model, log_summary, open_source, segment_all, strip_weights  # noqa: E402
 from models.backends import newest_trained_weights  # noqa: E402
 from utils.boxes import non_max_suppression  # noqa: E402
-from utils.general import ROOT, UserError, exit_code, increment_path, print_args  # noqa: E402
+from utils.general import ROOT, UserError, end_process, exit_code, increment_path, print_args  # noqa: E402
 from utils.segment_output import SegmentationWriter  # noqa: E402
 from utils.sources import is_stream_source, list_source_files  # noqa: E402
 
@@ -139,4 +139,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

@@ -29,6 +29,7 @@ from utils.general import (  # noqa: E402
     UserError,
     check_img_size,
     colorstr,
+    end_process,
     exit_code,
     increment_path,
     names_dict,
@@ -193,4 +194,4 @@ def main(opt: argparse.Namespace) -> SegValOutput | None:
 
 
 if __name__ == "__main__":
-    sys.exit(exit_code(lambda: main(parse_opt())))
+    end_process(exit_code(lambda: main(parse_opt())))

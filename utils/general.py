@@ -3,11 +3,15 @@ official YOLOv5 v7.0 scripts import from ``utils.general``."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
 import errno
+import gc
 import glob
 import importlib
 import inspect
+import io
 import itertools
 import logging
 import math
@@ -15,11 +19,12 @@ import os
 import random
 import re
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import yaml
@@ -259,6 +264,35 @@ def exit_code(call: Callable[[], object]) -> int:
         LOGGER.error(f"ERROR: {e}")
         return 1
     return 0
+
+
+def end_process(code: int) -> NoReturn:
+    """End a script's process with exit status ``code``, skipping the interpreter's teardown where that is safe.
+
+    Python's finalization frees every object one by one: ~0.3 s after ``import torch`` alone, ~0.8 s after
+    detect.py's run, where the run on two images takes 0.5 s. What an exit must do is done first: the atexit
+    handlers (logging's flush and close, temporary folders' removal, multiprocessing's children), the flush of every
+    open Python file (normally flushed as it is freed; a scan of ~60 ms) and of C's output buffers; only the freeing
+    is skipped, as the OS reclaims the memory. Objects that finish a file only in their destructor (an unclosed zip
+    or video writer) are not finished: the scripts close what they write. Falls back to ``sys.exit`` while a
+    non-daemon thread still runs (a normal exit waits for it) and where the C library cannot be reached."""
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's; absent elsewhere
+    busy = any(t is not threading.main_thread() and not t.daemon and t.is_alive() for t in threading.enumerate())
+    libc = None
+    if os.name == "posix" and run_exit_handlers is not None and not busy:
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None)
+            libc.fflush.argtypes = [ctypes.c_void_p]
+    if libc is None:
+        sys.exit(code)
+    run_exit_handlers()
+    text, binary = (io.TextIOWrapper,), (io.BufferedWriter, io.BufferedRandom)
+    files = [f for f in gc.get_objects() if type(f) in text + binary]  # exact types: fast, no ABC checks
+    for f in sorted(files, key=lambda f: type(f) not in text):  # text first: it flushes into its binary buffer
+        with contextlib.suppress(Exception):  # closed or read-only files have nothing to flush
+            f.flush()
+    libc.fflush(None)  # C libraries' printf output (OpenVINO, oneDNN verbose) when stdout is a pipe or file
+    os._exit(code)
 
 
 # ---------------------------------------------------------------------------------------------------------------
