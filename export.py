@@ -20,11 +20,10 @@ INT8 uses post-training quantization (NNCF for OpenVINO, ONNX Runtime's static Q
 """
 
 import argparse
-import sys
 
 from models.backends import EXPORT_METADATA_KEY
 from models.export import DEFAULT_CALIB, DEFAULT_OPSET, FORMATS, export_weights
-from utils.general import LOGGER, UserError, exit_code, print_args
+from utils.general import LOGGER, UserError, end_process, exit_code, print_args
 from utils.torch_utils import save_for_mobile
 
 TRT_WORKSPACE_GB = 4  # what export_engine builds with
@@ -99,4 +98,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())

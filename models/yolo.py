@@ -29,7 +29,7 @@ from models.classify_head import Classify
 from models.layers import C1_C2, C1_C2_N, CONCAT, KEEP, PLAIN, Conv
 from models.segment_head import Proto
 from utils.autoanchor import check_anchor_order
-from utils.general import LOGGER, ROOT, UserError, make_divisible, yaml_load
+from utils.general import LOGGER, ROOT, UserError, end_process, make_divisible, yaml_load
 from utils.plots import feature_visualization
 from utils.torch_utils import initialize_weights, model_info, scale_img, select_device, time_sync
 
@@ -980,4 +980,4 @@ def profile_layers(model: Model, x: torch.Tensor, runs: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_process(main())
