@@ -33,6 +33,7 @@ from engine.prediction import (
     strip_weights,
 )
 from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
+from utils.allocator import keep_freed_memory
 from utils.boxes import filter_detections, non_max_suppression, scale_boxes
 from utils.dataloaders import LoadScreenshots
 from utils.detection_output import DetectionWriter, count_string
@@ -87,6 +88,7 @@ def run(
     strips the optimizer from the .pt weights afterwards (utils.checkpoints.strip_optimizer), as official.
     ``slice_size``: sliced inference with tiles of that many pixels overlapping by ``slice_overlap``, merged by
     ``slice_merge`` (utils.slicing.Slicer)."""
+    keep_freed_memory()  # no page faults for activation maps allocated anew at every pass (utils/allocator.py)
     weights = weights or newest_trained_weights()
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
         weights = weights[0]

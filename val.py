@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from models.backends import DetectMultiBackend, default_dataset, fetch_weights, newest_trained_weights
 from models.export import backend_weights
+from utils.allocator import keep_freed_memory
 from utils.boxes import non_max_suppression
 from utils.dataloaders import create_dataloader
 from utils.dataset_yaml import check_dataset
@@ -107,6 +108,7 @@ def run(
     if model is not None:
         return _run_in_memory(model, dataloader, data, weights, task, half, verbose, save_json, save_dir, scoring)
     _check_flags(batch_size, conf_thres, iou_thres)
+    keep_freed_memory()  # no page faults for activation maps allocated anew at every pass (utils/allocator.py)
     if slice_size:
         check_slice_settings(slice_size, slice_overlap, slice_merge)
     weights = fetch_weights(_given_weights(weights))  # a release name (yolov5s.pt) is downloaded first, as official

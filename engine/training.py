@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from models.experimental import attempt_load
 from models.yolo import Model, check_activation_size
+from utils.allocator import keep_freed_memory
 from utils.amp import AMP_CHOICES, AmpPolicy, check_amp, select_amp
 from utils.autoanchor import check_anchors
 from utils.autobatch import FALLBACK_BATCH_SIZE, autobatch
@@ -203,6 +204,7 @@ def setup(hyp: dict, opt: argparse.Namespace, device: torch.device, callbacks: C
     """Everything before the first epoch: options and hyperparameters checked and saved, then the model, the batch
     size, the optimization, the data, AutoAnchor, EMA, the resumed training state and the loss."""
     task = task or DETECT
+    keep_freed_memory()  # no page faults for activation maps allocated anew at every pass (utils/allocator.py)
     callbacks.run("on_pretrain_routine_start")
     save_dir = Path(opt.save_dir)
     main_process = RANK in (-1, 0)

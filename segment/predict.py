@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from engine.prediction import load_model, log_summary, open_source, segment_all, strip_weights  # noqa: E402
 from models.backends import newest_trained_weights  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.boxes import non_max_suppression  # noqa: E402
 from utils.general import ROOT, UserError, end_process, exit_code, increment_path, print_args  # noqa: E402
 from utils.segment_output import SegmentationWriter  # noqa: E402
@@ -59,6 +60,7 @@ def run(
 ) -> Path:
     """Segment the instances in ``source`` with segmentation ``weights``; returns the results folder. ``update``
     strips the optimizer from the .pt weights afterwards, as official."""
+    keep_freed_memory()  # no page faults for activation maps allocated anew at every pass (utils/allocator.py)
     weights = weights or newest_trained_weights(ROOT / "runs" / "train-seg")
     if isinstance(weights, (list, tuple)) and len(weights) == 1:
         weights = weights[0]

@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as a script (python segment/val.py): the re
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.backends import DetectMultiBackend, default_dataset, newest_trained_weights  # noqa: E402
+from utils.allocator import keep_freed_memory  # noqa: E402
 from utils.dataset_yaml import check_dataset  # noqa: E402
 from utils.evaluation import coco80_to_coco91_class  # noqa: E402
 from utils.general import (  # noqa: E402
@@ -75,6 +76,7 @@ def run(
     if batch_size < 1 or not (0 <= conf_thres <= 1 and 0 <= iou_thres <= 1):
         raise UserError(f"--batch-size {batch_size} must be >= 1 and --conf-thres {conf_thres}, --iou-thres "
                         f"{iou_thres} between 0 and 1")
+    keep_freed_memory()  # no page faults for activation maps allocated anew at every pass (utils/allocator.py)
     weights = _one_weights(weights)
     data = check_dataset(data or default_dataset(weights, fallback=ROOT / "data/coco8-seg.yaml"))
     split = task if task in ("train", "val", "test") else "val"
