@@ -20,7 +20,6 @@ children inherit.
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -29,13 +28,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 SETTINGS = ("default", "kept")
 WORKLOADS = {"infer-b1": (1, None), "infer-b32": (32, None), "train-256": (16, 256), "train-640": (16, 640)}
 
 
 def child(workload: str, setting: str, cfg: str, imgsz: int, iters: int) -> dict:
     """Time ``workload`` in this process under ``setting``; the figures as a dict."""
-    sys.path.insert(0, str(ROOT))
     from utils.allocator import keep_freed_memory
 
     kept = keep_freed_memory() if setting == "kept" else False
@@ -101,9 +100,11 @@ def run_child(workload: str, setting: str, args: argparse.Namespace) -> dict:
 def main(args: argparse.Namespace) -> None:
     import torch
 
+    from utils.allocator import glibc_version
+
     print(f"bench_allocator: {Path(args.cfg).stem}, inference at {args.imgsz} px, {args.iters} iterations after 2, "
           f"{args.rounds} rounds; torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}"
-          f", {os.confstr('CS_GNU_LIBC_VERSION') if hasattr(os, 'confstr') else 'no glibc'}")
+          f", {glibc_version() or 'no glibc'}")
     print("| workload | setting | s / iteration | user s | system s | page faults | peak MB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     summary = []

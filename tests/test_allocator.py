@@ -14,6 +14,7 @@ import val
 from engine import training
 from segment import predict as segment_predict
 from segment import val as segment_val
+from utils.allocator import glibc_version
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "yolov5n-v7.0.pt"
@@ -35,8 +36,7 @@ for _ in range(5):
 faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5
 print(json.dumps({{"kept": kept, "faults": faults}}))
 """
-GLIBC = "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in getattr(os, "confstr_names", {})
-                    else "")
+GLIBC = glibc_version() is not None
 
 
 def faults_per_block(folder, mode, **env):

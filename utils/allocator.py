@@ -32,6 +32,14 @@ GLIBC_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_T
 _kept = False
 
 
+def glibc_version() -> str | None:
+    """This process's C library as glibc names itself ('glibc 2.36'); None for any other (macOS, musl, Windows)."""
+    if "CS_GNU_LIBC_VERSION" not in getattr(os, "confstr_names", {}):  # POSIX only
+        return None
+    version = os.confstr("CS_GNU_LIBC_VERSION")
+    return version if version and version.startswith("glibc") else None
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse: no ``mmap`` for big blocks (``M_MMAP_MAX`` 0), no trimming
     of the heap (``M_TRIM_THRESHOLD`` at its maximum). Returns whether the process now runs so. Nothing is done off
@@ -40,9 +48,7 @@ def keep_freed_memory() -> bool:
     global _kept
     if _kept:
         return True
-    libc_version = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in getattr(os, "confstr_names", {}) \
-        else None  # POSIX only
-    if not (libc_version or "").startswith("glibc") or any(k in os.environ for k in GLIBC_MALLOC_ENV):
+    if glibc_version() is None or any(k in os.environ for k in GLIBC_MALLOC_ENV):
         return False
     if "malloc" in os.environ.get("LD_PRELOAD", ""):
         return False
