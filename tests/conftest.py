@@ -16,6 +16,10 @@ from utils.general import LOGGER  # noqa: E402
 
 LOGGER.setLevel(logging.WARNING)
 os.environ["YOLOV5_OFFLINE"] = "1"  # tests never fetch release weights (scripts run as subprocesses inherit it)
+# the entry points keep freed memory for the rest of their process (utils/allocator.py); a worker runs many of them
+# and resident-memory measurements (bench_scale's) need glibc's behaviour, so a MALLOC_ setting (glibc's default
+# value) makes them leave the test processes alone; tests/test_allocator.py clears it for its children
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "131072")
 # two torch threads for two cores; under pytest-xdist (the README command runs two workers) one per worker
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
